@@ -1,0 +1,336 @@
+package pibridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Device identifies the bridge to clients.
+type Device struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// Actuator moves outputs. Set and Pulse return once the pin has moved (or
+// failed to) and the resulting reading has been emitted.
+type Actuator interface {
+	Set(ctx context.Context, name string, v Value) error
+	Pulse(ctx context.Context, name string, d time.Duration) error
+}
+
+// Emitter receives values from the hardware side; the core stamps them with
+// seq and, when ts is zero, the time.
+type Emitter interface {
+	Emit(name string, v Value, ts time.Time)
+}
+
+// Subscriber receives every reading in seq order. Deliver is called with the
+// core's lock held, so it must not block: queue and return.
+type Subscriber interface {
+	Deliver(Reading)
+}
+
+// Op is what a command asks for.
+type Op uint8
+
+const (
+	OpSet Op = iota
+	OpPulse
+)
+
+// Command is a request from a client, whichever door it came through.
+type Command struct {
+	ID     string // echoed in the ack; may be empty
+	Name   string
+	Op     Op
+	Value  Value         // OpSet
+	For    time.Duration // OpPulse
+	Source string        // "ws", "mqtt", "http": for logs and metrics
+}
+
+// Errors a command can fail with; adapters map them to status codes.
+var (
+	ErrUnknownSignal = errors.New("no such signal")
+	ErrNotWritable   = errors.New("not writable")
+	// ErrConflict is for actuators refusing a command for a reason of state,
+	// such as an interlock that cannot be honoured.
+	ErrConflict = errors.New("conflict")
+)
+
+// Options configure a Core.
+type Options struct {
+	Device   Device
+	Signals  []Signal
+	StateDir string // where the seq counter lives
+	// HistorySize points per signal, one per HistoryStep at most: the
+	// defaults keep one hour at one point a second, 16 bytes a point.
+	HistorySize int
+	HistoryStep time.Duration
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Core holds the latest state, the history and the subscribers, and routes
+// commands to the Actuator. Every method is safe for concurrent use.
+type Core struct {
+	device  Device
+	signals []Signal
+	index   map[string]int
+	now     func() time.Time
+	log     *slog.Logger
+
+	actuator atomic.Pointer[actuatorBox]
+	subs     atomic.Pointer[[]*subscription]
+	emitted  atomic.Uint64
+	lastEmit atomic.Int64 // unix ns of the last reading, for liveness checks
+
+	mu      sync.Mutex // guards everything below; held for a reading's bookkeeping only
+	seq     *seqStore
+	state   []Reading
+	history []*history
+	seqErrs uint64
+}
+
+type actuatorBox struct{ Actuator }
+
+type subscription struct{ Subscriber }
+
+// New returns a core for the given signals. Signal names must be unique and
+// valid; configuration has checked them, New checks again because a core
+// with two signals of one name would route commands wrongly.
+func New(o Options) (*Core, error) {
+	if o.HistorySize <= 0 {
+		o.HistorySize = 3600
+	}
+	if o.HistoryStep <= 0 {
+		o.HistoryStep = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	seq, err := openSeqStore(o.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	c := &Core{
+		device:  o.Device,
+		signals: append([]Signal(nil), o.Signals...),
+		index:   make(map[string]int, len(o.Signals)),
+		now:     o.Now,
+		log:     o.Logger,
+		seq:     seq,
+		state:   make([]Reading, len(o.Signals)),
+		history: make([]*history, len(o.Signals)),
+	}
+	for i, s := range c.signals {
+		if _, dup := c.index[s.Name]; dup {
+			return nil, fmt.Errorf("signal %q is defined twice", s.Name)
+		}
+		c.index[s.Name] = i
+		c.history[i] = newHistory(o.HistorySize, o.HistoryStep)
+	}
+	c.subs.Store(&[]*subscription{})
+	return c, nil
+}
+
+// SetActuator routes commands to a; until it is set, commands fail.
+func (c *Core) SetActuator(a Actuator) { c.actuator.Store(&actuatorBox{a}) }
+
+func (c *Core) Device() Device      { return c.device }
+func (c *Core) Signals() []Signal   { return c.signals }
+func (c *Core) Emitted() uint64     { return c.emitted.Load() }
+func (c *Core) LastEmit() time.Time { return time.Unix(0, c.lastEmit.Load()) }
+
+// Signal returns the named signal.
+func (c *Core) Signal(name string) (Signal, bool) {
+	i, ok := c.index[name]
+	if !ok {
+		return Signal{}, false
+	}
+	return c.signals[i], true
+}
+
+// Emit records a new value: it assigns the next seq, updates state and
+// history, and hands the reading to every subscriber. Unknown names are
+// dropped and logged: they are a wiring bug, not a client's mistake.
+func (c *Core) Emit(name string, v Value, ts time.Time) {
+	i, ok := c.index[name]
+	if !ok {
+		c.log.Error("reading for an unknown signal dropped", "signal", name)
+		return
+	}
+	if ts.IsZero() {
+		ts = c.now()
+	}
+	ts = ts.UTC()
+	sig := &c.signals[i]
+	c.mu.Lock()
+	seq, err := c.seq.take()
+	if err != nil {
+		c.seqErrs++
+	}
+	r := Reading{Name: sig.Name, Value: v, Unit: sig.Unit, TS: ts, Seq: seq}
+	c.state[i] = r
+	c.history[i].add(Point{T: ts.UnixMilli(), V: v.Float()})
+	for _, s := range *c.subs.Load() {
+		s.Deliver(r)
+	}
+	c.mu.Unlock()
+	c.emitted.Add(1)
+	c.lastEmit.Store(ts.UnixNano())
+	if err != nil {
+		c.log.Warn("seq counter not saved; seq stays unique in this run", "err", err)
+	}
+}
+
+// Subscribe adds s to the fan-out and returns the function that removes it.
+// The snapshot it also returns and the readings s receives afterwards join
+// without a gap or an overlap: nothing is emitted between the two.
+func (c *Core) Subscribe(s Subscriber) (snapshot []Reading, cancel func()) {
+	sub := &subscription{s}
+	c.mu.Lock()
+	snapshot = c.stateLocked()
+	old := *c.subs.Load()
+	next := append(append(make([]*subscription, 0, len(old)+1), old...), sub)
+	c.subs.Store(&next)
+	c.mu.Unlock()
+	return snapshot, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		old := *c.subs.Load()
+		next := make([]*subscription, 0, len(old))
+		for _, o := range old {
+			if o != sub {
+				next = append(next, o)
+			}
+		}
+		c.subs.Store(&next)
+	}
+}
+
+// State returns the latest reading of every signal that has one, in signal order.
+func (c *Core) State() []Reading {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stateLocked()
+}
+
+func (c *Core) stateLocked() []Reading {
+	out := make([]Reading, 0, len(c.state))
+	for _, r := range c.state {
+		if !r.TS.IsZero() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Latest returns the latest reading of one signal.
+func (c *Core) Latest(name string) (Reading, bool) {
+	i, ok := c.index[name]
+	if !ok {
+		return Reading{}, false
+	}
+	c.mu.Lock()
+	r := c.state[i]
+	c.mu.Unlock()
+	return r, !r.TS.IsZero()
+}
+
+// History returns the points of a signal from the last `since`.
+func (c *Core) History(name string, since time.Duration) ([]Point, error) {
+	i, ok := c.index[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, ErrUnknownSignal)
+	}
+	from := c.now().Add(-since).UnixMilli()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.history[i].since(nil, from), nil
+}
+
+// Execute validates a command and hands it to the actuator. It returns the
+// signal's reading after the command: the echo that confirms it.
+// Errors name the signal: "pump: …".
+func (c *Core) Execute(ctx context.Context, cmd Command) (Reading, error) {
+	sig, v, err := c.validate(cmd)
+	if err != nil {
+		return Reading{}, err
+	}
+	box := c.actuator.Load()
+	if box == nil {
+		return Reading{}, fmt.Errorf("%s: outputs are not ready yet", sig.Name)
+	}
+	switch cmd.Op {
+	case OpPulse:
+		err = box.Pulse(ctx, sig.Name, cmd.For)
+	default:
+		err = box.Set(ctx, sig.Name, v)
+	}
+	if err != nil {
+		return Reading{}, fmt.Errorf("%s: %w", sig.Name, err)
+	}
+	r, _ := c.Latest(sig.Name)
+	return r, nil
+}
+
+// validate checks a command against its signal and returns the value in
+// the signal's own form: a bool (or toggle) for outputs, a number for pwm.
+func (c *Core) validate(cmd Command) (Signal, Value, error) {
+	sig, ok := c.Signal(cmd.Name)
+	if !ok {
+		return sig, Value{}, fmt.Errorf("%s: %w", clip(cmd.Name), ErrUnknownSignal)
+	}
+	if !sig.Kind.Writable() {
+		return sig, Value{}, fmt.Errorf("%s: %w: it is %s", sig.Name, ErrNotWritable, article(sig.Kind))
+	}
+	if cmd.Op == OpPulse {
+		if sig.Kind != KindOutput {
+			return sig, Value{}, fmt.Errorf("%s: %w: only outputs can be pulsed", sig.Name, ErrBadValue)
+		}
+		if cmd.For <= 0 || cmd.For > MaxPulse {
+			return sig, Value{}, fmt.Errorf("%s: %w: pulse length %s must be above 0 and at most %s", sig.Name, ErrBadValue, cmd.For, MaxPulse)
+		}
+		return sig, Value{}, nil
+	}
+	v := cmd.Value
+	switch sig.Kind {
+	case KindOutput:
+		switch {
+		case v.IsBool(), v.IsToggle():
+			return sig, v, nil
+		case v.IsNumber() && (v.Float() == 0 || v.Float() == 1):
+			return sig, Bool(v.Float() == 1), nil
+		}
+		return sig, Value{}, fmt.Errorf("%s: %w %s: an output takes on, off, true, false, 1, 0 or toggle", sig.Name, ErrBadValue, v)
+	case KindPWM:
+		if v.IsNumber() && v.Float() >= 0 && v.Float() <= 1 {
+			return sig, v, nil
+		}
+		return sig, Value{}, fmt.Errorf("%s: %w %s: a pwm takes a number from 0 to 1", sig.Name, ErrBadValue, v)
+	}
+	return sig, Value{}, fmt.Errorf("%s: %w", sig.Name, ErrNotWritable)
+}
+
+func article(k Kind) string {
+	if k == KindInput {
+		return "an input"
+	}
+	return "a " + k.String()
+}
+
+// Close saves the seq counter so a clean restart continues without a gap.
+func (c *Core) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seq.close()
+}

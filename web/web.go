@@ -1,0 +1,165 @@
+// Package web holds the browser control panel, embedded with go:embed.
+// Handler serves it with a strict Content-Security-Policy; HandlerFromDir
+// serves a checkout of static/ instead, so the panel can be edited live.
+package web
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"io/fs"
+	"mime"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"time"
+)
+
+//go:embed static
+var static embed.FS
+
+// contentSecurityPolicy is sent with every response. The panel has no inline
+// script or style and loads nothing from another origin; connect-src 'self'
+// also covers ws:// and wss:// to the same host in current browsers.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
+	"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; " +
+	"base-uri 'none'; form-action 'self'"
+
+// Handler serves the embedded panel: index.html at "/", the other files of
+// static/ by name. Only GET and HEAD are allowed.
+func Handler() http.Handler {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // unreachable: "static" is a valid path embedded above
+	}
+	// The embedded files never change, so read and hash them once.
+	assets := map[string]*asset{}
+	err = fs.WalkDir(sub, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		a, err := readAsset(sub, name)
+		assets[name] = a
+		return err
+	})
+	if err != nil {
+		panic(err) // unreachable: reading an embed.FS does not fail
+	}
+	return &handler{load: func(name string) (*asset, error) {
+		if a, ok := assets[name]; ok {
+			return a, nil
+		}
+		return nil, fs.ErrNotExist
+	}}
+}
+
+// HandlerFromDir serves the panel from dir (normally web/static of a
+// checkout) with the same headers as Handler, reading the files on every
+// request so edits show up on reload. It is meant for development.
+func HandlerFromDir(dir string) http.Handler {
+	fsys := os.DirFS(dir)
+	return &handler{load: func(name string) (*asset, error) {
+		return readAsset(fsys, name)
+	}}
+}
+
+// asset is one file of the panel, ready to serve.
+type asset struct {
+	data        []byte
+	etag        string
+	contentType string
+}
+
+func readAsset(fsys fs.FS, name string) (*asset, error) {
+	data, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	return &asset{
+		data:        data,
+		etag:        `"` + hex.EncodeToString(sum[:12]) + `"`,
+		contentType: contentType(name),
+	}, nil
+}
+
+type handler struct {
+	load func(name string) (*asset, error)
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	setSecurityHeaders(w.Header())
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	name, ok := assetName(r.URL.Path)
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	a, err := h.load(name)
+	if err != nil { // missing, a directory, or unreadable in the dev tree
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", a.contentType)
+	w.Header().Set("ETag", a.etag)
+	// The files are a few KiB: always send them whole. This also keeps the
+	// headers above on every response (ServeContent's 416 drops Cache-Control).
+	r.Header.Del("Range")
+	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(a.data))
+}
+
+// setSecurityHeaders sets the headers every response carries, errors included.
+// no-cache (revalidate, not "do not store") makes a browser pick up the panel of
+// a new binary at once; the ETag keeps that revalidation cheap.
+func setSecurityHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-cache")
+}
+
+// assetName maps a URL path to a file name inside static/, rejecting
+// anything that is not a plain relative path (no "..", no empty elements,
+// no trailing slash).
+func assetName(urlPath string) (string, bool) {
+	if urlPath == "/" {
+		return "index.html", true
+	}
+	name, ok := strings.CutPrefix(urlPath, "/")
+	if !ok || !fs.ValidPath(name) || name == "." {
+		return "", false
+	}
+	return name, true
+}
+
+// contentTypes pins the types the panel depends on: with nosniff, a module
+// script must be served as JavaScript, whatever /etc/mime.types says.
+var contentTypes = map[string]string{
+	".html":        "text/html; charset=utf-8",
+	".js":          "text/javascript; charset=utf-8",
+	".css":         "text/css; charset=utf-8",
+	".json":        "application/json",
+	".webmanifest": "application/manifest+json",
+	".svg":         "image/svg+xml",
+	".png":         "image/png",
+	".ico":         "image/x-icon",
+	".txt":         "text/plain; charset=utf-8",
+}
+
+func contentType(name string) string {
+	ext := strings.ToLower(path.Ext(name))
+	if t, ok := contentTypes[ext]; ok {
+		return t
+	}
+	if t := mime.TypeByExtension(ext); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
