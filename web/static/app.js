@@ -1,0 +1,770 @@
+// pibridge control panel.
+//
+// One WebSocket to /ws (SPEC.md §5). The first frame, hello, describes the
+// device and its signals and carries the current state; the panel builds one
+// tile per signal from it and then applies "reading" frames. Commands carry an
+// id and stay "pending" until their ack or the echoed reading arrives. Login
+// (SPEC.md §6) posts the token to /api/login, which sets an HttpOnly cookie
+// that the next WebSocket handshake carries.
+
+const RETRY_MIN_MS = 500;
+const RETRY_MAX_MS = 10000;
+const PWM_INTERVAL_MS = 100; // at most one pwm "set" per interval while dragging
+const COMMAND_TIMEOUT_MS = 5000; // no ack by then: the command counts as failed
+const ECHO_GRACE_MS = 2000; // after an ok ack, how long to wait for the echo
+const ERROR_SHOW_MS = 8000;
+const TOAST_MS = 5000;
+const TOAST_MAX = 4;
+const FLASH_MS = 700;
+const PULSE_FOR = '500ms';
+const PWM_TOLERANCE = 0.005; // hardware may round the duty cycle it echoes
+const CLOSE_UNAUTHORIZED = 4401;
+
+const STATUS_TEXT = {live: 'live', reconnecting: 'reconnecting…', offline: 'offline'};
+
+// The only module-level mutable value. Exposed as window.pibridge.state so that
+// browser tests can see what the panel believes; the first block is the part
+// tests rely on, the rest is bookkeeping.
+const state = {
+  connected: false, // a hello arrived on the current socket and it is still open
+  status: 'offline', // live | reconnecting | offline: the header badge
+  readonly: false, // hello said readonly: every control disabled
+  needLogin: false, // the server wants a token: login form shown, no reconnects
+  device: null, // hello.device: {id, name, version}
+  signals: [], // hello.signals, in the server's order
+  values: {}, // signal name → latest reading {value, unit, ts, seq}
+
+  socket: null,
+  retryDelay: RETRY_MIN_MS,
+  retryTimer: 0,
+  layoutKey: '', // the signal list the tiles were built from
+  tiles: new Map(), // signal name → tile (see makeTile)
+  commands: new Map(), // command id → {name, type, timer}
+  idPrefix: randomPrefix(),
+  nextId: 0,
+  clockSkew: null, // browser clock minus bridge clock, estimated from readings
+};
+
+// ---------------------------------------------------------------- start-up
+
+function start() {
+  window.pibridge = {state};
+  bindLogin();
+  setInterval(refreshAges, 1000);
+  window.addEventListener('online', connectNow);
+  window.addEventListener('offline', () => { if (!state.connected) setStatus('offline'); });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') connectNow();
+  });
+
+  const token = takeFragmentToken();
+  if (token) {
+    loginAndConnect(token);
+    return;
+  }
+  connect();
+  checkAuth(); // in parallel: a 401 shows the login form without waiting for the socket
+}
+
+// A panel URL may carry the token in its fragment (#token=…), which browsers
+// never send to the server. It is removed from the address bar at once.
+function takeFragmentToken() {
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (token === null) return '';
+  history.replaceState(null, '', location.pathname + location.search);
+  return token;
+}
+
+// ---------------------------------------------------------------- connection
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  state.retryTimer = 0;
+  if (state.socket || state.needLogin) return;
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  let ws;
+  try {
+    ws = new WebSocket(`${scheme}//${location.host}/ws`);
+  } catch (err) {
+    scheduleReconnect();
+    return;
+  }
+  state.socket = ws;
+  ws.addEventListener('message', (ev) => onFrame(ws, ev.data));
+  ws.addEventListener('close', (ev) => onClose(ws, ev));
+}
+
+// connectNow skips the remaining back-off, e.g. when the network returns.
+function connectNow() {
+  if (state.socket || state.needLogin) return;
+  connect();
+}
+
+function onClose(ws, ev) {
+  if (ws !== state.socket) return; // a socket we already gave up on
+  const hadHello = state.connected;
+  state.socket = null;
+  setConnected(false);
+  if (ev.code === CLOSE_UNAUTHORIZED) {
+    showLogin('');
+    return;
+  }
+  if (hadHello) {
+    scheduleReconnect();
+    return;
+  }
+  // The handshake failed or closed before hello. A browser cannot see the
+  // HTTP status of a refused handshake, so ask the API whether a token is needed.
+  checkAuth().then((needLogin) => { if (!needLogin) scheduleReconnect(); });
+}
+
+// Exponential back-off: 0.5 s doubling to 10 s, each wait drawn from [d/2, d]
+// so that panels reconnecting after a bridge restart do not arrive together.
+function scheduleReconnect() {
+  if (state.needLogin || state.socket || state.retryTimer) return;
+  if (navigator.onLine === false) {
+    setStatus('offline'); // the "online" event reconnects
+    return;
+  }
+  const delay = state.retryDelay * (0.5 + Math.random() * 0.5);
+  state.retryDelay = Math.min(state.retryDelay * 2, RETRY_MAX_MS);
+  setStatus('reconnecting');
+  state.retryTimer = setTimeout(connect, delay);
+}
+
+// checkAuth resolves to true when /api/state answers 401 (login form shown).
+async function checkAuth() {
+  try {
+    const res = await fetch('/api/state', {credentials: 'same-origin', cache: 'no-store'});
+    if (res.status === 401) {
+      showLogin('');
+      return true;
+    }
+  } catch (err) {
+    // unreachable: the reconnect loop keeps trying
+  }
+  return false;
+}
+
+function send(msg) {
+  const ws = state.socket;
+  if (!state.connected || !ws || ws.readyState !== WebSocket.OPEN) {
+    toast('Not connected to the bridge.');
+    return false;
+  }
+  ws.send(JSON.stringify(msg));
+  return true;
+}
+
+function setConnected(connected) {
+  state.connected = connected;
+  document.getElementById('panel').dataset.connected = String(connected);
+  if (!connected) abandonCommands();
+  updateControls();
+}
+
+function setStatus(status) {
+  state.status = status;
+  const badge = document.getElementById('conn');
+  badge.dataset.state = status;
+  badge.textContent = STATUS_TEXT[status];
+}
+
+// ---------------------------------------------------------------- frames
+
+const FRAME_HANDLERS = {
+  hello: onHello,
+  reading: onReading,
+  ack: onAck,
+  error: (msg) => toast(String(msg.error || 'The bridge reported an error.')),
+};
+
+function onFrame(ws, data) {
+  if (ws !== state.socket) return;
+  let msg;
+  try {
+    msg = JSON.parse(data);
+  } catch (err) {
+    return;
+  }
+  const handler = msg && FRAME_HANDLERS[msg.type];
+  if (handler) handler(msg);
+}
+
+function onHello(msg) {
+  state.device = msg.device || {};
+  state.readonly = msg.readonly === true;
+  state.signals = Array.isArray(msg.signals) ? msg.signals.filter(isSignal) : [];
+  state.values = {...(msg.state || {})};
+  state.clockSkew = null;
+  state.retryDelay = RETRY_MIN_MS;
+  hideLogin();
+
+  // Rebuild tiles only when the signal list changed, so that a reconnect keeps
+  // focus and scroll position.
+  const key = JSON.stringify(state.signals);
+  if (key !== state.layoutKey) {
+    state.layoutKey = key;
+    buildTiles();
+  }
+  renderHeader();
+  setConnected(true);
+  setStatus('live');
+  for (const tile of state.tiles.values()) renderTile(tile);
+}
+
+function isSignal(sig) {
+  return sig && typeof sig.name === 'string' && typeof sig.kind === 'string';
+}
+
+function onReading(msg) {
+  if (typeof msg.name !== 'string') return;
+  const prev = state.values[msg.name];
+  if (prev && typeof prev.seq === 'number' && typeof msg.seq === 'number' && msg.seq <= prev.seq) {
+    return; // older than what we show
+  }
+  const reading = {value: msg.value, unit: msg.unit, ts: msg.ts, seq: msg.seq};
+  state.values[msg.name] = reading;
+  noteClockSkew(reading.ts);
+  const tile = state.tiles.get(msg.name);
+  if (!tile) return;
+  settleOnReading(tile, reading.value);
+  if (tile.kind === 'input' && prev && prev.value !== reading.value) flash(tile);
+  renderTile(tile);
+}
+
+function onAck(msg) {
+  const cmd = state.commands.get(msg.id);
+  if (!cmd) return; // not ours, or already timed out
+  state.commands.delete(msg.id);
+  clearTimeout(cmd.timer);
+  const tile = state.tiles.get(cmd.name);
+  if (msg.ok === true) {
+    if (tile && cmd.type === 'set') settleOnAck(tile, msg.id);
+    return;
+  }
+  const text = String(msg.error || 'The command was refused.');
+  if (!tile) {
+    toast(`${cmd.name}: ${text}`);
+    return;
+  }
+  if (cmd.type === 'set') clearWant(tile); // revert to the last reading
+  showTileError(tile, text);
+  renderTile(tile);
+}
+
+// ---------------------------------------------------------------- commands
+//
+// A writable tile has a "want": the value the user asked for, shown instead of
+// the last reading until the bridge confirms it. tile.cmdId is the latest
+// command; an ok ack for it or an echoed reading equal to want confirms.
+
+function command(tile, type, fields) {
+  const id = `${state.idPrefix}-${++state.nextId}`;
+  if (!send({type, id, name: tile.name, ...fields})) return null;
+  const timer = setTimeout(
+    () => onAck({id, ok: false, error: 'No answer from the bridge.'}),
+    COMMAND_TIMEOUT_MS,
+  );
+  state.commands.set(id, {name: tile.name, type, timer});
+  return id;
+}
+
+function setWanted(tile, value) {
+  clearTileError(tile);
+  clearTimeout(tile.graceTimer);
+  const id = command(tile, 'set', {value});
+  if (id === null) {
+    clearWant(tile);
+  } else {
+    tile.want = value;
+    tile.cmdId = id;
+    tile.acked = false;
+  }
+  renderTile(tile);
+}
+
+function settleOnAck(tile, id) {
+  if (id !== tile.cmdId) return; // an earlier command of a drag: the latest decides
+  tile.acked = true;
+  const reading = state.values[tile.name];
+  if (reading && sameValue(tile, reading.value, tile.want)) {
+    clearWant(tile);
+  } else {
+    // Applied, but the echo is still on its way: keep showing want briefly.
+    clearTimeout(tile.graceTimer);
+    tile.graceTimer = setTimeout(() => { clearWant(tile); renderTile(tile); }, ECHO_GRACE_MS);
+  }
+  renderTile(tile);
+}
+
+function settleOnReading(tile, value) {
+  if (tile.want === undefined || tile.trailingTimer) return;
+  // Equal: the echo confirms. Different after an ok ack: something else moved
+  // the signal since, and the reading is the truth.
+  if (sameValue(tile, value, tile.want) || tile.acked) clearWant(tile);
+}
+
+function clearWant(tile) {
+  tile.want = undefined;
+  tile.cmdId = null;
+  tile.acked = false;
+  clearTimeout(tile.graceTimer);
+  clearTimeout(tile.trailingTimer);
+  tile.trailingTimer = 0;
+}
+
+// abandonCommands forgets every command in flight when the socket goes away;
+// the next hello brings the truth.
+function abandonCommands() {
+  for (const cmd of state.commands.values()) clearTimeout(cmd.timer);
+  state.commands.clear();
+  for (const tile of state.tiles.values()) {
+    if (tile.want === undefined) continue;
+    clearWant(tile);
+    renderTile(tile);
+  }
+}
+
+function sameValue(tile, a, b) {
+  if (tile.kind === 'pwm' && typeof a === 'number' && typeof b === 'number') {
+    return Math.abs(a - b) < PWM_TOLERANCE;
+  }
+  return a === b;
+}
+
+function toggleOutput(tile) {
+  setWanted(tile, !isOn(shownValue(tile)));
+}
+
+function pulseOutput(tile) {
+  clearTileError(tile);
+  renderTile(tile);
+  command(tile, 'pulse', {for: PULSE_FOR});
+}
+
+// While dragging, send at most one "set" per PWM_INTERVAL_MS; the latest
+// position goes out when the interval ends, and once more on "change".
+function onPwmInput(tile) {
+  tile.want = Number(tile.range.value);
+  tile.acked = false;
+  const wait = tile.lastSentAt + PWM_INTERVAL_MS - performance.now();
+  if (wait <= 0) {
+    sendPwm(tile);
+  } else if (!tile.trailingTimer) {
+    tile.trailingTimer = setTimeout(() => { tile.trailingTimer = 0; sendPwm(tile); }, wait);
+  }
+  renderTile(tile);
+}
+
+function onPwmChange(tile) {
+  const value = Number(tile.range.value);
+  const alreadySent = !tile.trailingTimer && tile.lastSentValue === value;
+  if (!alreadySent) sendPwm(tile);
+}
+
+function sendPwm(tile) {
+  clearTimeout(tile.trailingTimer); // an overdue trailing send is superseded
+  tile.trailingTimer = 0;
+  const value = Number(tile.range.value);
+  tile.lastSentAt = performance.now();
+  tile.lastSentValue = value;
+  setWanted(tile, value);
+}
+
+// ---------------------------------------------------------------- tiles
+
+function buildTiles() {
+  for (const tile of state.tiles.values()) {
+    clearWant(tile);
+    clearTimeout(tile.errorTimer);
+    clearTimeout(tile.flashTimer);
+  }
+  state.tiles.clear();
+  const groups = new Map();
+  for (const section of document.querySelectorAll('section.group')) {
+    const list = section.querySelector('.tiles');
+    list.replaceChildren();
+    groups.set(section.dataset.kind, list);
+  }
+  state.signals.forEach((sig, index) => {
+    const tile = makeTile(sig, `sig-${index}`);
+    groups.get(tile.kind).append(tile.el);
+    state.tiles.set(sig.name, tile);
+  });
+  for (const section of document.querySelectorAll('section.group')) {
+    section.hidden = !section.querySelector('.tile');
+  }
+  const placeholder = document.getElementById('placeholder');
+  placeholder.textContent = 'This bridge has no signals configured.';
+  placeholder.hidden = state.signals.length > 0;
+}
+
+const TILE_BUILDERS = {
+  output: buildOutput,
+  pwm: buildPwm,
+  input: buildInput,
+  sensor: buildSensor,
+};
+
+function makeTile(sig, id) {
+  const kind = TILE_BUILDERS[sig.kind] ? sig.kind : 'sensor'; // unknown kinds: read-only
+  const nameEl = el('h3', {class: 'name', id: `${id}-name`}, sig.name);
+  const tile = {
+    name: sig.name,
+    kind,
+    sig,
+    id,
+    el: el('article', {
+      'class': `tile tile-${kind}`,
+      'data-signal': sig.name,
+      'data-kind': kind,
+      'data-state': 'confirmed',
+      'aria-labelledby': nameEl.id,
+    }),
+    valueEl: el('span', {class: 'value'}, '—'),
+    errorEl: el('p', {class: 'error', role: 'alert'}),
+    controls: [],
+    want: undefined,
+    cmdId: null,
+    acked: false,
+    errorText: '',
+    lastSentAt: -Infinity,
+    lastSentValue: undefined,
+    graceTimer: 0,
+    trailingTimer: 0,
+    errorTimer: 0,
+    flashTimer: 0,
+  };
+  tile.errorEl.hidden = true;
+  tile.el.append(el('div', {class: 'tile-head'}, nameEl, tile.valueEl));
+  TILE_BUILDERS[kind](tile);
+  tile.el.append(tile.errorEl);
+  setControlsDisabled(tile);
+  return tile;
+}
+
+function buildOutput(tile) {
+  tile.switch = el('button', {
+    'type': 'button',
+    'role': 'switch',
+    'class': 'switch',
+    'aria-checked': 'false',
+    'aria-labelledby': `${tile.id}-name`,
+  }, el('span', {'class': 'knob', 'aria-hidden': 'true'}));
+  tile.pulse = el('button', {
+    'type': 'button',
+    'class': 'pulse',
+    'id': `${tile.id}-pulse`,
+    'aria-labelledby': `${tile.id}-pulse ${tile.id}-name`,
+  }, 'Pulse');
+  tile.switch.addEventListener('click', () => toggleOutput(tile));
+  tile.pulse.addEventListener('click', () => pulseOutput(tile));
+  tile.controls.push(tile.switch, tile.pulse);
+  tile.el.append(el('div', {class: 'controls'}, tile.switch, tile.pulse));
+}
+
+function buildPwm(tile) {
+  const {sig, id} = tile;
+  const label = el('label', {class: 'control-label', for: `${id}-range`, id: `${id}-label`}, 'Duty');
+  tile.range = el('input', {
+    'type': 'range',
+    'class': 'range',
+    'id': `${id}-range`,
+    'min': String(typeof sig.min === 'number' ? sig.min : 0),
+    'max': String(typeof sig.max === 'number' ? sig.max : 1),
+    'step': '0.01',
+    'aria-labelledby': `${id}-name ${id}-label`,
+  });
+  tile.range.value = tile.range.min;
+  tile.range.addEventListener('input', () => onPwmInput(tile));
+  tile.range.addEventListener('change', () => onPwmChange(tile));
+  tile.controls.push(tile.range);
+  tile.el.append(el('div', {class: 'controls'}, label, tile.range));
+}
+
+function buildInput(tile) {
+  tile.valueEl.classList.add('indicator');
+}
+
+function buildSensor(tile) {
+  tile.num = el('span', {class: 'num'}, '—');
+  tile.unit = el('span', {class: 'unit'});
+  tile.valueEl.replaceChildren(tile.num, ' ', tile.unit);
+  tile.age = el('time', {class: 'age'});
+  tile.el.append(tile.age);
+}
+
+// ---------------------------------------------------------------- rendering
+
+const TILE_RENDERERS = {
+  output: renderOutput,
+  pwm: renderPwm,
+  input: renderInput,
+  sensor: renderSensor,
+};
+
+function renderTile(tile) {
+  const value = shownValue(tile);
+  tile.valueEl.dataset.value = JSON.stringify(value === undefined ? null : value);
+  TILE_RENDERERS[tile.kind](tile, value);
+  const pending = tile.want !== undefined && !tile.acked;
+  tile.el.classList.toggle('pending', pending);
+  tile.el.setAttribute('aria-busy', String(pending));
+  tile.el.dataset.state = pending ? 'pending' : tile.errorText ? 'error' : 'confirmed';
+}
+
+function shownValue(tile) {
+  if (tile.want !== undefined) return tile.want;
+  const reading = state.values[tile.name];
+  return reading ? reading.value : undefined;
+}
+
+function renderOutput(tile, value) {
+  const on = isOn(value);
+  tile.switch.setAttribute('aria-checked', String(on));
+  tile.valueEl.textContent = value === undefined || value === null ? '—' : onOff(on);
+  tile.valueEl.classList.toggle('on', on);
+}
+
+function renderInput(tile, value) {
+  const on = isOn(value);
+  tile.valueEl.textContent = value === undefined || value === null ? '—' : onOff(on);
+  tile.valueEl.classList.toggle('on', on);
+  tile.valueEl.classList.toggle('off', !on);
+}
+
+function renderPwm(tile, value) {
+  if (typeof value !== 'number') {
+    tile.valueEl.textContent = '—';
+    return;
+  }
+  // While the user holds the slider it is the source of truth; do not move it.
+  if (tile.want === undefined) tile.range.value = String(value);
+  const percent = `${Math.round(value * 100)}%`;
+  tile.valueEl.textContent = percent;
+  tile.range.setAttribute('aria-valuetext', percent);
+}
+
+function renderSensor(tile) {
+  const reading = state.values[tile.name];
+  const value = reading ? reading.value : undefined;
+  tile.num.textContent = formatValue(value);
+  tile.unit.textContent = (reading && reading.unit) || tile.sig.unit || '';
+  tile.age.dateTime = (reading && reading.ts) || '';
+  renderAge(tile);
+}
+
+function renderAge(tile) {
+  const reading = state.values[tile.name];
+  const ts = reading ? Date.parse(reading.ts) : NaN;
+  if (Number.isNaN(ts)) {
+    tile.age.textContent = '';
+    return;
+  }
+  tile.age.textContent = formatAge(Date.now() - ts - (state.clockSkew || 0));
+}
+
+function refreshAges() {
+  for (const tile of state.tiles.values()) {
+    if (tile.age) renderAge(tile);
+  }
+}
+
+// The bridge and the browser clocks may disagree (a Pi without RTC, a phone):
+// the smallest "received minus ts" seen on this connection estimates the
+// offset, so ages stay right.
+function noteClockSkew(ts) {
+  const skew = Date.now() - Date.parse(ts);
+  if (Number.isNaN(skew)) return;
+  state.clockSkew = state.clockSkew === null ? skew : Math.min(state.clockSkew, skew);
+}
+
+function flash(tile) {
+  tile.el.classList.remove('flash');
+  void tile.el.offsetWidth; // restart the animation when changes come quickly
+  tile.el.classList.add('flash');
+  clearTimeout(tile.flashTimer);
+  tile.flashTimer = setTimeout(() => tile.el.classList.remove('flash'), FLASH_MS);
+}
+
+function showTileError(tile, text) {
+  tile.errorText = text;
+  tile.errorEl.textContent = text;
+  tile.errorEl.hidden = false;
+  tile.el.classList.add('has-error');
+  clearTimeout(tile.errorTimer);
+  tile.errorTimer = setTimeout(() => { clearTileError(tile); renderTile(tile); }, ERROR_SHOW_MS);
+}
+
+function clearTileError(tile) {
+  clearTimeout(tile.errorTimer);
+  tile.errorText = '';
+  tile.errorEl.textContent = '';
+  tile.errorEl.hidden = true;
+  tile.el.classList.remove('has-error');
+}
+
+function updateControls() {
+  for (const tile of state.tiles.values()) setControlsDisabled(tile);
+}
+
+function setControlsDisabled(tile) {
+  const disabled = !state.connected || state.readonly;
+  for (const control of tile.controls) control.disabled = disabled;
+}
+
+function renderHeader() {
+  const device = state.device || {};
+  const name = device.name || device.id || 'pibridge';
+  document.getElementById('device-name').textContent = name;
+  document.title = name === 'pibridge' ? 'pibridge' : `${name} · pibridge`;
+  const meta = [device.id, device.version && `pibridge ${device.version}`].filter(Boolean);
+  document.getElementById('device-meta').textContent = meta.join(' · ');
+  document.getElementById('readonly').hidden = !state.readonly;
+}
+
+function toast(text) {
+  const box = document.getElementById('toasts');
+  const item = el('div', {class: 'toast'}, text);
+  box.append(item);
+  while (box.children.length > TOAST_MAX) box.firstElementChild.remove();
+  setTimeout(() => item.remove(), TOAST_MS);
+}
+
+// ---------------------------------------------------------------- login
+
+function bindLogin() {
+  document.getElementById('login').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = document.getElementById('token');
+    if (input.value) loginAndConnect(input.value);
+  });
+}
+
+function showLogin(error) {
+  if (state.connected) return; // the live socket is proof enough
+  state.needLogin = true;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = 0;
+  const ws = state.socket;
+  state.socket = null;
+  if (ws) ws.close();
+  setConnected(false);
+  setStatus('offline');
+  document.getElementById('placeholder').hidden = true;
+  const panel = document.getElementById('login-panel');
+  const wasHidden = panel.hidden;
+  panel.hidden = false;
+  setLoginError(error);
+  if (wasHidden) document.getElementById('token').focus();
+}
+
+function hideLogin() {
+  state.needLogin = false;
+  document.getElementById('login-panel').hidden = true;
+  setLoginError('');
+}
+
+function setLoginError(text) {
+  const p = document.getElementById('login-error');
+  p.textContent = text;
+  p.hidden = !text;
+}
+
+async function loginAndConnect(token) {
+  const button = document.querySelector('#login button[type="submit"]');
+  button.disabled = true;
+  const error = await login(token);
+  button.disabled = false;
+  if (error) {
+    showLogin(error);
+    return;
+  }
+  document.getElementById('token').value = '';
+  hideLogin();
+  document.getElementById('placeholder').hidden = state.signals.length > 0;
+  state.retryDelay = RETRY_MIN_MS;
+  connect();
+}
+
+// login posts the token; the answer sets the session cookie. It resolves to
+// an error message, or '' on success.
+async function login(token) {
+  let res;
+  try {
+    res = await fetch('/api/login', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: {'Content-Type': 'application/json'},
+      body: JSON.stringify({token}),
+    });
+  } catch (err) {
+    return 'The bridge cannot be reached.';
+  }
+  if (res.ok) return '';
+  const detail = await errorDetail(res);
+  if (res.status === 401) return detail || 'Wrong token.';
+  if (res.status === 429) return detail || 'Too many attempts; wait a moment.';
+  return detail || `Login failed (HTTP ${res.status}).`;
+}
+
+async function errorDetail(res) {
+  try {
+    const body = await res.json();
+    return typeof body.error === 'string' ? body.error : '';
+  } catch (err) {
+    return '';
+  }
+}
+
+// ---------------------------------------------------------------- helpers
+
+// el builds an element; attributes are set one by one (never a style
+// attribute: the CSP forbids inline style, classes do the styling).
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === 'class') node.className = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function isOn(value) {
+  return value === true || value === 1;
+}
+
+function onOff(on) {
+  return on ? 'ON' : 'OFF';
+}
+
+const NUMBER_FORMAT = new Intl.NumberFormat(undefined, {maximumFractionDigits: 2, useGrouping: false});
+
+function formatValue(value) {
+  if (typeof value === 'number' && Number.isFinite(value)) {
+    return NUMBER_FORMAT.format(Math.round(value * 100) / 100 || 0); // no "-0"
+  }
+  if (typeof value === 'boolean') return onOff(value);
+  if (value === undefined || value === null) return '—';
+  return String(value);
+}
+
+function formatAge(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s} s ago`;
+  const min = Math.floor(s / 60);
+  if (min < 60) return `${min} min ago`;
+  const h = Math.floor(min / 60);
+  if (h < 48) return `${h} h ago`;
+  return `${Math.floor(h / 24)} d ago`;
+}
+
+function randomPrefix() {
+  const buf = new Uint32Array(1);
+  crypto.getRandomValues(buf); // works on plain http too, unlike randomUUID
+  return buf[0].toString(36);
+}
+
+start();
