@@ -1,0 +1,665 @@
+package gpio
+
+import (
+	"fmt"
+	"math"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	"periph.io/x/conn/v3/physic"
+
+	"pibridge"
+)
+
+// Config is the hardware part of the bridge's YAML file; cmd/bridge inlines
+// it, so its fields are the top-level keys board, inputs, outputs, pwm and
+// sensors.
+//
+// Zero values mean "the default" throughout. Defaults writes them in, and
+// Validate gives the same answer before and after Defaults, so the -check
+// table can show either form.
+type Config struct {
+	// Board is "periph" (real hardware through periph.io) or "sim". An
+	// empty board is "periph": a configuration file describes real pins.
+	// Demo uses "sim".
+	Board   string         `yaml:"board,omitempty"`
+	Inputs  []InputConfig  `yaml:"inputs,omitempty"`
+	Outputs []OutputConfig `yaml:"outputs,omitempty"`
+	PWM     []PWMConfig    `yaml:"pwm,omitempty"`
+	Sensors []SensorConfig `yaml:"sensors,omitempty"`
+}
+
+// Board kinds.
+const (
+	BoardPeriph = "periph"
+	BoardSim    = "sim"
+)
+
+// InputConfig is one digital input.
+type InputConfig struct {
+	Name     string            `yaml:"name"`
+	Pin      string            `yaml:"pin"`                // GPIO17, P1_11
+	Pull     string            `yaml:"pull,omitempty"`     // up | down | none (default)
+	Invert   bool              `yaml:"invert,omitempty"`   // true: a low pin reads as true (buttons to ground)
+	Debounce pibridge.Duration `yaml:"debounce,omitempty"` // a change counts once the pin was quiet this long
+	// Simulate, on the sim board only, presses the input briefly about this
+	// often (with jitter), so the demo shows life without hardware.
+	Simulate pibridge.Duration `yaml:"simulate,omitempty"`
+}
+
+// OutputConfig is one digital output.
+type OutputConfig struct {
+	Name    string `yaml:"name"`
+	Pin     string `yaml:"pin"`
+	Initial string `yaml:"initial,omitempty"` // on | off (default): the state New drives at once
+	Safe    string `yaml:"safe,omitempty"`    // on | off (default): the state Halt and failsafe drive
+	// MaxOn switches the output off after it has been on this long, whoever
+	// switched it on. 0 means no limit.
+	MaxOn  pibridge.Duration `yaml:"max_on,omitempty"`
+	Invert bool              `yaml:"invert,omitempty"` // true: on drives the pin low (active-low relay boards)
+	// Pulse is the default pulse length that panels and Home Assistant
+	// offer; a pulse command always names its own length.
+	Pulse pibridge.Duration `yaml:"pulse,omitempty"`
+	// Interlock names a group of outputs of which at most one is on at a
+	// time; switching one on first switches the others off and waits
+	// InterlockWait after the last of them went off.
+	Interlock     string            `yaml:"interlock,omitempty"`
+	InterlockWait pibridge.Duration `yaml:"interlock_wait,omitempty"`
+	// FailsafeAfter drives the safe state when nobody could reach the bridge
+	// (no MQTT broker and no panel) for this long; see Board.SetOnline.
+	FailsafeAfter pibridge.Duration `yaml:"failsafe_after,omitempty"`
+}
+
+// PWMConfig is one PWM output; duty cycles are 0..1.
+type PWMConfig struct {
+	Name string `yaml:"name"`
+	Pin  string `yaml:"pin"`
+	// Frequency of the PWM ("25kHz"); omitted, the pin driver picks its own.
+	Frequency Frequency `yaml:"frequency,omitempty"`
+	Initial   float64   `yaml:"initial,omitempty"`
+	Safe      float64   `yaml:"safe,omitempty"`
+}
+
+// SensorConfig is one sensor; which fields apply depends on Type.
+type SensorConfig struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // bme280 bmp280 ds18b20 ads1115 cpu_temp sim
+	// I2CBus names the bus of bme280, bmp280 and ads1115 ("1", the header's
+	// bus, by default).
+	I2CBus string `yaml:"i2c_bus,omitempty"`
+	// Address is the I²C address (0x76) or, for ds18b20, the 1-Wire device
+	// id ("28-0316a2791eff").
+	Address    Address `yaml:"address,omitempty"`
+	OnewireBus string  `yaml:"onewire_bus,omitempty"`
+	// Channels are the ads1115 inputs to read (0..3; default [0]); each is
+	// one signal, "<name>.a<channel>", in volts.
+	Channels []int             `yaml:"channels,omitempty"`
+	Interval pibridge.Duration `yaml:"interval,omitempty"` // default 5s
+	Unit     string            `yaml:"unit,omitempty"`     // sim only
+	// MinDelta and MaxInterval thin out readings: a value is emitted when it
+	// moved by more than MinDelta since the last emitted one, or when
+	// MaxInterval passed since then.
+	MinDelta    float64           `yaml:"min_delta,omitempty"`
+	MaxInterval pibridge.Duration `yaml:"max_interval,omitempty"`
+	// ThermalZone (cpu_temp) is a zone name ("thermal_zone1") under
+	// /sys/class/thermal or the absolute path of a temp file; default
+	// thermal_zone0.
+	ThermalZone string `yaml:"thermal_zone,omitempty"`
+}
+
+// Sensor types.
+const (
+	TypeBME280  = "bme280"
+	TypeBMP280  = "bmp280"
+	TypeDS18B20 = "ds18b20"
+	TypeADS1115 = "ads1115"
+	TypeCPUTemp = "cpu_temp"
+	TypeSim     = "sim"
+)
+
+// Defaults used when a field is left out.
+const (
+	DefaultInterval = 5 * time.Second
+	DefaultI2CBus   = "1"
+	// MinInterval keeps a typo ("1us") from spinning a core.
+	MinInterval = 10 * time.Millisecond
+	// MinSimulate keeps simulated presses apart enough to be seen.
+	MinSimulate = time.Second
+	// MaxDebounce bounds a debounce: contacts settle within milliseconds,
+	// and an input goroutine may sit in one debounce wait at shutdown.
+	MaxDebounce = time.Second
+)
+
+const defaultThermalZone = "thermal_zone0"
+
+// quantity is one value a sensor type measures.
+type quantity struct {
+	name, unit, class string
+	digits            int // decimals kept; sensors are not more precise than this
+}
+
+var (
+	qTemperature = quantity{"temperature", "°C", "temperature", 2}
+	qHumidity    = quantity{"humidity", "%", "humidity", 1}
+	qPressure    = quantity{"pressure", "hPa", "pressure", 2}
+)
+
+// sensorType describes what Validate allows per type and which signals the
+// type yields.
+type sensorType struct {
+	i2c        bool
+	addrLo     uint16 // allowed I²C addresses, inclusive
+	addrHi     uint16
+	onewire    bool
+	quantities []quantity // fixed quantities; nil for ads1115 and sim
+}
+
+var sensorTypes = map[string]sensorType{
+	TypeBME280:  {i2c: true, addrLo: 0x76, addrHi: 0x77, quantities: []quantity{qTemperature, qHumidity, qPressure}},
+	TypeBMP280:  {i2c: true, addrLo: 0x76, addrHi: 0x77, quantities: []quantity{qTemperature, qPressure}},
+	TypeADS1115: {i2c: true, addrLo: 0x48, addrHi: 0x4b},
+	TypeDS18B20: {onewire: true, quantities: []quantity{qTemperature}},
+	TypeCPUTemp: {quantities: []quantity{qTemperature}},
+	TypeSim:     {},
+}
+
+const sensorTypeList = "bme280, bmp280, ds18b20, ads1115, cpu_temp or sim"
+
+// Frequency is a PWM frequency written as "25kHz", "1kHz" or "500Hz" (a bare
+// number is hertz).
+type Frequency physic.Frequency
+
+// Hz returns the frequency in hertz.
+func (f Frequency) Hz() float64 { return float64(f) / float64(physic.Hertz) }
+
+func (f Frequency) String() string { return physic.Frequency(f).String() }
+
+// UnmarshalYAML reports a bad frequency as a yaml.TypeError, as
+// pibridge.Duration does, so decoding goes on and every problem of the file
+// is reported together.
+func (f *Frequency) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a frequency such as \"25kHz\" or \"500Hz\"", n.Line)}}
+	}
+	var p physic.Frequency
+	if err := p.Set(strings.ReplaceAll(n.Value, " ", "")); err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", n.Line, n.Value)}}
+	}
+	if p <= 0 {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: a frequency must be above 0", n.Line, n.Value)}}
+	}
+	*f = Frequency(p)
+	return nil
+}
+
+func (f Frequency) MarshalYAML() (any, error) { return f.String(), nil }
+
+// Address is a sensor address as written: an I²C address (YAML 0x76, 118 or
+// "0x76") or a 1-Wire device id ("28-0316a2791eff"). Which one it must be
+// depends on the sensor type, so it is kept as text and checked by Validate.
+type Address string
+
+// UnmarshalYAML takes any scalar's text: 0x76 is an int to YAML but we want
+// the characters the user wrote, for messages and for 1-Wire ids.
+func (a *Address) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address such as 0x76 or \"28-0316a2791eff\"", n.Line)}}
+	}
+	*a = Address(n.Value)
+	return nil
+}
+
+// I2C parses the address as a 7-bit I²C address.
+func (a Address) I2C() (uint16, error) {
+	v, err := strconv.ParseUint(strings.TrimSpace(string(a)), 0, 16)
+	if err != nil || v > 0x7f {
+		return 0, fmt.Errorf("%q: not an I²C address (want e.g. 0x76)", string(a))
+	}
+	return uint16(v), nil
+}
+
+// w1ID is the sysfs name of a 1-Wire device: family, dash, 48-bit serial.
+// Checked strictly because it becomes part of a file path.
+var w1ID = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{12}$`)
+
+// Defaults writes the default of every field left empty: board periph,
+// pull none, initial and safe off, sensor interval 5s, i2c_bus "1", the
+// type's usual address (bme280/bmp280 0x76, ads1115 0x48), ads1115
+// channels [0], thermal_zone thermal_zone0. New calls it on its own copy.
+func (c *Config) Defaults() {
+	if c.Board == "" {
+		c.Board = BoardPeriph
+	}
+	for i := range c.Inputs {
+		in := &c.Inputs[i]
+		if in.Pull == "" {
+			in.Pull = "none"
+		}
+	}
+	for i := range c.Outputs {
+		o := &c.Outputs[i]
+		if o.Initial == "" {
+			o.Initial = "off"
+		}
+		if o.Safe == "" {
+			o.Safe = "off"
+		}
+	}
+	for i := range c.Sensors {
+		s := &c.Sensors[i]
+		if s.Interval == 0 {
+			s.Interval = pibridge.Duration(DefaultInterval)
+		}
+		st, ok := sensorTypes[s.Type]
+		if !ok {
+			continue
+		}
+		if st.i2c {
+			if s.I2CBus == "" {
+				s.I2CBus = DefaultI2CBus
+			}
+			if s.Address == "" {
+				s.Address = Address(fmt.Sprintf("0x%02x", st.addrLo))
+			}
+		}
+		if s.Type == TypeADS1115 && len(s.Channels) == 0 {
+			s.Channels = []int{0}
+		}
+		if s.Type == TypeCPUTemp && s.ThermalZone == "" {
+			s.ThermalZone = defaultThermalZone
+		}
+	}
+}
+
+// clone copies c deeply enough that Defaults on the copy leaves c alone.
+func (c Config) clone() Config {
+	c.Inputs = append([]InputConfig(nil), c.Inputs...)
+	c.Outputs = append([]OutputConfig(nil), c.Outputs...)
+	c.PWM = append([]PWMConfig(nil), c.PWM...)
+	c.Sensors = append([]SensorConfig(nil), c.Sensors...)
+	for i := range c.Sensors {
+		c.Sensors[i].Channels = append([]int(nil), c.Sensors[i].Channels...)
+	}
+	return c
+}
+
+// withDefaults returns a defaulted copy.
+func (c Config) withDefaults() Config {
+	d := c.clone()
+	d.Defaults()
+	return d
+}
+
+// Validate returns every problem of the configuration at once, each with
+// its field path (`outputs[1].pin: "GPIO99": no such pin`), joined by
+// pibridge.Problems. It does not change c; empty fields count as their
+// defaults (see Defaults).
+func (c *Config) Validate() error {
+	cfg := c.withDefaults()
+	var p pibridge.Problems
+	switch cfg.Board {
+	case BoardPeriph, BoardSim:
+	default:
+		p.Addf("board", "%q: want periph or sim", cfg.Board)
+	}
+
+	names := map[string]string{} // signal or sensor name → path of its owner
+	checkName := func(path, name string) {
+		if why := pibridge.ValidSignalName(name); why != "" {
+			p.Addf(path+".name", "%s", why)
+			return
+		}
+		if prev, dup := names[name]; dup {
+			p.Addf(path+".name", "%q is already used by %s", name, prev)
+			return
+		}
+		names[name] = path
+	}
+	type pinUse struct{ path, as string }
+	pins := map[int]pinUse{} // BCM number → first user
+	checkPin := func(path, pin string) {
+		n, err := pinNumber(pin)
+		if err != nil {
+			p.Addf(path+".pin", "%s", err)
+			return
+		}
+		if prev, dup := pins[n]; dup {
+			if strings.EqualFold(strings.TrimSpace(pin), gpioName(n)) {
+				p.Addf(path+".pin", "%q is already used by %s", pin, prev.path)
+			} else {
+				p.Addf(path+".pin", "%q is %s, already used by %s", pin, gpioName(n), prev.path)
+			}
+			return
+		}
+		pins[n] = pinUse{path: path}
+	}
+	// I²C bus 1 is on the header's GPIO2 (SDA) and GPIO3 (SCL): a sensor
+	// there takes those pins.
+	for i, s := range cfg.Sensors {
+		if st, ok := sensorTypes[s.Type]; ok && st.i2c && isHeaderI2C(s.I2CBus) {
+			path := fmt.Sprintf("i2c bus 1 (sensors[%d])", i)
+			pins[2] = pinUse{path: path}
+			pins[3] = pinUse{path: path}
+			break
+		}
+	}
+
+	for i, in := range cfg.Inputs {
+		path := fmt.Sprintf("inputs[%d]", i)
+		checkName(path, in.Name)
+		checkPin(path, in.Pin)
+		switch in.Pull {
+		case "up", "down", "none":
+		default:
+			p.Addf(path+".pull", "%q: want up, down or none", in.Pull)
+		}
+		if in.Debounce.D() > MaxDebounce {
+			p.Addf(path+".debounce", "%s: at most %s", in.Debounce, MaxDebounce)
+		}
+		if in.Simulate != 0 && in.Simulate.D() < MinSimulate {
+			p.Addf(path+".simulate", "%s: at least %s", in.Simulate, MinSimulate)
+		}
+	}
+
+	groups := map[string][]int{} // interlock group → output indexes
+	var groupOrder []string      // for messages in file order
+	for i, o := range cfg.Outputs {
+		path := fmt.Sprintf("outputs[%d]", i)
+		checkName(path, o.Name)
+		checkPin(path, o.Pin)
+		initial, okInitial := parseOnOff(o.Initial)
+		if !okInitial {
+			p.Addf(path+".initial", "%q: want on or off", o.Initial)
+		}
+		safe, okSafe := parseOnOff(o.Safe)
+		if !okSafe {
+			p.Addf(path+".safe", "%q: want on or off", o.Safe)
+		}
+		if o.MaxOn != 0 && okSafe && safe {
+			p.Addf(path+".max_on", "an output that is safe: on cannot have max_on")
+		}
+		if o.Pulse.D() > pibridge.MaxPulse {
+			p.Addf(path+".pulse", "%s: at most %s", o.Pulse, pibridge.MaxPulse)
+		} else if o.MaxOn != 0 && o.Pulse > o.MaxOn {
+			p.Addf(path+".pulse", "%s is longer than max_on %s", o.Pulse, o.MaxOn)
+		}
+		if o.Interlock == "" {
+			if o.InterlockWait != 0 {
+				p.Addf(path+".interlock_wait", "needs interlock (the group this output belongs to)")
+			}
+			continue
+		}
+		if why := pibridge.ValidName(o.Interlock, 32); why != "" {
+			p.Addf(path+".interlock", "%s", why)
+			continue
+		}
+		if groups[o.Interlock] == nil {
+			groupOrder = append(groupOrder, o.Interlock)
+		}
+		groups[o.Interlock] = append(groups[o.Interlock], i)
+		// The safe state of an interlocked pair (a motor's two directions)
+		// is both off; on at start would skip the interlock dance.
+		if okSafe && safe {
+			p.Addf(path+".safe", "an interlocked output must be safe: off")
+		}
+		if okInitial && initial {
+			p.Addf(path+".initial", "an interlocked output must start off")
+		}
+	}
+	for _, name := range groupOrder {
+		if members := groups[name]; len(members) == 1 {
+			p.Addf(fmt.Sprintf("outputs[%d].interlock", members[0]), "%q: no other output is in this group", name)
+		}
+	}
+
+	for i, w := range cfg.PWM {
+		path := fmt.Sprintf("pwm[%d]", i)
+		checkName(path, w.Name)
+		checkPin(path, w.Pin)
+		if !(w.Initial >= 0 && w.Initial <= 1) {
+			p.Addf(path+".initial", "%v: must be from 0 to 1", w.Initial)
+		}
+		if !(w.Safe >= 0 && w.Safe <= 1) {
+			p.Addf(path+".safe", "%v: must be from 0 to 1", w.Safe)
+		}
+		if w.Frequency < 0 {
+			p.Addf(path+".frequency", "%s: must be above 0", w.Frequency)
+		}
+	}
+
+	for i, s := range cfg.Sensors {
+		path := fmt.Sprintf("sensors[%d]", i)
+		checkName(path, s.Name)
+		validateSensor(&p, path, s)
+	}
+	return p.Err()
+}
+
+func validateSensor(p *pibridge.Problems, path string, s SensorConfig) {
+	st, ok := sensorTypes[s.Type]
+	if !ok {
+		if s.Type == "" {
+			p.Addf(path+".type", "missing (want %s)", sensorTypeList)
+		} else {
+			p.Addf(path+".type", "%q: unknown sensor type (want %s)", s.Type, sensorTypeList)
+		}
+		return
+	}
+	if s.Interval.D() < MinInterval {
+		p.Addf(path+".interval", "%s: at least %s", s.Interval, MinInterval)
+	}
+	if s.MaxInterval != 0 && s.MaxInterval < s.Interval {
+		p.Addf(path+".max_interval", "%s is shorter than interval %s", s.MaxInterval, s.Interval)
+	}
+	if !(s.MinDelta >= 0) || math.IsInf(s.MinDelta, 0) {
+		p.Addf(path+".min_delta", "%v: must be 0 or more", s.MinDelta)
+	}
+	unused := func(field string, set bool) {
+		if set {
+			p.Addf(path+"."+field, "not used by a %s sensor", s.Type)
+		}
+	}
+	unused("i2c_bus", !st.i2c && s.I2CBus != "")
+	unused("onewire_bus", !st.onewire && s.OnewireBus != "")
+	unused("address", !st.i2c && !st.onewire && s.Address != "")
+	unused("channels", s.Type != TypeADS1115 && len(s.Channels) > 0)
+	unused("thermal_zone", s.Type != TypeCPUTemp && s.ThermalZone != "")
+	unused("unit", s.Type != TypeSim && s.Unit != "")
+
+	switch {
+	case st.i2c:
+		if a, err := s.Address.I2C(); err != nil {
+			p.Addf(path+".address", "%s", err)
+		} else if a < st.addrLo || a > st.addrHi {
+			p.Addf(path+".address", "%#x: a %s answers on %#x to %#x", a, s.Type, st.addrLo, st.addrHi)
+		}
+	case st.onewire:
+		switch {
+		case s.Address == "":
+			p.Addf(path+".address", "missing (the 1-Wire id, e.g. \"28-0316a2791eff\")")
+		case !w1ID.MatchString(string(s.Address)):
+			p.Addf(path+".address", "%q: not a 1-Wire id (want e.g. \"28-0316a2791eff\")", string(s.Address))
+		}
+	}
+	if s.Type == TypeADS1115 {
+		seen := [4]bool{}
+		for j, ch := range s.Channels {
+			switch {
+			case ch < 0 || ch > 3:
+				p.Addf(fmt.Sprintf("%s.channels[%d]", path, j), "%d: the ADS1115 has channels 0 to 3", ch)
+			case seen[ch]:
+				p.Addf(fmt.Sprintf("%s.channels[%d]", path, j), "%d is listed twice", ch)
+			default:
+				seen[ch] = true
+			}
+		}
+	}
+	if s.Type == TypeCPUTemp {
+		if _, err := thermalPath(s.ThermalZone); err != nil {
+			p.Addf(path+".thermal_zone", "%s", err)
+		}
+	}
+	if s.Type == TypeSim && len(s.Unit) > 16 {
+		p.Addf(path+".unit", "%q is longer than 16 characters", s.Unit)
+	}
+}
+
+// thermalPath resolves a thermal_zone setting to the absolute path of its
+// temp file (before the board's sysfs root is put in front).
+func thermalPath(zone string) (string, error) {
+	switch {
+	case zone == "":
+		zone = defaultThermalZone
+	case strings.HasPrefix(zone, "/"):
+		if c := path.Clean(zone); c != zone || !strings.HasPrefix(zone, "/sys/") {
+			return "", fmt.Errorf("%q: want a zone name like thermal_zone0 or a clean path under /sys/", zone)
+		}
+		return zone, nil
+	}
+	if n, ok := smallNumber(strings.TrimPrefix(zone, "thermal_zone")); !ok || !strings.HasPrefix(zone, "thermal_zone") || strconv.Itoa(n) != zone[len("thermal_zone"):] {
+		return "", fmt.Errorf("%q: want a zone name like thermal_zone0 or a path under /sys/", zone)
+	}
+	return "/sys/class/thermal/" + zone + "/temp", nil
+}
+
+// isHeaderI2C reports whether an i2c_bus setting names bus 1, the one on
+// the header's GPIO2/GPIO3.
+func isHeaderI2C(bus string) bool {
+	switch strings.ToUpper(bus) {
+	case "1", "I2C1", "/DEV/I2C-1":
+		return true
+	}
+	return false
+}
+
+// parseOnOff reads an output state. true/false are accepted too, because
+// YAML users write them and the value forms of SPEC §4 accept them.
+func parseOnOff(s string) (on, ok bool) {
+	switch strings.ToLower(s) {
+	case "on", "true":
+		return true, true
+	case "off", "false", "":
+		return false, true
+	}
+	return false, false
+}
+
+// Demo is the built-in demo of SPEC §2: a simulated board with two inputs,
+// two outputs, a fan and two sensors.
+func Demo() Config {
+	return Config{
+		Board: BoardSim,
+		Inputs: []InputConfig{
+			{Name: "button", Pin: "GPIO17", Pull: "up", Invert: true, Debounce: ms(20), Simulate: ms(7000)},
+			{Name: "door", Pin: "GPIO27", Simulate: ms(23000)},
+		},
+		Outputs: []OutputConfig{
+			{Name: "led", Pin: "GPIO22", Initial: "off", Safe: "off"},
+			{Name: "relay", Pin: "GPIO23", Safe: "off", MaxOn: ms(10 * 60 * 1000)},
+		},
+		PWM: []PWMConfig{
+			{Name: "fan", Pin: "GPIO18", Frequency: Frequency(25 * physic.KiloHertz), Initial: 0, Safe: 0},
+		},
+		Sensors: []SensorConfig{
+			{Name: "air", Type: TypeBME280, Interval: ms(1000)},
+			{Name: "cpu", Type: TypeCPUTemp, Interval: ms(5000)},
+		},
+	}
+}
+
+func ms(n int64) pibridge.Duration { return pibridge.Duration(time.Duration(n) * time.Millisecond) }
+
+// sensorQuantities lists the signals a sensor yields, in order.
+func sensorQuantities(s SensorConfig) []quantity {
+	switch s.Type {
+	case TypeADS1115:
+		qs := make([]quantity, len(s.Channels))
+		for i, ch := range s.Channels {
+			qs[i] = quantity{name: "a" + strconv.Itoa(ch), unit: "V", class: "voltage", digits: 4}
+		}
+		return qs
+	case TypeSim:
+		return []quantity{{unit: s.Unit, class: unitClass(s.Unit), digits: 2}}
+	}
+	return sensorTypes[s.Type].quantities
+}
+
+// unitClass guesses the Home Assistant device class of a sim sensor.
+func unitClass(unit string) string {
+	switch unit {
+	case "°C", "°F", "K":
+		return "temperature"
+	case "hPa", "Pa", "kPa", "mbar":
+		return "pressure"
+	case "V", "mV":
+		return "voltage"
+	}
+	return ""
+}
+
+// sensorSource says where a sensor's values come from, for the -check table
+// and logs.
+func sensorSource(s SensorConfig) string {
+	switch s.Type {
+	case TypeBME280, TypeBMP280:
+		return fmt.Sprintf("%s i2c %s %s", s.Type, s.I2CBus, s.Address)
+	case TypeADS1115:
+		return fmt.Sprintf("ads1115 i2c %s %s", s.I2CBus, s.Address)
+	case TypeDS18B20:
+		if s.OnewireBus != "" {
+			return fmt.Sprintf("ds18b20 1-wire %s %s", s.OnewireBus, s.Address)
+		}
+		return "ds18b20 1-wire " + string(s.Address)
+	case TypeCPUTemp:
+		p, _ := thermalPath(s.ThermalZone)
+		return "cpu_temp " + p
+	}
+	return "sim"
+}
+
+// Signals returns the signals the configuration yields, in order: inputs,
+// outputs, pwm, then each sensor's quantities. It needs no hardware, so
+// the -check table can print it anywhere; a Board's Signals may differ
+// only in Source, where a simulated sensor says so.
+func (c Config) Signals() []pibridge.Signal {
+	cfg := c.withDefaults()
+	sim := cfg.Board == BoardSim
+	pinSource := ""
+	if sim {
+		pinSource = "simulated"
+	}
+	var out []pibridge.Signal
+	pin := func(s string) string {
+		if n, err := NormalizePin(s); err == nil {
+			return n
+		}
+		return s
+	}
+	for _, in := range cfg.Inputs {
+		out = append(out, pibridge.Signal{Name: in.Name, Kind: pibridge.KindInput, Pin: pin(in.Pin), Source: pinSource})
+	}
+	for _, o := range cfg.Outputs {
+		out = append(out, pibridge.Signal{Name: o.Name, Kind: pibridge.KindOutput, Pin: pin(o.Pin), Source: pinSource})
+	}
+	for _, w := range cfg.PWM {
+		out = append(out, pibridge.Signal{Name: w.Name, Kind: pibridge.KindPWM, Pin: pin(w.Pin), Source: pinSource})
+	}
+	for _, s := range cfg.Sensors {
+		src := sensorSource(s)
+		if sim && s.Type != TypeSim && s.Type != TypeCPUTemp {
+			src += " (simulated)"
+		}
+		for _, q := range sensorQuantities(s) {
+			name := s.Name
+			if q.name != "" {
+				name += "." + q.name
+			}
+			out = append(out, pibridge.Signal{Name: name, Kind: pibridge.KindSensor, Unit: q.unit, Source: src, DeviceClass: q.class})
+		}
+	}
+	return out
+}
