@@ -1,0 +1,141 @@
+package ws
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"pibridge"
+)
+
+var benchSizes = []int{1, 10, 100, 1000}
+
+// BenchmarkBroadcast measures the hub alone: one reading handed over by the
+// core, encoded once and queued for N clients (mailboxes without sockets).
+// allocs/op is the cost of one broadcast; it must not grow with N.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			h := newHarness(b, setup{config: func(c *Config) { c.MaxClients = n }})
+			hub := newHub(h.core.Signals())
+			hub.start(nil)
+			for range n {
+				c := &client{mb: newMailbox(len(testSignals), 64, 1<<20)}
+				if _, ok := hub.join(c, nil); !ok {
+					b.Fatal("join failed")
+				}
+			}
+			names := []string{"air.temperature", "air.humidity", "fan"}
+			ts := time.Now()
+			var f flusher
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				hub.Deliver(pibridge.Reading{Name: names[i%3], Value: pibridge.Number(float64(i)), Unit: "°C", TS: ts, Seq: uint64(i + 1)})
+				if err := f.flush(hub); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFanout measures readings delivered over real loopback sockets
+// to N gorilla clients. An op is one reading emitted by the core and
+// received by every client (lock-step, so nothing is coalesced): ns/op is
+// the time for a reading to reach all N, frames/s the deliveries per
+// second. The clients are bare sockets that count frame headers, so
+// allocs/op is the server's (and the core's) per broadcast.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) { benchFanout(b, n) })
+	}
+}
+
+func benchFanout(b *testing.B, n int) {
+	h := newHarness(b, setup{config: func(c *Config) { c.MaxClients = n }})
+	var received, target atomic.Int64
+	all := make(chan struct{}, 1)
+	addr := strings.TrimPrefix(h.ts.URL, "http://")
+	for range n {
+		conn := rawDial(b, addr)
+		b.Cleanup(func() { conn.Close() })
+		go countFrames(conn, func() {
+			if received.Add(1) == target.Load() {
+				all <- struct{}{}
+			}
+		})
+	}
+	names := []string{"air.temperature", "air.humidity", "fan"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		target.Store(int64(n) * int64(i+1))
+		h.core.Emit(names[i%3], pibridge.Number(float64(i%100)/100), time.Time{})
+		<-all // a lost frame hangs here until go test's -timeout reports it
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(received.Load())/elapsed.Seconds(), "frames/s")
+	if s := h.srv.SlowClosed(); s != 0 {
+		b.Errorf("%d clients closed as slow", s)
+	}
+}
+
+// countFrames reads unmasked server frames from conn and calls frame for
+// each one, until conn fails.
+func countFrames(conn net.Conn, frame func()) {
+	buf := make([]byte, 32<<10)
+	var have int   // bytes in buf
+	var skip int64 // payload bytes of the current frame still to come
+	for {
+		n, err := conn.Read(buf[have:])
+		if err != nil {
+			return
+		}
+		have += n
+		p := 0
+		for {
+			if skip > 0 {
+				d := min(skip, int64(have-p))
+				skip -= d
+				p += int(d)
+				if skip > 0 {
+					break
+				}
+				frame()
+			}
+			if have-p < 2 {
+				break
+			}
+			hdr, size := 2, int64(buf[p+1]&0x7f)
+			switch size {
+			case 126:
+				hdr = 4
+			case 127:
+				hdr = 10
+			}
+			if have-p < hdr {
+				break
+			}
+			switch hdr {
+			case 4:
+				size = int64(binary.BigEndian.Uint16(buf[p+2:]))
+			case 10:
+				size = int64(binary.BigEndian.Uint64(buf[p+2:]))
+			}
+			p += hdr
+			if size == 0 {
+				frame()
+				continue
+			}
+			skip = size
+		}
+		have = copy(buf, buf[p:have])
+	}
+}

@@ -1,0 +1,192 @@
+package ws
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"pibridge"
+)
+
+// Config is the http: section of the configuration file.
+type Config struct {
+	Listen string `yaml:"listen"`
+	// Token is the control token; "none" turns authentication off
+	// explicitly. TokenFile names a file holding it instead.
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	// ReadToken grants everything but commands.
+	ReadToken string `yaml:"read_token"`
+	// AllowedOrigins are browser origins ("https://panel.example:8443")
+	// allowed besides the one the request was sent to.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// AllowedHosts are Host header names allowed besides IP literals,
+	// localhost and this machine's hostname (also with .local).
+	AllowedHosts []string  `yaml:"allowed_hosts"`
+	TLS          TLSConfig `yaml:"tls"`
+	// MaxClients bounds the open WebSocket connections; more get 503.
+	MaxClients int `yaml:"max_clients"`
+}
+
+// TLSConfig turns on HTTPS when both files are set.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether HTTPS is configured.
+func (t TLSConfig) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
+
+const (
+	// DefaultListen keeps a fresh install on loopback; serving the LAN is a
+	// deliberate choice in the configuration file.
+	DefaultListen     = "127.0.0.1:8080"
+	DefaultMaxClients = 256
+	// TokenNone as the token turns authentication off explicitly.
+	TokenNone = "none"
+)
+
+// Defaults returns the section as it is before the configuration file is
+// decoded over it.
+func Defaults() Config {
+	return Config{Listen: DefaultListen, MaxClients: DefaultMaxClients}
+}
+
+// AuthEnabled reports whether /ws and /api/* need a token. A token read
+// from TokenFile counts as configured.
+func (c Config) AuthEnabled() bool {
+	return c.TokenFile != "" || (c.Token != "" && c.Token != TokenNone)
+}
+
+// Validate returns every problem of the section at once, each with its
+// field path relative to the section ("listen", "allowed_origins[1]").
+// It does no I/O: New reads token_file.
+func (c Config) Validate() error {
+	var p pibridge.Problems
+	if err := validListen(c.Listen); err != "" {
+		p.Addf("listen", "%s", err)
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		p.Addf("token", "set token or token_file, not both")
+	}
+	if c.Token != "" && c.Token != TokenNone {
+		if why := validToken(c.Token); why != "" {
+			p.Addf("token", "%s", why)
+		}
+	}
+	if c.ReadToken != "" {
+		switch {
+		case !c.AuthEnabled():
+			p.Addf("read_token", "needs a control token (token or token_file): without one everybody may command")
+		case c.ReadToken == c.Token:
+			p.Addf("read_token", "must differ from token")
+		}
+		if why := validToken(c.ReadToken); why != "" {
+			p.Addf("read_token", "%s", why)
+		}
+	}
+	for i, o := range c.AllowedOrigins {
+		if _, err := normalOrigin(o); err != "" {
+			p.Addf(fmt.Sprintf("allowed_origins[%d]", i), "%q: %s", o, err)
+		}
+	}
+	for i, h := range c.AllowedHosts {
+		if err := validHostName(h); err != "" {
+			p.Addf(fmt.Sprintf("allowed_hosts[%d]", i), "%q: %s", h, err)
+		}
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		p.Addf("tls", "set both cert_file and key_file, or neither")
+	}
+	if c.MaxClients < 1 {
+		p.Addf("max_clients", "%d: must be at least 1", c.MaxClients)
+	}
+	return p.Err()
+}
+
+// LogValue keeps tokens out of logs: a Config logged with slog shows
+// whether a token is set, never the token.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("listen", c.Listen),
+		slog.Bool("auth", c.AuthEnabled()),
+		slog.Bool("read_token", c.ReadToken != ""),
+		slog.Any("allowed_origins", c.AllowedOrigins),
+		slog.Any("allowed_hosts", c.AllowedHosts),
+		slog.Bool("tls", c.TLS.Enabled()),
+		slog.Int("max_clients", c.MaxClients),
+	)
+}
+
+func validListen(s string) string {
+	if s == "" {
+		return `must be host:port, such as "0.0.0.0:8080" or "127.0.0.1:8080"`
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Sprintf("%q: must be host:port, such as \"0.0.0.0:8080\"", s)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Sprintf("%q: port %q must be a number from 0 to 65535", s, port)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil && validHostName(host) != "" {
+			return fmt.Sprintf("%q: host %q is neither an IP address nor a host name", s, host)
+		}
+	}
+	return ""
+}
+
+// validToken checks what can travel in an Authorization header. The
+// reasons never quote the token: problems are printed and logged.
+func validToken(t string) string {
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] >= 0x7f {
+			return "only visible ASCII characters are allowed (no spaces)"
+		}
+	}
+	return ""
+}
+
+// normalOrigin returns an origin as browsers send it: lower-case
+// scheme://host[:port], nothing else.
+func normalOrigin(s string) (string, string) {
+	if s == "*" || strings.Contains(s, "*") {
+		return "", "wildcards are not supported: list each origin"
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "not a URL"
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", `want an origin such as "https://panel.example:8443"`
+	case u.Host == "" || u.User != nil:
+		return "", "want scheme://host[:port]"
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return "", "an origin has no path, query or fragment"
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), ""
+}
+
+// validHostName accepts DNS names (letters, digits, '-', '_', dots),
+// without port or scheme.
+func validHostName(h string) string {
+	if h == "" {
+		return "must not be empty"
+	}
+	if len(h) > 253 {
+		return "longer than 253 characters"
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return "want a host name without scheme, port or wildcard"
+		}
+	}
+	return ""
+}

@@ -1,0 +1,374 @@
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"pibridge"
+)
+
+var testSignals = []pibridge.Signal{
+	{Name: "led", Kind: pibridge.KindOutput},
+	{Name: "relay", Kind: pibridge.KindOutput},
+	{Name: "stuck", Kind: pibridge.KindOutput},  // the actuator hangs until its context ends
+	{Name: "locked", Kind: pibridge.KindOutput}, // the actuator refuses: interlock
+	{Name: "fan", Kind: pibridge.KindPWM},
+	{Name: "door", Kind: pibridge.KindInput},
+	{Name: "air.temperature", Kind: pibridge.KindSensor, Unit: "°C"},
+	{Name: "air.humidity", Kind: pibridge.KindSensor, Unit: "%"},
+}
+
+// fakeActuator applies commands by emitting the new value, as the gpio
+// board does once a pin has moved.
+type fakeActuator struct{ core *pibridge.Core }
+
+func (a fakeActuator) Set(ctx context.Context, name string, v pibridge.Value) error {
+	switch name {
+	case "stuck":
+		<-ctx.Done()
+		return ctx.Err()
+	case "locked":
+		return fmt.Errorf("%w: interlocked with relay", pibridge.ErrConflict)
+	}
+	if v.IsToggle() {
+		r, _ := a.core.Latest(name)
+		v = pibridge.Bool(!r.Value.Bool())
+	}
+	a.core.Emit(name, v, time.Time{})
+	return nil
+}
+
+func (a fakeActuator) Pulse(ctx context.Context, name string, d time.Duration) error {
+	a.core.Emit(name, pibridge.Bool(true), time.Time{})
+	a.core.Emit(name, pibridge.Bool(false), time.Time{})
+	return nil
+}
+
+// setup changes the defaults of a harness.
+type setup struct {
+	config   func(*Config)
+	tune     func(*tuning)
+	listener func(net.Listener) net.Listener
+}
+
+type harness struct {
+	t    testing.TB
+	core *pibridge.Core
+	srv  *Server
+	ts   *httptest.Server
+	url  string // ws://127.0.0.1:port/ws
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	runErr   chan error
+}
+
+func newHarness(t testing.TB, su setup) *harness {
+	t.Helper()
+	core, err := pibridge.New(pibridge.Options{
+		Device:   pibridge.Device{ID: "test", Name: "Test \"bench\"", Version: "0.0.1"},
+		Signals:  testSignals,
+		StateDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { core.Close() })
+	core.SetActuator(fakeActuator{core})
+	cfg := Defaults()
+	if su.config != nil {
+		su.config(&cfg)
+	}
+	srv, err := New(Options{Core: core, Config: cfg, Hostname: "testpi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.tune.commandTimeout = 200 * time.Millisecond
+	if su.tune != nil {
+		su.tune(&srv.tune)
+	}
+	mux := http.NewServeMux()
+	srv.Routes(mux)
+	ts := httptest.NewUnstartedServer(mux)
+	if su.listener != nil {
+		ts.Listener = su.listener(ts.Listener)
+	}
+	ts.Start()
+	t.Cleanup(ts.Close)
+
+	h := &harness{t: t, core: core, srv: srv, ts: ts, url: "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws", runErr: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.runErr <- srv.Run(ctx) }()
+	t.Cleanup(h.stop)
+	select {
+	case <-srv.running:
+	case err := <-h.runErr:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not start")
+	}
+	return h
+}
+
+// stop ends Run and waits for it.
+func (h *harness) stop() {
+	h.stopOnce.Do(func() {
+		h.cancel()
+		select {
+		case err := <-h.runErr:
+			if err != nil {
+				h.t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			h.t.Error("Run did not return within 10s of its context ending")
+		}
+	})
+}
+
+// emit emits a value and returns the reading's seq.
+func (h *harness) emit(name string, v pibridge.Value) uint64 {
+	h.core.Emit(name, v, time.Time{})
+	r, _ := h.core.Latest(name)
+	return r.Seq
+}
+
+// emitSync emits a value and waits until the hub has broadcast it, so a
+// client that joins afterwards has it in its hello.
+func (h *harness) emitSync(name string, v pibridge.Value) uint64 {
+	h.t.Helper()
+	seq := h.emit(name, v)
+	waitFor(h.t, "the hub", func() bool { return h.srv.hub.lastSeq.Load() >= seq })
+	return seq
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling, not synchronisation: cond decides
+	}
+}
+
+// frame is any server message, decoded loosely.
+type frame struct {
+	Type     string                     `json:"type"`
+	ID       *string                    `json:"id"`
+	Name     string                     `json:"name"`
+	OK       *bool                      `json:"ok"`
+	Error    string                     `json:"error"`
+	Value    any                        `json:"value"`
+	Unit     string                     `json:"unit"`
+	TS       string                     `json:"ts"`
+	Seq      uint64                     `json:"seq"`
+	Protocol int                        `json:"protocol"`
+	Device   map[string]string          `json:"device"`
+	Signals  []map[string]any           `json:"signals"`
+	State    map[string]json.RawMessage `json:"state"`
+	Points   [][2]float64               `json:"points"`
+	raw      string
+}
+
+func (f frame) id() string {
+	if f.ID == nil {
+		return ""
+	}
+	return *f.ID
+}
+
+func (f frame) String() string { return f.raw }
+
+type wsClient struct {
+	t     testing.TB
+	conn  *websocket.Conn
+	hello frame
+}
+
+type dialOpt struct {
+	header http.Header
+	dialer *websocket.Dialer
+}
+
+// dial connects and reads the hello.
+func (h *harness) dial(opt dialOpt) *wsClient {
+	h.t.Helper()
+	conn, resp, err := h.dialRaw(opt)
+	if err != nil {
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		h.t.Fatalf("dial: %v (HTTP %d)", err, status)
+	}
+	c := &wsClient{t: h.t, conn: conn}
+	h.t.Cleanup(func() { conn.Close() })
+	c.hello = c.next()
+	if c.hello.Type != "hello" {
+		h.t.Fatalf("first frame is %s, want a hello", c.hello)
+	}
+	return c
+}
+
+func (h *harness) dialRaw(opt dialOpt) (*websocket.Conn, *http.Response, error) {
+	d := opt.dialer
+	if d == nil {
+		d = &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	}
+	conn, resp, err := d.Dial(h.url, opt.header)
+	if resp != nil && resp.Body != nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	return conn, resp, err
+}
+
+// dialStatus dials and returns the HTTP status of a refused handshake.
+func (h *harness) dialStatus(header http.Header) int {
+	h.t.Helper()
+	conn, resp, err := h.dialRaw(dialOpt{header: header})
+	if err == nil {
+		conn.Close()
+		return http.StatusSwitchingProtocols
+	}
+	if resp == nil {
+		h.t.Fatalf("dial: %v", err)
+	}
+	return resp.StatusCode
+}
+
+func (c *wsClient) send(msg string) {
+	c.t.Helper()
+	c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		c.t.Fatalf("send %s: %v", msg, err)
+	}
+}
+
+// next reads one frame within 5s.
+func (c *wsClient) next() frame {
+	c.t.Helper()
+	f, err := c.read(5 * time.Second)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return f
+}
+
+func (c *wsClient) read(timeout time.Duration) (frame, error) {
+	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	mt, data, err := c.conn.ReadMessage()
+	if err != nil {
+		return frame{}, err
+	}
+	if mt != websocket.TextMessage {
+		return frame{}, fmt.Errorf("frame type %d, want text", mt)
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return frame{}, fmt.Errorf("%q: %v", data, err)
+	}
+	f.raw = string(data)
+	return f, nil
+}
+
+// nextReply reads until a frame that is not a reading.
+func (c *wsClient) nextReply() frame {
+	c.t.Helper()
+	for {
+		if f := c.next(); f.Type != "reading" {
+			return f
+		}
+	}
+}
+
+const sentinel = `{"type":"history","id":"~sentinel","name":"led","since":"1s"}`
+
+// exchange sends msg and then a sentinel request, and returns the replies
+// (not readings) that came before the sentinel's: with replies in order,
+// that is everything msg caused.
+func (c *wsClient) exchange(msg string) []frame {
+	c.t.Helper()
+	c.send(msg)
+	c.send(sentinel)
+	var got []frame
+	for {
+		f := c.nextReply()
+		if f.id() == "~sentinel" {
+			if f.Type != "history" {
+				c.t.Fatalf("sentinel answered with %s", f)
+			}
+			return got
+		}
+		got = append(got, f)
+	}
+}
+
+// closeCode reads until the connection ends and returns the close code
+// (-1 when it ended without a close frame).
+func (c *wsClient) closeCode(timeout time.Duration) int {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := c.read(time.Until(deadline))
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.t.Fatalf("connection still open after %s", timeout)
+		}
+		return -1
+	}
+}
+
+// gate holds writer goroutines (tuning.beforeTake) while shut.
+type gate struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+	}
+}
+
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+	}
+}
+
+func (g *gate) wait() {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}

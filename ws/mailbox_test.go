@@ -1,0 +1,155 @@
+package ws
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"pibridge"
+)
+
+func prepared(t testing.TB, s string) *websocket.PreparedMessage {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pm
+}
+
+func TestLatestKeepsNewestPerKeyInArrivalOrder(t *testing.T) {
+	q := newLatest[int](3)
+	for _, kv := range [][2]int{{0, 1}, {1, 2}, {0, 3}, {2, 4}, {1, 5}, {1, 6}} {
+		q.put(kv[0], kv[1])
+	}
+	if q.len() != 3 {
+		t.Fatalf("len %d, want 3", q.len())
+	}
+	got := fmt.Sprint(values(q.take(nil)))
+	if want := "[3 4 6]"; got != want {
+		t.Errorf("took %s, want %s", got, want)
+	}
+	if q.len() != 0 || len(q.take(nil)) != 0 {
+		t.Error("take did not empty the queue")
+	}
+	// Hammering one key compacts instead of growing.
+	for i := range 1000 {
+		q.put(i%2, i)
+	}
+	if len(q.items) > 2*len(q.pos)+1 {
+		t.Errorf("%d items for 3 keys", len(q.items))
+	}
+	if got := fmt.Sprint(values(q.take(nil))); got != "[998 999]" {
+		t.Errorf("took %s", got)
+	}
+}
+
+func values[T any](items []keyed[T]) []T {
+	var out []T
+	for _, it := range items {
+		out = append(out, it.v)
+	}
+	return out
+}
+
+func TestMailboxHoldsAcksUntilTheirEcho(t *testing.T) {
+	m := newMailbox(2, 8, 1<<20)
+	m.seen = 10
+	m.pushReply([]byte("error"), 0)
+	m.pushReply([]byte("ack-12"), 12) // waits for seq 12
+	m.pushReply([]byte("history"), 0) // and keeps its place behind it
+	var b batch
+	m.take(&b)
+	if fmt.Sprintf("%s", b.replies) != "[error]" {
+		t.Fatalf("first take: %s", b.replies)
+	}
+	b.reset()
+	r11, r12 := prepared(t, "r11"), prepared(t, "r12")
+	m.pushReading(0, r11, 11)
+	m.take(&b)
+	if len(b.readings) != 1 || len(b.replies) != 0 {
+		t.Fatalf("after seq 11: %d readings, replies %s", len(b.readings), b.replies)
+	}
+	b.reset()
+	m.pushReading(1, r12, 12)
+	m.take(&b)
+	if len(b.readings) != 1 || b.readings[0].v != r12 || fmt.Sprintf("%s", b.replies) != "[ack-12 history]" {
+		t.Fatalf("after seq 12: %d readings, replies %s", len(b.readings), b.replies)
+	}
+	if m.bytes != 0 || len(m.replies) != 0 {
+		t.Errorf("%d bytes, %d replies left", m.bytes, len(m.replies))
+	}
+}
+
+func TestMailboxBounds(t *testing.T) {
+	m := newMailbox(1, 3, 100)
+	for i := range 3 {
+		if ok, over := m.pushReply([]byte("x"), 0); !ok || over {
+			t.Fatalf("reply %d refused", i)
+		}
+	}
+	if ok, over := m.pushReply([]byte("x"), 0); ok || !over {
+		t.Fatal("the fourth reply did not overflow")
+	}
+	if code, _ := m.take(&batch{}); code != websocket.ClosePolicyViolation {
+		t.Fatalf("close code %d, want 1008", code)
+	}
+	if ok, over := m.pushReply([]byte("x"), 0); ok || over {
+		t.Error("a condemned mailbox takes replies")
+	}
+	if m.close(websocket.CloseGoingAway, "") {
+		t.Error("a second close won")
+	}
+
+	// Bytes bound, but one big reply always fits an empty queue.
+	m = newMailbox(1, 10, 100)
+	if ok, _ := m.pushReply(make([]byte, 500), 0); !ok {
+		t.Fatal("a big reply into an empty queue is refused")
+	}
+	if _, over := m.pushReply([]byte("x"), 0); !over {
+		t.Fatal("the bytes bound did not hold")
+	}
+}
+
+func TestMailboxPushesAreAllocationFree(t *testing.T) {
+	m := newMailbox(4, 8, 1<<20)
+	pm := prepared(t, "r")
+	var b batch
+	seq := uint64(0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		for i := range 4 {
+			seq++
+			m.pushReading(i, pm, seq)
+			m.pushReading(i, pm, seq)
+		}
+		m.take(&b)
+		b.reset()
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per round", allocs)
+	}
+}
+
+func TestDeliverNeverBlocksAndStaysBounded(t *testing.T) {
+	h := newHub(testSignals)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 100_000 { // nobody runs the hub
+			h.Deliver(pibridge.Reading{Name: testSignals[i%len(testSignals)].Name, Seq: uint64(i + 1)})
+		}
+		h.Deliver(pibridge.Reading{Name: "unknown", Seq: 1}) // dropped
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Deliver blocked")
+	}
+	if n, max := len(h.pending.items), 2*len(testSignals)+1; n > max {
+		t.Errorf("%d readings pending for %d signals", n, len(testSignals))
+	}
+	if got := len(h.pending.take(nil)); got != len(testSignals) {
+		t.Errorf("%d pending after coalescing, want one per signal", got)
+	}
+}

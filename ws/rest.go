@@ -1,0 +1,143 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"pibridge"
+)
+
+// ServeState serves GET /api/state: {"device":…,"signals":[…],"state":{…}},
+// the same shapes as the WebSocket hello.
+func (s *Server) ServeState(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.guard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
+		return
+	}
+	state := s.core.State()
+	b := make([]byte, 0, len(s.metaHead)+32+len(state)*96)
+	b = append(b, s.metaHead...)
+	b = append(b, `,"state":`...)
+	b = appendState(b, state)
+	writeJSON(w, http.StatusOK, append(b, '}'))
+}
+
+// ServeSignal serves POST /api/signals/<name>. The body is a value as MQTT
+// /set takes it (on, off, toggle, a number, or {"value":…}); the answer is
+// the reading that confirms the command, or {"error":…} with 400 (bad
+// value), 403 (read-only token), 404 (no such signal), 409 (not writable,
+// or refused for a reason of state), 504 (the actuator took too long).
+func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
+	role, ok := s.guard(w, r)
+	if !ok || !allowMethod(w, r, http.MethodPost) {
+		return
+	}
+	name := r.PathValue("name")
+	if name == "" { // mounted without a {name} pattern
+		name = strings.TrimPrefix(r.URL.Path, "/api/signals/")
+	}
+	if role != roleControl {
+		writeError(w, http.StatusForbidden, errReadOnly.Error())
+		return
+	}
+	if err := s.refuse(name); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxMessageSize))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body is larger than 64 KiB")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	v, id, err := pibridge.ParseSetPayload(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, name+": "+err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.tune.commandTimeout)
+	defer cancel()
+	reading, err := s.core.Execute(ctx, pibridge.Command{ID: id, Name: name, Op: pibridge.OpSet, Value: v, Source: "http"})
+	if err != nil {
+		s.log.Debug("command failed", "source", "http", "remote", r.RemoteAddr, "signal", name, "err", err)
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, reading.AppendJSON(make([]byte, 0, 96)))
+}
+
+// ServeHistory serves GET /api/history?name=…&since=10m:
+// {"name":…,"points":[[ms,v],…]}.
+func (s *Server) ServeHistory(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.guard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
+		return
+	}
+	q := r.URL.Query()
+	name := q.Get("name")
+	if name == "" {
+		writeError(w, http.StatusBadRequest, "name is missing")
+		return
+	}
+	d, err := parseSince(q.Get("since"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	points, err := s.core.History(name, d)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	b := make([]byte, 0, 32+len(name)+len(points)*24)
+	b = append(b, `{"name":`...)
+	b = pibridge.AppendJSONString(b, name)
+	b = append(b, `,"points":`...)
+	b = appendPoints(b, points)
+	writeJSON(w, http.StatusOK, append(b, '}'))
+}
+
+// statusOf maps the core's errors to HTTP status codes.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, pibridge.ErrUnknownSignal):
+		return http.StatusNotFound
+	case errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, pibridge.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, pibridge.ErrBadValue):
+		return http.StatusBadRequest
+	case errors.Is(err, errReadOnly):
+		return http.StatusForbidden
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+func allowMethod(w http.ResponseWriter, r *http.Request, method string) bool {
+	if r.Method == method || (method == http.MethodGet && r.Method == http.MethodHead) {
+		return true
+	}
+	w.Header().Set("Allow", method)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	b := append(pibridge.AppendJSONString(append(make([]byte, 0, 16+len(msg)), `{"error":`...), msg), '}', '\n')
+	writeJSON(w, status, b)
+}
