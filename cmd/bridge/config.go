@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"pibridge"
+	"pibridge/gpio"
+	"pibridge/mqtt"
+	"pibridge/ws"
+)
+
+//go:embed demo.yaml
+var demoYAML []byte
+
+// Config is the whole configuration file. Each section belongs to the
+// package that uses it; this file only composes and checks them.
+type Config struct {
+	Device   DeviceConfig `yaml:"device"`
+	StateDir string       `yaml:"state_dir"`
+	HTTP     ws.Config    `yaml:"http"`
+	MQTT     mqtt.Config  `yaml:"mqtt"`
+	GPIO     gpio.Config  `yaml:",inline"`
+}
+
+type DeviceConfig struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+}
+
+// loadConfig reads the file at path, or the built-in demo when path is "".
+// Every problem is reported at once, each naming its field.
+func loadConfig(path string, getenv func(string) string) (*Config, error) {
+	src := demoYAML
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		src = b
+	}
+	cfg, decodeErrs, err := parseConfig(src)
+	if err != nil {
+		return nil, err
+	}
+	cfg.applyEnv(getenv)
+	cfg.defaults(getenv)
+	var p pibridge.Problems
+	for _, e := range decodeErrs {
+		p.Add("", e)
+	}
+	// A field that failed to decode is already reported; what validation
+	// says of its zero value would only repeat it.
+	var semantic pibridge.Problems
+	cfg.validate(&semantic)
+	if err := semantic.Err(); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			if fe, ok := e.(*pibridge.FieldError); !ok || !decodeErrs.covers(fe.Path) {
+				p.Add("", e)
+			}
+		}
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// fieldErrors are the decoding problems, by path.
+type fieldErrors []*pibridge.FieldError
+
+func (f fieldErrors) covers(path string) bool {
+	for _, e := range f {
+		if e.Path == path {
+			return true
+		}
+	}
+	return false
+}
+
+// parseConfig decodes strictly. Type errors do not stop it: they come
+// back as fieldErrors beside the partly filled config, so that validation
+// can still report everything else in the same run.
+func parseConfig(src []byte) (*Config, fieldErrors, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(src, &root); err != nil {
+		return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	if len(root.Content) == 0 {
+		return nil, nil, &pibridge.FieldError{Msg: "the file is empty"}
+	}
+	cfg := &Config{HTTP: ws.Defaults()}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true)
+	err := dec.Decode(cfg)
+	if err == nil || errors.Is(err, io.EOF) {
+		return cfg, nil, nil
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	spots := indexYAML(&root)
+	var errs fieldErrors
+	for _, msg := range te.Errors {
+		errs = append(errs, describeYAMLError(spots, msg))
+	}
+	return cfg, errs, nil
+}
+
+// applyEnv lets a test or a container move the listeners and the state
+// without editing the file (PIBRIDGE_HTTP_LISTEN and friends).
+func (c *Config) applyEnv(getenv func(string) string) {
+	if v := getenv("PIBRIDGE_HTTP_LISTEN"); v != "" {
+		c.HTTP.Listen = v
+	}
+	if v := getenv("PIBRIDGE_MQTT_EMBEDDED_LISTEN"); v != "" {
+		c.MQTT.EmbeddedListen = v
+	}
+	if v := getenv("PIBRIDGE_STATE_DIR"); v != "" {
+		c.StateDir = v
+	}
+}
+
+func (c *Config) defaults(getenv func(string) string) {
+	if c.Device.ID == "" {
+		c.Device.ID = "pibridge"
+	}
+	if c.Device.Name == "" {
+		c.Device.Name = c.Device.ID
+	}
+	if c.StateDir == "" {
+		c.StateDir = defaultStateDir(getenv)
+	}
+	c.GPIO.Defaults()
+	c.MQTT.Defaults(c.Device.ID)
+}
+
+func (c *Config) validate(p *pibridge.Problems) {
+	if why := pibridge.ValidName(c.Device.ID, 64); why != "" {
+		p.Addf("device.id", "%s", why)
+	}
+	p.Add("http", c.HTTP.Validate())
+	p.Add("mqtt", c.MQTT.Validate())
+	p.Add("", c.GPIO.Validate())
+}
+
+// defaultStateDir follows SPEC §3: /var/lib/pibridge where writable, else
+// the XDG state directory.
+func defaultStateDir(getenv func(string) string) string {
+	const system = "/var/lib/pibridge"
+	if dirWritable(system) {
+		return system
+	}
+	if x := getenv("XDG_STATE_HOME"); x != "" {
+		return filepath.Join(x, "pibridge")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "state", "pibridge")
+	}
+	return filepath.Join(os.TempDir(), "pibridge")
+}
+
+func dirWritable(dir string) bool {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return false
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return false
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return true
+}
+
+// printTable writes the resolved signal/pin table that -check shows.
+func printTable(w io.Writer, c *Config, signals []pibridge.Signal) {
+	fmt.Fprintf(w, "device   %s (%q)\nboard    %s\nstate    %s\nhttp     %s\nmqtt     %s  prefix %s/%s\n\n",
+		c.Device.ID, c.Device.Name, c.GPIO.Board, c.StateDir, c.HTTP.Listen, c.MQTT.BrokerSummary(), c.MQTT.TopicPrefix, c.Device.ID)
+	const row = "%-22s %-7s %-8s %-6s %s\n"
+	fmt.Fprintf(w, row, "SIGNAL", "KIND", "WRITABLE", "UNIT", "PIN / SOURCE")
+	for _, s := range signals {
+		where := s.Pin
+		if where == "" {
+			where = s.Source
+		}
+		writable := "no"
+		if s.Kind.Writable() {
+			writable = "yes"
+		}
+		fmt.Fprintf(w, row, s.Name, s.Kind, writable, s.Unit, where)
+	}
+}

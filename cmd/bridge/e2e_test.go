@@ -1,0 +1,429 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
+
+	"pibridge"
+	"pibridge/gpio"
+)
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type wireReading struct {
+	Type  string          `json:"type"`
+	ID    string          `json:"id"`
+	Name  string          `json:"name"`
+	Value json.RawMessage `json:"value"`
+	Unit  string          `json:"unit"`
+	TS    string          `json:"ts"`
+	Seq   uint64          `json:"seq"`
+	OK    *bool           `json:"ok"`
+	Error string          `json:"error"`
+}
+
+// bridgeUnderTest is the demo bridge started through run on free ports.
+type bridgeUnderTest struct {
+	http, mqtt string
+	board      *gpio.Board
+	core       *pibridge.Core
+	stop       context.CancelFunc
+	done       chan error
+	logs       *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startDemo(t *testing.T) *bridgeUnderTest {
+	t.Helper()
+	b := &bridgeUnderTest{http: freeAddr(t), mqtt: freeAddr(t), done: make(chan error, 1), logs: &syncBuffer{}}
+	env := map[string]string{
+		"PIBRIDGE_HTTP_LISTEN":          b.http,
+		"PIBRIDGE_MQTT_EMBEDDED_LISTEN": b.mqtt,
+		"PIBRIDGE_STATE_DIR":            t.TempDir(),
+	}
+	ready := make(chan struct{})
+	started = func(board *gpio.Board, core *pibridge.Core) {
+		b.board, b.core = board, core
+		close(ready)
+	}
+	t.Cleanup(func() { started = nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
+	go func() {
+		b.done <- run(ctx, []string{"-log-level", "debug"}, func(k string) string { return env[k] }, io.Discard, b.logs)
+	}()
+	select {
+	case <-ready:
+	case err := <-b.done:
+		t.Fatalf("run ended before starting: %v\n%s", err, b.logs)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("bridge did not start\n%s", b.logs)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-b.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("bridge did not stop")
+		}
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", b.logs)
+		}
+	})
+	eventually(t, 10*time.Second, "/healthz never reported MQTT connected", func() bool {
+		resp, err := http.Get("http://" + b.http + "/healthz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var h healthReport
+		return json.NewDecoder(resp.Body).Decode(&h) == nil && h.Status == "ok" && h.MQTT == "connected"
+	})
+	return b
+}
+
+// mqttWatcher is an independent paho subscriber recording everything.
+type mqttWatcher struct {
+	client paho.Client
+	mu     sync.Mutex
+	msgs   []paho.Message
+}
+
+func watchMQTT(t *testing.T, addr, filter string) *mqttWatcher {
+	t.Helper()
+	w := &mqttWatcher{}
+	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(fmt.Sprintf("watcher-%d", time.Now().UnixNano())).
+		SetConnectTimeout(5 * time.Second)
+	w.client = paho.NewClient(opts)
+	if tok := w.client.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("watcher connect: %v", tok.Error())
+	}
+	tok := w.client.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		w.mu.Lock()
+		w.msgs = append(w.msgs, m)
+		w.mu.Unlock()
+	})
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("watcher subscribe: %v", tok.Error())
+	}
+	t.Cleanup(func() { w.client.Disconnect(100) })
+	return w
+}
+
+func (w *mqttWatcher) find(match func(topic string, payload []byte, retained bool) bool) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range w.msgs {
+		if match(m.Topic(), m.Payload(), m.Retained()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *mqttWatcher) publish(t *testing.T, topic, payload string, retained bool) {
+	t.Helper()
+	tok := w.client.Publish(topic, 1, retained, payload)
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// wsClient reads frames on its own goroutine so that the test can wait for
+// a frame that matches without losing the others.
+type wsClient struct {
+	conn   *websocket.Conn
+	mu     sync.Mutex
+	frames []wireReading
+	hello  map[string]any
+}
+
+func dialWS(t *testing.T, addr string) *wsClient {
+	t.Helper()
+	conn, resp, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", nil)
+	if err != nil {
+		t.Fatalf("dial /ws: %v (%v)", err, resp)
+	}
+	c := &wsClient{conn: conn}
+	if err := conn.ReadJSON(&c.hello); err != nil {
+		t.Fatalf("reading hello: %v", err)
+	}
+	go func() {
+		for {
+			var f wireReading
+			if err := conn.ReadJSON(&f); err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.frames = append(c.frames, f)
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close() })
+	return c
+}
+
+func (c *wsClient) send(t *testing.T, msg string) {
+	t.Helper()
+	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+		t.Fatalf("send %s: %v", msg, err)
+	}
+}
+
+func (c *wsClient) waitFor(t *testing.T, what string, match func(wireReading) bool) wireReading {
+	t.Helper()
+	var found wireReading
+	eventually(t, 5*time.Second, "WebSocket never got "+what, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, f := range c.frames {
+			if match(f) {
+				found = f
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func (c *wsClient) count(match func(wireReading) bool) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, f := range c.frames {
+		if match(f) {
+			n++
+		}
+	}
+	return n
+}
+
+func pinLevel(t *testing.T, b *bridgeUnderTest, name string) bool {
+	t.Helper()
+	v, ok := b.board.Level(name)
+	if !ok {
+		t.Fatalf("no pin for %s", name)
+	}
+	return v.Bool()
+}
+
+var demoSignals = map[string]string{
+	"button": "input", "door": "input", "led": "output", "relay": "output", "fan": "pwm",
+	"air.temperature": "sensor", "air.humidity": "sensor", "air.pressure": "sensor", "cpu.temperature": "sensor",
+}
+
+func TestDemoEndToEnd(t *testing.T) {
+	b := startDemo(t)
+	watcher := watchMQTT(t, b.mqtt, "pibridge/demo/#")
+
+	// Every signal has a state before the test looks at hello.
+	eventually(t, 10*time.Second, "not every demo signal has a reading", func() bool {
+		return len(b.core.State()) == len(demoSignals)
+	})
+	ws := dialWS(t, b.http)
+
+	t.Run("hello lists every demo signal with state", func(t *testing.T) {
+		if ws.hello["type"] != "hello" || ws.hello["protocol"] != float64(1) {
+			t.Fatalf("first frame is not a hello: %v", ws.hello)
+		}
+		dev, _ := ws.hello["device"].(map[string]any)
+		if dev["id"] != "demo" || dev["name"] != "pibridge demo" {
+			t.Fatalf("device = %v", dev)
+		}
+		sigs, _ := ws.hello["signals"].([]any)
+		got := map[string]string{}
+		for _, s := range sigs {
+			m := s.(map[string]any)
+			got[m["name"].(string)] = m["kind"].(string)
+			if writable := m["kind"] == "output" || m["kind"] == "pwm"; m["writable"] != writable {
+				t.Errorf("%v: writable = %v", m["name"], m["writable"])
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(demoSignals) {
+			t.Fatalf("hello signals = %v, want %v", got, demoSignals)
+		}
+		state, _ := ws.hello["state"].(map[string]any)
+		for name := range demoSignals {
+			r, ok := state[name].(map[string]any)
+			if !ok || r["seq"] == nil || r["ts"] == nil || r["value"] == nil {
+				t.Errorf("hello state[%s] = %v", name, state[name])
+			}
+		}
+	})
+
+	t.Run("readings arrive on both sides with the same seq", func(t *testing.T) {
+		r := ws.waitFor(t, "an air.temperature reading", func(f wireReading) bool {
+			return f.Type == "reading" && f.Name == "air.temperature"
+		})
+		eventually(t, 5*time.Second, fmt.Sprintf("MQTT never carried seq %d", r.Seq), func() bool {
+			return watcher.find(func(topic string, p []byte, _ bool) bool {
+				var m wireReading
+				return topic == "pibridge/demo/air/temperature" &&
+					json.Unmarshal(p, &m) == nil && m.Seq == r.Seq && string(m.Value) == string(r.Value) && m.Unit == "°C"
+			})
+		})
+		// State topics are retained: a newcomer gets the latest at once.
+		late := watchMQTT(t, b.mqtt, "pibridge/demo/led")
+		eventually(t, 5*time.Second, "no retained led state for a new subscriber", func() bool {
+			return late.find(func(_ string, p []byte, retained bool) bool {
+				return retained && bytes.Contains(p, []byte(`"seq":`))
+			})
+		})
+	})
+
+	t.Run("WebSocket set moves the pin, is acked and echoed on MQTT", func(t *testing.T) {
+		if pinLevel(t, b, "led") {
+			t.Fatal("led starts on; the demo says initial off")
+		}
+		ws.send(t, `{"type":"set","id":"c1","name":"led","value":true}`)
+		ack := ws.waitFor(t, "ack c1", func(f wireReading) bool { return f.Type == "ack" && f.ID == "c1" })
+		if ack.OK == nil || !*ack.OK {
+			t.Fatalf("ack = %+v", ack)
+		}
+		if !pinLevel(t, b, "led") {
+			t.Fatal("led pin is still low after an acked set")
+		}
+		eventually(t, 5*time.Second, "no led echo on MQTT", func() bool {
+			return watcher.find(func(topic string, p []byte, _ bool) bool {
+				return topic == "pibridge/demo/led" && bytes.Contains(p, []byte(`"value":true`))
+			})
+		})
+	})
+
+	t.Run("MQTT set is echoed on the WebSocket and acked on MQTT", func(t *testing.T) {
+		watcher.publish(t, "pibridge/demo/led/set", `{"value":"off","id":"m1"}`, false)
+		ws.waitFor(t, "led off echo", func(f wireReading) bool {
+			return f.Type == "reading" && f.Name == "led" && string(f.Value) == "false"
+		})
+		if pinLevel(t, b, "led") {
+			t.Fatal("led pin still high after MQTT off")
+		}
+		eventually(t, 5*time.Second, "no MQTT ack for m1", func() bool {
+			return watcher.find(func(topic string, p []byte, retained bool) bool {
+				return topic == "pibridge/demo/ack" && !retained && string(p) == `{"id":"m1","name":"led","ok":true}`
+			})
+		})
+		watcher.publish(t, "pibridge/demo/fan/set", "0.25", false)
+		eventually(t, 5*time.Second, "fan duty not set from MQTT", func() bool {
+			v, _ := b.board.Level("fan")
+			return v.Float() == 0.25
+		})
+	})
+
+	t.Run("bad commands are refused with a clear error and move nothing", func(t *testing.T) {
+		before := map[string]bool{"led": pinLevel(t, b, "led"), "relay": pinLevel(t, b, "relay")}
+		tests := []struct{ msg, id, wantErr string }{
+			{`{"type":"set","id":"b1","name":"nope","value":true}`, "b1", "nope: no such signal"},
+			{`{"type":"set","id":"b2","name":"air.temperature","value":1}`, "b2", "air.temperature: not writable: it is a sensor"},
+			{`{"type":"set","id":"b3","name":"button","value":true}`, "b3", "button: not writable: it is an input"},
+			{`{"type":"set","id":"b4","name":"led","value":0.5}`, "b4", "led: bad value 0.5: an output takes on, off, true, false, 1, 0 or toggle"},
+			{`{"type":"set","id":"b5","name":"relay","value":"maybe"}`, "b5", `bad value "maybe": want on, off, true, false, toggle or a number`},
+			{`{"type":"set","id":"b6","name":"fan","value":2}`, "b6", "fan: bad value 2: a pwm takes a number from 0 to 1"},
+		}
+		for _, tt := range tests {
+			ws.send(t, tt.msg)
+			reply := ws.waitFor(t, "reply "+tt.id, func(f wireReading) bool { return f.ID == tt.id })
+			if (reply.OK != nil && *reply.OK) || !strings.Contains(reply.Error, tt.wantErr) {
+				t.Errorf("%s: reply %+v, want error containing %q", tt.msg, reply, tt.wantErr)
+			}
+			if n := ws.count(func(f wireReading) bool { return f.ID == tt.id }); n != 1 {
+				t.Errorf("%s: %d replies, want exactly 1", tt.msg, n)
+			}
+		}
+		watcher.publish(t, "pibridge/demo/air/set", `{"value":1,"id":"mb1"}`, false)
+		eventually(t, 5*time.Second, "no MQTT ack refusing a sensor write", func() bool {
+			return watcher.find(func(topic string, p []byte, _ bool) bool {
+				var a struct {
+					ID    string `json:"id"`
+					OK    bool   `json:"ok"`
+					Error string `json:"error"`
+				}
+				return topic == "pibridge/demo/ack" && json.Unmarshal(p, &a) == nil && a.ID == "mb1" && !a.OK && a.Error != ""
+			})
+		})
+		for name, level := range before {
+			if pinLevel(t, b, name) != level {
+				t.Errorf("%s moved on a refused command", name)
+			}
+		}
+	})
+
+	t.Run("SIGTERM: safe state, offline, exit 0 within 5 s", func(t *testing.T) {
+		ws.send(t, `{"type":"set","id":"on","name":"relay","value":true}`)
+		ws.waitFor(t, "ack on", func(f wireReading) bool { return f.ID == "on" })
+		if !pinLevel(t, b, "relay") {
+			t.Fatal("relay not on")
+		}
+		start := time.Now()
+		b.stop()
+		select {
+		case err := <-b.done:
+			if err != nil {
+				t.Fatalf("run returned %v", err)
+			}
+			b.done <- nil // for the cleanup
+		case <-time.After(5 * time.Second):
+			t.Fatal("bridge still running 5 s after SIGTERM")
+		}
+		t.Logf("stopped in %v", time.Since(start))
+		if pinLevel(t, b, "relay") {
+			t.Error("relay still on after shutdown; safe is off")
+		}
+		// The broker forwards the retained offline before it closes.
+		eventually(t, 3*time.Second, "no offline status on MQTT", func() bool {
+			return watcher.find(func(topic string, p []byte, _ bool) bool {
+				return topic == "pibridge/demo/status" && string(p) == "offline"
+			})
+		})
+	})
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"pibridge"
+	"pibridge/gpio"
+	"pibridge/mqtt"
+	"pibridge/web"
+	"pibridge/ws"
+)
+
+// started lets the end-to-end test reach the pins behind run; nil in the binary.
+var started func(*gpio.Board, *pibridge.Core)
+
+// shutdownBudget is how long the parts get to stop after SIGTERM; the
+// whole exit must fit in the 5 s of SPEC §2.
+const shutdownBudget = 3 * time.Second
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.version {
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	}
+	log, err := newLogger(o, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "bridge: %v\n", err)
+		return err
+	}
+	cfg, err := loadConfig(o.configPath, getenv)
+	if err != nil {
+		return &configError{err}
+	}
+	if o.check {
+		printTable(stdout, cfg, cfg.GPIO.Signals())
+		fmt.Fprintln(stdout, "\nconfiguration is valid")
+		return nil
+	}
+	return serve(ctx, cfg, log)
+}
+
+// serve runs the bridge until ctx ends, then puts outputs in their safe
+// state, says offline on MQTT and stops.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	log.Info("starting", "version", version, "device", cfg.Device.ID, "board", cfg.GPIO.Board, "state_dir", cfg.StateDir)
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	board, err := gpio.New(cfg.GPIO, log.With("part", "gpio"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := board.Close(); err != nil {
+			log.Warn("closing the board", "err", err)
+		}
+	}()
+	core, err := pibridge.New(pibridge.Options{
+		Device:   pibridge.Device{ID: cfg.Device.ID, Name: cfg.Device.Name, Version: version},
+		Signals:  board.Signals(),
+		StateDir: cfg.StateDir,
+		Logger:   log.With("part", "core"),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := core.Close(); err != nil {
+			log.Warn("saving the seq counter", "err", err)
+		}
+	}()
+	core.SetActuator(board)
+	if started != nil {
+		started(board, core)
+	}
+
+	var broker *mqtt.Broker
+	if cfg.MQTT.UsesEmbedded() {
+		broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
+		if err != nil {
+			return err
+		}
+		if err := broker.Start(); err != nil {
+			return fmt.Errorf("embedded broker on %s: %w", cfg.MQTT.EmbeddedListen, err)
+		}
+		defer broker.Close()
+		cfg.MQTT.SetEmbeddedAddr(broker.Addr())
+		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
+	}
+	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version})
+	if err != nil {
+		return err
+	}
+	live, err := ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws")})
+	if err != nil {
+		return err
+	}
+
+	mux := http.NewServeMux()
+	live.Routes(mux)
+	mux.Handle("GET /healthz", healthHandler(client))
+	mux.Handle("/", web.Handler())
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	log.Info("panel listening", "url", "http://"+ln.Addr().String()+"/")
+
+	// MQTT outlives the rest so that the safe-state readings and `offline`
+	// still reach the broker after ctx ends.
+	mqttCtx, stopMQTT := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMQTT()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return board.Run(gctx, core) })
+	g.Go(func() error { return live.Run(gctx) })
+	g.Go(func() error { return client.Run(mqttCtx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("stopping: outputs to their safe state")
+		if err := board.Halt(); err != nil {
+			log.Error("safe state not reached", "err", err)
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		stopMQTT()
+		return nil
+	})
+	err = g.Wait()
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+type healthReport struct {
+	Status string `json:"status"`
+	MQTT   string `json:"mqtt"`
+	Queue  int    `json:"queue"`
+}
+
+func healthHandler(client *mqtt.Client) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := healthReport{Status: "ok", MQTT: "disconnected", Queue: client.Queued()}
+		if client.Connected() {
+			h.MQTT = "connected"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(h)
+	})
+}
