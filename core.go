@@ -61,6 +61,8 @@ var (
 	// ErrConflict is for actuators refusing a command for a reason of state,
 	// such as an interlock that cannot be honoured.
 	ErrConflict = errors.New("conflict")
+	// ErrNotReady is for commands that arrive before the board runs.
+	ErrNotReady = errors.New("outputs are not ready yet")
 )
 
 // Options configure a Core.
@@ -268,7 +270,7 @@ func (c *Core) Execute(ctx context.Context, cmd Command) (Reading, error) {
 	}
 	box := c.actuator.Load()
 	if box == nil {
-		return Reading{}, fmt.Errorf("%s: outputs are not ready yet", sig.Name)
+		return Reading{}, fmt.Errorf("%s: %w", sig.Name, ErrNotReady)
 	}
 	switch cmd.Op {
 	case OpPulse:
@@ -286,12 +288,9 @@ func (c *Core) Execute(ctx context.Context, cmd Command) (Reading, error) {
 // validate checks a command against its signal and returns the value in
 // the signal's own form: a bool (or toggle) for outputs, a number for pwm.
 func (c *Core) validate(cmd Command) (Signal, Value, error) {
-	sig, ok := c.Signal(cmd.Name)
-	if !ok {
-		return sig, Value{}, fmt.Errorf("%s: %w", clip(cmd.Name), ErrUnknownSignal)
-	}
-	if !sig.Kind.Writable() {
-		return sig, Value{}, fmt.Errorf("%s: %w: it is %s", sig.Name, ErrNotWritable, article(sig.Kind))
+	sig, err := c.CheckWritable(cmd.Name)
+	if err != nil {
+		return sig, Value{}, err
 	}
 	if cmd.Op == OpPulse {
 		if sig.Kind != KindOutput {
@@ -319,6 +318,20 @@ func (c *Core) validate(cmd Command) (Signal, Value, error) {
 		return sig, Value{}, fmt.Errorf("%s: %w %s: a pwm takes a number from 0 to 1", sig.Name, ErrBadValue, v)
 	}
 	return sig, Value{}, fmt.Errorf("%s: %w", sig.Name, ErrNotWritable)
+}
+
+// CheckWritable refuses a command on name before its value is even read:
+// an unknown signal, or one that is not writable. Doors that parse values
+// themselves call it first so clients get the same words from every door.
+func (c *Core) CheckWritable(name string) (Signal, error) {
+	sig, ok := c.Signal(name)
+	if !ok {
+		return sig, fmt.Errorf("%s: %w", clip(name), ErrUnknownSignal)
+	}
+	if !sig.Kind.Writable() {
+		return sig, fmt.Errorf("%s: %w: it is %s", sig.Name, ErrNotWritable, article(sig.Kind))
+	}
+	return sig, nil
 }
 
 func article(k Kind) string {

@@ -258,42 +258,6 @@ func appendError(b []byte, id, msg string) []byte {
 	return append(b, '}')
 }
 
-// appendDevice appends {"id":…,"name":…,"version":…}.
-func appendDevice(b []byte, d pibridge.Device) []byte {
-	b = append(b, `{"id":`...)
-	b = pibridge.AppendJSONString(b, d.ID)
-	b = append(b, `,"name":`...)
-	b = pibridge.AppendJSONString(b, d.Name)
-	b = append(b, `,"version":`...)
-	b = pibridge.AppendJSONString(b, d.Version)
-	return append(b, '}')
-}
-
-// appendSignals appends ,"signals":[…] as hello and /api/state show them.
-func appendSignals(b []byte, sigs []pibridge.Signal) []byte {
-	b = append(b, `,"signals":[`...)
-	for i, s := range sigs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"name":`...)
-		b = pibridge.AppendJSONString(b, s.Name)
-		b = append(b, `,"kind":`...)
-		b = pibridge.AppendJSONString(b, s.Kind.String())
-		if s.Unit != "" {
-			b = append(b, `,"unit":`...)
-			b = pibridge.AppendJSONString(b, s.Unit)
-		}
-		b = append(b, `,"writable":`...)
-		b = strconv.AppendBool(b, s.Kind.Writable())
-		if s.Kind == pibridge.KindPWM {
-			b = append(b, `,"min":0,"max":1`...)
-		}
-		b = append(b, '}')
-	}
-	return append(b, ']')
-}
-
 // appendState appends {"<name>":{reading},…}.
 func appendState(b []byte, state []pibridge.Reading) []byte {
 	b = append(b, '{')

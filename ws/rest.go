@@ -115,6 +115,8 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
+	case errors.Is(err, pibridge.ErrNotReady):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

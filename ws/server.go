@@ -168,9 +168,8 @@ func New(o Options) (*Server, error) {
 		},
 	}
 	d := o.Core.Device()
-	s.helloHead = appendSignals(appendDevice(append([]byte(nil),
-		`{"type":"hello","protocol":1,"device":`...), d), o.Core.Signals())
-	s.metaHead = appendSignals(appendDevice(append([]byte(nil), `{"device":`...), d), o.Core.Signals())
+	s.helloHead = pibridge.AppendDescription([]byte(`{"type":"hello","protocol":1,`), d, o.Core.Signals())
+	s.metaHead = pibridge.AppendDescription([]byte(`{`), d, o.Core.Signals())
 	return s, nil
 }
 
@@ -424,24 +423,10 @@ func (s *Server) authorize(r *http.Request) (role, bool) {
 var errReadOnly = errors.New("read-only access: commands need the control token")
 
 // refuse returns the error a command on name fails with before any value
-// is looked at: unknown signal, or not writable. It words them as the core
-// does, so clients see one message whichever check caught it.
+// is looked at, in the core's words.
 func (s *Server) refuse(name string) error {
-	sig, ok := s.core.Signal(name)
-	switch {
-	case !ok:
-		return fmt.Errorf("%s: %w", clip(name), pibridge.ErrUnknownSignal)
-	case !sig.Kind.Writable():
-		return fmt.Errorf("%s: %w: it is %s", sig.Name, pibridge.ErrNotWritable, article(sig.Kind))
-	}
-	return nil
-}
-
-func article(k pibridge.Kind) string {
-	if k == pibridge.KindInput {
-		return "an input"
-	}
-	return "a " + k.String()
+	_, err := s.core.CheckWritable(name)
+	return err
 }
 
 // clip keeps echoed client input short.
