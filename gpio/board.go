@@ -16,6 +16,8 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/i2c"
 	"periph.io/x/conn/v3/i2c/i2creg"
+	"periph.io/x/conn/v3/onewire"
+	"periph.io/x/conn/v3/onewire/onewirereg"
 	"periph.io/x/host/v3"
 
 	"pibridge"
@@ -27,8 +29,9 @@ type Options struct {
 	// Clock drives max_on, pulses, interlock waits, failsafe, sensor
 	// intervals and simulated presses. Default: the system clock.
 	Clock Clock
-	// SysRoot is put in front of the /sys paths that cpu_temp and ds18b20
-	// read, so tests point them at fixture files. Default "/".
+	// SysRoot is put in front of the /sys paths that cpu_temp reads, and a
+	// ds18b20 read through the kernel's w1_therm files, so tests point them
+	// at fixture files. Default "/".
 	SysRoot string
 	// OpenPin opens a GPIO by its normalised name ("GPIO17"). Default:
 	// gpioreg.ByName after host.Init on board periph, periph's test double
@@ -37,6 +40,11 @@ type Options struct {
 	// OpenI2C opens an I²C bus by its config name ("1"). Default:
 	// i2creg.Open on board periph. Tests pass an i2ctest.Playback.
 	OpenI2C func(name string) (i2c.BusCloser, error)
+	// OpenOneWire opens a 1-Wire bus by its onewire_bus name ("" is the
+	// first one). Default: onewirereg.Open after host.Init on board
+	// periph, which on a Pi finds the kernel's w1 masters through netlink
+	// (periph.io/x/host/v3/netlink). Tests pass an onewiretest.Playback.
+	OpenOneWire func(name string) (onewire.BusCloser, error)
 	// PollInterval is how often an input without edge detection is read.
 	// Default 10ms.
 	PollInterval time.Duration
@@ -77,9 +85,11 @@ type Board struct {
 
 	link linkState // failsafe bookkeeping; see SetOnline
 
-	busMu sync.Mutex
-	buses map[string]i2c.BusCloser
-	open  func(string) (i2c.BusCloser, error)
+	busMu   sync.Mutex // guards both bus maps
+	buses   map[string]i2c.BusCloser
+	open    func(string) (i2c.BusCloser, error)
+	w1Buses map[string]onewire.BusCloser
+	openW1  func(string) (onewire.BusCloser, error)
 }
 
 type emitterBox struct{ pibridge.Emitter }
@@ -117,6 +127,8 @@ func Open(cfg Config, o Options) (*Board, error) {
 		byName:  map[string]entity{},
 		buses:   map[string]i2c.BusCloser{},
 		open:    o.OpenI2C,
+		w1Buses: map[string]onewire.BusCloser{},
+		openW1:  o.OpenOneWire,
 	}
 	b.sim = b.cfg.Board == BoardSim
 	if b.log == nil {
@@ -138,7 +150,7 @@ func Open(cfg Config, o Options) (*Board, error) {
 	if openPin == nil && b.sim {
 		openPin = func(name string) (pgpio.PinIO, error) { return newSimPin(name), nil }
 	}
-	needHost := !b.sim && (openPin == nil || b.open == nil && b.hasI2C())
+	needHost := !b.sim && (openPin == nil || b.open == nil && b.hasI2C() || b.openW1 == nil && b.hasOneWire())
 	if needHost {
 		if err := b.initHost(); err != nil {
 			return nil, err
@@ -155,6 +167,9 @@ func Open(cfg Config, o Options) (*Board, error) {
 	}
 	if b.open == nil {
 		b.open = i2creg.Open
+	}
+	if b.openW1 == nil {
+		b.openW1 = onewirereg.Open
 	}
 	if err := b.openPins(openPin); err != nil {
 		b.Close()
@@ -183,6 +198,16 @@ func (b *Board) hasI2C() bool {
 	return false
 }
 
+// hasOneWire reports whether a sensor reads through periph's 1-Wire buses.
+func (b *Board) hasOneWire() bool {
+	for _, s := range b.cfg.Sensors {
+		if sensorTypes[s.Type].onewire && s.OnewireBus != OnewireSysfs {
+			return true
+		}
+	}
+	return false
+}
+
 // initHost loads periph's host drivers and logs what it found: on a
 // machine that is not a Pi everything is skipped, and the pins fail to
 // open next with a clearer message.
@@ -191,6 +216,11 @@ func (b *Board) initHost() error {
 	if err != nil {
 		return fmt.Errorf("periph host drivers: %w", err)
 	}
+	loaded := make([]string, len(state.Loaded))
+	for i, d := range state.Loaded {
+		loaded[i] = d.String()
+	}
+	b.log.Info("periph host drivers", "loaded", loaded, "skipped", len(state.Skipped), "failed", len(state.Failed))
 	for _, d := range state.Loaded {
 		b.log.Info("periph driver loaded", "driver", d.String())
 	}
@@ -462,6 +492,12 @@ func (b *Board) Close() error {
 		}
 		delete(b.buses, name)
 	}
+	for name, bus := range b.w1Buses {
+		if e := bus.Close(); e != nil {
+			err = errors.Join(err, fmt.Errorf("1-wire bus %q: %w", name, e))
+		}
+		delete(b.w1Buses, name)
+	}
 	return err
 }
 
@@ -478,5 +514,26 @@ func (b *Board) bus(name string) (i2c.Bus, error) {
 		return nil, fmt.Errorf("i2c bus %s: %w", name, err)
 	}
 	b.buses[name] = bus
+	return bus, nil
+}
+
+// onewireBus opens a 1-Wire bus once and shares it between the sensors on
+// it. periph's netlink bus serialises transactions itself, and each
+// sensor addresses its own ROM, so sensors on one bus interleave safely.
+func (b *Board) onewireBus(name string) (onewire.Bus, error) {
+	b.busMu.Lock()
+	defer b.busMu.Unlock()
+	if bus, ok := b.w1Buses[name]; ok {
+		return bus, nil
+	}
+	bus, err := b.openW1(name)
+	if err != nil {
+		what := "no 1-Wire bus"
+		if name != "" {
+			what = fmt.Sprintf("1-wire bus %q", name)
+		}
+		return nil, fmt.Errorf("%s: %w (is dtoverlay=w1-gpio in /boot/firmware/config.txt?)", what, err)
+	}
+	b.w1Buses[name] = bus
 	return bus, nil
 }

@@ -1,11 +1,14 @@
 package gpio
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	pgpio "periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/physic"
+	"periph.io/x/host/v3"
 
 	"pibridge"
 )
@@ -32,7 +36,7 @@ func TestDemoSignals(t *testing.T) {
 	sensor := func(name, unit, class, source string) pibridge.Signal {
 		return pibridge.Signal{Name: name, Kind: pibridge.KindSensor, Unit: unit, Source: source, DeviceClass: class}
 	}
-	air := "bme280 i2c 1 0x76 (simulated)"
+	air := "bme280 i2c 1 0x76 on GPIO2/GPIO3 (simulated)"
 	want := func(cpuSource string) []pibridge.Signal {
 		return []pibridge.Signal{
 			pin("button", pibridge.KindInput, "GPIO17"),
@@ -555,40 +559,188 @@ func TestInterlockWaitAndHalt(t *testing.T) {
 	}
 }
 
+// On the sim board a driven input goes through gpiotest's EdgesChan and
+// WaitForEdge: each change is one reading.
 func TestInputs(t *testing.T) {
-	cfg := func(debounce time.Duration) Config {
-		return Config{Board: BoardSim, Inputs: []InputConfig{
-			{Name: "button", Pin: "GPIO17", Pull: "up", Invert: true, Debounce: pibridge.Duration(debounce)},
-		}}
+	cfg := Config{Board: BoardSim, Inputs: []InputConfig{
+		{Name: "button", Pin: "GPIO17", Pull: "up", Invert: true},
+	}}
+	tests := []struct {
+		name  string
+		drive []bool
+		want  []bool // readings, initial first
+	}{
+		{"press", []bool{true}, []bool{false, true}},
+		{"press and release", []bool{true, false}, []bool{false, true, false}},
+		{"press, release, press", []bool{true, false, true}, []bool{false, true, false, true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := start(t, cfg, Options{})
+			for i, v := range tt.drive {
+				must(t, r.DriveInput("button", v))
+				eventually(t, "the change", func() bool { return len(r.rec.of("button")) == i+2 })
+			}
+			r.stop() // waits for the input goroutine: nothing more can come
+			var got []bool
+			for _, v := range r.rec.of("button") {
+				got = append(got, v.Bool())
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("readings %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Run publishes every input's state first, as the pin reads with its pull
+// and invert applied, before any edge.
+func TestInputFirstState(t *testing.T) {
+	tests := []struct {
+		pull   string
+		line   pgpio.Level // what the world drives, for pull none
+		invert bool
+		want   bool
+	}{
+		{"up", pgpio.Low, false, true},
+		{"up", pgpio.Low, true, false},
+		{"down", pgpio.High, false, false},
+		{"down", pgpio.High, true, true},
+		{"none", pgpio.High, false, true},
+		{"none", pgpio.Low, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("pull %s line %v invert %v", tt.pull, tt.line, tt.invert), func(t *testing.T) {
+			openPin := func(name string) (pgpio.PinIO, error) {
+				p := newSimPin(name)
+				p.L = tt.line // In sets it from the pull, except with none
+				return p, nil
+			}
+			cfg := Config{Board: BoardPeriph, Inputs: []InputConfig{{Name: "door", Pin: "GPIO27", Pull: tt.pull, Invert: tt.invert}}}
+			r := start(t, cfg, Options{OpenPin: openPin, Clock: newFakeClock()})
+			if got := r.rec.of("door"); len(got) != 1 || got[0] != on(tt.want) {
+				t.Errorf("first readings %v, want [%v]", got, tt.want)
+			}
+		})
+	}
+}
+
+// scriptedPin is a gpiotest.Pin whose WaitForEdge the test answers, as the
+// kernel and the passing time would: an edge to a level, or the timeout
+// running out with the line quiet. A burst of bounces is then scripted
+// exactly, and the test sees every wait the input asks for, so it checks
+// that each debounce window is the configured one. Nothing sleeps.
+type scriptedPin struct {
+	*gpiotest.Pin
+	waits   chan time.Duration
+	answers chan *pgpio.Level // nil: the timeout ran out
+	done    chan struct{}     // closed: every wait times out at once
+}
+
+func newScriptedPin(name string) *scriptedPin {
+	return &scriptedPin{
+		Pin:   newSimPin(name),
+		waits: make(chan time.Duration), answers: make(chan *pgpio.Level), done: make(chan struct{}),
+	}
+}
+
+func (p *scriptedPin) WaitForEdge(timeout time.Duration) bool {
+	select {
+	case p.waits <- timeout:
+	case <-p.done:
+		return false
+	}
+	select {
+	case l := <-p.answers:
+		if l == nil {
+			return false
+		}
+		p.Pin.Out(*l) // the line moved; gpiotest's own WaitForEdge does this too
+		return true
+	case <-p.done:
+		return false
+	}
+}
+
+// step is one WaitForEdge: the timeout the input must ask for, and the
+// answer: an edge to a level, or quiet.
+type step struct {
+	wait time.Duration
+	edge *pgpio.Level
+}
+
+func TestDebounceScripted(t *testing.T) {
+	const debounce = 20 * time.Millisecond
+	low, high := pgpio.Low, pgpio.High
+	edge := func(l pgpio.Level) *pgpio.Level { return &l }
+	press := edge(low) // pull-up, button to ground, invert: low is pressed
+	release := edge(high)
+	bounces := func(n int) []step {
+		var s []step
+		for i := range n {
+			s = append(s, step{debounce, [2]*pgpio.Level{release, press}[i%2]})
+		}
+		return s
 	}
 	tests := []struct {
 		name     string
 		debounce time.Duration
-		burst    []bool
-		want     []bool // readings, initial first
+		script   []step
+		want     []bool // readings, the first state first
 	}{
-		{"press", 0, []bool{true}, []bool{false, true}},
-		{"press and release", 0, []bool{true, false}, []bool{false, true, false}},
-		{"bouncing press", 300 * time.Millisecond, []bool{true, false, true, false, true}, []bool{false, true}},
-		{"bounce back", 300 * time.Millisecond, []bool{true, false, true, false}, []bool{false}},
+		{"press", debounce, []step{{edgeSlice, press}, {debounce, nil}}, []bool{false, true}},
+		{"bouncing press is one change", debounce, []step{
+			{edgeSlice, press}, {debounce, release}, {debounce, press}, {debounce, release}, {debounce, press}, {debounce, nil},
+		}, []bool{false, true}},
+		{"bounce that settles back is no change", debounce, []step{
+			{edgeSlice, press}, {debounce, release}, {debounce, press}, {debounce, release}, {debounce, nil},
+		}, []bool{false}},
+		{"press then release, each settled", debounce, []step{
+			{edgeSlice, press}, {debounce, nil}, {edgeSlice, release}, {debounce, release}, {debounce, nil},
+		}, []bool{false, true, false}},
+		{"without debounce every edge counts", 0, []step{
+			{edgeSlice, press}, {edgeSlice, release}, {edgeSlice, press},
+		}, []bool{false, true, false, true}},
+		// An edge the kernel lost (periph/conn#40): the periodic read after
+		// a quiet edgeSlice finds the new level and debounces it.
+		{"lost edge found by the periodic read", debounce, []step{
+			{edgeSlice, nil}, {debounce, nil},
+		}, []bool{false, true}},
+		// A line that never stops bouncing is read after 64 windows.
+		{"endless bouncing", debounce, append([]step{{edgeSlice, press}}, bounces(64)...), []bool{false, true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := start(t, cfg(tt.debounce), Options{})
-			final := tt.want[len(tt.want)-1]
-			for i, v := range tt.burst {
-				must(t, r.DriveInput("button", v))
-				if tt.debounce == 0 {
-					// Without debounce each change is its own reading.
-					eventually(t, "the change", func() bool { return len(r.rec.of("button")) == i+2 })
-				} else {
-					time.Sleep(2 * time.Millisecond) // the bounce itself, not a synchronisation
+			p := newScriptedPin("GPIO17")
+			cfg := Config{Board: BoardPeriph, Inputs: []InputConfig{
+				{Name: "button", Pin: "GPIO17", Pull: "up", Invert: true, Debounce: pibridge.Duration(tt.debounce)},
+			}}
+			r := start(t, cfg, Options{OpenPin: func(string) (pgpio.PinIO, error) { return p, nil }})
+			t.Cleanup(func() { close(p.done) }) // before start's cleanup stops Run
+			if tt.name == "lost edge found by the periodic read" {
+				p.Out(low) // moved while nobody was waiting, and no edge came
+			}
+			next := func() time.Duration {
+				t.Helper()
+				select {
+				case d := <-p.waits:
+					return d
+				case <-time.After(5 * time.Second):
+					t.Fatal("the input did not wait for an edge")
+					return 0
 				}
 			}
-			if len(tt.want) > 1 {
-				eventually(t, "the settled value", func() bool { v, _ := r.rec.last("button"); return v.Bool() == final })
+			for i, s := range tt.script {
+				if d := next(); d != s.wait {
+					t.Fatalf("step %d: WaitForEdge(%v), want WaitForEdge(%v)", i, d, s.wait)
+				}
+				p.answers <- s.edge
 			}
-			r.stop() // waits for the input goroutine: nothing more can come
+			// The next wait is a quiet edgeSlice: everything the script
+			// caused has been emitted by now.
+			if d := next(); d != edgeSlice {
+				t.Fatalf("after the script: WaitForEdge(%v), want %v", d, edgeSlice)
+			}
 			var got []bool
 			for _, v := range r.rec.of("button") {
 				got = append(got, v.Bool())
@@ -644,5 +796,87 @@ func TestSetAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { b.Set(ctx, tt.name, tt.v) }); n != 0 {
 			t.Errorf("Set(%s) allocates %v times", tt.name, n)
 		}
+	}
+}
+
+// Board periph starts periph's host drivers and logs each one that
+// loaded, was skipped (here, on a machine that is not a Pi, most) or
+// failed, with a one-line summary first.
+func TestHostInitLogged(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := Open(Config{Board: BoardPeriph}, Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, b.Close())
+	state, err := host.Init() // the same state again: Init runs once per process
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	want := []string{fmt.Sprintf(`msg="periph host drivers" loaded=[] skipped=%d failed=%d`, len(state.Skipped), len(state.Failed))}
+	if len(state.Loaded) > 0 {
+		want[0] = `msg="periph host drivers" loaded=[`
+	}
+	for _, d := range state.Loaded {
+		want = append(want, fmt.Sprintf(`msg="periph driver loaded" driver=%s`, d))
+	}
+	for _, f := range state.Skipped {
+		want = append(want, fmt.Sprintf(`msg="periph driver skipped" driver=%s`, f.D))
+	}
+	for _, f := range state.Failed {
+		want = append(want, fmt.Sprintf(`msg="periph driver failed" driver=%s`, f.D))
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("log lacks %q:\n%s", w, out)
+		}
+	}
+	if len(state.Loaded)+len(state.Skipped)+len(state.Failed) == 0 {
+		t.Error("host.Init reported no drivers at all")
+	}
+}
+
+// noPWMPin is a pin whose driver has no PWM, like periph's gpioioctl lines
+// on a Pi 5, or bcm283x without /dev/mem.
+type noPWMPin struct{ *gpiotest.Pin }
+
+func (noPWMPin) PWM(pgpio.Duty, physic.Frequency) error { return errors.New("PWM() not implemented") }
+
+// A pin without PWM still opens, goes safe and takes 0 and 1 as plain
+// levels; any other duty fails with the driver's words.
+func TestPWMWithoutDriver(t *testing.T) {
+	var pin noPWMPin
+	openPin := func(name string) (pgpio.PinIO, error) {
+		pin = noPWMPin{newSimPin(name)}
+		return pin, nil
+	}
+	cfg := Config{Board: BoardPeriph, PWM: []PWMConfig{{Name: "fan", Pin: "GPIO18", Safe: 1}}}
+	r := start(t, cfg, Options{OpenPin: openPin, Clock: newFakeClock()})
+	steps := []struct {
+		duty  float64
+		level pgpio.Level
+		err   string
+	}{
+		{1, pgpio.High, ""},
+		{0.5, pgpio.High, "PWM() not implemented"},
+		{0, pgpio.Low, ""},
+	}
+	for _, s := range steps {
+		err := r.Set(ctx, "fan", pibridge.Number(s.duty))
+		if s.err == "" && err != nil || s.err != "" && (err == nil || !strings.Contains(err.Error(), s.err)) {
+			t.Errorf("Set(fan, %v) = %v, want error %q", s.duty, err, s.err)
+		}
+		if lvl := pin.Read(); lvl != s.level {
+			t.Errorf("after Set(fan, %v): pin %v, want %v", s.duty, lvl, s.level)
+		}
+	}
+	if got, want := r.rec.of("fan"), []pibridge.Value{pibridge.Number(0), pibridge.Number(1), pibridge.Number(0)}; !reflect.DeepEqual(got, want) {
+		t.Errorf("readings %v, want %v", got, want)
+	}
+	must(t, r.Halt())
+	if lvl := pin.Read(); lvl != pgpio.High {
+		t.Errorf("safe 1: pin %v, want High", lvl)
 	}
 }

@@ -1,6 +1,7 @@
 package gpio
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"path"
@@ -8,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
+	"periph.io/x/conn/v3/onewire"
 	"periph.io/x/conn/v3/physic"
 
 	"pibridge"
@@ -92,9 +95,19 @@ type SensorConfig struct {
 	// bus, by default).
 	I2CBus string `yaml:"i2c_bus,omitempty"`
 	// Address is the I²C address (0x76) or, for ds18b20, the 1-Wire device
-	// id ("28-0316a2791eff").
-	Address    Address `yaml:"address,omitempty"`
-	OnewireBus string  `yaml:"onewire_bus,omitempty"`
+	// id as the kernel names it ("28-0316a2791eff": family, serial).
+	Address Address `yaml:"address,omitempty"`
+	// OnewireBus picks the ds18b20's bus: "" the first 1-Wire bus periph.io
+	// knows (on a Pi, the kernel's w1 master through netlink), falling back
+	// to the kernel's w1_therm files when periph has none; a periph bus
+	// name, alias or number ("1", "OneWire1", "netlink-w1-master 1"); or
+	// "sysfs" for the w1_therm files only (parasite-powered sensors, which
+	// need the strong pull-up that only the kernel's driver gives).
+	OnewireBus string `yaml:"onewire_bus,omitempty"`
+	// OnewirePin is the GPIO the 1-Wire bus is on (the w1-gpio overlay's
+	// gpiopin, GPIO4 by default), or "none" for a bus off the header. The
+	// bridge does not drive it; it is for the pin conflict check.
+	OnewirePin string `yaml:"onewire_pin,omitempty"`
 	// Channels are the ads1115 inputs to read (0..3; default [0]); each is
 	// one signal, "<name>.a<channel>", in volts.
 	Channels []int             `yaml:"channels,omitempty"`
@@ -135,6 +148,17 @@ const (
 )
 
 const defaultThermalZone = "thermal_zone0"
+
+// 1-Wire defaults.
+const (
+	// DefaultOnewirePin is where dtoverlay=w1-gpio puts the bus without a
+	// gpiopin= parameter.
+	DefaultOnewirePin = "GPIO4"
+	// OnewireSysfs is the onewire_bus value that reads the kernel's
+	// w1_therm files instead of going through periph.io.
+	OnewireSysfs = "sysfs"
+	onewireNoPin = "none"
+)
 
 // quantity is one value a sensor type measures.
 type quantity struct {
@@ -226,10 +250,38 @@ func (a Address) I2C() (uint16, error) {
 // Checked strictly because it becomes part of a file path.
 var w1ID = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{12}$`)
 
+// thermometerFamilies are the 1-Wire families that speak the DS18B20's
+// protocol (scratchpad, Convert T), which periph's ds18b20 driver and the
+// kernel's w1_therm both read.
+var thermometerFamilies = map[byte]string{
+	0x10: "DS18S20", 0x22: "DS1822", 0x28: "DS18B20", 0x3b: "DS1825", 0x42: "DS28EA00",
+}
+
+// OneWire parses a 1-Wire id ("28-0316a2791eff") into periph's 64-bit ROM
+// address: the family code in the low byte, the 48-bit serial above it,
+// least significant byte first as the kernel prints it, and the ROM's CRC
+// in the top byte, computed here because the kernel's name leaves it out.
+func (a Address) OneWire() (onewire.Address, error) {
+	s := string(a)
+	if !w1ID.MatchString(s) {
+		return 0, fmt.Errorf("%q: not a 1-Wire id (want e.g. \"28-0316a2791eff\")", s)
+	}
+	family, _ := strconv.ParseUint(s[:2], 16, 8)
+	serial, _ := strconv.ParseUint(s[3:], 16, 64)
+	var rom [8]byte
+	rom[0] = byte(family)
+	for i := 0; i < 6; i++ {
+		rom[1+i] = byte(serial >> (8 * i))
+	}
+	rom[7] = onewire.CalcCRC(rom[:7])
+	return onewire.Address(binary.LittleEndian.Uint64(rom[:])), nil
+}
+
 // Defaults writes the default of every field left empty: board periph,
 // pull none, initial and safe off, sensor interval 5s, i2c_bus "1", the
 // type's usual address (bme280/bmp280 0x76, ads1115 0x48), ads1115
-// channels [0], thermal_zone thermal_zone0. New calls it on its own copy.
+// channels [0], thermal_zone thermal_zone0, onewire_pin GPIO4. New calls
+// it on its own copy.
 func (c *Config) Defaults() {
 	if c.Board == "" {
 		c.Board = BoardPeriph
@@ -271,6 +323,9 @@ func (c *Config) Defaults() {
 		}
 		if s.Type == TypeCPUTemp && s.ThermalZone == "" {
 			s.ThermalZone = defaultThermalZone
+		}
+		if st.onewire && s.OnewirePin == "" {
+			s.OnewirePin = DefaultOnewirePin
 		}
 	}
 }
@@ -319,13 +374,18 @@ func (c *Config) Validate() error {
 		}
 		names[name] = path
 	}
-	type pinUse struct{ path, as string }
-	pins := map[int]pinUse{} // BCM number → first user
-	checkPin := func(path, pin string) {
+	// pins maps a BCM number to its first user. A bus (I²C, 1-Wire) is
+	// shared by the sensors on it: bus names it, so that two sensors on one
+	// bus do not conflict.
+	type pinUse struct{ path, bus string }
+	pins := map[int]pinUse{}
+	// checkPin claims a pin for path alone. It returns the BCM number, or
+	// -1 after reporting why path cannot have the pin.
+	checkPin := func(path, pin string) int {
 		n, err := pinNumber(pin)
 		if err != nil {
 			p.Addf(path+".pin", "%s", err)
-			return
+			return -1
 		}
 		if prev, dup := pins[n]; dup {
 			if strings.EqualFold(strings.TrimSpace(pin), gpioName(n)) {
@@ -333,18 +393,51 @@ func (c *Config) Validate() error {
 			} else {
 				p.Addf(path+".pin", "%q is %s, already used by %s", pin, gpioName(n), prev.path)
 			}
-			return
+			return -1
 		}
 		pins[n] = pinUse{path: path}
+		return n
 	}
-	// I²C bus 1 is on the header's GPIO2 (SDA) and GPIO3 (SCL): a sensor
-	// there takes those pins.
+	// Buses claim their pins first, so a pin that an input or output also
+	// names is reported there: the sensors' wiring is the fixed part.
 	for i, s := range cfg.Sensors {
-		if st, ok := sensorTypes[s.Type]; ok && st.i2c && isHeaderI2C(s.I2CBus) {
-			path := fmt.Sprintf("i2c bus 1 (sensors[%d])", i)
-			pins[2] = pinUse{path: path}
-			pins[3] = pinUse{path: path}
-			break
+		path := fmt.Sprintf("sensors[%d]", i)
+		st, ok := sensorTypes[s.Type]
+		switch {
+		case !ok:
+		case st.i2c:
+			n, known := i2cBusNumber(s.I2CBus)
+			hdr, onHeader := i2cHeaderPins[n]
+			if !known || !onHeader {
+				continue // an overlay's bus (i2c-3…6, i2c-gpio): its pins are not known here
+			}
+			bus := fmt.Sprintf("i2c bus %d", n)
+			for _, g := range hdr {
+				prev, used := pins[g]
+				switch {
+				case !used:
+					pins[g] = pinUse{path: fmt.Sprintf("%s (%s)", bus, path), bus: bus}
+				case prev.bus != bus:
+					p.Addf(path+".i2c_bus", "%s is on GPIO%d and GPIO%d; %s is already used by %s", bus, hdr[0], hdr[1], gpioName(g), prev.path)
+				}
+			}
+		case st.onewire:
+			if strings.EqualFold(s.OnewirePin, onewireNoPin) {
+				continue
+			}
+			g, err := pinNumber(s.OnewirePin)
+			if err != nil {
+				p.Addf(path+".onewire_pin", "%s (or none for a bus that is not on a GPIO)", err)
+				continue
+			}
+			bus := "1-wire on " + gpioName(g)
+			prev, used := pins[g]
+			switch {
+			case !used:
+				pins[g] = pinUse{path: fmt.Sprintf("1-wire (%s)", path), bus: bus}
+			case prev.bus != bus:
+				p.Addf(path+".onewire_pin", "%s, the 1-Wire bus, is already used by %s", gpioName(g), prev.path)
+			}
 		}
 	}
 
@@ -419,7 +512,9 @@ func (c *Config) Validate() error {
 	for i, w := range cfg.PWM {
 		path := fmt.Sprintf("pwm[%d]", i)
 		checkName(path, w.Name)
-		checkPin(path, w.Pin)
+		if n := checkPin(path, w.Pin); n >= 0 && !hardwarePWM[n] {
+			p.Addf(path+".pin", "%s has no hardware PWM; use GPIO12, GPIO13, GPIO18 or GPIO19", quotePin(w.Pin, n))
+		}
 		if !(w.Initial >= 0 && w.Initial <= 1) {
 			p.Addf(path+".initial", "%v: must be from 0 to 1", w.Initial)
 		}
@@ -465,6 +560,7 @@ func validateSensor(p *pibridge.Problems, path string, s SensorConfig) {
 	}
 	unused("i2c_bus", !st.i2c && s.I2CBus != "")
 	unused("onewire_bus", !st.onewire && s.OnewireBus != "")
+	unused("onewire_pin", !st.onewire && s.OnewirePin != "")
 	unused("address", !st.i2c && !st.onewire && s.Address != "")
 	unused("channels", s.Type != TypeADS1115 && len(s.Channels) > 0)
 	unused("thermal_zone", s.Type != TypeCPUTemp && s.ThermalZone != "")
@@ -483,6 +579,13 @@ func validateSensor(p *pibridge.Problems, path string, s SensorConfig) {
 			p.Addf(path+".address", "missing (the 1-Wire id, e.g. \"28-0316a2791eff\")")
 		case !w1ID.MatchString(string(s.Address)):
 			p.Addf(path+".address", "%q: not a 1-Wire id (want e.g. \"28-0316a2791eff\")", string(s.Address))
+		default:
+			if fam, _ := strconv.ParseUint(string(s.Address[:2]), 16, 8); thermometerFamilies[byte(fam)] == "" {
+				p.Addf(path+".address", "%q: family %02x is not a thermometer (a DS18B20's id starts with 28-)", string(s.Address), fam)
+			}
+		}
+		if b := s.OnewireBus; len(b) > 64 || strings.ContainsAny(b, "/:") || strings.IndexFunc(b, unicode.IsControl) >= 0 {
+			p.Addf(path+".onewire_bus", "%q: want empty, sysfs, or a periph.io 1-Wire bus name or number", b)
 		}
 	}
 	if s.Type == TypeADS1115 {
@@ -526,14 +629,35 @@ func thermalPath(zone string) (string, error) {
 	return "/sys/class/thermal/" + zone + "/temp", nil
 }
 
-// isHeaderI2C reports whether an i2c_bus setting names bus 1, the one on
-// the header's GPIO2/GPIO3.
-func isHeaderI2C(bus string) bool {
-	switch strings.ToUpper(bus) {
-	case "1", "I2C1", "/DEV/I2C-1":
-		return true
+// i2cHeaderPins are the SDA and SCL GPIOs of the I²C buses that every Pi
+// has on its header at fixed pins: bus 1 (P1_3, P1_5) for sensors, and
+// bus 0 (P1_27, P1_28) that HATs use for their ID EEPROM.
+var i2cHeaderPins = map[int][2]int{0: {0, 1}, 1: {2, 3}}
+
+// i2cBusNumber reads an i2c_bus setting: "1", "I2C1" or "/dev/i2c-1".
+func i2cBusNumber(bus string) (int, bool) {
+	s := strings.ToUpper(strings.TrimSpace(bus))
+	for _, prefix := range []string{"/DEV/I2C-", "I2C"} {
+		if strings.HasPrefix(s, prefix) {
+			s = s[len(prefix):]
+			break
+		}
 	}
-	return false
+	return smallNumber(s)
+}
+
+// hardwarePWM are the header GPIOs with a PWM function on every Pi model:
+// GPIO12 and GPIO18 (PWM0), GPIO13 and GPIO19 (PWM1). Other GPIOs only
+// have PWM on some models (GPIO14/15 on the Pi 5) or not at all.
+var hardwarePWM = map[int]bool{12: true, 13: true, 18: true, 19: true}
+
+// quotePin names a pin as the user wrote it, with its GPIO name when that
+// differs: "GPIO17", or "P1_11" (GPIO17).
+func quotePin(pin string, n int) string {
+	if strings.EqualFold(strings.TrimSpace(pin), gpioName(n)) {
+		return strconv.Quote(pin)
+	}
+	return fmt.Sprintf("%q (%s)", pin, gpioName(n))
 }
 
 // parseOnOff reads an output state. true/false are accepted too, because
@@ -605,15 +729,24 @@ func unitClass(unit string) string {
 // and logs.
 func sensorSource(s SensorConfig) string {
 	switch s.Type {
-	case TypeBME280, TypeBMP280:
-		return fmt.Sprintf("%s i2c %s %s", s.Type, s.I2CBus, s.Address)
-	case TypeADS1115:
-		return fmt.Sprintf("ads1115 i2c %s %s", s.I2CBus, s.Address)
-	case TypeDS18B20:
-		if s.OnewireBus != "" {
-			return fmt.Sprintf("ds18b20 1-wire %s %s", s.OnewireBus, s.Address)
+	case TypeBME280, TypeBMP280, TypeADS1115:
+		src := fmt.Sprintf("%s i2c %s %s", s.Type, s.I2CBus, s.Address)
+		if n, ok := i2cBusNumber(s.I2CBus); ok {
+			if hdr, ok := i2cHeaderPins[n]; ok {
+				src += fmt.Sprintf(" on GPIO%d/GPIO%d", hdr[0], hdr[1])
+			}
 		}
-		return "ds18b20 1-wire " + string(s.Address)
+		return src
+	case TypeDS18B20:
+		src := "ds18b20 1-wire "
+		if s.OnewireBus != "" {
+			src += s.OnewireBus + " "
+		}
+		src += string(s.Address)
+		if n, err := NormalizePin(s.OnewirePin); err == nil {
+			src += " on " + n
+		}
+		return src
 	case TypeCPUTemp:
 		p, _ := thermalPath(s.ThermalZone)
 		return "cpu_temp " + p

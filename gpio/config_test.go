@@ -1,11 +1,15 @@
 package gpio
 
 import (
+	"bytes"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+	"periph.io/x/conn/v3/onewire"
 
 	"pibridge"
 )
@@ -131,6 +135,61 @@ func TestValidate(t *testing.T) {
 			Inputs:  []InputConfig{{Name: "a", Pin: "P1_3"}},
 			Sensors: []SensorConfig{{Name: "air", Type: "bme280"}},
 		}, []string{`inputs[0].pin: "P1_3" is GPIO2, already used by i2c bus 1 (sensors[0])`}},
+		{"i2c bus 0 takes GPIO0 and GPIO1", Config{
+			Inputs:  []InputConfig{{Name: "a", Pin: "P1_27"}, {Name: "b", Pin: "GPIO2"}},
+			Sensors: []SensorConfig{{Name: "air", Type: "bme280", I2CBus: "/dev/i2c-0"}},
+		}, []string{`inputs[0].pin: "P1_27" is GPIO0, already used by i2c bus 0 (sensors[0])`}},
+		{"1-wire takes GPIO4", Config{
+			Inputs:  []InputConfig{{Name: "a", Pin: "P1_7"}},
+			Sensors: []SensorConfig{{Name: "water", Type: "ds18b20", Address: "28-0316a2791eff"}},
+		}, []string{`inputs[0].pin: "P1_7" is GPIO4, already used by 1-wire (sensors[0])`}},
+		{"sensors share their bus", Config{
+			Outputs: []OutputConfig{{Name: "a", Pin: "GPIO17"}},
+			Sensors: []SensorConfig{
+				{Name: "air", Type: "bme280"},
+				{Name: "soil", Type: "ads1115", I2CBus: "I2C1"},
+				{Name: "w1", Type: "ds18b20", Address: "28-0316a2791eff"},
+				{Name: "w2", Type: "ds18b20", Address: "28-0316a2791e00", OnewirePin: "P1_7"},
+			},
+		}, nil},
+		{"onewire_pin moves the bus, none takes no pin", Config{
+			Inputs:  []InputConfig{{Name: "a", Pin: "GPIO4"}},
+			Outputs: []OutputConfig{{Name: "b", Pin: "GPIO17"}},
+			Sensors: []SensorConfig{
+				{Name: "w1", Type: "ds18b20", Address: "28-0316a2791eff", OnewirePin: "GPIO17"},
+				{Name: "w2", Type: "ds18b20", Address: "28-0316a2791e00", OnewireBus: "OneWire2", OnewirePin: "none"},
+			},
+		}, []string{`outputs[0].pin: "GPIO17" is already used by 1-wire (sensors[0])`}},
+		{"1-wire and i2c on one pin", Config{Sensors: []SensorConfig{
+			{Name: "w1", Type: "ds18b20", Address: "28-0316a2791eff", OnewirePin: "GPIO2"},
+			{Name: "air", Type: "bme280"},
+			{Name: "w2", Type: "ds18b20", Address: "28-0316a2791e00", OnewirePin: "P1_5"},
+			{Name: "w3", Type: "ds18b20", Address: "28-0316a2791e01", OnewirePin: "GPIO99"},
+		}}, []string{
+			`sensors[1].i2c_bus: i2c bus 1 is on GPIO2 and GPIO3; GPIO2 is already used by 1-wire (sensors[0])`,
+			`sensors[2].onewire_pin: GPIO3, the 1-Wire bus, is already used by i2c bus 1 (sensors[1])`,
+			`sensors[3].onewire_pin: "GPIO99": no such pin (or none for a bus that is not on a GPIO)`,
+		}},
+		{"an overlay's i2c bus has unknown pins", Config{
+			Inputs:  []InputConfig{{Name: "a", Pin: "GPIO2"}, {Name: "b", Pin: "GPIO4"}},
+			Sensors: []SensorConfig{{Name: "air", Type: "bme280", I2CBus: "3"}},
+		}, nil},
+		{"pwm needs a hardware PWM pin", Config{PWM: []PWMConfig{
+			{Name: "a", Pin: "GPIO17"}, {Name: "b", Pin: "P1_16"}, {Name: "c", Pin: "P1_33"},
+			{Name: "d", Pin: "GPIO12"}, {Name: "e", Pin: "GPIO18"}, {Name: "f", Pin: "GPIO19"},
+		}}, []string{
+			`pwm[0].pin: "GPIO17" has no hardware PWM; use GPIO12, GPIO13, GPIO18 or GPIO19`,
+			`pwm[1].pin: "P1_16" (GPIO23) has no hardware PWM; use GPIO12, GPIO13, GPIO18 or GPIO19`,
+		}},
+		{"1-wire fields", Config{Sensors: []SensorConfig{
+			{Name: "a", Type: "ds18b20", Address: "01-0316a2791eff", OnewireBus: "a/b"},
+			{Name: "b", Type: "ds18b20", Address: "10-0316a2791eff", OnewireBus: "netlink-w1-master 1"},
+			{Name: "c", Type: "bme280", OnewirePin: "GPIO4"},
+		}}, []string{
+			`sensors[0].address: "01-0316a2791eff": family 01 is not a thermometer (a DS18B20's id starts with 28-)`,
+			`sensors[0].onewire_bus: "a/b": want empty, sysfs, or a periph.io 1-Wire bus name or number`,
+			`sensors[2].onewire_pin: not used by a bme280 sensor`,
+		}},
 		{"enums", Config{
 			Board:   "raspi",
 			Inputs:  []InputConfig{{Name: "a", Pin: "GPIO4", Pull: "sideways"}},
@@ -279,12 +338,12 @@ sensors:
 		{Name: "up", Kind: pibridge.KindOutput, Pin: "GPIO5"},
 		{Name: "down", Kind: pibridge.KindOutput, Pin: "GPIO6"},
 		{Name: "fan", Kind: pibridge.KindPWM, Pin: "GPIO18"},
-		{Name: "air.temperature", Kind: pibridge.KindSensor, Unit: "°C", Source: "bme280 i2c 1 0x76", DeviceClass: "temperature"},
-		{Name: "air.humidity", Kind: pibridge.KindSensor, Unit: "%", Source: "bme280 i2c 1 0x76", DeviceClass: "humidity"},
-		{Name: "air.pressure", Kind: pibridge.KindSensor, Unit: "hPa", Source: "bme280 i2c 1 0x76", DeviceClass: "pressure"},
-		{Name: "water.temperature", Kind: pibridge.KindSensor, Unit: "°C", Source: "ds18b20 1-wire 28-0316a2791eff", DeviceClass: "temperature"},
-		{Name: "soil.a0", Kind: pibridge.KindSensor, Unit: "V", Source: "ads1115 i2c 1 0x48", DeviceClass: "voltage"},
-		{Name: "soil.a1", Kind: pibridge.KindSensor, Unit: "V", Source: "ads1115 i2c 1 0x48", DeviceClass: "voltage"},
+		{Name: "air.temperature", Kind: pibridge.KindSensor, Unit: "°C", Source: "bme280 i2c 1 0x76 on GPIO2/GPIO3", DeviceClass: "temperature"},
+		{Name: "air.humidity", Kind: pibridge.KindSensor, Unit: "%", Source: "bme280 i2c 1 0x76 on GPIO2/GPIO3", DeviceClass: "humidity"},
+		{Name: "air.pressure", Kind: pibridge.KindSensor, Unit: "hPa", Source: "bme280 i2c 1 0x76 on GPIO2/GPIO3", DeviceClass: "pressure"},
+		{Name: "water.temperature", Kind: pibridge.KindSensor, Unit: "°C", Source: "ds18b20 1-wire 28-0316a2791eff on GPIO4", DeviceClass: "temperature"},
+		{Name: "soil.a0", Kind: pibridge.KindSensor, Unit: "V", Source: "ads1115 i2c 1 0x48 on GPIO2/GPIO3", DeviceClass: "voltage"},
+		{Name: "soil.a1", Kind: pibridge.KindSensor, Unit: "V", Source: "ads1115 i2c 1 0x48 on GPIO2/GPIO3", DeviceClass: "voltage"},
 		{Name: "cpu.temperature", Kind: pibridge.KindSensor, Unit: "°C", Source: "cpu_temp /sys/class/thermal/thermal_zone0/temp", DeviceClass: "temperature"},
 		{Name: "t1", Kind: pibridge.KindSensor, Unit: "°C", Source: "sim", DeviceClass: "temperature"},
 	}
@@ -326,9 +385,9 @@ sensors:
 
 func TestDefaults(t *testing.T) {
 	c := Config{
-		Inputs:  []InputConfig{{Name: "a", Pin: "GPIO4"}},
+		Inputs:  []InputConfig{{Name: "a", Pin: "GPIO17"}},
 		Outputs: []OutputConfig{{Name: "b", Pin: "GPIO5"}},
-		Sensors: []SensorConfig{{Name: "s", Type: "ads1115"}, {Name: "c", Type: "cpu_temp"}},
+		Sensors: []SensorConfig{{Name: "s", Type: "ads1115"}, {Name: "c", Type: "cpu_temp"}, {Name: "w", Type: "ds18b20", Address: "28-0316a2791eff"}},
 	}
 	c.Defaults()
 	if c.Board != "periph" || c.Inputs[0].Pull != "none" || c.Outputs[0].Initial != "off" || c.Outputs[0].Safe != "off" {
@@ -340,6 +399,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Sensors[1].ThermalZone != "thermal_zone0" {
 		t.Errorf("cpu_temp defaults: %+v", c.Sensors[1])
+	}
+	if w := c.Sensors[2]; w.OnewirePin != "GPIO4" || w.OnewireBus != "" {
+		t.Errorf("ds18b20 defaults: %+v", w)
 	}
 	if err := c.Validate(); err != nil {
 		t.Error(err)
@@ -359,5 +421,104 @@ func TestThermalPath(t *testing.T) {
 		if got != want || (err == nil) != (want != "") {
 			t.Errorf("thermalPath(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+// A 1-Wire id as the kernel writes it is periph's 64-bit ROM address with
+// the CRC added: periph's own ds18b20 test sensor is 0x740000070e41ac28.
+func TestOneWireAddress(t *testing.T) {
+	tests := []struct {
+		id   Address
+		want onewire.Address
+		err  string
+	}{
+		{id: "28-0000070e41ac", want: 0x740000070e41ac28},
+		{id: "28-0316a2791eff", want: 0xb00316a2791eff28},
+		{id: "10-0316a2791eff", want: 0x550316a2791eff10},
+		{id: "28-0316A2791EFF", err: `"28-0316A2791EFF": not a 1-Wire id (want e.g. "28-0316a2791eff")`},
+		{id: "0x76", err: `"0x76": not a 1-Wire id (want e.g. "28-0316a2791eff")`},
+	}
+	for _, tt := range tests {
+		got, err := tt.id.OneWire()
+		if tt.err != "" {
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("%s: error %v, want %q", tt.id, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%s = %#x, %v; want %#x", tt.id, uint64(got), err, uint64(tt.want))
+		}
+	}
+}
+
+// deploy/raspi/config.example.yaml shows every hardware feature, validates,
+// and opens on the sim board. (cmd/bridge's tests run -check on it too.)
+func TestExampleConfig(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "deploy", "raspi", "config.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Device   yaml.Node `yaml:"device"`
+		StateDir string    `yaml:"state_dir"`
+		HTTP     yaml.Node `yaml:"http"`
+		MQTT     yaml.Node `yaml:"mqtt"`
+		Config   `yaml:",inline"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		t.Fatal(err)
+	}
+	c := f.Config
+	if err := c.Validate(); err != nil {
+		t.Fatalf("invalid: %v", err)
+	}
+	used := map[string]bool{"board periph": c.Board == BoardPeriph}
+	for _, in := range c.Inputs {
+		used["pull "+in.Pull] = true
+		used["input invert"] = used["input invert"] || in.Invert
+		used["debounce"] = used["debounce"] || in.Debounce > 0
+	}
+	for _, o := range c.Outputs {
+		used["initial "+o.Initial] = used["initial "+o.Initial] || o.Initial != ""
+		used["safe "+o.Safe] = used["safe "+o.Safe] || o.Safe != ""
+		used["output invert"] = used["output invert"] || o.Invert
+		used["max_on"] = used["max_on"] || o.MaxOn > 0
+		used["pulse"] = used["pulse"] || o.Pulse > 0
+		used["interlock"] = used["interlock"] || o.Interlock != ""
+		used["interlock_wait"] = used["interlock_wait"] || o.InterlockWait > 0
+		used["failsafe_after"] = used["failsafe_after"] || o.FailsafeAfter > 0
+	}
+	for _, w := range c.PWM {
+		used["frequency"] = used["frequency"] || w.Frequency > 0
+	}
+	for _, s := range c.Sensors {
+		used[s.Type] = true
+		used["min_delta"] = used["min_delta"] || s.MinDelta > 0
+		used["max_interval"] = used["max_interval"] || s.MaxInterval > 0
+		used["channels"] = used["channels"] || len(s.Channels) > 1
+		used["onewire_bus sysfs"] = used["onewire_bus sysfs"] || s.OnewireBus == OnewireSysfs
+	}
+	for _, feature := range []string{
+		"board periph", "pull up", "pull down", "input invert", "debounce",
+		"initial on", "initial off", "safe on", "safe off", "output invert", "max_on", "pulse",
+		"interlock", "interlock_wait", "failsafe_after", "frequency",
+		TypeBME280, TypeBMP280, TypeDS18B20, TypeADS1115, TypeCPUTemp, TypeSim,
+		"min_delta", "max_interval", "channels", "onewire_bus sysfs",
+	} {
+		if !used[feature] {
+			t.Errorf("the example does not show %s", feature)
+		}
+	}
+
+	c.Board = BoardSim
+	b, err := Open(c, Options{Logger: testLogger(t), SysRoot: t.TempDir()})
+	if err != nil {
+		t.Fatalf("Open on the sim board: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Error(err)
 	}
 }

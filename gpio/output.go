@@ -265,12 +265,21 @@ type pwmOut struct {
 	safe float64
 	mu   sync.Mutex
 	duty float64
+	// noPWM is the pin driver's refusal of PWM, once seen: duty 0 and 1
+	// are then driven as plain levels. periph.io needs /dev/mem (root) for
+	// PWM on a Pi 0–4 and has no PWM on a Pi 5; the pin, the outputs and
+	// the safe state must still work there.
+	noPWM error
 }
 
 func newPWM(b *Board, c PWMConfig, p pgpio.PinIO, sp *gpiotest.Pin) (*pwmOut, error) {
 	w := &pwmOut{b: b, name: c.Name, pin: p, sim: sp, freq: c.Frequency, safe: c.Safe}
 	if err := w.drive(c.Initial); err != nil {
 		return nil, fmt.Errorf("pwm %s: %s: %w", c.Name, p.Name(), err)
+	}
+	if w.noPWM != nil {
+		b.log.Warn("pwm: the pin driver refuses PWM; 0 and 1 work as off and on, other duty cycles fail",
+			"pwm", c.Name, "pin", p.Name(), "err", w.noPWM)
 	}
 	return w, nil
 }
@@ -280,7 +289,12 @@ func toDuty(f float64) pgpio.Duty {
 }
 
 func (w *pwmOut) drive(f float64) error {
-	if err := w.pin.PWM(toDuty(f), w.freqOrDefault()); err != nil {
+	err := w.pin.PWM(toDuty(f), w.freqOrDefault())
+	if err != nil && (f == 0 || f == 1) {
+		w.noPWM = err
+		err = w.pin.Out(pgpio.Level(f == 1))
+	}
+	if err != nil {
 		return err
 	}
 	w.duty = f

@@ -23,6 +23,12 @@ type sensorDriver interface {
 // maxBackoff bounds the wait between attempts on a failing sensor.
 const maxBackoff = time.Minute
 
+// StaleAfterFailures is how many failed attempts in a row make a sensor
+// stale: one failure is a glitch worth a retry, three (with backoff, about
+// seven intervals without a reading) mean the last values no longer
+// describe the world.
+const StaleAfterFailures = 3
+
 // sensor is one configured sensor and its goroutine's state.
 type sensor struct {
 	b        *Board
@@ -42,6 +48,7 @@ type sensor struct {
 	errs    atomic.Uint64
 	lastDur atomic.Int64
 	failing atomic.Bool
+	stale   atomic.Bool
 	errMu   sync.Mutex
 	lastErr string
 }
@@ -49,11 +56,17 @@ type sensor struct {
 // SensorStat is one sensor's health, for metrics: like a node_exporter
 // collector, each sensor succeeds or fails on its own.
 type SensorStat struct {
-	Name         string
-	Type         string
-	Reads        uint64        // successful reads
-	Errors       uint64        // failed reads, including failed opens
-	Failing      bool          // the last attempt failed
+	Name    string
+	Type    string
+	Signals []string // the signals it yields ("air.temperature", …)
+	Reads   uint64   // successful reads
+	Errors  uint64   // failed reads, including failed opens
+	Failing bool     // the last attempt failed
+	// Stale: the last StaleAfterFailures attempts failed, so the latest
+	// readings of Signals are old news. The board emits nothing for it;
+	// it clears with the next good read, which is emitted whatever
+	// min_delta says.
+	Stale        bool
 	LastError    string        // the last failure's message, kept after recovery
 	LastDuration time.Duration // of the last attempt
 }
@@ -66,8 +79,36 @@ func (b *Board) SensorStats() []SensorStat {
 		msg := s.lastErr
 		s.errMu.Unlock()
 		out[i] = SensorStat{
-			Name: s.name, Type: s.typ, Reads: s.reads.Load(), Errors: s.errs.Load(),
-			Failing: s.failing.Load(), LastError: msg, LastDuration: time.Duration(s.lastDur.Load()),
+			Name: s.name, Type: s.typ, Signals: append([]string(nil), s.names...),
+			Reads: s.reads.Load(), Errors: s.errs.Load(), Failing: s.failing.Load(), Stale: s.stale.Load(),
+			LastError: msg, LastDuration: time.Duration(s.lastDur.Load()),
+		}
+	}
+	return out
+}
+
+// Stale reports whether a sensor signal ("air.temperature") or a whole
+// sensor ("air") is stale: its sensor failed StaleAfterFailures times in a
+// row and has not read since. Other names are never stale.
+func (b *Board) Stale(name string) bool {
+	if e := b.byName[name]; e.sen != nil {
+		return e.sen.stale.Load()
+	}
+	for _, s := range b.sensors {
+		if s.name == name {
+			return s.stale.Load()
+		}
+	}
+	return false
+}
+
+// StaleSignals lists the signals of every stale sensor, in config order;
+// nil when all are fresh. cmd/bridge can put it in /healthz and /metrics.
+func (b *Board) StaleSignals() []string {
+	var out []string
+	for _, s := range b.sensors {
+		if s.stale.Load() {
+			out = append(out, s.names...)
 		}
 	}
 	return out
@@ -150,9 +191,7 @@ func (b *Board) chooseDriver(s *sensor, c SensorConfig) error {
 		s.source += " (simulated)"
 		simulated()
 	case c.Type == TypeDS18B20:
-		s.open = func() (sensorDriver, error) {
-			return openDS18B20(b.sysPath("/sys/bus/w1/devices/" + string(c.Address)))
-		}
+		s.open = func() (sensorDriver, error) { return b.openDS18B20(c) }
 	case c.Type == TypeBME280 || c.Type == TypeBMP280:
 		s.open = func() (sensorDriver, error) { return b.openBMx280(c) }
 	case c.Type == TypeADS1115:
@@ -174,7 +213,8 @@ func (b *Board) sysPath(p string) string {
 // run reads the sensor every interval until ctx ends. A failure is retried
 // with exponential backoff (interval, 2×, 4×, … up to a minute) and logged
 // with backoff too (on the 1st, 2nd, 4th, 8th… failure in a row, or when the
-// message changes); it never touches the other sensors.
+// message changes); it never touches the other sensors. The
+// StaleAfterFailures-th failure in a row marks the sensor stale.
 func (s *sensor) run(ctx context.Context) {
 	defer func() {
 		if s.drv != nil {
@@ -202,15 +242,22 @@ func (s *sensor) run(ctx context.Context) {
 		}
 		if err != nil {
 			fails++
-			s.errs.Add(1)
-			s.failing.Store(true)
 			msg := err.Error()
 			s.errMu.Lock()
 			s.lastErr = msg
 			s.errMu.Unlock()
+			s.failing.Store(true)
+			if fails == StaleAfterFailures {
+				s.stale.Store(true)
+			}
+			s.errs.Add(1) // last, as reads: the count implies the rest
 			retry := s.backoff(fails)
 			if fails&(fails-1) == 0 || msg != lastMsg {
 				s.b.log.Warn("sensor read failed", "sensor", s.name, "err", err, "failures", fails, "retry_in", retry)
+			}
+			if fails == StaleAfterFailures {
+				s.b.log.Warn("sensor stale: its signals keep their last reading until it reads again",
+					"sensor", s.name, "signals", s.names, "failures", fails)
 			}
 			lastMsg = msg
 			t.reset(retry)
@@ -220,14 +267,23 @@ func (s *sensor) run(ctx context.Context) {
 			s.b.log.Info("sensor recovered", "sensor", s.name, "after_failures", fails)
 			fails, lastMsg = 0, ""
 		}
-		s.reads.Add(1)
-		s.failing.Store(false)
+		if s.stale.Swap(false) {
+			// The first reading after an outage goes out even if it is
+			// within min_delta of the last: it is what makes the value fresh.
+			for i := range s.gates {
+				s.gates[i].seen = false
+			}
+		}
 		now := clock.Now()
 		for i, v := range s.vals {
 			if s.gates[i].pass(v, now) {
 				s.b.emit(s.names[i], pibridge.Number(v))
 			}
 		}
+		// Counted once its readings are out, so that whoever sees the
+		// count also finds the values.
+		s.failing.Store(false)
+		s.reads.Add(1)
 		t.reset(max(s.interval-now.Sub(start), 0))
 	}
 }

@@ -9,14 +9,17 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
+	"periph.io/x/conn/v3/onewire"
 	"periph.io/x/conn/v3/physic"
 	"periph.io/x/devices/v3/ads1x15"
 	"periph.io/x/devices/v3/bmxx80"
+	"periph.io/x/devices/v3/ds18b20"
 )
 
 // milliFile reads a sysfs attribute holding thousandths (thermal zones'
-// milli-°C, the w1 "temperature" file), or a w1_slave file. The file stays
+// milli-°C, w1_therm's "temperature" file), or a w1_slave file. The file stays
 // open and is read again at offset 0, which makes sysfs produce a fresh
 // value: no allocation per reading.
 type milliFile struct {
@@ -90,13 +93,89 @@ func parseMilli(b []byte) (int64, bool) {
 	return v, true
 }
 
-// ds18b20 reads a DS18B20 through the kernel's w1 driver in sysfs
-// (dtoverlay=w1-gpio), the usual set-up on a Pi; it needs no root, where
-// periph's own 1-Wire path needs a bus master driver. The conversion takes
-// up to 750ms, inside the read.
-type ds18b20 struct{ *milliFile }
+// ds18b20Conversion is how long a 12-bit conversion takes: the datasheet's
+// 750ms, rounded up as periph's driver does (94ms << 3).
+const ds18b20Conversion = 752 * time.Millisecond
 
-func openDS18B20(dir string) (sensorDriver, error) {
+// ds18b20Resolution is the factory setting, so ds18b20.New finds the
+// sensor's EEPROM as it wants it and never writes it; a DS18S20 only has
+// this one.
+const ds18b20Resolution = 12
+
+// ds18b20Dev reads a DS18B20 (or a DS18S20, DS1822, DS1825, DS28EA00)
+// through periph's ds18b20 driver on a onewire.Bus.
+type ds18b20Dev struct {
+	dev   *ds18b20.Dev
+	ow    onewire.Dev // the same bus and address, for Convert T
+	clock Clock
+}
+
+// openDS18B20 opens the sensor on its 1-Wire bus. With onewire_bus
+// "sysfs", or "" when periph.io knows no 1-Wire bus, it reads the kernel's
+// w1_therm files instead: see SensorConfig.OnewireBus.
+func (b *Board) openDS18B20(c SensorConfig) (sensorDriver, error) {
+	dir := b.sysPath("/sys/bus/w1/devices/" + string(c.Address))
+	if c.OnewireBus == OnewireSysfs {
+		return openW1Therm(dir)
+	}
+	bus, err := b.onewireBus(c.OnewireBus)
+	if err != nil {
+		if c.OnewireBus != "" {
+			return nil, err
+		}
+		d, err2 := openW1Therm(dir)
+		if err2 != nil {
+			return nil, fmt.Errorf("%w; nor from the kernel's w1_therm: %w", err, err2)
+		}
+		b.log.Info("ds18b20 read from the kernel's w1_therm files: periph.io has no 1-Wire bus", "address", c.Address, "reason", err)
+		return d, nil
+	}
+	addr, _ := c.Address.OneWire() // valid: Validate passed
+	dev, err := ds18b20.New(bus, addr, ds18b20Resolution)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Address, err)
+	}
+	return &ds18b20Dev{dev: dev, ow: onewire.Dev{Bus: bus, Addr: addr}, clock: b.clock}, nil
+}
+
+// powerOnValue is what a DS18B20's scratchpad holds until a conversion
+// succeeds: 85 °C as an absolute temperature. periph's LastTemp means to
+// refuse it but compares with 85*physic.Celsius, a difference of 85 K, so
+// it never matches (devices v3.7.1); the check is made here.
+const powerOnValue = 85*physic.Celsius + physic.ZeroCelsius
+
+// read does what the driver's Sense does, Convert T addressed to this
+// sensor with the strong pull-up, then the scratchpad through the driver
+// (with its CRC check), but waits for the conversion on the board's clock,
+// so that shutdown does not wait out a 752ms time.Sleep and tests do not
+// sleep at all.
+func (d *ds18b20Dev) read(ctx context.Context, dst []float64) error {
+	if err := d.ow.TxPower([]byte{0x44}, nil); err != nil {
+		return err
+	}
+	if err := sleep(ctx, d.clock, ds18b20Conversion); err != nil {
+		return err
+	}
+	t, err := d.dev.LastTemp()
+	if err != nil {
+		return err
+	}
+	if t == powerOnValue {
+		return errors.New("85 °C is the power-on value, not a conversion (check the wiring, the 4.7 kΩ pull-up and the sensor's VDD)")
+	}
+	dst[0] = t.Celsius()
+	return nil
+}
+
+func (d *ds18b20Dev) close() error { return d.dev.Halt() }
+
+// w1Therm reads a DS18B20 through the kernel's w1_therm driver in sysfs
+// (dtoverlay=w1-gpio): the path for parasite-powered sensors, whose
+// conversion needs the strong pull-up that periph's netlink bus cannot
+// ask the kernel for. The conversion, up to 750ms, happens inside the read.
+type w1Therm struct{ *milliFile }
+
+func openW1Therm(dir string) (sensorDriver, error) {
 	f, err := openMilliFile(dir+"/temperature", false)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Kernels before 5.x only have w1_slave.
@@ -108,10 +187,10 @@ func openDS18B20(dir string) (sensorDriver, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ds18b20{f}, nil
+	return w1Therm{f}, nil
 }
 
-func (d ds18b20) read(ctx context.Context, dst []float64) error {
+func (d w1Therm) read(ctx context.Context, dst []float64) error {
 	if err := d.milliFile.read(ctx, dst); err != nil {
 		return err
 	}
