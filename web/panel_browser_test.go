@@ -1,26 +1,28 @@
 package web
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	cdplog "github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
+
+	"pibridge/web/paneltest"
 )
 
 // The browser tests run the real panel in headless Chromium against a fake
 // bridge that speaks the WebSocket protocol of SPEC.md §5 and the login of §6.
-// They need Debian's /usr/bin/chromium, which `make test` installs.
+// They need Debian's /usr/bin/chromium, which `make test` installs. The
+// tests against the real bridge are in cmd/bridge/panel_test.go.
 
 const sessionCookie = "pibridge_session"
 
@@ -32,11 +34,22 @@ type fakeBridge struct {
 	// browser only sees a failed handshake); else accept it and close 4401.
 	rejectHandshake bool
 
+	// bridgeOff answers subscribe as today's server does without
+	// mqtt.bridge_allow: an error naming the id, "not enabled: …".
+	bridgeOff atomic.Bool
+
 	mu    sync.Mutex
 	conn  *websocket.Conn
 	conns int
-	recv  chan map[string]any
+	recv  chan map[string]any // what the panel sent, but history and subscribe
+	// history and subs get the requests the fake answers by itself.
+	history chan map[string]any
+	subs    chan map[string]any
 }
+
+// historyPoints is what the fake has for every sensor: 30 points a second
+// apart, up to a few seconds ago.
+const historyPoints = 30
 
 func newFakeBridge() *fakeBridge {
 	ts := time.Now().Add(-3 * time.Second).UTC().Format("2006-01-02T15:04:05.000Z07:00")
@@ -44,7 +57,9 @@ func newFakeBridge() *fakeBridge {
 		return map[string]any{"value": v, "unit": unit, "ts": ts, "seq": seq}
 	}
 	return &fakeBridge{
-		recv: make(chan map[string]any, 100),
+		recv:    make(chan map[string]any, 100),
+		history: make(chan map[string]any, 100),
+		subs:    make(chan map[string]any, 100),
 		hello: map[string]any{
 			"type":     "hello",
 			"protocol": 1,
@@ -139,7 +154,54 @@ func (b *fakeBridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		if err := conn.ReadJSON(&msg); err != nil {
 			return
 		}
-		b.recv <- msg
+		switch msg["type"] {
+		case "history":
+			b.history <- msg
+			b.write(conn, b.historyReply(msg))
+		case "subscribe", "unsubscribe":
+			b.subs <- msg
+			if b.bridgeOff.Load() {
+				b.write(conn, map[string]any{"type": "error", "id": msg["id"], "error": "not enabled: mqtt.bridge_allow is empty"})
+			} else {
+				b.write(conn, map[string]any{"type": "ack", "id": msg["id"], "ok": true})
+			}
+		default:
+			b.recv <- msg
+		}
+	}
+}
+
+func (b *fakeBridge) write(conn *websocket.Conn, frame any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	conn.WriteJSON(frame) // a failure ends the reader too
+}
+
+func (b *fakeBridge) historyReply(req map[string]any) map[string]any {
+	name, _ := req["name"].(string)
+	b.mu.Lock()
+	r, _ := b.hello["state"].(map[string]any)[name].(map[string]any)
+	b.mu.Unlock()
+	points := [][2]float64{}
+	if v, ok := r["value"].(float64); ok {
+		end := time.Now().Add(-3 * time.Second)
+		for i := historyPoints - 1; i >= 0; i-- {
+			at := end.Add(-time.Duration(i) * time.Second).UnixMilli()
+			points = append(points, [2]float64{float64(at), v + float64(i%5)/10})
+		}
+	}
+	return map[string]any{"type": "history", "id": req["id"], "name": name, "points": points}
+}
+
+// nextOf returns the next request on ch.
+func nextOf(t *testing.T, ch chan map[string]any, what string) map[string]any {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the panel sent no %s", what)
+		return nil
 	}
 }
 
@@ -188,70 +250,20 @@ func (b *fakeBridge) next(t *testing.T) map[string]any {
 	}
 }
 
-// browser is one headless tab; its helpers fail the test they are given.
-type browser struct {
-	ctx context.Context
+// browser is the panel in headless Chromium (see paneltest): uncaught
+// exceptions, console errors and CSP violations fail the test. Its helpers
+// fail the test they are given.
+type browser struct{ *paneltest.Browser }
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	return &browser{paneltest.Start(t, 60*time.Second)}
 }
 
 func startBrowser(t *testing.T, url string) *browser {
 	t.Helper()
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("%s not found: install it with `apt-get install chromium` (make test does)", chromium)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-	)
-	t.Cleanup(cancelAlloc)
-	ctx, cancelBrowser := chromedp.NewContext(alloc)
-	t.Cleanup(cancelBrowser)
-	b := &browser{ctx: ctx}
-
-	// Uncaught exceptions and CSP violations fail the test. Other console
-	// errors are expected: a refused handshake and a 401 are logged too.
-	var mu sync.Mutex
-	var problems []string
-	err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			d := ev.ExceptionDetails
-			desc := d.Text
-			if d.Exception != nil {
-				desc += " " + d.Exception.Description
-			}
-			problems = append(problems, fmt.Sprintf("exception at %s:%d: %s", d.URL, d.LineNumber+1, desc))
-		case *cdplog.EventEntryAdded:
-			if strings.Contains(ev.Entry.Text, "Content Security Policy") {
-				problems = append(problems, "CSP: "+ev.Entry.Text)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatalf("start the browser: %v", err)
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range problems {
-			t.Error(p)
-		}
-	})
-	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
-		t.Fatalf("navigate: %v", err)
-	}
+	b := newBrowser(t)
+	b.Navigate(t, url)
 	return b
 }
 
@@ -259,33 +271,22 @@ func startBrowser(t *testing.T, url string) *browser {
 // decodes its result into T.
 func eval[T any](t *testing.T, b *browser, expr string) T {
 	t.Helper()
-	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
-	if err != nil {
-		t.Fatalf("eval %s: %v", expr, err)
-	}
-	return v
+	return paneltest.Eval[T](t, b.Browser, expr)
 }
 
 // waitFor polls a JavaScript condition until it holds.
 func (b *browser) waitFor(t *testing.T, cond string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if eval[bool](t, b, "!!("+cond+")") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", cond)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	b.WaitFor(t, cond)
 }
 
 func (b *browser) text(t *testing.T, selector string) string {
 	t.Helper()
-	return eval[string](t, b, fmt.Sprintf(`document.querySelector(%q).textContent.trim()`, selector))
+	return b.Text(t, selector)
 }
 
+// click clicks from JavaScript; the tests against the real bridge use
+// real mouse events.
 func (b *browser) click(t *testing.T, selector string) {
 	t.Helper()
 	eval[bool](t, b, fmt.Sprintf(`(document.querySelector(%q).click(), true)`, selector))
@@ -335,6 +336,84 @@ func TestPanelInBrowser(t *testing.T) {
 		if eval[bool](t, b, `document.querySelector('#readonly').hidden === false`) {
 			t.Error("view-only badge shown")
 		}
+		if !eval[bool](t, b, `document.querySelector('#mqtt').hidden`) {
+			t.Error("MQTT view shown without bridge_allow in the hello")
+		}
+	})
+
+	t.Run("charts start from history and grow with readings", func(t *testing.T) {
+		asked := map[string]string{}
+		for range 2 {
+			m := nextOf(t, bridge.history, "history request")
+			asked[m["name"].(string)] = m["since"].(string)
+		}
+		if fmt.Sprint(asked) != "map[air.pressure:10m air.temperature:10m]" {
+			t.Errorf("history asked for %v, want both sensors for 10m", asked)
+		}
+		const tile = `pibridge.state.tiles.get('air.temperature')`
+		b.waitFor(t, tile+`.historyReplies === 1 && `+tile+`.chart.plot?.data[0].length >= `+fmt.Sprint(historyPoints))
+		if !eval[bool](t, b, `(() => {
+			const c = document.querySelector('[data-signal="air.temperature"] .chart canvas');
+			return !!c && c.width > 100 && c.height > 50;
+		})()`) {
+			t.Error("no uPlot canvas in the temperature tile")
+		}
+		// Inputs, outputs and pwm have no chart.
+		if n := eval[int](t, b, `document.querySelectorAll('.chart').length`); n != 2 {
+			t.Errorf("%d charts, want one per sensor (2)", n)
+		}
+		n := eval[int](t, b, tile+`.chart.length`)
+		now := time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+		bridge.send(t, map[string]any{"type": "reading", "name": "air.temperature", "value": 22.5, "unit": "°C", "ts": now, "seq": 7})
+		b.waitFor(t, fmt.Sprintf(`%s.chart.plot.data[0].length === %d && %s.chart.plot.data[1].at(-1) === 22.5`, tile, n+1, tile))
+		if got := b.text(t, `[data-signal="air.temperature"] .value`); got != "22.5 °C" {
+			t.Errorf("temperature = %q", got)
+		}
+		// The mouse over the plot names the value under it.
+		r := eval[[]float64](t, b, `(() => {
+			const over = document.querySelector('[data-signal="air.temperature"] .u-over');
+			over.scrollIntoView({block: 'center'});
+			const r = over.getBoundingClientRect();
+			return [r.left + r.width / 2, r.top + r.height / 2];
+		})()`)
+		b.Do(t, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, r[0], r[1]))
+		b.waitFor(t, `/^21\.\d+ · \d/.test(document.querySelector('[data-signal="air.temperature"] .chart-readout').textContent)`)
+		b.Do(t, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, 1, 1))
+		b.waitFor(t, `document.querySelector('[data-signal="air.temperature"] .chart-readout').hidden`)
+		label := eval[string](t, b, `document.querySelector('[data-signal="air.temperature"] .chart').getAttribute('aria-label')`)
+		if !strings.HasPrefix(label, "air.temperature in °C, last 10 min: from ") {
+			t.Errorf("chart label %q", label)
+		}
+	})
+
+	t.Run("range buttons", func(t *testing.T) {
+		pressed := func() []string {
+			return eval[[]string](t, b, `[...document.querySelectorAll('#range-select button')].map(e => e.textContent + '=' + e.getAttribute('aria-pressed'))`)
+		}
+		if got := strings.Join(pressed(), " "); got != "1 min=false 10 min=true 1 h=false" {
+			t.Errorf("range buttons %s", got)
+		}
+		b.click(t, `#range-select button[data-range="1h"]`)
+		for range 2 {
+			if m := nextOf(t, bridge.history, "history request for 1h"); m["since"] != "1h" {
+				t.Errorf("after 1 h: %v", m)
+			}
+		}
+		b.waitFor(t, `pibridge.state.tiles.get('air.pressure').chart.rangeMs === 3600000`)
+		// A shorter range needs nothing new from the bridge.
+		b.click(t, `#range-select button[data-range="1m"]`)
+		if got := strings.Join(pressed(), " "); got != "1 min=true 10 min=false 1 h=false" {
+			t.Errorf("range buttons %s", got)
+		}
+		select {
+		case m := <-bridge.history:
+			t.Errorf("asked for history again: %v", m)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if got := eval[string](t, b, `localStorage.getItem('pibridge.range')`); got != "1m" {
+			t.Errorf("stored range %q", got)
+		}
+		b.click(t, `#range-select button[data-range="10m"]`)
 	})
 
 	t.Run("set output, ack then echo", func(t *testing.T) {
@@ -457,6 +536,8 @@ func TestPanelInBrowser(t *testing.T) {
 			t.Error("switch enabled while disconnected")
 		}
 		b.waitFor(t, `document.querySelector('#conn').dataset.state === 'live'`)
+		// A new connection asks for history again; the chart keeps what it had.
+		nextOf(t, bridge.history, "history request after reconnecting")
 		if got := bridge.connections(); got != before+1 {
 			t.Errorf("%d connections, want %d", got, before+1)
 		}
@@ -491,7 +572,9 @@ func TestPanelLogin(t *testing.T) {
 			bridge.rejectHandshake = reject
 			srv := httptest.NewServer(bridge)
 			t.Cleanup(srv.Close)
-			b := startBrowser(t, srv.URL)
+			b := newBrowser(t)
+			b.AllowNetworkErrors(true) // the refused handshake and the 401s
+			b.Navigate(t, srv.URL)
 
 			b.waitFor(t, `!document.querySelector('#login-panel').hidden`)
 			if got := b.text(t, "#conn"); got != "offline" {
@@ -505,6 +588,7 @@ func TestPanelLogin(t *testing.T) {
 
 			eval[bool](t, b, `(document.querySelector('#token').value = 's3cret', document.querySelector('#login button').click(), true)`)
 			b.waitFor(t, `document.querySelector('#conn').dataset.state === 'live'`)
+			b.AllowNetworkErrors(false)
 			if !eval[bool](t, b, `document.querySelector('#login-panel').hidden && document.querySelector('#token').value === ''`) {
 				t.Error("login form still shown, or the token left in the field")
 			}
@@ -520,9 +604,92 @@ func TestPanelTokenInFragment(t *testing.T) {
 	bridge.token = "s3cret"
 	srv := httptest.NewServer(bridge)
 	t.Cleanup(srv.Close)
-	b := startBrowser(t, srv.URL+"/#token=s3cret")
+	b := newBrowser(t)
+	b.AllowNetworkErrors(true) // the first /api/state may race the login
+	b.Navigate(t, srv.URL+"/#token=s3cret")
 	b.waitFor(t, `document.querySelector('#conn').dataset.state === 'live'`)
 	if got := eval[string](t, b, `location.href`); strings.Contains(got, "s3cret") {
 		t.Errorf("the token stays in the address bar: %s", got)
 	}
+}
+
+func TestPanelMQTT(t *testing.T) {
+	bridge := newFakeBridge()
+	bridge.hello["bridge_allow"] = []string{"home/#", "garden/+/temp"}
+	srv := httptest.NewServer(bridge)
+	t.Cleanup(srv.Close)
+	b := startBrowser(t, srv.URL)
+	b.waitFor(t, `pibridge.state.status === 'live'`)
+
+	sub := nextOf(t, bridge.subs, "subscribe")
+	if sub["type"] != "subscribe" || fmt.Sprint(sub["topics"]) != "[home/# garden/+/temp]" || sub["id"] == "" {
+		t.Fatalf("sent %v", sub)
+	}
+	b.waitFor(t, `!document.querySelector('#mqtt').hidden && document.querySelector('#mqtt-status').textContent === 'No messages yet.'`)
+	if got := b.text(t, "#mqtt-filters"); got != "home/#  garden/+/temp" {
+		t.Errorf("filters shown: %q", got)
+	}
+
+	t.Run("latest message per topic, sorted", func(t *testing.T) {
+		for _, m := range []map[string]any{
+			{"topic": "home/b", "payload": "1", "retained": false},
+			{"topic": "home/a", "payload": "on", "retained": true},
+			{"topic": "garden/x/temp", "payload": `{"t":20.5}`, "retained": false},
+			{"topic": "home/b", "payload": "2", "retained": false},
+		} {
+			m["type"] = "mqtt"
+			bridge.send(t, m)
+		}
+		b.waitFor(t, `document.querySelector('[data-topic="home/b"] .payload')?.textContent === '2'`)
+		rows := eval[[]string](t, b, `[...document.querySelectorAll('#mqtt-topics li')].map(li =>
+			li.dataset.topic + ' ' + li.querySelector('.payload').textContent + (li.querySelector('.retained').hidden ? '' : ' (retained)'))`)
+		want := []string{`garden/x/temp {"t":20.5}`, "home/a on (retained)", "home/b 2"}
+		if !slices.Equal(rows, want) {
+			t.Errorf("rows %q, want %q", rows, want)
+		}
+		if !eval[bool](t, b, `document.querySelector('#mqtt-status').hidden`) {
+			t.Error("'No messages yet.' still shown")
+		}
+	})
+
+	t.Run("publish", func(t *testing.T) {
+		eval[bool](t, b, `(() => {
+			document.querySelector('#mqtt-topic').value = 'home/lamp/set';
+			document.querySelector('#mqtt-payload').value = 'on';
+			document.querySelector('#mqtt-retain').checked = true;
+			document.querySelector('#mqtt-publish button').click();
+			return true;
+		})()`)
+		m := bridge.next(t)
+		if m["type"] != "publish" || m["topic"] != "home/lamp/set" || m["payload"] != "on" || m["retain"] != true {
+			t.Fatalf("sent %v", m)
+		}
+		bridge.send(t, map[string]any{"type": "ack", "id": m["id"], "ok": true})
+		b.waitFor(t, `document.querySelector('#mqtt-payload').value === ''`)
+
+		b.click(t, `#mqtt-publish button`)
+		m = bridge.next(t)
+		bridge.send(t, map[string]any{"type": "ack", "id": m["id"], "ok": false, "error": "home/lamp/set: not in mqtt.bridge_allow"})
+		b.waitFor(t, `document.querySelector('#mqtt-error').textContent === 'home/lamp/set: not in mqtt.bridge_allow'`)
+	})
+
+	t.Run("hidden when the bridge says not enabled", func(t *testing.T) {
+		bridge.bridgeOff.Store(true)
+		bridge.drop()
+		b.waitFor(t, `pibridge.state.status === 'reconnecting'`)
+		b.waitFor(t, `pibridge.state.status === 'live'`)
+		nextOf(t, bridge.subs, "subscribe after reconnecting")
+		b.waitFor(t, `document.querySelector('#mqtt').hidden`)
+	})
+
+	t.Run("read-only: no publish form", func(t *testing.T) {
+		bridge.bridgeOff.Store(false)
+		bridge.update(func(h map[string]any) { h["readonly"] = true })
+		bridge.drop()
+		b.waitFor(t, `pibridge.state.status === 'live' && pibridge.state.readonly`)
+		b.waitFor(t, `!document.querySelector('#mqtt').hidden`)
+		if !eval[bool](t, b, `document.querySelector('#mqtt-publish').hidden && document.querySelector('#mqtt-publish button').disabled`) {
+			t.Error("publish form usable in view-only mode")
+		}
+	})
 }

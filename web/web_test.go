@@ -83,6 +83,9 @@ func TestHandler(t *testing.T) {
 		{"GET", "/index.html", 200, "text/html; charset=utf-8", "<!doctype html>", ""},
 		{"GET", "/app.js", 200, "text/javascript; charset=utf-8", "new WebSocket(", ""},
 		{"GET", "/style.css", 200, "text/css; charset=utf-8", "prefers-color-scheme", ""},
+		{"GET", "/chart.js", 200, "text/javascript; charset=utf-8", "export class Chart", ""},
+		{"GET", "/vendor/uplot/uPlot.iife.min.js", 200, "text/javascript; charset=utf-8", "var uPlot=", ""},
+		{"GET", "/vendor/uplot/uPlot.min.css", 200, "text/css; charset=utf-8", ".uplot", ""},
 		{"GET", "/nope.js", 404, "text/plain", "", ""},
 		{"GET", "/static/app.js", 404, "text/plain", "", ""},
 		{"GET", "/app.js/", 404, "text/plain", "", ""},
@@ -254,5 +257,45 @@ func TestScannerCatchesViolations(t *testing.T) {
 				t.Errorf("false positive on %q", s)
 			}
 		}
+	}
+}
+
+// uplotVersion is the vendored uPlot; vendor/uplot/README.md says where it
+// came from and how to update it.
+const uplotVersion = "1.6.32"
+
+// TestVendoredUPlot: the chart library is committed whole, with its licence
+// and provenance, and the page loads it from this origin before app.js.
+func TestVendoredUPlot(t *testing.T) {
+	read := func(name string) string {
+		t.Helper()
+		b, err := fs.ReadFile(static, "static/vendor/uplot/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if js := read("uPlot.iife.min.js"); !strings.HasPrefix(js, "/*! https://github.com/leeoniya/uPlot (v"+uplotVersion+") */") {
+		t.Errorf("uPlot.iife.min.js is not uPlot %s: %.60q", uplotVersion, js)
+	}
+	if lic := read("LICENSE"); !strings.Contains(lic, "The MIT License") || !strings.Contains(lic, "Leon Sorokin") {
+		t.Error("vendor/uplot/LICENSE is not uPlot's MIT licence")
+	}
+	if readme := read("README.md"); !strings.Contains(readme, "uPlot "+uplotVersion) || !strings.Contains(readme, "registry.npmjs.org/uplot/-/uplot-"+uplotVersion+".tgz") {
+		t.Errorf("vendor/uplot/README.md does not name version %s and its source", uplotVersion)
+	}
+	read("uPlot.min.css")
+	index, err := fs.ReadFile(static, "static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := string(index)
+	lib := strings.Index(html, `<script defer src="vendor/uplot/uPlot.iife.min.js"></script>`)
+	app := strings.Index(html, `<script type="module" src="app.js"></script>`)
+	if lib < 0 || app < 0 || lib > app {
+		t.Error("index.html must load vendor/uplot/uPlot.iife.min.js (defer) before app.js: deferred scripts run in order")
+	}
+	if !strings.Contains(html, `<link rel="stylesheet" href="vendor/uplot/uPlot.min.css">`) {
+		t.Error("index.html does not load uPlot's style sheet")
 	}
 }

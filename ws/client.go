@@ -2,7 +2,6 @@ package ws
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,9 @@ type client struct {
 	mb       *mailbox
 	remote   string
 	readOnly bool
-	hubIndex int // position in hub.clients; guarded by hub.mu
+	session  sessionKey        // the login session it came with; zero for a token
+	subs     map[string]func() // MQTT filter → cancel; the reader's alone
+	hubIndex int               // position in hub.clients; guarded by hub.mu
 
 	closing    atomic.Bool // our close frame is out: wait for the reply, no longer
 	slow       atomic.Bool // counted in SlowClosed
@@ -28,7 +29,7 @@ type client struct {
 	writerDone chan struct{}
 }
 
-func newClient(s *Server, conn *websocket.Conn, r role, remote string) *client {
+func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *client {
 	// gorilla caches a PreparedMessage's frame per (server, compress,
 	// level); NewPreparedMessage prepares level 0 but a connection defaults
 	// to level 1, so without this every reading would be framed a second
@@ -40,7 +41,9 @@ func newClient(s *Server, conn *websocket.Conn, r role, remote string) *client {
 		conn:       conn,
 		mb:         newMailbox(len(s.hub.state), s.tune.maxReplies, s.tune.maxReplyBytes),
 		remote:     remote,
-		readOnly:   r != roleControl,
+		readOnly:   acc.role != roleControl,
+		session:    acc.session,
+		subs:       make(map[string]func()),
 		hubIndex:   -1,
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -197,6 +200,7 @@ func (c *client) sendClose(code int, text string) {
 
 // finish runs in the reader goroutine once reading has ended.
 func (c *client) finish(readErr error) {
+	c.dropSubscriptions()
 	close(c.readerDone)
 	// Unblock a write stuck on a dead peer; the writer checks readerDone
 	// before every further write.
@@ -209,16 +213,15 @@ func (c *client) finish(readErr error) {
 		return
 	}
 	// gorilla has sent 1009 but the rest of the oversize frame is still
-	// arriving. Closing a socket with unread data sends a reset, which can
-	// destroy the close frame before the client reads it: half-close, and
-	// drain for a moment first.
-	nc := c.conn.NetConn()
-	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+	// arriving.
+	drainAndClose(c.conn.NetConn(), c.s.tune.closeGrace)
+}
+
+// condemnSlow closes c with 1008 for falling behind and counts it.
+func (c *client) condemnSlow(reason string) {
+	if c.mb.close(websocket.ClosePolicyViolation, "too slow: "+reason) {
+		c.s.countSlow(c, reason)
 	}
-	nc.SetReadDeadline(time.Now().Add(c.s.tune.closeGrace))
-	io.Copy(io.Discard, io.LimitReader(nc, 4*maxMessageSize))
-	nc.Close()
 }
 
 // countSlow counts c as too slow, once.

@@ -16,7 +16,9 @@ import (
 type Config struct {
 	Listen string `yaml:"listen"`
 	// Token is the control token; "none" turns authentication off
-	// explicitly. TokenFile names a file holding it instead.
+	// explicitly. TokenFile names a file holding it instead. With neither,
+	// a listen address beyond loopback gets a generated token, kept in
+	// the state directory (Options.StateDir, Server.PanelURL).
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
 	// ReadToken grants everything but commands.
@@ -56,10 +58,33 @@ func Defaults() Config {
 	return Config{Listen: DefaultListen, MaxClients: DefaultMaxClients}
 }
 
-// AuthEnabled reports whether /ws and /api/* need a token. A token read
-// from TokenFile counts as configured.
+// AuthEnabled reports whether /ws and /api/* need a token: one is set,
+// read from TokenFile, or generated because the listen address is beyond
+// loopback and no token is set (SPEC §6).
 func (c Config) AuthEnabled() bool {
-	return c.TokenFile != "" || (c.Token != "" && c.Token != TokenNone)
+	return c.TokenFile != "" || (c.Token != "" && c.Token != TokenNone) || c.generatesToken()
+}
+
+// generatesToken reports whether New generates (or reuses) the token in
+// the state directory: listening beyond loopback with no token set, and
+// not explicitly "none".
+func (c Config) generatesToken() bool {
+	return c.Token == "" && c.TokenFile == "" && !loopbackListen(c.Listen)
+}
+
+// loopbackListen reports whether a listen address only takes connections
+// from this machine. All interfaces (":8080", "0.0.0.0:8080") and names
+// other than localhost count as beyond it.
+func loopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return false
+	}
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // Validate returns every problem of the section at once, each with its
@@ -81,7 +106,7 @@ func (c Config) Validate() error {
 	if c.ReadToken != "" {
 		switch {
 		case !c.AuthEnabled():
-			p.Addf("read_token", "needs a control token (token or token_file): without one everybody may command")
+			p.Addf("read_token", "needs a control token (token or token_file, or a listen address beyond loopback, which generates one): without one everybody may command")
 		case c.ReadToken == c.Token:
 			p.Addf("read_token", "must differ from token")
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -31,10 +32,29 @@ var testSignals = []pibridge.Signal{
 }
 
 // fakeActuator applies commands by emitting the new value, as the gpio
-// board does once a pin has moved.
-type fakeActuator struct{ core *pibridge.Core }
+// board does once a pin has moved, and records every call: the attack
+// tests check that nothing reached it.
+type fakeActuator struct {
+	core  *pibridge.Core
+	mu    sync.Mutex
+	calls []string
+}
 
-func (a fakeActuator) Set(ctx context.Context, name string, v pibridge.Value) error {
+func (a *fakeActuator) record(call string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, call)
+}
+
+// moves returns the calls so far.
+func (a *fakeActuator) moves() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+func (a *fakeActuator) Set(ctx context.Context, name string, v pibridge.Value) error {
+	a.record(name + "=" + v.String())
 	switch name {
 	case "stuck":
 		<-ctx.Done()
@@ -50,7 +70,8 @@ func (a fakeActuator) Set(ctx context.Context, name string, v pibridge.Value) er
 	return nil
 }
 
-func (a fakeActuator) Pulse(ctx context.Context, name string, d time.Duration) error {
+func (a *fakeActuator) Pulse(ctx context.Context, name string, d time.Duration) error {
+	a.record(name + " pulse " + d.String())
 	a.core.Emit(name, pibridge.Bool(true), time.Time{})
 	a.core.Emit(name, pibridge.Bool(false), time.Time{})
 	return nil
@@ -59,6 +80,7 @@ func (a fakeActuator) Pulse(ctx context.Context, name string, d time.Duration) e
 // setup changes the defaults of a harness.
 type setup struct {
 	config   func(*Config)
+	options  func(*Options)
 	tune     func(*tuning)
 	listener func(net.Listener) net.Listener
 }
@@ -66,6 +88,7 @@ type setup struct {
 type harness struct {
 	t    testing.TB
 	core *pibridge.Core
+	act  *fakeActuator
 	srv  *Server
 	ts   *httptest.Server
 	url  string // ws://127.0.0.1:port/ws
@@ -86,12 +109,17 @@ func newHarness(t testing.TB, su setup) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	core.SetActuator(fakeActuator{core})
+	act := &fakeActuator{core: core}
+	core.SetActuator(act)
 	cfg := Defaults()
 	if su.config != nil {
 		su.config(&cfg)
 	}
-	srv, err := New(Options{Core: core, Config: cfg, Hostname: "testpi"})
+	opts := Options{Core: core, Config: cfg, Hostname: "testpi"}
+	if su.options != nil {
+		su.options(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +136,7 @@ func newHarness(t testing.TB, su setup) *harness {
 	ts.Start()
 	t.Cleanup(ts.Close)
 
-	h := &harness{t: t, core: core, srv: srv, ts: ts, url: "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws", runErr: make(chan error, 1)}
+	h := &harness{t: t, core: core, act: act, srv: srv, ts: ts, url: "ws" + strings.TrimPrefix(ts.URL, "http") + "/ws", runErr: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.runErr <- srv.Run(ctx) }()
@@ -182,6 +210,10 @@ type frame struct {
 	Signals  []map[string]any           `json:"signals"`
 	State    map[string]json.RawMessage `json:"state"`
 	Points   [][2]float64               `json:"points"`
+	Readonly *bool                      `json:"readonly"`
+	Topic    string                     `json:"topic"`
+	Payload  *string                    `json:"payload"`
+	Retained *bool                      `json:"retained"`
 	raw      string
 }
 
@@ -203,6 +235,9 @@ type wsClient struct {
 type dialOpt struct {
 	header http.Header
 	dialer *websocket.Dialer
+	query  string // appended to the URL after "?"
+	// auth, when set, is sent as the first frame: {"type":"auth","token":auth}.
+	auth string
 }
 
 // dial connects and reads the hello.
@@ -218,6 +253,9 @@ func (h *harness) dial(opt dialOpt) *wsClient {
 	}
 	c := &wsClient{t: h.t, conn: conn}
 	h.t.Cleanup(func() { conn.Close() })
+	if opt.auth != "" {
+		c.send(`{"type":"auth","token":` + jsonString(opt.auth) + `}`)
+	}
 	c.hello = c.next()
 	if c.hello.Type != "hello" {
 		h.t.Fatalf("first frame is %s, want a hello", c.hello)
@@ -230,7 +268,11 @@ func (h *harness) dialRaw(opt dialOpt) (*websocket.Conn, *http.Response, error) 
 	if d == nil {
 		d = &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 	}
-	conn, resp, err := d.Dial(h.url, opt.header)
+	u := h.url
+	if opt.query != "" {
+		u += "?" + opt.query
+	}
+	conn, resp, err := d.Dial(u, opt.header)
 	if resp != nil && resp.Body != nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
@@ -251,6 +293,13 @@ func (h *harness) dialStatus(header http.Header) int {
 	}
 	return resp.StatusCode
 }
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
 func (c *wsClient) send(msg string) {
 	c.t.Helper()
@@ -371,4 +420,116 @@ func (g *gate) wait() {
 	if ch != nil {
 		<-ch
 	}
+}
+
+// fakePass is a Passthrough without a broker: Subscribe records the filter
+// and delivers the retained messages that match it at once, from the
+// caller's goroutine, as a broker's retained messages come before the
+// caller has heard back; send delivers to the matching subscriptions.
+type fakePass struct {
+	mu        sync.Mutex
+	subs      map[int]fakeSub
+	next      int
+	retained  map[string]string // topic → payload
+	published []string          // "topic payload retain"
+	failSub   error
+	failPub   error
+}
+
+type fakeSub struct {
+	filter  string
+	deliver func(topic string, payload []byte, retained bool)
+}
+
+func newFakePass() *fakePass {
+	return &fakePass{subs: map[int]fakeSub{}, retained: map[string]string{}}
+}
+
+func (p *fakePass) Subscribe(filter string, deliver func(string, []byte, bool)) (func(), error) {
+	p.mu.Lock()
+	if p.failSub != nil {
+		p.mu.Unlock()
+		return nil, p.failSub
+	}
+	id := p.next
+	p.next++
+	p.subs[id] = fakeSub{filter, deliver}
+	var retained [][2]string
+	for t, pl := range p.retained {
+		if within(filter, t) {
+			retained = append(retained, [2]string{t, pl})
+		}
+	}
+	p.mu.Unlock()
+	for _, r := range retained {
+		deliver(r[0], []byte(r[1]), true)
+	}
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(p.subs, id)
+	}, nil
+}
+
+func (p *fakePass) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failPub != nil {
+		return p.failPub
+	}
+	p.published = append(p.published, fmt.Sprintf("%s %s %v", topic, payload, retain))
+	return nil
+}
+
+// send delivers a message to every subscription whose filter matches.
+func (p *fakePass) send(topic, payload string) {
+	p.mu.Lock()
+	var to []fakeSub
+	for _, s := range p.subs {
+		if within(s.filter, topic) {
+			to = append(to, s)
+		}
+	}
+	p.mu.Unlock()
+	for _, s := range to {
+		s.deliver(topic, []byte(payload), false)
+	}
+}
+
+// filters returns the filters subscribed now, sorted.
+func (p *fakePass) filters() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, s := range p.subs {
+		out = append(out, s.filter)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (p *fakePass) publishes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.published...)
+}
+
+// fakeClock is the time tests move by hand (tuning.now).
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }

@@ -32,8 +32,7 @@ type hub struct {
 	clients []*client
 	closed  bool
 
-	nclients atomic.Int32   // len(clients), readable without mu
-	conns    sync.WaitGroup // one per joined client, until its handler is done
+	nclients atomic.Int32 // len(clients), readable without mu
 
 	lastSeq atomic.Uint64 // last seq broadcast, for tests and metrics
 }
@@ -162,7 +161,6 @@ func (h *hub) join(c *client, dst []pibridge.Reading) ([]pibridge.Reading, bool)
 		}
 	}
 	c.mb.seen = h.last // c is not yet shared: no need for its lock
-	h.conns.Add(1)     // under mu: close() and Wait come after every Add
 	c.hubIndex = len(h.clients)
 	h.clients = append(h.clients, c)
 	h.nclients.Store(int32(len(h.clients)))

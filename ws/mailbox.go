@@ -3,6 +3,7 @@ package ws
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -85,13 +86,18 @@ func (q *latest[T]) take(dst []keyed[T]) []keyed[T] {
 // mailbox is what one connection's writer goroutine consumes. Readings are
 // coalesced per signal, so a client that falls behind gets the newest value
 // of each signal instead of a stale backlog, in bounded memory. Replies
-// (acks, history, errors) are never coalesced and keep their order; their
-// queue is bounded and overflowing it condemns the client.
+// (acks, history, errors, MQTT messages) are never coalesced and keep their
+// order; their queue is bounded. The connection's reader, queueing replies
+// to the client's own requests, waits for room (pushReplyWait): a client
+// that sends a burst is slowed to the pace it reads at. Anything else
+// (MQTT messages) never waits, and overflowing the queue condemns the
+// client, as does a reader that waited in vain.
 //
 // Producers (the hub, the connection's reader) only take the lock to queue
 // and never wait for the writer: the lock is never held across network I/O.
 type mailbox struct {
 	wake      chan struct{} // capacity 1: "there is something to take"
+	room      chan struct{} // capacity 1: "replies were taken, or the mailbox closed"
 	condemned atomic.Bool   // code != 0, readable without the lock
 
 	mu       sync.Mutex
@@ -116,6 +122,7 @@ type reply struct {
 func newMailbox(signals, maxReplies, maxBytes int) *mailbox {
 	return &mailbox{
 		wake:       make(chan struct{}, 1),
+		room:       make(chan struct{}, 1),
 		readings:   newLatest[*websocket.PreparedMessage](signals),
 		maxReplies: maxReplies,
 		maxBytes:   maxBytes,
@@ -151,14 +158,68 @@ func (m *mailbox) pushReply(msg []byte, after uint64) (ok, overflowed bool) {
 	if m.code != 0 {
 		return false, false
 	}
-	if len(m.replies) > 0 && (len(m.replies) >= m.maxReplies || m.bytes+len(msg) > m.maxBytes) {
+	if !m.fitsLocked(msg) {
 		m.closeLocked(websocket.ClosePolicyViolation, "too slow: reply queue full")
 		return false, true
 	}
+	m.appendLocked(msg, after)
+	return true, false
+}
+
+// pushReplyWait is pushReply for the connection's reader: when the queue
+// is full it waits for the writer to make room, up to wait, and condemns
+// the mailbox only then.
+func (m *mailbox) pushReplyWait(msg []byte, after uint64, wait time.Duration) (ok, overflowed bool) {
+	var timer *time.Timer
+	for {
+		m.mu.Lock()
+		switch {
+		case m.code != 0:
+			m.mu.Unlock()
+			return false, false
+		case m.fitsLocked(msg):
+			m.appendLocked(msg, after)
+			m.mu.Unlock()
+			if timer != nil {
+				timer.Stop()
+			}
+			return true, false
+		}
+		m.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case <-m.room:
+		case <-timer.C:
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.code != 0 {
+				return false, false
+			}
+			m.closeLocked(websocket.ClosePolicyViolation, "too slow: reply queue full")
+			return false, true
+		}
+	}
+}
+
+// fitsLocked reports whether msg may join the replies; the first one
+// always may, whatever its size.
+func (m *mailbox) fitsLocked(msg []byte) bool {
+	return len(m.replies) == 0 || (len(m.replies) < m.maxReplies && m.bytes+len(msg) <= m.maxBytes)
+}
+
+func (m *mailbox) appendLocked(msg []byte, after uint64) {
 	m.replies = append(m.replies, reply{msg: msg, after: after})
 	m.bytes += len(msg)
 	m.signal()
-	return true, false
+}
+
+func (m *mailbox) madeRoom() {
+	select {
+	case m.room <- struct{}{}:
+	default:
+	}
 }
 
 // close condemns the mailbox: the writer drops what is queued, sends a
@@ -181,6 +242,7 @@ func (m *mailbox) closeLocked(code int, text string) {
 	clear(m.replies)
 	m.replies, m.bytes = nil, 0
 	m.signal()
+	m.madeRoom()
 }
 
 func (m *mailbox) closed() bool { return m.condemned.Load() }
@@ -221,6 +283,7 @@ func (m *mailbox) take(b *batch) (code int, text string) {
 		rest := copy(m.replies, m.replies[n:])
 		clear(m.replies[rest:])
 		m.replies = m.replies[:rest]
+		m.madeRoom()
 	}
 	return 0, ""
 }

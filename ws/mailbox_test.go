@@ -153,3 +153,46 @@ func TestDeliverNeverBlocksAndStaysBounded(t *testing.T) {
 		t.Errorf("%d pending after coalescing, want one per signal", got)
 	}
 }
+
+func TestMailboxReaderWaitsForRoom(t *testing.T) {
+	m := newMailbox(1, 2, 1<<20)
+	m.pushReply([]byte("a"), 0)
+	m.pushReply([]byte("b"), 0)
+	done := make(chan bool)
+	go func() {
+		ok, _ := m.pushReplyWait([]byte("c"), 0, time.Minute)
+		done <- ok
+	}()
+	select {
+	case <-done:
+		t.Fatal("a full queue took a third reply")
+	case <-time.After(50 * time.Millisecond): // it must still be waiting
+	}
+	var b batch
+	m.take(&b) // the writer makes room
+	if ok := <-done; !ok {
+		t.Fatal("the waiting reply was refused")
+	}
+	if fmt.Sprintf("%s", b.replies) != "[a b]" || len(m.replies) != 1 {
+		t.Fatalf("took %s, left %d", b.replies, len(m.replies))
+	}
+	// Nobody takes: the wait ends with 1008.
+	m.pushReply([]byte("d"), 0)
+	if ok, over := m.pushReplyWait([]byte("e"), 0, 20*time.Millisecond); ok || !over {
+		t.Fatalf("ok %v overflowed %v, want the overflow", ok, over)
+	}
+	if code, _ := m.take(&batch{}); code != websocket.ClosePolicyViolation {
+		t.Fatalf("close code %d", code)
+	}
+	// A mailbox closed while a reader waits releases it.
+	m = newMailbox(1, 1, 1<<20)
+	m.pushReply([]byte("a"), 0)
+	go func() {
+		ok, over := m.pushReplyWait([]byte("b"), 0, time.Minute)
+		done <- ok || over
+	}()
+	m.close(websocket.CloseGoingAway, "")
+	if <-done {
+		t.Fatal("a reply was queued into, or overflowed, a closed mailbox")
+	}
+}

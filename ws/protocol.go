@@ -1,14 +1,10 @@
 package ws
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/gorilla/websocket"
 
 	"pibridge"
 )
@@ -19,94 +15,61 @@ const (
 	// ring keeps at least an hour; asking further back just returns what
 	// is there.
 	maxHistorySince = 24 * time.Hour
-	// errBridgeOff answers the MQTT passthrough messages until
-	// mqtt.bridge_allow exists.
-	errBridgeOff = "not enabled: mqtt.bridge_allow is empty"
 )
-
-// envelope is a client message with every field left raw, so that a bad
-// field never hides the id: whatever else is wrong, the reply can carry it.
-type envelope struct {
-	Type  json.RawMessage `json:"type"`
-	ID    json.RawMessage `json:"id"`
-	Name  json.RawMessage `json:"name"`
-	Value json.RawMessage `json:"value"`
-	For   json.RawMessage `json:"for"`
-	Since json.RawMessage `json:"since"`
-}
 
 // handle answers one client message: exactly one reply when it carries an
 // id, an ack for every failing command, an error for every malformed one.
 func (c *client) handle(mt int, data []byte) {
-	if mt != websocket.TextMessage {
-		c.replyError("", "binary frames are not supported: send JSON text")
+	m, derr := decodeMessage(mt, data)
+	if derr != nil {
+		c.replyError(derr.id, derr.msg)
 		return
 	}
-	var env envelope
-	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
-		c.replyError("", "malformed JSON: a message is one JSON object")
-		return
-	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		c.replyError("", "malformed JSON: "+err.Error())
-		return
-	}
-	id, err := stringField(env.ID, "id")
-	if err != nil {
-		c.replyError("", err.Error())
-		return
-	}
-	typ, err := stringField(env.Type, "type")
-	switch {
-	case err != nil:
-		c.replyError(id, err.Error())
-	case typ == "":
-		c.replyError(id, "type is missing")
-	case typ == "set":
-		c.set(id, &env)
-	case typ == "pulse":
-		c.pulse(id, &env)
-	case typ == "history":
-		c.history(id, &env)
-	case typ == "subscribe", typ == "unsubscribe", typ == "publish":
-		c.replyError(id, errBridgeOff)
-	default:
-		c.replyError(id, fmt.Sprintf("unknown type %q", clip(typ)))
+	switch m.typ {
+	case msgSet:
+		c.set(&m)
+	case msgPulse:
+		c.pulse(&m)
+	case msgHistory:
+		c.history(&m)
+	case msgSubscribe, msgUnsubscribe, msgPublish:
+		if !c.s.bridgeOn() {
+			c.replyError(m.id, errBridgeOff)
+			return
+		}
+		switch m.typ {
+		case msgSubscribe:
+			c.subscribe(&m)
+		case msgUnsubscribe:
+			c.unsubscribe(&m)
+		default:
+			c.publish(&m)
+		}
+	case msgAuth:
+		if c.s.auth {
+			c.replyError(m.id, "already authenticated")
+		} else {
+			c.replyError(m.id, "authentication is not required here")
+		}
 	}
 }
 
-func (c *client) set(id string, env *envelope) {
-	name, ok := c.requireString(id, env.Name, "set", "name")
-	if !ok {
-		return
-	}
-	if isNull(env.Value) {
-		c.replyError(id, "set: value is missing")
-		return
-	}
+func (c *client) set(m *message) {
 	var v pibridge.Value
-	if err := v.UnmarshalJSON(env.Value); err != nil {
-		c.ack(id, name, c.s.commandError(name, err), 0)
+	if err := v.UnmarshalJSON(m.value); err != nil {
+		c.ack(m.id, m.name, c.s.commandError(m.name, err), 0)
 		return
 	}
-	c.execute(pibridge.Command{ID: id, Name: name, Op: pibridge.OpSet, Value: v, Source: "ws"})
+	c.execute(pibridge.Command{ID: m.id, Name: m.name, Op: pibridge.OpSet, Value: v, Source: "ws"})
 }
 
-func (c *client) pulse(id string, env *envelope) {
-	name, ok := c.requireString(id, env.Name, "pulse", "name")
-	if !ok {
-		return
-	}
-	f, ok := c.requireString(id, env.For, "pulse", "for")
-	if !ok {
-		return
-	}
-	d, err := pibridge.ParsePulse(f)
+func (c *client) pulse(m *message) {
+	d, err := pibridge.ParsePulse(m.dur)
 	if err != nil {
-		c.ack(id, name, c.s.commandError(name, err), 0)
+		c.ack(m.id, m.name, c.s.commandError(m.name, err), 0)
 		return
 	}
-	c.execute(pibridge.Command{ID: id, Name: name, Op: pibridge.OpPulse, For: d, Source: "ws"})
+	c.execute(pibridge.Command{ID: m.id, Name: m.name, Op: pibridge.OpPulse, For: d, Source: "ws"})
 }
 
 // commandError words a value that did not parse: a command on a signal
@@ -138,17 +101,9 @@ func (c *client) execute(cmd pibridge.Command) {
 	}
 }
 
-func (c *client) history(id string, env *envelope) {
-	name, ok := c.requireString(id, env.Name, "history", "name")
-	if !ok {
-		return
-	}
-	since, err := stringField(env.Since, "since")
-	if err != nil {
-		c.replyError(id, "history: "+err.Error())
-		return
-	}
-	d, err := parseSince(since)
+func (c *client) history(m *message) {
+	id, name := m.id, m.name
+	d, err := parseSince(m.since)
 	if err != nil {
 		c.replyError(id, "history: "+err.Error())
 		return
@@ -186,34 +141,6 @@ func parseSince(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// requireString reads a mandatory string field, replying with an error
-// when it is missing or not a string.
-func (c *client) requireString(id string, raw json.RawMessage, typ, field string) (string, bool) {
-	s, err := stringField(raw, field)
-	if err == nil && s == "" {
-		err = fmt.Errorf("%s is missing", field)
-	}
-	if err != nil {
-		c.replyError(id, typ+": "+err.Error())
-		return "", false
-	}
-	return s, true
-}
-
-// stringField decodes an optional string field; absent and null are "".
-func stringField(raw json.RawMessage, field string) (string, error) {
-	if isNull(raw) {
-		return "", nil
-	}
-	var s string
-	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return "", fmt.Errorf("%s must be a string", field)
-	}
-	return s, nil
-}
-
-func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
-
 // ack replies to a command. A successful ack waits in the mailbox until
 // the reading with seq echo has been queued before it.
 func (c *client) ack(id, name string, err error, echo uint64) {
@@ -237,12 +164,34 @@ func (c *client) ack(id, name string, err error, echo uint64) {
 	c.reply(b, echo)
 }
 
+// ackErr acks a message that names no signal: an ok ack only when it
+// carries an id, a failing one always.
+func (c *client) ackErr(id string, err error) {
+	if err == nil && id == "" {
+		return
+	}
+	c.ack(id, "", err, 0)
+}
+
 func (c *client) replyError(id, msg string) {
 	c.reply(appendError(make([]byte, 0, 32+len(id)+len(msg)), id, msg), 0)
 }
 
+// reply queues the answer to one of the client's own messages. Only the
+// connection's reader calls it: it waits for room in the reply queue, so
+// a client sending faster than it reads is slowed down, and closed with
+// 1008 when it does not read its replies for writeWait.
 func (c *client) reply(msg []byte, echo uint64) {
-	if _, overflowed := c.mb.pushReply(msg, echo); overflowed {
+	if _, overflowed := c.mb.pushReplyWait(msg, echo, c.s.tune.writeWait); overflowed {
+		c.s.countSlow(c, "replies not read")
+	}
+}
+
+// push queues a message the client did not ask for (MQTT passthrough)
+// without waiting: it is called from other goroutines, which must not
+// block. Overflowing the reply queue closes the client with 1008.
+func (c *client) push(msg []byte) {
+	if _, overflowed := c.mb.pushReply(msg, 0); overflowed {
 		c.s.countSlow(c, "reply queue full")
 	}
 }

@@ -2,7 +2,9 @@ package ws
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -13,7 +15,7 @@ import (
 // ServeState serves GET /api/state: {"device":…,"signals":[…],"state":{…}},
 // the same shapes as the WebSocket hello.
 func (s *Server) ServeState(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.guard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
+	if _, ok := s.restGuard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
 		return
 	}
 	state := s.core.State()
@@ -30,7 +32,7 @@ func (s *Server) ServeState(w http.ResponseWriter, r *http.Request) {
 // value), 403 (read-only token), 404 (no such signal), 409 (not writable,
 // or refused for a reason of state), 504 (the actuator took too long).
 func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
-	role, ok := s.guard(w, r)
+	role, ok := s.restGuard(w, r)
 	if !ok || !allowMethod(w, r, http.MethodPost) {
 		return
 	}
@@ -75,7 +77,7 @@ func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
 // ServeHistory serves GET /api/history?name=…&since=10m:
 // {"name":…,"points":[[ms,v],…]}.
 func (s *Server) ServeHistory(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.guard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
+	if _, ok := s.restGuard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
 		return
 	}
 	q := r.URL.Query()
@@ -100,6 +102,31 @@ func (s *Server) ServeHistory(w http.ResponseWriter, r *http.Request) {
 	b = append(b, `,"points":`...)
 	b = appendPoints(b, points)
 	writeJSON(w, http.StatusOK, append(b, '}'))
+}
+
+// restGuard is guard for /api/*: the same checks as /ws, the same
+// credentials but the auth frame.
+func (s *Server) restGuard(w http.ResponseWriter, r *http.Request) (role, bool) {
+	acc, _, ok := s.guard(w, r, false)
+	return acc.role, ok
+}
+
+// decodeBody decodes a JSON object of at most limit bytes into v,
+// refusing unknown fields and trailing data.
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fmt.Errorf("body is larger than %d bytes", limit)
+		}
+		return fmt.Errorf("malformed JSON: %s", clip(err.Error()))
+	}
+	if dec.More() {
+		return errors.New("malformed JSON: trailing data after the object")
+	}
+	return nil
 }
 
 // statusOf maps the core's errors to HTTP status codes.

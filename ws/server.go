@@ -3,9 +3,9 @@ package ws
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -30,6 +30,16 @@ type Options struct {
 	// Hostname is this machine's name for the Host check; os.Hostname()
 	// when empty.
 	Hostname string
+	// StateDir keeps the generated token (StateDir/token, 0600) when
+	// Config.Listen is beyond loopback and no token is configured; New
+	// fails when it is needed and empty.
+	StateDir string
+	// Passthrough carries the browser's subscribe/unsubscribe/publish to
+	// MQTT, for topic filters inside BridgeAllow (mqtt.bridge_allow). With
+	// BridgeAllow empty those messages answer "not enabled"; BridgeAllow
+	// without a Passthrough is an error.
+	Passthrough Passthrough
+	BridgeAllow []string
 }
 
 // Server is the browser-facing live API. It subscribes to the core once
@@ -48,10 +58,26 @@ type Server struct {
 	auth                bool
 	tokenSum, readSum   [sha256.Size]byte
 	hasReadToken        bool
+	generated           string // the generated token, for PanelURL only
+	hostname            string
+	sessions            *sessionStore
+	limiter             *limiter
 	helloHead, metaHead []byte // hello and /api/state up to the signals
 
-	nconns     atomic.Int64 // open or opening WebSocket connections
-	slowClosed atomic.Uint64
+	pass  Passthrough
+	allow []string
+
+	nconns       atomic.Int64 // open or opening WebSocket connections
+	npending     atomic.Int64 // of which not yet authenticated
+	slowClosed   atomic.Uint64
+	authFailures atomic.Uint64
+
+	// Every upgraded connection, from the upgrade until its goroutine
+	// ends, so that shutdown can close and wait for all of them.
+	connMu     sync.Mutex
+	conns      map[*websocket.Conn]bool // true while waiting for the auth frame
+	connClosed bool
+	connWG     sync.WaitGroup
 
 	started atomic.Bool
 	running chan struct{} // closed when Run has subscribed
@@ -72,6 +98,18 @@ type tuning struct {
 	shutdownGrace  time.Duration // for all clients to close at shutdown
 	maxReplies     int           // queued replies per client
 	maxReplyBytes  int
+	authWait       time.Duration // for the auth frame of a connection without credentials
+	maxPending     int           // connections not yet authenticated at once
+
+	sessionTTL     time.Duration // a login lasts this long
+	maxSessions    int
+	limiterSize    int           // addresses the limiter remembers
+	freeFailures   int           // wrong tokens an address may send before it is slowed down
+	failDelay      time.Duration // the first wait, doubled with each further failure…
+	maxFailDelay   time.Duration // …up to this
+	forgetFailures time.Duration // quiet time after which an address starts afresh
+
+	now func() time.Time
 	// beforeTake, when set, runs in a writer goroutine before each take
 	// from its mailbox: tests hold writers with it to make clients slow.
 	beforeTake func()
@@ -87,8 +125,18 @@ func defaultTuning() tuning {
 		closeGrace:     time.Second,
 		commandTimeout: 10 * time.Second,
 		shutdownGrace:  2 * time.Second,
-		maxReplies:     64,
+		maxReplies:     256, // a burst of retained MQTT messages after a subscribe must fit
 		maxReplyBytes:  256 << 10,
+		authWait:       10 * time.Second,
+		maxPending:     32,
+		sessionTTL:     7 * 24 * time.Hour,
+		maxSessions:    256,
+		limiterSize:    1024,
+		freeFailures:   3,
+		failDelay:      time.Second,
+		maxFailDelay:   5 * time.Minute,
+		forgetFailures: 15 * time.Minute,
+		now:            time.Now,
 	}
 }
 
@@ -110,10 +158,17 @@ const (
 // write buffer only while it writes a reply, not while idle.
 var writeBufferPool = &sync.Pool{}
 
-// New returns a Server for the core's signals. It reads token_file.
+// New returns a Server for the core's signals. It reads token_file, and
+// generates StateDir/token when it has to (see Options.StateDir).
 func New(o Options) (*Server, error) {
 	if o.Core == nil {
 		return nil, errors.New("ws: Options.Core is nil")
+	}
+	if len(o.BridgeAllow) > 0 && o.Passthrough == nil {
+		return nil, errors.New("ws: Options.BridgeAllow is set but Options.Passthrough is nil")
+	}
+	if err := validateAllow(o.BridgeAllow); err != nil {
+		return nil, err
 	}
 	cfg := o.Config
 	if cfg.Listen == "" {
@@ -141,8 +196,14 @@ func New(o Options) (*Server, error) {
 		running: make(chan struct{}),
 		stopped: make(chan struct{}),
 		tune:    defaultTuning(),
+		conns:   make(map[*websocket.Conn]bool),
+		pass:    o.Passthrough,
+		allow:   append([]string(nil), o.BridgeAllow...),
 	}
+	s.sessions = newSessionStore(&s.tune)
+	s.limiter = newLimiter(&s.tune)
 	if h := strings.TrimSuffix(strings.ToLower(o.Hostname), "."); h != "" {
+		s.hostname = h
 		s.hosts[h] = true
 		s.hosts[h+".local"] = true
 	}
@@ -153,7 +214,7 @@ func New(o Options) (*Server, error) {
 		n, _ := normalOrigin(o) // Validate has accepted it
 		s.origins[n] = true
 	}
-	if err := s.loadTokens(); err != nil {
+	if err := s.loadTokens(o.StateDir); err != nil {
 		return nil, err
 	}
 	s.upgrader = websocket.Upgrader{
@@ -168,41 +229,20 @@ func New(o Options) (*Server, error) {
 		},
 	}
 	d := o.Core.Device()
-	s.helloHead = pibridge.AppendDescription([]byte(`{"type":"hello","protocol":1,`), d, o.Core.Signals())
+	s.helloHead = pibridge.AppendDescription([]byte(helloPrefix), d, o.Core.Signals())
+	if s.bridgeOn() {
+		// The panel's MQTT view subscribes to exactly these.
+		s.helloHead = append(s.helloHead, `,"bridge_allow":[`...)
+		for i, f := range s.allow {
+			if i > 0 {
+				s.helloHead = append(s.helloHead, ',')
+			}
+			s.helloHead = pibridge.AppendJSONString(s.helloHead, f)
+		}
+		s.helloHead = append(s.helloHead, ']')
+	}
 	s.metaHead = pibridge.AppendDescription([]byte(`{`), d, o.Core.Signals())
 	return s, nil
-}
-
-func (s *Server) loadTokens() error {
-	token := s.cfg.Token
-	if s.cfg.TokenFile != "" {
-		b, err := os.ReadFile(s.cfg.TokenFile)
-		if err != nil {
-			return fmt.Errorf("ws: http.token_file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-		switch {
-		case token == "":
-			return fmt.Errorf("ws: http.token_file: %s is empty", s.cfg.TokenFile)
-		case validToken(token) != "":
-			return fmt.Errorf("ws: http.token_file: %s: %s", s.cfg.TokenFile, validToken(token))
-		case token == s.cfg.ReadToken:
-			return errors.New("ws: http.read_token must differ from the token in token_file")
-		}
-	}
-	if token == "" || token == TokenNone {
-		return nil
-	}
-	s.auth = true
-	s.tokenSum = sha256.Sum256([]byte(token))
-	if s.cfg.ReadToken != "" {
-		s.hasReadToken = true
-		s.readSum = sha256.Sum256([]byte(s.cfg.ReadToken))
-	}
-	if len(token) < 16 {
-		s.log.Warn("the http token is short; use at least 16 random characters")
-	}
-	return nil
 }
 
 // Routes registers /ws and /api/* on mux with method patterns.
@@ -211,6 +251,8 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/state", s.ServeState)
 	mux.HandleFunc("POST /api/signals/{name}", s.ServeSignal)
 	mux.HandleFunc("GET /api/history", s.ServeHistory)
+	mux.HandleFunc("POST /api/login", s.ServeLogin)
+	mux.HandleFunc("POST /api/logout", s.ServeLogout)
 }
 
 // Clients returns the number of open WebSocket connections, counting those
@@ -221,6 +263,10 @@ func (s *Server) Clients() int { return int(s.nconns.Load()) }
 // slow: a reply queue overflowed, or a frame could not be written within
 // the write deadline.
 func (s *Server) SlowClosed() uint64 { return s.slowClosed.Load() }
+
+// AuthFailures returns how many wrong tokens were presented (bearer,
+// auth frame or login), for /metrics.
+func (s *Server) AuthFailures() uint64 { return s.authFailures.Load() }
 
 // Run subscribes to the core and runs the fan-out until ctx ends. Then it
 // closes every client with 1001 "going away" and returns once they are
@@ -243,12 +289,26 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) shutdown() {
 	clients := s.hub.close()
 	close(s.stopped)
+	s.connMu.Lock()
+	s.connClosed = true
+	var pending []*websocket.Conn
+	for conn, waiting := range s.conns {
+		if waiting {
+			pending = append(pending, conn)
+		}
+	}
+	s.connMu.Unlock()
 	for _, c := range clients {
 		c.mb.close(websocket.CloseGoingAway, "going away")
 	}
+	// Wake connections waiting for their auth frame; each sees stopped
+	// and closes itself with 1001.
+	for _, conn := range pending {
+		conn.NetConn().SetReadDeadline(time.Now())
+	}
 	done := make(chan struct{})
 	go func() {
-		s.hub.conns.Wait()
+		s.connWG.Wait()
 		close(done)
 	}()
 	t := time.NewTimer(s.tune.shutdownGrace)
@@ -259,18 +319,35 @@ func (s *Server) shutdown() {
 	case <-t.C:
 	}
 	// Clients that neither took our close frame nor answered it in time.
-	for _, c := range s.hub.connected() {
-		c.conn.Close()
+	s.connMu.Lock()
+	left := make([]*websocket.Conn, 0, len(s.conns))
+	for conn := range s.conns {
+		left = append(left, conn)
+	}
+	s.connMu.Unlock()
+	for _, conn := range left {
+		conn.Close()
 	}
 	<-done
 }
 
+// stopping reports whether Run is shutting down.
+func (s *Server) stopping() bool {
+	select {
+	case <-s.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
 // ServeWS serves GET /ws (SPEC §5): a hello first, then readings, and one
-// reply per client message that carries an id. A request that arrives
-// before Run has subscribed waits for it; after Run has ended it gets 503,
-// as it does beyond max_clients.
+// reply per client message that carries an id. Without credentials (and
+// with a token configured) the first frame must be an auth message. A
+// request that arrives before Run has subscribed waits for it; after Run
+// has ended it gets 503, as it does beyond max_clients.
 func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
-	role, ok := s.guard(w, r)
+	acc, adm, ok := s.guard(w, r, true)
 	if !ok {
 		return
 	}
@@ -280,11 +357,9 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	select {
-	case <-s.stopped:
+	if s.stopping() {
 		writeError(w, http.StatusServiceUnavailable, "shutting down")
 		return
-	default:
 	}
 	if n := s.nconns.Add(1); n > int64(s.cfg.MaxClients) {
 		s.nconns.Add(-1)
@@ -292,75 +367,203 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many clients (max_clients is %d)", s.cfg.MaxClients))
 		return
 	}
+	if adm != admitted {
+		// Connections that have proved nothing yet get a small share, so
+		// that they cannot keep the others out.
+		if n := s.npending.Add(1); n > int64(s.tune.maxPending) {
+			s.npending.Add(-1)
+			s.nconns.Add(-1)
+			w.Header().Set("Retry-After", "10")
+			writeError(w, http.StatusServiceUnavailable, "too many connections waiting to authenticate")
+			return
+		}
+	}
 	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err == nil && !s.track(conn, adm == admitFrame) {
+		conn.Close() // Run has ended meanwhile: like a failed upgrade
+		err = errors.New("shutting down")
+	}
 	if err != nil {
+		if adm != admitted {
+			s.npending.Add(-1)
+		}
 		s.nconns.Add(-1)
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return // Upgrade has replied
 	}
-	c := newClient(s, conn, role, r.RemoteAddr)
-	state, ok := s.hub.join(c, nil)
-	if !ok {
-		conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseGoingAway, "going away"),
-			time.Now().Add(s.tune.closeWait))
-		conn.Close()
+	// The connection gets a fresh goroutine and this handler returns:
+	// while it runs, net/http keeps its connection state alive (two 4 KiB
+	// buffers, the request and response, a deep stack), 15 KiB per idle
+	// client that the hijacked connection never uses again.
+	go s.serveConn(conn, acc, adm, r.RemoteAddr)
+}
+
+// track registers an upgraded connection for shutdown; false once Run is
+// shutting down.
+func (s *Server) track(conn *websocket.Conn, waiting bool) bool {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.connClosed {
+		return false
+	}
+	s.conns[conn] = waiting
+	s.connWG.Add(1) // under connMu, before shutdown's Wait
+	return true
+}
+
+// authenticated marks a connection as past its auth frame.
+func (s *Server) authenticated(conn *websocket.Conn) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if _, ok := s.conns[conn]; ok {
+		s.conns[conn] = false
+	}
+}
+
+// serveConn owns an upgraded connection: it authenticates it when the
+// request could not, joins the hub, runs the writer goroutine, reads until
+// the connection ends, and cleans up.
+func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remote string) {
+	defer func() {
+		s.connMu.Lock()
+		delete(s.conns, conn)
+		s.connMu.Unlock()
 		s.nconns.Add(-1)
+		s.connWG.Done() // last: Run may return once every connection has come here
+	}()
+	switch adm {
+	case admitStale:
+		s.reject(conn, closeUnauthorized, "session expired or unknown: log in again")
+		s.npending.Add(-1)
+		return
+	case admitFrame:
+		var authMsg message
+		var ok bool
+		acc, authMsg, ok = s.awaitAuth(conn, remote)
+		s.npending.Add(-1)
+		if !ok {
+			return
+		}
+		s.authenticated(conn)
+		s.run(conn, acc, remote, authMsg.id)
 		return
 	}
-	s.log.Debug("websocket client connected", "remote", c.remote, "clients", s.Clients())
-	go c.writeLoop(s.appendHello(make([]byte, 0, len(s.helloHead)+32+len(state)*96), state))
-	// The reader gets a fresh goroutine and this handler returns: while it
-	// runs, net/http keeps its connection state alive (two 4 KiB buffers,
-	// the request and response, a deep stack), 15 KiB per idle client that
-	// the hijacked connection never uses again.
-	go s.serveConn(c)
+	s.run(conn, acc, remote, "")
 }
 
-// serveConn reads until the connection ends, then cleans up.
-func (s *Server) serveConn(c *client) {
+// run serves an authenticated connection.
+func (s *Server) run(conn *websocket.Conn, acc access, remote, authID string) {
+	c := newClient(s, conn, acc, remote)
+	state, ok := s.hub.join(c, nil)
+	if !ok {
+		s.reject(conn, websocket.CloseGoingAway, "going away")
+		return
+	}
+	if authID != "" {
+		// The hello answers the auth message; one that carries an id gets
+		// its ack too, written right after the hello.
+		c.ackErr(authID, nil)
+	}
+	s.log.Debug("websocket client connected", "remote", remote, "clients", s.Clients())
+	go c.writeLoop(s.appendHello(make([]byte, 0, len(s.helloHead)+48+len(state)*96), state, c.readOnly))
 	err := c.readLoop()
 	c.finish(err)
-	s.log.Debug("websocket client gone", "remote", c.remote, "reason", err)
-	s.nconns.Add(-1)
-	s.hub.conns.Done() // last: Run may return once every client has come here
+	s.log.Debug("websocket client gone", "remote", remote, "reason", err)
 }
 
-func (s *Server) appendHello(b []byte, state []pibridge.Reading) []byte {
-	b = append(b, s.helloHead...)
+// awaitAuth reads the first frame of a connection that came without
+// credentials. It must be {"type":"auth","token":…} within authWait; any
+// other outcome closes the connection (4401; 4429 while the address is
+// slowed down; 1001 at shutdown) and returns ok=false.
+func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m message, ok bool) {
+	conn.SetReadLimit(maxAuthFrame)
+	conn.SetReadDeadline(time.Now().Add(s.tune.authWait))
+	if s.stopping() { // shutdown may have woken us before the line above
+		s.reject(conn, websocket.CloseGoingAway, "going away")
+		return acc, m, false
+	}
+	mt, data, err := conn.ReadMessage()
+	if err != nil {
+		var ne net.Error
+		switch {
+		case s.stopping():
+			s.reject(conn, websocket.CloseGoingAway, "going away")
+		case errors.Is(err, websocket.ErrReadLimit):
+			drainAndClose(conn.NetConn(), s.tune.closeGrace) // gorilla has sent 1009
+		case errors.As(err, &ne) && ne.Timeout():
+			s.reject(conn, closeUnauthorized, fmt.Sprintf("authentication required: no auth message within %s", s.tune.authWait))
+		default:
+			conn.Close() // the client left or broke the protocol
+		}
+		return acc, m, false
+	}
+	m, derr := decodeMessage(mt, data)
+	if derr != nil || m.typ != msgAuth {
+		s.reject(conn, closeUnauthorized, `authentication required: send {"type":"auth","token":"…"} first`)
+		return acc, m, false
+	}
+	addr := clientAddr(remote)
+	if wait := s.limiter.wait(addr, s.tune.now()); wait > 0 {
+		s.reject(conn, closeTooManyAttempts, fmt.Sprintf("too many failed attempts: retry in %ds", int((wait+time.Second-1)/time.Second)))
+		return acc, m, false
+	}
+	r := s.checkToken(m.token)
+	if r == roleNone {
+		s.authFailed(addr)
+		s.reject(conn, closeUnauthorized, "wrong token")
+		return acc, m, false
+	}
+	s.limiter.forgive(addr)
+	return access{role: r}, m, true
+}
+
+// reject closes a connection that never became a client: a close frame,
+// then a moment for the client's reply.
+func (s *Server) reject(conn *websocket.Conn, code int, text string) {
+	err := conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
+		time.Now().Add(s.tune.closeWait))
+	if err != nil {
+		conn.Close()
+		return
+	}
+	drainAndClose(conn.NetConn(), s.tune.closeGrace)
+}
+
+// drainAndClose closes a socket after our close frame without destroying
+// it: closing with unread data sends a reset, which can overtake the close
+// frame. So: half-close, read what still comes for up to grace, then close.
+func drainAndClose(nc net.Conn, grace time.Duration) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	nc.SetReadDeadline(time.Now().Add(grace))
+	io.Copy(io.Discard, io.LimitReader(nc, 4*maxMessageSize))
+	nc.Close()
+}
+
+func (s *Server) appendHello(b []byte, state []pibridge.Reading, readOnly bool) []byte {
+	b = append(b, s.helloHead[:len(helloPrefix)]...)
+	if readOnly {
+		b = append(b, `"readonly":true,`...)
+	}
+	b = append(b, s.helloHead[len(helloPrefix):]...)
 	b = append(b, `,"state":`...)
 	b = appendState(b, state)
 	return append(b, '}')
 }
 
+// helloPrefix starts every hello; "readonly":true follows it for a
+// connection with the read token.
+const helloPrefix = `{"type":"hello","protocol":1,`
+
 // role is what a request's token allows.
 type role uint8
 
 const (
-	roleRead role = iota + 1
+	roleNone role = iota
+	roleRead
 	roleControl
 )
-
-// guard runs the checks every /ws and /api/* request passes, in the order
-// that leaks least: Host (DNS rebinding), Origin (cross-site requests),
-// then the token. It replies and returns false when one fails.
-func (s *Server) guard(w http.ResponseWriter, r *http.Request) (role, bool) {
-	if !s.hostAllowed(r.Host) {
-		writeError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
-		return 0, false
-	}
-	if !s.originAllowed(r) {
-		writeError(w, http.StatusForbidden, "origin not allowed: add it to http.allowed_origins")
-		return 0, false
-	}
-	role, ok := s.authorize(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="pibridge"`)
-		writeError(w, http.StatusUnauthorized, "a token is required: Authorization: Bearer <token>")
-		return 0, false
-	}
-	return role, true
-}
 
 // hostAllowed is the DNS-rebinding defence: a page from attacker.example
 // that rebinds its name to our address still sends Host: attacker.example.
@@ -395,28 +598,6 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		return true
 	}
 	return s.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
-}
-
-// authorize checks the bearer token. Tokens are compared as SHA-256 sums
-// in constant time, so neither content nor length leaks through timing.
-func (s *Server) authorize(r *http.Request) (role, bool) {
-	if !s.auth {
-		return roleControl, true
-	}
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return 0, false
-	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	control := subtle.ConstantTimeCompare(sum[:], s.tokenSum[:])
-	read := subtle.ConstantTimeCompare(sum[:], s.readSum[:])
-	switch {
-	case control == 1:
-		return roleControl, true
-	case read == 1 && s.hasReadToken:
-		return roleRead, true
-	}
-	return 0, false
 }
 
 // errReadOnly refuses commands from a client holding the read token.

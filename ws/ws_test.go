@@ -2,6 +2,7 @@ package ws
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -401,12 +402,15 @@ func TestReplyOverflowClosesWith1008(t *testing.T) {
 	var g gate
 	h := newHarness(t, setup{tune: func(t *tuning) {
 		t.maxReplies = 4
+		t.writeWait = 200 * time.Millisecond
 		t.beforeTake = g.wait
 	}})
 	g.shut()
 	defer g.open()
 	c := h.dial(dialOpt{})
-	for i := range 5 { // the writer is held: the fifth reply overflows
+	// The writer is held: four replies fit, the reader waits with the
+	// fifth, and gives up on the client after writeWait.
+	for i := range 5 {
 		c.send(fmt.Sprintf(`{"type":"nope","id":"%d"}`, i))
 	}
 	waitFor(t, "the overflow", func() bool { return h.srv.SlowClosed() == 1 })
@@ -415,6 +419,37 @@ func TestReplyOverflowClosesWith1008(t *testing.T) {
 		t.Fatalf("close code %d, want 1008", code)
 	}
 	waitFor(t, "the server to drop the client", func() bool { return h.srv.Clients() == 0 })
+}
+
+// A client that sends faster than the server writes is slowed down, not
+// closed: its replies wait for room.
+func TestBurstIsSlowedNotClosed(t *testing.T) {
+	var g gate
+	h := newHarness(t, setup{tune: func(t *tuning) {
+		t.maxReplies = 4
+		t.beforeTake = g.wait
+	}})
+	g.shut()
+	c := h.dial(dialOpt{})
+	for i := range 10 {
+		c.send(fmt.Sprintf(`{"type":"nope","id":"%d"}`, i))
+	}
+	// Held until the reader waits for room…
+	waitFor(t, "the reader to wait", func() bool {
+		mb := h.srv.hub.connected()[0].mb
+		mb.mu.Lock()
+		defer mb.mu.Unlock()
+		return len(mb.replies) == 4
+	})
+	g.open()
+	for i := range 10 {
+		if f := c.next(); f.id() != fmt.Sprint(i) {
+			t.Fatalf("reply %d: %s", i, f)
+		}
+	}
+	if n := h.srv.SlowClosed(); n != 0 {
+		t.Errorf("SlowClosed = %d", n)
+	}
 }
 
 func TestCoalescingKeepsTheNewestPerSignal(t *testing.T) {
@@ -624,55 +659,6 @@ func TestPingsKeepReadersAliveAndDropSilentClients(t *testing.T) {
 	}
 }
 
-func TestTokenRequired(t *testing.T) {
-	const control, read = "control-token-0123456789", "read-token-0123456789"
-	h := newHarness(t, setup{config: func(c *Config) { c.Token = control; c.ReadToken = read }})
-	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
-	for _, tc := range []struct {
-		hdr  http.Header
-		want int
-	}{
-		{nil, http.StatusUnauthorized},
-		{bearer("wrong"), http.StatusUnauthorized},
-		{http.Header{"Authorization": {"Basic " + control}}, http.StatusUnauthorized},
-		{bearer(control), http.StatusSwitchingProtocols},
-		{bearer(read), http.StatusSwitchingProtocols},
-	} {
-		if got := h.dialStatus(tc.hdr); got != tc.want {
-			t.Errorf("/ws with %v: %d, want %d", tc.hdr, got, tc.want)
-		}
-	}
-	viewer := h.dial(dialOpt{header: bearer(read)})
-	got := viewer.exchange(`{"type":"set","id":"r1","name":"led","value":true}`)
-	if len(got) != 1 || got[0].Type != "ack" || !strings.Contains(got[0].Error, "read-only") {
-		t.Errorf("set with the read token: %v", got)
-	}
-	controller := h.dial(dialOpt{header: bearer(control)})
-	if got := controller.exchange(`{"type":"set","id":"r2","name":"led","value":true}`); len(got) != 1 || !*got[0].OK {
-		t.Errorf("set with the control token: %v", got)
-	}
-
-	for _, tc := range []struct {
-		method, path, token string
-		want                int
-	}{
-		{"GET", "/api/state", "", http.StatusUnauthorized},
-		{"GET", "/api/state", read, http.StatusOK},
-		{"GET", "/api/history?name=led", read, http.StatusOK},
-		{"POST", "/api/signals/led", read, http.StatusForbidden},
-		{"POST", "/api/signals/led", "", http.StatusUnauthorized},
-		{"POST", "/api/signals/led", control, http.StatusOK},
-	} {
-		req, _ := http.NewRequest(tc.method, h.ts.URL+tc.path, strings.NewReader("on"))
-		if tc.token != "" {
-			req.Header.Set("Authorization", "Bearer "+tc.token)
-		}
-		if got := do(t, req); got.status != tc.want {
-			t.Errorf("%s %s: %d %s, want %d", tc.method, tc.path, got.status, got.body, tc.want)
-		}
-	}
-}
-
 func TestTokenFile(t *testing.T) {
 	core, err := pibridge.New(pibridge.Options{Signals: testSignals, StateDir: t.TempDir()})
 	if err != nil {
@@ -691,9 +677,7 @@ func TestTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", "/api/state", nil)
-	req.Header.Set("Authorization", "Bearer s3cret-from-a-file-123")
-	if _, ok := s.authorize(req); !ok {
+	if s.checkToken("s3cret-from-a-file-123") != roleControl {
 		t.Error("the token from the file is refused")
 	}
 	for name, content := range map[string]string{"empty": " \n", "spaces": "two words"} {
@@ -705,5 +689,165 @@ func TestTokenFile(t *testing.T) {
 	}
 	if _, err := New(Options{Core: core, Config: Config{TokenFile: dir + "/missing"}}); err == nil {
 		t.Error("a missing token file is accepted")
+	}
+}
+
+// TestSlowConsumerFiftyOthers: one client stops reading while 50 others
+// take a fast stream. The slow one is dropped and counted; each of the 50
+// gets the stream's final reading within the deadline, and none of them
+// is dropped.
+func TestSlowConsumerFiftyOthers(t *testing.T) {
+	const fast = 50
+	h := newHarness(t, setup{
+		config: func(c *Config) { c.MaxClients = fast + 1 },
+		// A write deadline generous enough that 50 reading clients never
+		// miss it on a busy machine with -race; the slow one always does.
+		tune:     func(t *tuning) { t.writeWait = 2 * time.Second },
+		listener: func(l net.Listener) net.Listener { return smallBuffers{l} },
+	})
+	slow := h.dial(dialOpt{dialer: &websocket.Dialer{
+		HandshakeTimeout: 5 * time.Second,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	}})
+	var last [fast]atomic.Uint64 // newest seq each fast client has read
+	var readErrs atomic.Int64
+	var wg sync.WaitGroup
+	for i := range fast {
+		c := h.dial(dialOpt{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				f, err := c.read(30 * time.Second)
+				if err != nil {
+					var ce *websocket.CloseError
+					if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
+						readErrs.Add(1)
+					}
+					return
+				}
+				last[i].Store(f.Seq)
+			}
+		}()
+	}
+	// The stream: two signals as fast as the core takes them, until the
+	// server has given up on the slow client.
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; h.srv.SlowClosed() == 0; i++ {
+		h.core.Emit("air.temperature", pibridge.Number(float64(i)), time.Time{})
+		h.core.Emit("air.humidity", pibridge.Number(float64(i)), time.Time{})
+		if time.Now().After(deadline) {
+			t.Fatal("the slow client was never dropped")
+		}
+	}
+	final := h.emit("led", pibridge.Bool(true))
+	deadline = time.Now().Add(5 * time.Second)
+	for i := range fast {
+		for last[i].Load() < final {
+			if time.Now().After(deadline) {
+				t.Fatalf("fast client %d stalled at seq %d, the final reading is %d", i, last[i].Load(), final)
+			}
+			time.Sleep(time.Millisecond) // polling with a deadline
+		}
+	}
+	if n := h.srv.SlowClosed(); n != 1 {
+		t.Errorf("SlowClosed = %d, want exactly the slow one", n)
+	}
+	if code := slow.closeCode(10 * time.Second); code != websocket.CloseAbnormalClosure && code != websocket.ClosePolicyViolation {
+		t.Errorf("slow client ended with %d, want 1008 or a dropped connection (1006)", code)
+	}
+	waitFor(t, "the slow client to be gone", func() bool { return h.srv.Clients() == fast })
+	h.stop()
+	wg.Wait()
+	if n := readErrs.Load(); n != 0 {
+		t.Errorf("%d fast clients lost their connection before shutdown", n)
+	}
+}
+
+// TestMalformedFlood: 1,000 malformed frames in a row are each answered
+// with an error; the connection stays open, a valid set then works, and
+// the server serves others as before.
+func TestMalformedFlood(t *testing.T) {
+	h := newHarness(t, setup{})
+	c := h.dial(dialOpt{})
+	bad := []string{
+		`{"type":"set",`, `not json`, `[]`, `null`, `{"type":7}`, `{"type":"warp"}`,
+		`{"id":{"x":1}}`, `{"type":"set","name":"led"}`, "\xff\xfe\xfd", strings.Repeat("[", 5000),
+		`{"type":"subscribe","topics":"x"}`, `{"type":"pulse","name":"relay","for":500}`,
+	}
+	errorsSeen := make(chan int, 1)
+	go func() {
+		n := 0
+		for n < 1000 {
+			f, err := c.read(10 * time.Second)
+			if err != nil || f.Type != "error" {
+				break
+			}
+			n++
+		}
+		errorsSeen <- n
+	}()
+	for i := range 1000 {
+		if i%97 == 0 {
+			c.conn.WriteMessage(websocket.BinaryMessage, []byte{0, 1, 2})
+			continue
+		}
+		c.send(bad[i%len(bad)])
+	}
+	if n := <-errorsSeen; n != 1000 {
+		t.Fatalf("%d error replies, want 1000", n)
+	}
+	got := c.exchange(`{"type":"set","id":"ok","name":"led","value":true}`)
+	if len(got) != 1 || got[0].Type != "ack" || !*got[0].OK {
+		t.Fatalf("set after the flood: %v", got)
+	}
+	if moves := h.act.moves(); len(moves) != 1 || moves[0] != "led=true" {
+		t.Errorf("actuator calls %v, want just the valid set", moves)
+	}
+	if h.srv.SlowClosed() != 0 || h.srv.Clients() != 1 {
+		t.Errorf("SlowClosed %d, Clients %d", h.srv.SlowClosed(), h.srv.Clients())
+	}
+	other := h.dial(dialOpt{})
+	seq := h.emit("fan", pibridge.Number(0.5))
+	if f := other.next(); f.Seq != seq {
+		t.Errorf("another client got %s, want seq %d", f, seq)
+	}
+}
+
+func TestCompressionIsOff(t *testing.T) {
+	h := newHarness(t, setup{})
+	d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second, EnableCompression: true}
+	conn, resp, err := d.Dial(h.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Errorf("the server negotiated %q, want no compression", ext)
+	}
+}
+
+func TestShutdownClosesUnauthenticatedWith1001(t *testing.T) {
+	h := tokenHarness(t, nil) // authWait stays 10s
+	conn, _, err := h.dialRaw(dialOpt{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, "the connection to wait for its auth frame", func() bool { return h.srv.npending.Load() == 1 })
+	start := time.Now()
+	h.stop()
+	c := &wsClient{t: t, conn: conn}
+	if code := c.closeCode(5 * time.Second); code != websocket.CloseGoingAway {
+		t.Errorf("close code %d, want 1001", code)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %s", d)
 	}
 }

@@ -6,6 +6,13 @@
 // id and stay "pending" until their ack or the echoed reading arrives. Login
 // (SPEC.md §6) posts the token to /api/login, which sets an HttpOnly cookie
 // that the next WebSocket handshake carries.
+//
+// Sensor tiles carry a chart (chart.js, drawn by the vendored uPlot): filled
+// from a "history" request on every hello, extended by readings. When the
+// hello lists mqtt.bridge_allow filters, the MQTT view subscribes to them and
+// shows the latest message per topic.
+
+import {Chart, RANGES, chartsAvailable, readTheme} from './chart.js';
 
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
@@ -19,6 +26,11 @@ const FLASH_MS = 700;
 const PULSE_FOR = '500ms';
 const PWM_TOLERANCE = 0.005; // hardware may round the duty cycle it echoes
 const CLOSE_UNAUTHORIZED = 4401;
+const REQUEST_TIMEOUT_MS = 10000; // history, subscribe, publish: forget after this
+const DEFAULT_RANGE = '10m';
+const RANGE_KEY = 'pibridge.range'; // localStorage: the chosen chart range
+const MQTT_MAX_TOPICS = 200; // the least recently updated topic goes first
+const MQTT_PAYLOAD_MAX = 300; // characters shown of a payload
 
 const STATUS_TEXT = {live: 'live', reconnecting: 'reconnecting…', offline: 'offline'};
 
@@ -43,6 +55,14 @@ const state = {
   idPrefix: randomPrefix(),
   nextId: 0,
   clockSkew: null, // browser clock minus bridge clock, estimated from readings
+
+  range: DEFAULT_RANGE, // chart range, one of RANGES[].since
+  requests: new Map(), // history/subscribe/publish id → {type, name, ms, timer}
+  mqtt: {
+    filters: [], // hello.bridge_allow: what the view subscribes to
+    enabled: false, // the view is shown
+    topics: new Map(), // topic → row (see upsertTopic)
+  },
 };
 
 // ---------------------------------------------------------------- start-up
@@ -50,6 +70,13 @@ const state = {
 function start() {
   window.pibridge = {state};
   bindLogin();
+  bindRange();
+  bindMqtt();
+  readTheme();
+  window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
+    readTheme();
+    for (const tile of state.tiles.values()) if (tile.chart) tile.chart.redraw();
+  });
   setInterval(refreshAges, 1000);
   window.addEventListener('online', connectNow);
   window.addEventListener('offline', () => { if (!state.connected) setStatus('offline'); });
@@ -146,10 +173,10 @@ async function checkAuth() {
   return false;
 }
 
-function send(msg) {
+function send(msg, quiet = false) {
   const ws = state.socket;
   if (!state.connected || !ws || ws.readyState !== WebSocket.OPEN) {
-    toast('Not connected to the bridge.');
+    if (!quiet) toast('Not connected to the bridge.');
     return false;
   }
   ws.send(JSON.stringify(msg));
@@ -176,7 +203,9 @@ const FRAME_HANDLERS = {
   hello: onHello,
   reading: onReading,
   ack: onAck,
-  error: (msg) => toast(String(msg.error || 'The bridge reported an error.')),
+  history: onHistory,
+  mqtt: onMqtt,
+  error: onError,
 };
 
 function onFrame(ws, data) {
@@ -210,7 +239,16 @@ function onHello(msg) {
   renderHeader();
   setConnected(true);
   setStatus('live');
-  for (const tile of state.tiles.values()) renderTile(tile);
+  for (const tile of state.tiles.values()) {
+    renderTile(tile);
+    if (!tile.chart) continue;
+    const reading = state.values[tile.name];
+    if (reading) tile.chart.push(Date.parse(reading.ts), reading.value);
+    tile.loadedMs = 0; // this bridge may be a new one: ask again
+    requestHistory(tile);
+  }
+  // The filters browsers may use (mqtt.bridge_allow), as the hello lists them.
+  setupMqtt(msg.bridge_allow ?? (msg.mqtt && msg.mqtt.bridge_allow));
 }
 
 function isSignal(sig) {
@@ -230,10 +268,15 @@ function onReading(msg) {
   if (!tile) return;
   settleOnReading(tile, reading.value);
   if (tile.kind === 'input' && prev && prev.value !== reading.value) flash(tile);
+  if (tile.chart) tile.chart.push(Date.parse(reading.ts), reading.value);
   renderTile(tile);
 }
 
 function onAck(msg) {
+  if (state.requests.has(msg.id)) {
+    settleRequest(msg.id, msg.ok === true, msg.error);
+    return;
+  }
   const cmd = state.commands.get(msg.id);
   if (!cmd) return; // not ours, or already timed out
   state.commands.delete(msg.id);
@@ -319,6 +362,9 @@ function clearWant(tile) {
 function abandonCommands() {
   for (const cmd of state.commands.values()) clearTimeout(cmd.timer);
   state.commands.clear();
+  for (const req of state.requests.values()) clearTimeout(req.timer);
+  state.requests.clear();
+  setPublishing(false);
   for (const tile of state.tiles.values()) {
     if (tile.want === undefined) continue;
     clearWant(tile);
@@ -372,6 +418,238 @@ function sendPwm(tile) {
   setWanted(tile, value);
 }
 
+// ---------------------------------------------------------------- requests
+//
+// History, subscribe and publish carry an id too; their replies (history,
+// ack, or an error frame naming the id) settle them. They are not commands:
+// no tile goes pending, and a lost one is simply forgotten after a while.
+
+function request(type, fields, extra) {
+  const id = `${state.idPrefix}-${++state.nextId}`;
+  if (!send({type, id, ...fields}, true)) return null;
+  const timer = setTimeout(() => settleRequest(id, false, 'No answer from the bridge.'), REQUEST_TIMEOUT_MS);
+  state.requests.set(id, {type, timer, ...extra});
+  return id;
+}
+
+// settleRequest handles the ack or error that answers a request.
+function settleRequest(id, ok, error) {
+  const req = state.requests.get(id);
+  if (!req) return;
+  state.requests.delete(id);
+  clearTimeout(req.timer);
+  const text = String(error || 'The bridge refused the request.');
+  if (req.type === 'subscribe') onSubscribed(ok, text);
+  else if (req.type === 'publish') onPublished(ok, text);
+  // A failed history request leaves the chart with the readings it has.
+}
+
+function onError(msg) {
+  if (typeof msg.id === 'string' && state.requests.has(msg.id)) {
+    settleRequest(msg.id, false, msg.error);
+    return;
+  }
+  if (typeof msg.id === 'string' && state.commands.has(msg.id)) {
+    onAck({id: msg.id, ok: false, error: msg.error});
+    return;
+  }
+  toast(String(msg.error || 'The bridge reported an error.'));
+}
+
+// requestHistory fills a chart for the chosen range, unless this connection
+// has already loaded at least that much.
+function requestHistory(tile) {
+  const range = rangeOf(state.range);
+  if (!tile.chart || tile.loadedMs >= range.ms) return;
+  const id = request('history', {name: tile.name, since: range.since}, {name: tile.name, ms: range.ms});
+  if (id !== null) tile.loadedMs = range.ms;
+}
+
+function onHistory(msg) {
+  const req = state.requests.get(msg.id);
+  if (req) {
+    state.requests.delete(msg.id);
+    clearTimeout(req.timer);
+  }
+  const tile = state.tiles.get(typeof msg.name === 'string' ? msg.name : req && req.name);
+  if (!tile || !tile.chart || !Array.isArray(msg.points)) return;
+  tile.chart.merge(msg.points);
+  tile.historyReplies++;
+  tile.historyPoints = msg.points.length;
+}
+
+// ---------------------------------------------------------------- chart range
+
+function rangeOf(since) {
+  return RANGES.find((r) => r.since === since) || RANGES.find((r) => r.since === DEFAULT_RANGE);
+}
+
+function bindRange() {
+  const box = document.getElementById('range-select');
+  let saved = null;
+  try {
+    saved = localStorage.getItem(RANGE_KEY);
+  } catch (err) {
+    // storage disabled: the default range
+  }
+  if (saved && RANGES.some((r) => r.since === saved)) state.range = saved;
+  for (const range of RANGES) {
+    const button = el('button', {
+      'type': 'button',
+      'class': 'range-button',
+      'data-range': range.since,
+      'aria-pressed': String(range.since === state.range),
+    }, range.label);
+    button.addEventListener('click', () => setRange(range.since));
+    box.append(button);
+  }
+}
+
+function setRange(since) {
+  state.range = rangeOf(since).since;
+  try {
+    localStorage.setItem(RANGE_KEY, state.range);
+  } catch (err) {
+    // not remembered; still applied
+  }
+  for (const button of document.querySelectorAll('#range-select button')) {
+    button.setAttribute('aria-pressed', String(button.dataset.range === state.range));
+  }
+  const ms = rangeOf(state.range).ms;
+  for (const tile of state.tiles.values()) {
+    if (!tile.chart) continue;
+    tile.chart.setRange(ms);
+    requestHistory(tile);
+  }
+}
+
+// ---------------------------------------------------------------- MQTT view
+
+function bindMqtt() {
+  document.getElementById('mqtt-publish').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const topic = document.getElementById('mqtt-topic').value.trim();
+    if (!topic) return;
+    const payload = document.getElementById('mqtt-payload').value;
+    const retain = document.getElementById('mqtt-retain').checked;
+    setMqttError('');
+    if (request('publish', {topic, payload, retain}, {topic}) === null) {
+      setMqttError('Not connected to the bridge.');
+      return;
+    }
+    setPublishing(true);
+  });
+}
+
+// setupMqtt shows the view and subscribes when the hello lists filters.
+function setupMqtt(filters) {
+  const list = Array.isArray(filters) ? filters.filter((f) => typeof f === 'string' && f) : [];
+  state.mqtt.filters = list;
+  if (list.length === 0) {
+    showMqtt(false);
+    return;
+  }
+  showMqtt(true);
+  document.getElementById('mqtt-filters').textContent = list.join('  ');
+  setMqttError('');
+  setMqttStatus('Subscribing…');
+  if (request('subscribe', {topics: list}, {}) === null) setMqttStatus('');
+}
+
+function showMqtt(shown) {
+  state.mqtt.enabled = shown;
+  document.getElementById('mqtt').hidden = !shown;
+}
+
+function onSubscribed(ok, error) {
+  if (ok) {
+    setMqttStatus(state.mqtt.topics.size ? '' : 'No messages yet.');
+    return;
+  }
+  setMqttStatus('');
+  if (/^not enabled/i.test(error)) {
+    showMqtt(false); // the bridge has no bridge_allow after all
+    return;
+  }
+  setMqttError(error);
+}
+
+function onPublished(ok, error) {
+  setPublishing(false);
+  if (ok) {
+    document.getElementById('mqtt-payload').value = '';
+    return;
+  }
+  setMqttError(error);
+}
+
+function setPublishing(busy) {
+  const button = document.querySelector('#mqtt-publish button');
+  button.setAttribute('aria-busy', String(busy));
+  button.classList.toggle('busy', busy);
+}
+
+function setMqttStatus(text) {
+  const p = document.getElementById('mqtt-status');
+  p.textContent = text;
+  p.hidden = !text;
+}
+
+function setMqttError(text) {
+  const p = document.getElementById('mqtt-error');
+  p.textContent = text;
+  p.hidden = !text;
+}
+
+function onMqtt(msg) {
+  if (typeof msg.topic !== 'string' || !state.mqtt.enabled) return;
+  const payload = typeof msg.payload === 'string' ? msg.payload : JSON.stringify(msg.payload);
+  upsertTopic(msg.topic, payload === undefined ? '' : payload, msg.retained === true);
+  setMqttStatus('');
+}
+
+// upsertTopic shows the latest message of a topic; rows stay sorted by topic.
+function upsertTopic(topic, payload, retained) {
+  let row = state.mqtt.topics.get(topic);
+  if (!row) {
+    row = {
+      topic,
+      el: el('li', {'class': 'topic', 'data-topic': topic}),
+      payloadEl: el('span', {class: 'payload'}),
+      retainedEl: el('span', {class: 'retained'}, 'retained'),
+      ageEl: el('span', {class: 'age'}),
+      at: 0,
+    };
+    row.el.append(el('span', {class: 'topic-name'}, topic), row.payloadEl,
+      el('span', {class: 'topic-meta'}, row.retainedEl, row.ageEl));
+    const list = document.getElementById('mqtt-topics');
+    const after = [...state.mqtt.topics.values()].filter((r) => r.topic > topic)
+      .sort((a, b) => (a.topic < b.topic ? -1 : 1))[0];
+    list.insertBefore(row.el, after ? after.el : null);
+    state.mqtt.topics.set(topic, row);
+    if (state.mqtt.topics.size > MQTT_MAX_TOPICS) dropOldestTopic();
+  }
+  row.at = Date.now();
+  row.payloadEl.textContent = payload.length > MQTT_PAYLOAD_MAX ? `${payload.slice(0, MQTT_PAYLOAD_MAX)}…` : payload;
+  row.payloadEl.title = payload.length > MQTT_PAYLOAD_MAX ? payload : '';
+  row.retainedEl.hidden = !retained;
+  row.el.classList.remove('flash');
+  void row.el.offsetWidth; // restart the animation
+  row.el.classList.add('flash');
+  renderTopicAge(row);
+}
+
+function dropOldestTopic() {
+  let oldest = null;
+  for (const row of state.mqtt.topics.values()) if (!oldest || row.at < oldest.at) oldest = row;
+  oldest.el.remove();
+  state.mqtt.topics.delete(oldest.topic);
+}
+
+function renderTopicAge(row) {
+  row.ageEl.textContent = formatAge(Date.now() - row.at);
+}
+
 // ---------------------------------------------------------------- tiles
 
 function buildTiles() {
@@ -379,10 +657,11 @@ function buildTiles() {
     clearWant(tile);
     clearTimeout(tile.errorTimer);
     clearTimeout(tile.flashTimer);
+    if (tile.chart) tile.chart.destroy();
   }
   state.tiles.clear();
   const groups = new Map();
-  for (const section of document.querySelectorAll('section.group')) {
+  for (const section of document.querySelectorAll('section.group[data-kind]')) {
     const list = section.querySelector('.tiles');
     list.replaceChildren();
     groups.set(section.dataset.kind, list);
@@ -392,9 +671,14 @@ function buildTiles() {
     groups.get(tile.kind).append(tile.el);
     state.tiles.set(sig.name, tile);
   });
-  for (const section of document.querySelectorAll('section.group')) {
-    section.hidden = !section.querySelector('.tile');
+  for (const section of document.querySelectorAll('section.group[data-kind]')) {
+    const count = section.querySelectorAll('.tile').length;
+    section.hidden = count === 0;
+    // A custom property set through CSSOM (allowed by the CSP, unlike a style
+    // attribute): on wide screens a group's share of the row follows its tiles.
+    section.style.setProperty('--tiles', String(Math.max(count, 1)));
   }
+  document.getElementById('range-select').hidden = ![...state.tiles.values()].some((tile) => tile.chart);
   const placeholder = document.getElementById('placeholder');
   placeholder.textContent = 'This bridge has no signals configured.';
   placeholder.hidden = state.signals.length > 0;
@@ -435,6 +719,10 @@ function makeTile(sig, id) {
     trailingTimer: 0,
     errorTimer: 0,
     flashTimer: 0,
+    chart: null, // sensors: see buildSensor
+    loadedMs: 0, // the widest history window asked for on this connection
+    historyReplies: 0, // history replies merged into the chart (tests read these two)
+    historyPoints: 0, // points in the last one
   };
   tile.errorEl.hidden = true;
   tile.el.append(el('div', {class: 'tile-head'}, nameEl, tile.valueEl));
@@ -493,6 +781,15 @@ function buildSensor(tile) {
   tile.valueEl.replaceChildren(tile.num, ' ', tile.unit);
   tile.age = el('time', {class: 'age'});
   tile.el.append(tile.age);
+  if (!chartsAvailable()) return;
+  const host = el('div', {'class': 'chart', 'role': 'img', 'aria-label': `${tile.name} chart`});
+  tile.el.append(host);
+  tile.chart = new Chart(host, {
+    rangeMs: rangeOf(state.range).ms,
+    now: bridgeNow,
+    format: formatValue,
+    label: `${tile.name}${tile.sig.unit ? ` in ${tile.sig.unit}` : ''}`,
+  });
 }
 
 // ---------------------------------------------------------------- rendering
@@ -568,7 +865,14 @@ function renderAge(tile) {
 function refreshAges() {
   for (const tile of state.tiles.values()) {
     if (tile.age) renderAge(tile);
+    if (tile.chart) tile.chart.tick();
   }
+  for (const row of state.mqtt.topics.values()) renderTopicAge(row);
+}
+
+// bridgeNow is the bridge's clock as well as the panel can tell.
+function bridgeNow() {
+  return Date.now() - (state.clockSkew || 0);
 }
 
 // The bridge and the browser clocks may disagree (a Pi without RTC, a phone):
@@ -607,6 +911,10 @@ function clearTileError(tile) {
 
 function updateControls() {
   for (const tile of state.tiles.values()) setControlsDisabled(tile);
+  const form = document.getElementById('mqtt-publish');
+  const disabled = !state.connected || state.readonly;
+  for (const control of form.querySelectorAll('input, button')) control.disabled = disabled;
+  form.hidden = state.readonly;
 }
 
 function setControlsDisabled(tile) {
@@ -622,6 +930,7 @@ function renderHeader() {
   const meta = [device.id, device.version && `pibridge ${device.version}`].filter(Boolean);
   document.getElementById('device-meta').textContent = meta.join(' · ');
   document.getElementById('readonly').hidden = !state.readonly;
+  document.getElementById('panel').dataset.readonly = String(state.readonly);
 }
 
 function toast(text) {
@@ -638,6 +947,7 @@ function bindLogin() {
   document.getElementById('login').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const input = document.getElementById('token');
+    setLoginError(''); // a new attempt: the last one's error is old news
     if (input.value) loginAndConnect(input.value);
   });
 }

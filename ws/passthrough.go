@@ -1,0 +1,213 @@
+package ws
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"pibridge"
+)
+
+// Passthrough is the MQTT side of the browser's subscribe/publish.
+type Passthrough interface {
+	// Subscribe delivers messages matching filter until the returned cancel is called. deliver must not block.
+	Subscribe(filter string, deliver func(topic string, payload []byte, retained bool)) (cancel func(), err error)
+	Publish(ctx context.Context, topic string, payload []byte, retain bool) error
+}
+
+const (
+	// errBridgeOff answers the MQTT passthrough messages while
+	// mqtt.bridge_allow is empty.
+	errBridgeOff = "not enabled: mqtt.bridge_allow is empty"
+	// maxSubscriptions bounds the filters one client holds: each costs a
+	// subscription at the broker.
+	maxSubscriptions = 32
+)
+
+// bridgeOn reports whether subscribe/unsubscribe/publish are enabled.
+func (s *Server) bridgeOn() bool { return s.pass != nil && len(s.allow) > 0 }
+
+// checkFilters refuses the first filter that is malformed or not inside
+// mqtt.bridge_allow. The error names the filter, never the allow list.
+func (s *Server) checkFilters(filters []string) error {
+	for _, f := range filters {
+		if err := validFilter(f); err != nil {
+			return err
+		}
+		if !allowedBy(s.allow, f) {
+			return fmt.Errorf("%q: not inside mqtt.bridge_allow", clip(f))
+		}
+	}
+	return nil
+}
+
+// subscribe subscribes the client to each filter, all or none. MQTT
+// messages on a filter the client already holds are not doubled: that
+// filter is skipped. The ack comes before any message of the new
+// subscriptions (a retained message arrives at once): the gate holds them
+// until the ack is queued.
+func (c *client) subscribe(m *message) {
+	if err := c.s.checkFilters(m.topics); err != nil {
+		c.ackErr(m.id, fmt.Errorf("subscribe %w", err))
+		return
+	}
+	var fresh []string
+	for _, f := range m.topics {
+		if _, dup := c.subs[f]; !dup && !slices.Contains(fresh, f) {
+			fresh = append(fresh, f)
+		}
+	}
+	if len(c.subs)+len(fresh) > maxSubscriptions {
+		c.ackErr(m.id, fmt.Errorf("subscribe: at most %d subscriptions per connection", maxSubscriptions))
+		return
+	}
+	g := &subGate{c: c}
+	made := make(map[string]func(), len(fresh))
+	for _, f := range fresh {
+		cancel, err := c.s.pass.Subscribe(f, g.deliver)
+		if err != nil {
+			for _, cancel := range made {
+				cancel()
+			}
+			g.drop()
+			c.s.log.Debug("mqtt subscribe failed", "remote", c.remote, "filter", clip(f), "err", err)
+			c.ackErr(m.id, fmt.Errorf("subscribe %q: %w", clip(f), err))
+			return
+		}
+		made[f] = cancel
+	}
+	for f, cancel := range made {
+		c.subs[f] = cancel
+	}
+	c.ackErr(m.id, nil)
+	g.open()
+}
+
+// unsubscribe drops the client's subscriptions to the given filters;
+// filters it does not hold are ignored, as MQTT does.
+func (c *client) unsubscribe(m *message) {
+	if err := c.s.checkFilters(m.topics); err != nil {
+		c.ackErr(m.id, fmt.Errorf("unsubscribe %w", err))
+		return
+	}
+	for _, f := range m.topics {
+		if cancel, ok := c.subs[f]; ok {
+			cancel()
+			delete(c.subs, f)
+		}
+	}
+	c.ackErr(m.id, nil)
+}
+
+// publish publishes to a topic inside mqtt.bridge_allow. It is a command:
+// the read token may not.
+func (c *client) publish(m *message) {
+	switch {
+	case c.readOnly:
+		c.ackErr(m.id, fmt.Errorf("publish: %w", errReadOnly))
+		return
+	case validTopic(m.topic) != nil:
+		c.ackErr(m.id, fmt.Errorf("publish %w", validTopic(m.topic)))
+		return
+	case !allowedBy(c.s.allow, m.topic):
+		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", clip(m.topic)))
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.tune.commandTimeout)
+	err := c.s.pass.Publish(ctx, m.topic, []byte(m.payload), m.retain)
+	cancel()
+	if err != nil {
+		c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", clip(m.topic), "err", err)
+		err = fmt.Errorf("publish %q: %w", clip(m.topic), err)
+	}
+	c.ackErr(m.id, err)
+}
+
+// dropSubscriptions cancels every subscription; the reader calls it when
+// the connection ends.
+func (c *client) dropSubscriptions() {
+	for f, cancel := range c.subs {
+		cancel()
+		delete(c.subs, f)
+	}
+}
+
+// subGate passes MQTT messages of one subscribe request into the client's
+// mailbox, holding those that arrive before the request's ack is queued.
+// deliver never blocks: it takes two short locks and never waits for I/O.
+type subGate struct {
+	c *client
+
+	mu     sync.Mutex
+	opened bool
+	closed bool
+	held   [][]byte
+}
+
+func (g *subGate) deliver(topic string, payload []byte, retained bool) {
+	msg := appendMQTT(make([]byte, 0, 48+len(topic)+len(payload)), topic, payload, retained)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.closed:
+	case g.opened:
+		g.c.push(msg)
+	case len(g.held) < g.c.s.tune.maxReplies:
+		g.held = append(g.held, msg)
+	default:
+		// More held than a reply queue may hold: the client would
+		// overflow anyway.
+		g.closed, g.held = true, nil
+		g.c.condemnSlow("mqtt messages overflowed the reply queue")
+	}
+}
+
+// open queues what was held, in order, and lets later messages through.
+func (g *subGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	for _, msg := range g.held {
+		g.c.push(msg)
+	}
+	g.held, g.opened = nil, true
+}
+
+// drop discards what was held and whatever still comes.
+func (g *subGate) drop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed, g.held = true, nil
+}
+
+// appendMQTT appends {"type":"mqtt","topic":…,"payload":…,"retained":…}.
+// A payload that is not UTF-8 has its invalid bytes replaced by U+FFFD:
+// JSON text cannot carry them.
+func appendMQTT(b []byte, topic string, payload []byte, retained bool) []byte {
+	b = append(b, `{"type":"mqtt","topic":`...)
+	b = pibridge.AppendJSONString(b, topic)
+	b = append(b, `,"payload":`...)
+	b = pibridge.AppendJSONString(b, string(payload))
+	if retained {
+		return append(b, `,"retained":true}`...)
+	}
+	return append(b, `,"retained":false}`...)
+}
+
+// validateAllow checks Options.BridgeAllow.
+func validateAllow(allow []string) error {
+	var bad []string
+	for i, f := range allow {
+		if err := validFilter(f); err != nil {
+			bad = append(bad, fmt.Sprintf("bridge_allow[%d]: %v", i, err))
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("ws: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
