@@ -1,0 +1,234 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// closeTimeout bounds Broker.Close, which waits for every client's
+// connection to end.
+const closeTimeout = 2 * time.Second
+
+// Broker is an MQTT broker inside the process (mochi-mqtt), for a bridge
+// that has no broker of its own to talk to. It accepts every client: keep
+// it on loopback, or behind a firewall.
+type Broker struct {
+	srv       *mochi.Server
+	tcp       *tcpListener
+	log       *slog.Logger
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewBroker binds a TCP listener on listen ("127.0.0.1:1883"; port 0 picks
+// a free port, see Addr). Start serves it. log receives mochi's records,
+// its chatter (Info) lowered to Debug.
+func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv := mochi.New(&mochi.Options{Logger: slog.New(quietHandler{log.Handler()})})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	tcp := &tcpListener{srv: srv, addr: listen}
+	// AddListener binds now, so a busy port fails here and Addr is real.
+	if err := srv.AddListener(tcp); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("embedded broker: listen on %s: %w", listen, err)
+	}
+	b := &Broker{srv: srv, tcp: tcp, log: log}
+	if host, _, err := net.SplitHostPort(b.Addr()); err == nil {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			log.Warn("embedded broker accepts every client without authentication on a non-loopback address", "addr", b.Addr())
+		}
+	}
+	return b, nil
+}
+
+// Addr is the address the broker listens on, with the real port.
+func (b *Broker) Addr() string { return b.tcp.Address() }
+
+// Start serves clients in the background and returns.
+func (b *Broker) Start() error {
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("embedded broker: %w", err)
+	}
+	return nil
+}
+
+// Close stops the listener and disconnects every client, waiting at most
+// 2.5 s for them to go. It is safe to call more than once.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b.srv.Close()
+		}()
+		// The listener bounds its own wait; this bounds mochi's.
+		t := time.NewTimer(closeTimeout + 500*time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			// The process is stopping: leave mochi to finish on its own
+			// rather than hang the shutdown.
+			b.closeErr = errors.New("embedded broker: not stopped after 2.5 s")
+			b.log.Warn("embedded broker did not stop in time", "err", b.closeErr)
+		}
+	})
+	return b.closeErr
+}
+
+// tcpListener is mochi's TCP listener (listeners.TCP) with a different
+// Close. mochi's own, via Server.closeListenerClients and
+// Clients.GetByListener, takes the clients' read lock twice and deadlocks
+// when a client connects or disconnects at that moment
+// (mochi-mqtt/server#488, fixes pending in #489 and #507); and a
+// connection accepted just before Close calls ClientsWg.Add while
+// Server.Close is already in ClientsWg.Wait. This one refuses new
+// connections, closes every accepted one and returns once all of them are
+// done with mochi, so Server.Close finds nothing left to wait for. The
+// test suite hit both.
+type tcpListener struct {
+	srv  *mochi.Server
+	addr string
+	ln   net.Listener
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[net.Conn]bool // accepted and still with mochi
+	idle    chan struct{}     // closed once closing and conns is empty
+	once    sync.Once
+}
+
+func (l *tcpListener) ID() string       { return "tcp" }
+func (l *tcpListener) Protocol() string { return "tcp" }
+
+func (l *tcpListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.addr
+}
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	l.log = log
+	l.conns = make(map[net.Conn]bool)
+	l.idle = make(chan struct{})
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	l.ln = ln
+	return nil
+}
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if l.closing {
+			l.mu.Unlock()
+			conn.Close()
+			continue
+		}
+		l.conns[conn] = true
+		l.mu.Unlock()
+		go func() {
+			if err := establish(l.ID(), conn); err != nil {
+				l.log.Debug("client connection ended", "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			l.mu.Lock()
+			delete(l.conns, conn)
+			if l.closing && len(l.conns) == 0 {
+				close(l.idle)
+			}
+			l.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops accepting, disconnects this listener's clients and waits
+// (bounded) until mochi is done with each connection. It ignores mochi's
+// CloseFn; see the type's comment.
+func (l *tcpListener) Close(listeners.CloseFn) {
+	l.once.Do(func() {
+		if l.ln == nil {
+			return
+		}
+		l.ln.Close()
+		for _, cl := range l.srv.Clients.GetAll() {
+			if cl.Net.Listener == l.ID() && !cl.Closed() {
+				_ = l.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+			}
+		}
+		l.mu.Lock()
+		l.closing = true
+		for c := range l.conns {
+			c.Close() // also those still before their CONNECT
+		}
+		if len(l.conns) == 0 {
+			close(l.idle)
+		}
+		l.mu.Unlock()
+		t := time.NewTimer(closeTimeout)
+		defer t.Stop()
+		select {
+		case <-l.idle:
+		case <-t.C:
+			l.log.Warn("connections still open after 2 s")
+		}
+	})
+}
+
+// quietHandler keeps mochi's routine records out of the bridge's log:
+// Info (listener attached, server started) becomes Debug, and so does the
+// empty-message Warn mochi logs whenever a client's connection ends, which
+// for a broker is routine.
+type quietHandler struct{ h slog.Handler }
+
+func (q quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return q.h.Enabled(ctx, quieter(l, "-"))
+}
+
+func (q quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = quieter(r.Level, r.Message)
+	if r.Message == "" {
+		r.Message = "client connection ended"
+	}
+	if !q.h.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return q.h.Handle(ctx, r)
+}
+
+func (q quietHandler) WithAttrs(as []slog.Attr) slog.Handler { return quietHandler{q.h.WithAttrs(as)} }
+func (q quietHandler) WithGroup(g string) slog.Handler       { return quietHandler{q.h.WithGroup(g)} }
+
+func quieter(l slog.Level, msg string) slog.Level {
+	switch {
+	case l >= slog.LevelError:
+		return l
+	case l >= slog.LevelWarn && msg != "":
+		return l
+	case l >= slog.LevelInfo:
+		return slog.LevelDebug
+	}
+	return l
+}

@@ -1,0 +1,368 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	pibridge "pibridge"
+)
+
+// Options configure a Client.
+type Options struct {
+	Config  Config
+	Core    *pibridge.Core
+	Logger  *slog.Logger
+	Version string // reported in P/D/meta and Home Assistant discovery
+	// Outbox holds the readings until the broker has them; nil means in
+	// memory, at most queue_max readings.
+	Outbox Outbox
+}
+
+// Stats are the client's counters, for /metrics.
+type Stats struct {
+	Connected       bool
+	Queued          int    // readings waiting for the broker
+	Dropped         uint64 // readings dropped from a full outbox, oldest first
+	Published       uint64 // readings the broker has acknowledged
+	Connects        uint64 // successful connections, the first included
+	Commands        uint64 // commands received on /set and /pulse
+	CommandsDropped uint64 // commands dropped because the command queue was full
+}
+
+// maxInFlight bounds the publishes awaiting their PUBACK, as mosquitto's
+// default max_inflight_messages does; paho alone would go up to 65535.
+const maxInFlight = 20
+
+// timing holds the client's durations, shortened by tests.
+type timing struct {
+	connectRetry   time.Duration // first pause between connection attempts
+	maxReconnect   time.Duration // cap of the doubling pause
+	keepAlive      time.Duration
+	pingTimeout    time.Duration
+	connectTimeout time.Duration
+	writeTimeout   time.Duration // also the bound for acks and session publishes
+	stall          time.Duration // no PUBACK this long: resend from the first unconfirmed
+	retry          time.Duration // pause after a failed publish before resending
+	shutdown       time.Duration // Run's bound for offline and in-flight after ctx ends
+}
+
+var defaultTiming = timing{
+	connectRetry:   2 * time.Second,
+	maxReconnect:   10 * time.Second,
+	keepAlive:      30 * time.Second,
+	pingTimeout:    10 * time.Second,
+	connectTimeout: 10 * time.Second,
+	writeTimeout:   10 * time.Second,
+	// A dead connection is noticed after keepalive plus ping timeout, and
+	// the resend on reconnect completes the waiting tokens; the stall
+	// bound is the backstop for a token that never completes (paho #613).
+	stall:    90 * time.Second,
+	retry:    time.Second,
+	shutdown: 2 * time.Second,
+}
+
+// Client publishes the core's readings and takes commands over MQTT.
+type Client struct {
+	cfg    Config
+	core   *pibridge.Core
+	log    *slog.Logger
+	device pibridge.Device
+	topics *topics
+	qos    byte
+	tm     timing
+	paho   paho.Client
+	outbox Outbox
+
+	haStatus  string        // <ha prefix>/status, "" without discovery
+	discovery []haConfig    // Home Assistant discovery, built once
+	wake      chan struct{} // a reading was appended to the outbox
+	lost      chan struct{} // paho lost the connection
+	sessions  chan struct{} // a connection is ready: publish online, meta, discovery
+	statesReq chan struct{} // publish the current state of every signal
+	haOnline  chan struct{} // Home Assistant restarted
+	inbox     chan inbound  // messages from paho's handler to the command worker
+	gate      *gate         // open while connected and paho's resend is done
+	// pubMu keeps publishes out of a Connect in progress: paho resends
+	// what is stored while it connects, and a publish racing with that
+	// goes out twice (see connectLoop).
+	pubMu   sync.RWMutex
+	lastSeq atomic.Uint64          // the last seq appended to the outbox
+	broker  atomic.Pointer[string] // the broker of the last connection attempt
+
+	running     atomic.Bool
+	unsubscribe func()
+
+	published       atomic.Uint64
+	connects        atomic.Uint64
+	commands        atomic.Uint64
+	commandsDropped atomic.Uint64
+}
+
+// New checks the configuration, prepares the paho client and subscribes to
+// the core, so readings queue from now on. Run connects.
+func New(o Options) (*Client, error) { return newClient(o, defaultTiming) }
+
+func newClient(o Options, tm timing) (*Client, error) {
+	if o.Core == nil {
+		return nil, errors.New("mqtt: Options.Core is nil")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	device := o.Core.Device()
+	if o.Version != "" {
+		device.Version = o.Version
+	}
+	cfg := o.Config
+	cfg.Defaults(device.ID)
+	if err := cfg.Validate(); err != nil {
+		var p pibridge.Problems
+		p.Add("mqtt", err)
+		return nil, p.Err()
+	}
+	tp, err := newTopics(cfg.TopicPrefix, device.ID, o.Core.Signals())
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	c := &Client{
+		cfg:       cfg,
+		core:      o.Core,
+		log:       log,
+		device:    device,
+		topics:    tp,
+		qos:       cfg.qos(),
+		tm:        tm,
+		outbox:    o.Outbox,
+		wake:      make(chan struct{}, 1),
+		lost:      make(chan struct{}, 1),
+		sessions:  make(chan struct{}, 1),
+		statesReq: make(chan struct{}, 1),
+		haOnline:  make(chan struct{}, 1),
+		inbox:     make(chan inbound, inboxSize),
+		gate:      newGate(),
+	}
+	if c.outbox == nil {
+		c.outbox = NewMemoryOutbox(cfg.QueueMax)
+	}
+	if cfg.discovery() {
+		c.haStatus = cfg.HomeAssistant.Prefix + "/status"
+		c.discovery = c.discoveryConfigs()
+	}
+	opts, err := c.pahoOptions()
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	c.paho = paho.NewClient(opts)
+	if c.qos == 0 {
+		log.Warn("qos 0: readings published while the connection drops are lost without notice")
+	}
+	_, c.unsubscribe = o.Core.Subscribe(subscriber{c})
+	return c, nil
+}
+
+// pahoOptions sets up paho as NOTES.md advises; see the comments for the
+// departures.
+func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
+	o := paho.NewClientOptions()
+	for _, u := range c.cfg.brokerURLs() {
+		o.AddBroker(u) // in order: paho tries the next when one fails
+	}
+	o.SetClientID(c.cfg.ClientID).
+		// A persistent session: the broker keeps the subscriptions and
+		// paho keeps unacknowledged publishes to resend on the next
+		// connection.
+		SetCleanSession(false).
+		SetProtocolVersion(4). // MQTT 3.1.1, no silent fallback to 3.1
+		// The handler only copies into a channel, so ordered delivery costs
+		// nothing and keeps "on" then "off" from arriving as "off" then "on".
+		SetOrderMatters(true).
+		// connectLoop reconnects, with its own backoff, so that it knows
+		// when paho's resend of the previous connection's messages is
+		// over; paho's automatic reconnect gives no such signal.
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetKeepAlive(c.tm.keepAlive).
+		SetPingTimeout(c.tm.pingTimeout).
+		SetConnectTimeout(c.tm.connectTimeout).
+		SetWriteTimeout(c.tm.writeTimeout).
+		// No SetMaxResumePubInFlight: the window keeps paho's store at
+		// about maxInFlight messages anyway, and in v1.5.1 the limiter's
+		// goroutine reads c.stop unsynchronised (client.go:1040).
+		// The ordered store resends in publish order; the default
+		// MemoryStore walks a map and would scramble seq order.
+		SetStore(paho.NewOrderedMemoryStore()).
+		SetWill(c.topics.status, "offline", 1, true).
+		SetDefaultPublishHandler(c.onMessage).
+		SetConnectionLostHandler(c.onConnectionLost).
+		SetConnectionNotificationHandler(c.onNotification)
+	if c.cfg.Username != "" {
+		o.SetUsername(c.cfg.Username)
+	}
+	if c.cfg.PasswordFile != "" {
+		b, err := os.ReadFile(c.cfg.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("password_file: %w", err)
+		}
+		o.SetPassword(strings.TrimRight(string(b), "\r\n"))
+	}
+	if c.cfg.TLS.set() {
+		t, err := tlsConfig(c.cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		o.SetTLSConfig(t)
+	}
+	return o, nil
+}
+
+func tlsConfig(t TLSConfig) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file: %s: no PEM certificate found", t.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// subscriber adapts the client to pibridge.Subscriber without exporting Deliver.
+type subscriber struct{ c *Client }
+
+// Deliver runs with the core's lock held: append, nudge the publisher, return.
+func (s subscriber) Deliver(r pibridge.Reading) {
+	s.c.outbox.Append(r)
+	s.c.lastSeq.Store(r.Seq)
+	select {
+	case s.c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Connected reports whether the client has a live connection to a broker.
+func (c *Client) Connected() bool { return c.paho.IsConnectionOpen() }
+
+// Queued is the number of readings waiting to be published or acknowledged.
+func (c *Client) Queued() int { return c.outbox.Len() }
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Connected:       c.Connected(),
+		Queued:          c.outbox.Len(),
+		Dropped:         c.outbox.Dropped(),
+		Published:       c.published.Load(),
+		Connects:        c.connects.Load(),
+		Commands:        c.commands.Load(),
+		CommandsDropped: c.commandsDropped.Load(),
+	}
+}
+
+// Run connects, retrying until a broker answers and reconnecting whenever
+// the connection drops, and publishes until ctx ends. Then it finishes the
+// readings in flight and publishes `offline`, together bounded by 2 s,
+// disconnects and returns nil. Run may be called once.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("mqtt: Run called twice")
+	}
+	defer c.unsubscribe()
+	c.log.Info("connecting", "broker", c.cfg.BrokerSummary(), "client_id", c.cfg.ClientID,
+		"topics", c.topics.base+"/#", "queue_max", c.cfg.QueueMax)
+
+	var wg sync.WaitGroup
+	wg.Add(4)
+	go func() { defer wg.Done(); c.connectLoop(ctx) }()
+	go func() { defer wg.Done(); c.sessionLoop(ctx) }()
+	go func() { defer wg.Done(); c.commandLoop(ctx) }()
+	go func() { defer wg.Done(); (&publisher{c: c}).run(ctx) }()
+	stopped := make(chan struct{})
+	go func() { wg.Wait(); close(stopped) }()
+
+	<-ctx.Done()
+	// The publisher finishes what is in flight within its share of the
+	// budget. A paho call stuck on a dead socket can hold a goroutine up to
+	// the write timeout; Run does not wait for that, the goroutine exits
+	// on its own when paho lets go.
+	deadline := time.Now().Add(c.tm.shutdown)
+	budget := time.NewTimer(c.tm.shutdown * (2*flushShare + 1) / 8) // the publisher's share and a margin
+	select {
+	case <-stopped:
+	case <-budget.C:
+		c.log.Warn("stopping without waiting for a blocked publish")
+	}
+	budget.Stop()
+	if c.gate.isOpen() && c.Connected() {
+		// connectLoop has returned: a loss reported now is Run's to see,
+		// and there is no point waiting for an answer after it.
+		lostCtx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.lost:
+				cancel()
+			case <-lostCtx.Done():
+			}
+		}()
+		tok := c.publish(c.topics.status, 1, true, "offline")
+		if err := await(lostCtx, tok, time.Until(deadline)); err != nil {
+			c.log.Warn("offline not confirmed by the broker", "err", err)
+		}
+		cancel()
+	}
+	c.gate.set(false)
+	c.paho.Disconnect(250)
+	c.log.Info("disconnected", "queued", c.outbox.Len())
+	return nil
+}
+
+// publish is the only way to paho's Publish; see pubMu.
+func (c *Client) publish(topic string, qos byte, retained bool, payload any) paho.Token {
+	c.pubMu.RLock()
+	defer c.pubMu.RUnlock()
+	return c.paho.Publish(topic, qos, retained, payload)
+}
+
+// errNoAck is a token that did not complete in time.
+var errNoAck = errors.New("no answer from the broker in time")
+
+// await waits for a paho token, never longer than d or ctx (paho #613:
+// Wait can hang forever).
+func await(ctx context.Context, tok paho.Token, d time.Duration) error {
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return errNoAck
+	}
+}

@@ -1,0 +1,157 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	pibridge "pibridge"
+)
+
+const (
+	// inboxSize bounds the commands waiting for the worker; a client
+	// flooding /set loses its excess, not the bridge its memory.
+	inboxSize = 64
+	// maxCommandPayload is far above any command form; longer payloads are
+	// refused without being copied.
+	maxCommandPayload = 1024
+)
+
+// inbound is a message copied out of paho's handler.
+type inbound struct {
+	topic    string
+	payload  []byte
+	retained bool
+	tooLong  bool
+}
+
+// onMessage is paho's handler for every message. It must neither block nor
+// publish (paho #453): it copies the message into the inbox or drops it.
+func (c *Client) onMessage(_ paho.Client, m paho.Message) {
+	in := inbound{topic: m.Topic(), retained: m.Retained()}
+	if p := m.Payload(); len(p) > maxCommandPayload {
+		in.tooLong = true
+	} else {
+		in.payload = bytes.Clone(p)
+	}
+	select {
+	case c.inbox <- in:
+	default:
+		// Log the first drop and then every 100th, not a line per message of a flood.
+		if n := c.commandsDropped.Add(1); n%100 == 1 {
+			c.log.Warn("command queue full; message dropped", "topic", clip(in.topic), "dropped", n)
+		}
+	}
+}
+
+// commandLoop executes commands one at a time, in arrival order.
+func (c *Client) commandLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case in := <-c.inbox:
+			if ctx.Err() != nil {
+				return // select picks at random: never act after the end
+			}
+			c.handle(ctx, in)
+		}
+	}
+}
+
+func (c *Client) handle(ctx context.Context, in inbound) {
+	if c.haStatus != "" && in.topic == c.haStatus {
+		// A retained birth message arrives on every subscribe; the connect
+		// itself already published discovery.
+		if !in.retained && string(bytes.TrimSpace(in.payload)) == "online" {
+			signal(c.haOnline)
+		}
+		return
+	}
+	name, op, ok := c.topics.command(in.topic)
+	if !ok {
+		c.log.Debug("message on a topic the bridge does not serve ignored", "topic", clip(in.topic))
+		return
+	}
+	c.commands.Add(1)
+	if len(in.payload) == 0 && !in.tooLong {
+		// What clearing a retained command looks like to a subscriber.
+		c.log.Debug("empty command ignored", "topic", in.topic)
+		return
+	}
+	cmd := pibridge.Command{Name: name, Op: op, Source: "mqtt"}
+	var err error
+	switch {
+	case in.tooLong:
+		err = fmt.Errorf("%w: payload over %d bytes", pibridge.ErrBadValue, maxCommandPayload)
+	case op == pibridge.OpPulse:
+		cmd.For, cmd.ID, err = pibridge.ParsePulsePayload(in.payload)
+	default:
+		cmd.Value, cmd.ID, err = pibridge.ParseSetPayload(in.payload)
+	}
+	if in.retained {
+		// Delivered because it was retained, not because someone just sent
+		// it: it may be hours old. A stale command must never move an output.
+		c.log.Warn("retained command ignored; publish commands without the retain flag", "topic", in.topic)
+		c.ack(ctx, cmd.ID, name, fmt.Errorf("%s: retained command ignored: publish commands without the retain flag", clip(name)))
+		return
+	}
+	if err != nil {
+		if sig, known := c.core.Signal(name); !known || !sig.Kind.Writable() {
+			// The core refuses these before any actuator is involved, and
+			// its message ("no such signal", "not writable") says more
+			// than the value's.
+			_, err = c.core.Execute(ctx, cmd)
+		} else {
+			err = fmt.Errorf("%s: %w", name, err)
+		}
+		c.log.Info("command refused", "signal", clip(name), "id", cmd.ID, "err", err)
+		c.ack(ctx, cmd.ID, name, err)
+		return
+	}
+	if _, err = c.core.Execute(ctx, cmd); err != nil {
+		c.log.Info("command failed", "signal", name, "id", cmd.ID, "err", err)
+	} else {
+		c.log.Debug("command done", "signal", name, "id", cmd.ID)
+	}
+	if err != nil || cmd.ID != "" {
+		c.ack(ctx, cmd.ID, name, err)
+	}
+}
+
+// ack publishes the answer to a command on P/D/ack, not retained.
+func (c *Client) ack(ctx context.Context, id, name string, err error) {
+	if err == nil && id == "" {
+		return
+	}
+	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return // stopping: nobody is listening to this answer any more
+	}
+	t := time.NewTimer(c.tm.writeTimeout)
+	defer t.Stop()
+	select { // between connections: wait (bounded) for the next one
+	case <-c.gate.open():
+	case <-ctx.Done():
+		return
+	case <-t.C:
+		c.log.Warn("ack not published: not connected", "id", id, "signal", clip(name))
+		return
+	}
+	tok := c.publish(c.topics.ack, c.qos, false, ackJSON(id, clip(name), err))
+	if werr := await(ctx, tok, c.tm.writeTimeout); werr != nil && ctx.Err() == nil {
+		c.log.Warn("ack not published", "id", id, "signal", clip(name), "err", werr)
+	}
+}
+
+// clip keeps names and topics from clients short in logs and acks.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
+}

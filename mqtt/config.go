@@ -1,0 +1,419 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+
+	pibridge "pibridge"
+)
+
+// Embedded is the broker address that means the broker inside this process.
+const Embedded = "embedded"
+
+// Defaults applied by Config.Defaults.
+const (
+	DefaultBroker         = "tcp://localhost:1883"
+	DefaultEmbeddedListen = "127.0.0.1:1883"
+	DefaultTopicPrefix    = "pibridge"
+	DefaultQoS            = 1
+	DefaultQueueMax       = 100000
+	DefaultHAPrefix       = "homeassistant"
+
+	// MaxQueueMax bounds queue_max while the outbox lives in memory
+	// (about 100 bytes a reading).
+	MaxQueueMax = 1000000
+	// maxPrefixLen keeps P/D/<signal>/set well inside every broker's limits.
+	maxPrefixLen = 256
+	maxClientID  = 256
+)
+
+// Config is the `mqtt:` section of the configuration file (SPEC §3).
+type Config struct {
+	// Broker is one URL or an ordered fallback list; "embedded" is the
+	// broker inside this process.
+	Broker         Brokers       `yaml:"broker"`
+	EmbeddedListen string        `yaml:"embedded_listen"`
+	ClientID       string        `yaml:"client_id"`
+	Username       string        `yaml:"username"`
+	PasswordFile   string        `yaml:"password_file"`
+	TLS            TLSConfig     `yaml:"tls"`
+	TopicPrefix    string        `yaml:"topic_prefix"`
+	QoS            *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
+	QueueMax       int           `yaml:"queue_max"`
+	HomeAssistant  HomeAssistant `yaml:"homeassistant"`
+	// BridgeAllow are the topic filters browsers may subscribe and publish
+	// to through the WebSocket (SPEC §5).
+	BridgeAllow []string `yaml:"bridge_allow"`
+
+	// embeddedAddr is where the embedded broker really listens, once it
+	// does (embedded_listen may say port 0).
+	embeddedAddr string
+}
+
+// TLSConfig names the files for ssl:// and wss:// brokers.
+type TLSConfig struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+func (t TLSConfig) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
+
+// HomeAssistant configures MQTT discovery.
+type HomeAssistant struct {
+	Discovery *bool  `yaml:"discovery"` // nil until Defaults: default on
+	Prefix    string `yaml:"prefix"`
+}
+
+// Brokers is the broker list. In YAML it is one string or a list of strings.
+type Brokers []string
+
+// UnmarshalYAML accepts `broker: tcp://a:1883` and `broker: [tcp://a:1883, embedded]`.
+func (b *Brokers) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			*b = nil
+			return nil
+		}
+		*b = Brokers{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var list []string
+		if err := n.Decode(&list); err != nil {
+			return err
+		}
+		*b = list
+		return nil
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: broker: want a URL or a list of URLs", n.Line)}}
+}
+
+// Defaults fills in what the file left out. deviceID is device.id.
+func (c *Config) Defaults(deviceID string) {
+	if len(c.Broker) == 0 {
+		c.Broker = Brokers{DefaultBroker}
+	}
+	if c.EmbeddedListen == "" {
+		c.EmbeddedListen = DefaultEmbeddedListen
+	}
+	if c.ClientID == "" {
+		c.ClientID = "pibridge-" + deviceID
+	}
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = DefaultTopicPrefix
+	}
+	if c.QoS == nil {
+		q := DefaultQoS
+		c.QoS = &q
+	}
+	if c.QueueMax == 0 {
+		c.QueueMax = DefaultQueueMax
+	}
+	if c.HomeAssistant.Discovery == nil {
+		on := true
+		c.HomeAssistant.Discovery = &on
+	}
+	if c.HomeAssistant.Prefix == "" {
+		c.HomeAssistant.Prefix = DefaultHAPrefix
+	}
+}
+
+// UsesEmbedded reports whether one of the brokers is the embedded one.
+func (c *Config) UsesEmbedded() bool {
+	for _, b := range c.Broker {
+		if b == Embedded {
+			return true
+		}
+	}
+	return false
+}
+
+// SetEmbeddedAddr tells the client where the embedded broker really
+// listens (Broker.Addr), which differs from embedded_listen for port 0
+// or a wildcard host.
+func (c *Config) SetEmbeddedAddr(addr string) { c.embeddedAddr = addr }
+
+// BrokerSummary is the broker list for people: the -check table, logs.
+func (c *Config) BrokerSummary() string {
+	out := make([]string, len(c.Broker))
+	for i, b := range c.Broker {
+		if b == Embedded {
+			b = fmt.Sprintf("embedded (%s)", c.embeddedDialAddr())
+		}
+		out[i] = b
+	}
+	return strings.Join(out, ", ")
+}
+
+// embeddedDialAddr is the host:port the client dials for "embedded": the
+// real address when known, else embedded_listen with a wildcard host
+// replaced by loopback.
+func (c *Config) embeddedDialAddr() string {
+	addr := c.embeddedAddr
+	if addr == "" {
+		addr = c.EmbeddedListen
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// brokerURLs returns the URLs paho dials, in order. Validate has accepted them.
+func (c *Config) brokerURLs() []string {
+	out := make([]string, 0, len(c.Broker))
+	for _, b := range c.Broker {
+		if b == Embedded {
+			out = append(out, "tcp://"+c.embeddedDialAddr())
+			continue
+		}
+		u, err := url.Parse(b)
+		if err != nil {
+			out = append(out, b)
+			continue
+		}
+		// paho dials tcp and ssl URLs as host:port; supply MQTT's ports.
+		if u.Port() == "" {
+			switch u.Scheme {
+			case "tcp":
+				u.Host = net.JoinHostPort(u.Hostname(), "1883")
+			case "ssl":
+				u.Host = net.JoinHostPort(u.Hostname(), "8883")
+			}
+		}
+		out = append(out, u.String())
+	}
+	return out
+}
+
+func (c *Config) qos() byte {
+	if c.QoS == nil {
+		return DefaultQoS
+	}
+	return byte(*c.QoS)
+}
+
+func (c *Config) discovery() bool {
+	return c.HomeAssistant.Discovery == nil || *c.HomeAssistant.Discovery
+}
+
+// Validate reports every problem of the section at once, each with its
+// field path relative to `mqtt:`. Call it after Defaults.
+func (c *Config) Validate() error {
+	var p pibridge.Problems
+	c.validateBrokers(&p)
+	switch {
+	case c.ClientID == "":
+		p.Addf("client_id", "must not be empty")
+	case len(c.ClientID) > maxClientID:
+		p.Addf("client_id", "must be at most %d bytes", maxClientID)
+	case !utf8.ValidString(c.ClientID) || strings.ContainsRune(c.ClientID, 0):
+		p.Addf("client_id", "%q: must be UTF-8 without NUL", c.ClientID)
+	}
+	if c.PasswordFile != "" {
+		if c.Username == "" {
+			p.Addf("password_file", "set, but username is empty (MQTT sends a password only with a user name)")
+		}
+		checkFile(&p, "password_file", c.PasswordFile)
+	}
+	c.validateTLS(&p)
+	if err := validatePrefix(c.TopicPrefix); err != nil {
+		p.Addf("topic_prefix", "%v", err)
+	}
+	if c.QoS != nil && (*c.QoS < 0 || *c.QoS > 2) {
+		p.Addf("qos", "%d: must be 0, 1 or 2", *c.QoS)
+	}
+	switch {
+	case c.QueueMax < 1:
+		p.Addf("queue_max", "%d: must be at least 1", c.QueueMax)
+	case c.QueueMax > MaxQueueMax:
+		p.Addf("queue_max", "%d: must be at most %d", c.QueueMax, MaxQueueMax)
+	}
+	if c.discovery() {
+		if err := validatePrefix(c.HomeAssistant.Prefix); err != nil {
+			p.Addf("homeassistant.prefix", "%v", err)
+		}
+	}
+	for i, f := range c.BridgeAllow {
+		if err := ValidateFilter(f); err != nil {
+			p.Addf(fmt.Sprintf("bridge_allow[%d]", i), "%v", err)
+		}
+	}
+	return p.Err()
+}
+
+func (c *Config) validateBrokers(p *pibridge.Problems) {
+	if len(c.Broker) == 0 {
+		p.Addf("broker", "must name at least one broker (tcp://host:1883 or embedded)")
+		return
+	}
+	seen := make(map[string]bool, len(c.Broker))
+	embedded := false
+	for i, b := range c.Broker {
+		path := "broker"
+		if len(c.Broker) > 1 {
+			path = fmt.Sprintf("broker[%d]", i)
+		}
+		if seen[b] {
+			p.Addf(path, "%q: listed twice", b)
+			continue
+		}
+		seen[b] = true
+		if b == Embedded {
+			embedded = true
+			continue
+		}
+		if why := brokerProblem(b); why != "" {
+			p.Addf(path, "%q: %s", b, why)
+		}
+	}
+	if embedded {
+		if why := listenProblem(c.EmbeddedListen); why != "" {
+			p.Addf("embedded_listen", "%q: %s", c.EmbeddedListen, why)
+		}
+	}
+}
+
+func brokerProblem(b string) string {
+	u, err := url.Parse(b)
+	if err != nil || u.Opaque != "" {
+		return "not a URL (want e.g. tcp://localhost:1883)"
+	}
+	switch u.Scheme {
+	case "tcp", "ssl", "ws", "wss":
+	default:
+		return "scheme must be tcp, ssl, ws, wss or embedded"
+	}
+	if u.Hostname() == "" {
+		return "missing host"
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "port must be a number from 1 to 65535"
+		}
+	}
+	if (u.Scheme == "tcp" || u.Scheme == "ssl") && (u.Path != "" && u.Path != "/" || u.RawQuery != "") {
+		return "tcp and ssl URLs take no path or query"
+	}
+	return ""
+}
+
+func listenProblem(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "want host:port such as 127.0.0.1:1883"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "port must be a number from 0 to 65535"
+	}
+	return ""
+}
+
+func (c *Config) validateTLS(p *pibridge.Problems) {
+	t := c.TLS
+	if t.CertFile != "" && t.KeyFile == "" {
+		p.Addf("tls.key_file", "must be set with tls.cert_file")
+	}
+	if t.KeyFile != "" && t.CertFile == "" {
+		p.Addf("tls.cert_file", "must be set with tls.key_file")
+	}
+	for _, f := range []struct{ path, file string }{
+		{"tls.ca_file", t.CAFile}, {"tls.cert_file", t.CertFile}, {"tls.key_file", t.KeyFile},
+	} {
+		if f.file != "" {
+			checkFile(p, f.path, f.file)
+		}
+	}
+}
+
+// checkFile reports a file the bridge will need at start but cannot read,
+// so that -check catches it.
+func checkFile(p *pibridge.Problems, path, name string) {
+	fi, err := os.Stat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		p.Addf(path, "%q: no such file", name)
+	case err != nil:
+		p.Addf(path, "%q: %v", name, errors.Unwrap(err))
+	case fi.IsDir():
+		p.Addf(path, "%q: is a directory", name)
+	}
+}
+
+// ValidateTopic checks a topic name the bridge publishes to (SPEC §4): not
+// empty, valid UTF-8, no NUL, no wildcards, no leading $, at most 65535 bytes.
+// mosquitto disconnects a client that publishes to a wildcard topic, and
+// paho's resend after reconnect would turn that into a reconnect loop.
+func ValidateTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("must not be empty")
+	case len(t) > 65535:
+		return errors.New("must be at most 65535 bytes")
+	case !utf8.ValidString(t):
+		return fmt.Errorf("%q: must be valid UTF-8", t)
+	case strings.ContainsRune(t, 0):
+		return fmt.Errorf("%q: must not contain NUL", t)
+	case strings.ContainsAny(t, "+#"):
+		return fmt.Errorf("%q: must not contain + or #", t)
+	case t[0] == '$':
+		return fmt.Errorf("%q: must not start with $", t)
+	}
+	return nil
+}
+
+// validatePrefix checks topic_prefix and homeassistant.prefix: a topic
+// name, at most 256 bytes, without empty levels.
+func validatePrefix(p string) error {
+	if err := ValidateTopic(p); err != nil {
+		return err
+	}
+	if len(p) > maxPrefixLen {
+		return fmt.Errorf("must be at most %d bytes", maxPrefixLen)
+	}
+	for _, level := range strings.Split(p, "/") {
+		if level == "" {
+			return fmt.Errorf("%q: must not have empty levels (no leading, trailing or double /)", p)
+		}
+	}
+	return nil
+}
+
+// ValidateFilter checks an MQTT topic filter: + fills a whole level, # is
+// alone in the last level.
+func ValidateFilter(f string) error {
+	switch {
+	case f == "":
+		return errors.New("must not be empty")
+	case len(f) > 65535:
+		return errors.New("must be at most 65535 bytes")
+	case !utf8.ValidString(f):
+		return fmt.Errorf("%q: must be valid UTF-8", f)
+	case strings.ContainsRune(f, 0):
+		return fmt.Errorf("%q: must not contain NUL", f)
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case strings.Contains(l, "#") && (l != "#" || i != len(levels)-1):
+			return fmt.Errorf("%q: # must be alone in the last level", f)
+		case strings.Contains(l, "+") && l != "+":
+			return fmt.Errorf("%q: + must fill a whole level", f)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,246 @@
+package mqtt
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+func intp(i int) *int    { return &i }
+func boolp(b bool) *bool { return &b }
+
+func TestConfigYAML(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       Brokers
+	}{
+		{"one string", "broker: tcp://a:1883", Brokers{"tcp://a:1883"}},
+		{"a list", "broker: [tcp://a:1883, embedded]", Brokers{"tcp://a:1883", "embedded"}},
+		{"block list", "broker:\n  - ssl://a:8883\n  - ws://b/mqtt", Brokers{"ssl://a:8883", "ws://b/mqtt"}},
+		{"null", "broker:", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c Config
+			if err := yaml.Unmarshal([]byte(tt.yaml), &c); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(c.Broker, tt.want) {
+				t.Errorf("broker = %q, want %q", c.Broker, tt.want)
+			}
+		})
+	}
+
+	var c Config
+	err := yaml.Unmarshal([]byte("broker: {a: b}"), &c)
+	if err == nil || !strings.Contains(err.Error(), "line 1: broker: want a URL or a list of URLs") {
+		t.Errorf("mapping as broker: err = %v", err)
+	}
+
+	// Every key of SPEC §3, decoded strictly.
+	full := `
+broker: tcp://localhost:1883
+embedded_listen: "127.0.0.1:1883"
+client_id: ""
+username: ""
+password_file: ""
+tls: {ca_file: "", cert_file: "", key_file: ""}
+topic_prefix: pibridge
+qos: 0
+queue_max: 100000
+homeassistant: {discovery: false, prefix: homeassistant}
+bridge_allow: ["home/#"]
+`
+	dec := yaml.NewDecoder(strings.NewReader(full))
+	dec.KnownFields(true)
+	c = Config{}
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	c.Defaults("greenhouse")
+	if *c.QoS != 0 || *c.HomeAssistant.Discovery || c.ClientID != "pibridge-greenhouse" || c.BridgeAllow[0] != "home/#" {
+		t.Errorf("decoded %+v: qos 0 and discovery false must survive Defaults", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	c.Defaults("dev1")
+	want := Config{
+		Broker:         Brokers{"tcp://localhost:1883"},
+		EmbeddedListen: "127.0.0.1:1883",
+		ClientID:       "pibridge-dev1",
+		TopicPrefix:    "pibridge",
+		QoS:            intp(1),
+		QueueMax:       100000,
+		HomeAssistant:  HomeAssistant{Discovery: boolp(true), Prefix: "homeassistant"},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\n got  %+v\n want %+v", c, want)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want []string
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"embedded and a fallback", func(c *Config) { c.Broker = Brokers{"embedded", "tcp://10.0.0.2", "wss://h/mqtt"} }, nil},
+		{"bad brokers", func(c *Config) {
+			c.Broker = Brokers{"tcp://a:1883", "ftp://x", "a:1883", "tcp://:1883", "tcp://a:0", "ssl://a:8883/x", "tcp://a:1883", "tcp://a:x"}
+		}, []string{
+			`broker[1]: "ftp://x": scheme must be tcp, ssl, ws, wss or embedded`,
+			`broker[2]: "a:1883": not a URL (want e.g. tcp://localhost:1883)`,
+			`broker[3]: "tcp://:1883": missing host`,
+			`broker[4]: "tcp://a:0": port must be a number from 1 to 65535`,
+			`broker[5]: "ssl://a:8883/x": tcp and ssl URLs take no path or query`,
+			`broker[6]: "tcp://a:1883": listed twice`,
+			`broker[7]: "tcp://a:x": not a URL (want e.g. tcp://localhost:1883)`,
+		}},
+		{"one bad broker", func(c *Config) { c.Broker = Brokers{"mqtt://a"} },
+			[]string{`broker: "mqtt://a": scheme must be tcp, ssl, ws, wss or embedded`}},
+		{"no broker", func(c *Config) { c.Broker = Brokers{} },
+			[]string{`broker: must name at least one broker (tcp://host:1883 or embedded)`}},
+		{"embedded_listen", func(c *Config) { c.Broker = Brokers{"embedded"}; c.EmbeddedListen = "1883" },
+			[]string{`embedded_listen: "1883": want host:port such as 127.0.0.1:1883`}},
+		{"embedded_listen unused", func(c *Config) { c.EmbeddedListen = "1883" }, nil},
+		{"qos", func(c *Config) { c.QoS = intp(3) }, []string{`qos: 3: must be 0, 1 or 2`}},
+		{"qos 0", func(c *Config) { c.QoS = intp(0) }, nil},
+		{"queue_max", func(c *Config) { c.QueueMax = -1 }, []string{`queue_max: -1: must be at least 1`}},
+		{"queue_max too big", func(c *Config) { c.QueueMax = 2000000 }, []string{`queue_max: 2000000: must be at most 1000000`}},
+		{"prefix wildcard", func(c *Config) { c.TopicPrefix = "home/+" }, []string{`topic_prefix: "home/+": must not contain + or #`}},
+		{"prefix hash", func(c *Config) { c.TopicPrefix = "#" }, []string{`topic_prefix: "#": must not contain + or #`}},
+		{"prefix dollar", func(c *Config) { c.TopicPrefix = "$SYS" }, []string{`topic_prefix: "$SYS": must not start with $`}},
+		{"prefix NUL", func(c *Config) { c.TopicPrefix = "a\x00b" }, []string{`topic_prefix: "a\x00b": must not contain NUL`}},
+		{"prefix empty level", func(c *Config) { c.TopicPrefix = "home/" }, []string{`topic_prefix: "home/": must not have empty levels (no leading, trailing or double /)`}},
+		{"prefix long", func(c *Config) { c.TopicPrefix = strings.Repeat("a", 257) }, []string{`topic_prefix: must be at most 256 bytes`}},
+		{"prefix nested", func(c *Config) { c.TopicPrefix = "site/greenhouse" }, nil},
+		{"prefix empty", func(c *Config) { c.TopicPrefix = "" }, []string{`topic_prefix: must not be empty`}},
+		{"ha prefix", func(c *Config) { c.HomeAssistant.Prefix = "ha/#" }, []string{`homeassistant.prefix: "ha/#": must not contain + or #`}},
+		{"ha prefix, discovery off", func(c *Config) { c.HomeAssistant.Prefix = "ha/#"; c.HomeAssistant.Discovery = boolp(false) }, nil},
+		{"bridge_allow", func(c *Config) { c.BridgeAllow = []string{"home/+/temp", "#", "a/#/b", "a/b+", "", "$SYS/#"} }, []string{
+			`bridge_allow[2]: "a/#/b": # must be alone in the last level`,
+			`bridge_allow[3]: "a/b+": + must fill a whole level`,
+			`bridge_allow[4]: must not be empty`,
+		}},
+		{"client_id", func(c *Config) { c.ClientID = "" }, []string{`client_id: must not be empty`}},
+		{"password without user", func(c *Config) { c.PasswordFile = pw }, []string{
+			`password_file: set, but username is empty (MQTT sends a password only with a user name)`,
+		}},
+		{"password file", func(c *Config) { c.Username = "u"; c.PasswordFile = pw }, nil},
+		{"missing files", func(c *Config) {
+			c.Username = "u"
+			c.PasswordFile = filepath.Join(dir, "nope")
+			c.TLS = TLSConfig{CAFile: dir, CertFile: filepath.Join(dir, "cert.pem")}
+		}, []string{
+			`password_file: "` + dir + `/nope": no such file`,
+			`tls.key_file: must be set with tls.cert_file`,
+			`tls.ca_file: "` + dir + `": is a directory`,
+			`tls.cert_file: "` + dir + `/cert.pem": no such file`,
+		}},
+		{"several at once", func(c *Config) { c.QoS = intp(-1); c.QueueMax = -5; c.Broker = Brokers{"embedded", "embedded"} }, []string{
+			`broker[1]: "embedded": listed twice`,
+			`qos: -1: must be 0, 1 or 2`,
+			`queue_max: -5: must be at least 1`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c Config
+			c.Defaults("dev1")
+			tt.edit(&c)
+			err := c.Validate()
+			var got []string
+			if err != nil {
+				got = strings.Split(err.Error(), "\n")
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Validate:\n got  %q\n want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateTopic(t *testing.T) {
+	tests := []struct{ topic, err string }{
+		{"pibridge/dev1/air/temperature", ""},
+		{"a", ""},
+		{"/leading/slash", ""},
+		{"", "must not be empty"},
+		{"a/+/b", `"a/+/b": must not contain + or #`},
+		{"a/#", `"a/#": must not contain + or #`},
+		{"$SYS/x", `"$SYS/x": must not start with $`},
+		{"a\x00", `"a\x00": must not contain NUL`},
+		{"a\xff", `"a\xff": must be valid UTF-8`},
+		{strings.Repeat("a", 65536), "must be at most 65535 bytes"},
+	}
+	for _, tt := range tests {
+		err := ValidateTopic(tt.topic)
+		if got := errString(err); got != tt.err {
+			t.Errorf("ValidateTopic(%.20q) = %q, want %q", tt.topic, got, tt.err)
+		}
+	}
+}
+
+func TestValidateFilter(t *testing.T) {
+	tests := []struct{ filter, err string }{
+		{"#", ""},
+		{"+", ""},
+		{"home/+/temp", ""},
+		{"home/#", ""},
+		{"+/+/#", ""},
+		{"$SYS/#", ""},
+		{"", "must not be empty"},
+		{"home#", `"home#": # must be alone in the last level`},
+		{"#/a", `"#/a": # must be alone in the last level`},
+		{"a+/b", `"a+/b": + must fill a whole level`},
+		{"a/\x00", `"a/\x00": must not contain NUL`},
+	}
+	for _, tt := range tests {
+		if got := errString(ValidateFilter(tt.filter)); got != tt.err {
+			t.Errorf("ValidateFilter(%q) = %q, want %q", tt.filter, got, tt.err)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestBrokerURLs(t *testing.T) {
+	c := Config{Broker: Brokers{"tcp://a", "ssl://b", "tcp://c:1884", "ws://d/mqtt", "embedded"}, EmbeddedListen: "0.0.0.0:1883"}
+	want := []string{"tcp://a:1883", "ssl://b:8883", "tcp://c:1884", "ws://d/mqtt", "tcp://127.0.0.1:1883"}
+	if got := c.brokerURLs(); !reflect.DeepEqual(got, want) {
+		t.Errorf("brokerURLs = %q, want %q", got, want)
+	}
+	if got, want := c.BrokerSummary(), "tcp://a, ssl://b, tcp://c:1884, ws://d/mqtt, embedded (127.0.0.1:1883)"; got != want {
+		t.Errorf("BrokerSummary = %q, want %q", got, want)
+	}
+	c.SetEmbeddedAddr("127.0.0.1:40000")
+	if got := c.brokerURLs()[4]; got != "tcp://127.0.0.1:40000" {
+		t.Errorf("after SetEmbeddedAddr: %q", got)
+	}
+	if !c.UsesEmbedded() {
+		t.Error("UsesEmbedded = false")
+	}
+}

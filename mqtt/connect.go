@@ -1,0 +1,212 @@
+package mqtt
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// connectLoop connects, waits for the connection to drop, and connects
+// again, pausing between failed attempts (doubling from connectRetry up to
+// maxReconnect, with jitter).
+//
+// It calls paho's Connect itself rather than leaving reconnects to paho:
+// on every connection paho first resends the publishes the previous one
+// left unacknowledged, and Connect's token completes only after that
+// resend, whereas paho's automatic reconnect gives no signal at all. With
+// the gate opened on the token, nothing the bridge publishes can overtake
+// or duplicate a resent reading (paho v1.5.1 would otherwise resend a
+// message published during its resume() a second time, racing on the
+// packet's DUP flag, and the token completed by resume() (paho #563) would
+// let new readings interleave with the resent ones). pubMu keeps a
+// publish that started before the loss out of the Connect.
+func (c *Client) connectLoop(ctx context.Context) {
+	pause := c.tm.connectRetry
+	failing := false
+	for ctx.Err() == nil {
+		c.pubMu.Lock()
+		tok := c.paho.Connect()
+		var err error
+		select {
+		case <-ctx.Done():
+		case <-tok.Done(): // one round over the brokers, each bounded by connectTimeout
+			err = tok.Error()
+		}
+		c.pubMu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if !failing {
+				c.log.Warn("cannot connect; retrying", "broker", c.cfg.BrokerSummary(), "err", err)
+				failing = true
+			} else {
+				c.log.Debug("cannot connect; retrying", "err", err, "pause", pause)
+			}
+			t := time.NewTimer(jitter(pause))
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			pause = min(2*pause, c.tm.maxReconnect)
+			continue
+		}
+		failing, pause = false, c.tm.connectRetry
+		c.connects.Add(1) // before the gate opens: the publisher reads it as "a new connection"
+		c.gate.set(true)
+		broker := ""
+		if b := c.broker.Load(); b != nil {
+			broker = *b
+		}
+		c.log.Info("connected", "broker", broker, "queued", c.outbox.Len())
+		signal(c.sessions)
+		select {
+		case <-ctx.Done():
+			return // the gate stays open for the last readings and `offline`
+		case <-c.lost:
+			c.gate.set(false)
+		}
+	}
+}
+
+// jitter spreads d by ±20%, so that bridges restarted together by a power
+// cut do not knock on the broker in step.
+func jitter(d time.Duration) time.Duration {
+	return d * time.Duration(80+rand.IntN(41)) / 100
+}
+
+// signal sends on a channel of capacity one without blocking; an event
+// already waiting stands for this one too.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// onConnectionLost runs in a goroutine of paho's once the connection is down.
+func (c *Client) onConnectionLost(_ paho.Client, err error) {
+	c.log.Warn("connection lost; reconnecting", "err", err, "queued", c.outbox.Len())
+	signal(c.lost)
+}
+
+// onNotification records which broker paho is trying, for the logs. paho
+// calls it synchronously from its connecting goroutine: it must be quick.
+func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
+	switch n := n.(type) {
+	case paho.ConnectionNotificationBroker:
+		s := n.Broker.Redacted()
+		c.broker.Store(&s)
+	case paho.ConnectionNotificationBrokerFailed:
+		c.log.Debug("broker unreachable", "broker", n.Broker.Redacted(), "err", n.Reason)
+	}
+}
+
+// sessionLoop readies each new connection: it subscribes to the command
+// topics and, once the broker has confirmed, publishes online, meta and
+// discovery, so that `online` means commands are being listened to. (It
+// subscribes here rather than in paho's OnConnect handler, which runs
+// while paho is still resending and could not order `online` after the
+// SUBACK.) It also answers Home Assistant's birth message. The publisher
+// sends the states.
+func (c *Client) sessionLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.sessions:
+			c.subscribe(ctx)
+			toks := []paho.Token{
+				c.publish(c.topics.status, 1, true, "online"),
+				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals())),
+			}
+			toks = append(toks, c.publishDiscovery()...)
+			c.awaitAll(ctx, toks, "online, meta and discovery")
+		case <-c.haOnline:
+			c.log.Info("Home Assistant is online: publishing discovery and states again")
+			c.awaitAll(ctx, c.publishDiscovery(), "discovery")
+			signal(c.statesReq)
+		}
+	}
+}
+
+// subscribe subscribes to the commands and waits for the broker's answer.
+func (c *Client) subscribe(ctx context.Context) {
+	// QoS 0 on purpose: the broker then keeps no commands for the bridge
+	// while it is away (MQTT 3.1.1 has no message expiry), so a "pump on"
+	// sent during an outage cannot move the pump an hour later.
+	filters := map[string]byte{c.topics.set: 0, c.topics.pulse: 0}
+	if c.haStatus != "" {
+		filters[c.haStatus] = 0
+	}
+	c.checkSubscription(ctx, c.paho.SubscribeMultiple(filters, nil)) // nil: everything goes to onMessage
+}
+
+func (c *Client) checkSubscription(ctx context.Context, tok paho.Token) {
+	if err := await(ctx, tok, c.tm.writeTimeout); err != nil {
+		if ctx.Err() == nil {
+			c.log.Error("subscribing to commands failed; commands will not arrive before the next connection", "err", err)
+		}
+		return
+	}
+	if st, ok := tok.(*paho.SubscribeToken); ok {
+		for filter, code := range st.Result() {
+			if code == 0x80 {
+				c.log.Error("the broker refused the subscription; commands will not arrive", "filter", filter)
+			}
+		}
+	}
+}
+
+func (c *Client) awaitAll(ctx context.Context, toks []paho.Token, what string) {
+	deadline := time.Now().Add(c.tm.writeTimeout)
+	for _, tok := range toks {
+		if err := await(ctx, tok, time.Until(deadline)); err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("publishing "+what+" failed; it is repeated on the next connection", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// gate is open while the client may publish: connected, and paho's resend
+// of the previous connection's messages is over. connectLoop alone sets it.
+type gate struct {
+	mu sync.Mutex
+	up bool
+	ch chan struct{} // closed while up
+}
+
+func newGate() *gate { return &gate{ch: make(chan struct{})} }
+
+func (g *gate) set(up bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if up == g.up {
+		return
+	}
+	g.up = up
+	if up {
+		close(g.ch)
+	} else {
+		g.ch = make(chan struct{})
+	}
+}
+
+// open returns a channel that is closed while the gate is open.
+func (g *gate) open() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ch
+}
+
+func (g *gate) isOpen() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.up
+}

@@ -1,0 +1,525 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	pibridge "pibridge"
+)
+
+// testTiming shortens the retry intervals so outages heal in tests quickly.
+var testTiming = timing{
+	connectRetry:   100 * time.Millisecond,
+	maxReconnect:   500 * time.Millisecond,
+	keepAlive:      30 * time.Second,
+	pingTimeout:    5 * time.Second,
+	connectTimeout: 2 * time.Second,
+	writeTimeout:   3 * time.Second,
+	stall:          10 * time.Second,
+	retry:          100 * time.Millisecond,
+	shutdown:       2 * time.Second,
+}
+
+const waitLong = 15 * time.Second
+
+// brokerKinds are the brokers every client test runs against.
+var brokerKinds = []struct {
+	name  string
+	start func(t *testing.T) string // returns host:port
+}{
+	{"embedded", startEmbedded},
+	{"mosquitto", startMosquitto},
+}
+
+func startEmbedded(t *testing.T) string {
+	t.Helper()
+	b, err := NewBroker("127.0.0.1:0", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b.Addr()
+}
+
+// startMosquitto runs a real mosquitto on a free loopback port with a
+// generated configuration and returns its address once it accepts.
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatal("mosquitto not found: install mosquitto (apt-get install mosquitto)")
+		}
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		addr := freeAddr(t)
+		_, port, _ := net.SplitHostPort(addr)
+		conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+		// max_queued_messages 0: no silent drop after 1000 queued messages,
+		// so tests can count every seq.
+		text := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n"+
+			"max_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var stderr lockedBuffer
+		cmd := exec.Command(bin, "-c", conf)
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting mosquitto: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		stop := func() {
+			cmd.Process.Kill()
+			<-exited
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			select {
+			case <-exited:
+				lastErr = fmt.Errorf("mosquitto exited: %s", stderr.String())
+			default:
+				if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+					c.Close()
+					t.Cleanup(func() {
+						stop()
+						if s := stderr.String(); s != "" {
+							t.Logf("mosquitto: %s", s)
+						}
+					})
+					return addr
+				}
+				time.Sleep(10 * time.Millisecond) // polling for the port, not synchronising
+				continue
+			}
+			break
+		}
+		stop()
+		if lastErr == nil {
+			lastErr = errors.New("mosquitto did not accept connections within 5 s")
+		}
+	}
+	t.Fatal(lastErr)
+	return ""
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// testLogger writes to t.Log until the test ends; paho goroutines that
+// outlive it must not call t.Log.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.close)
+	level := slog.LevelInfo
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct {
+	mu     sync.Mutex
+	t      *testing.T
+	closed bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
+// proxy forwards TCP to a broker and can be switched off and on, which to
+// the client looks like the broker going away and coming back, while a
+// watcher connected straight to the broker keeps seeing everything.
+type proxy struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]bool
+	wg           sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	p := &proxy{addr: freeAddr(t), target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *proxy) start(t *testing.T) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ln, err = net.Listen("tcp", p.addr); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the port may linger a moment
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", p.target)
+			if err != nil {
+				down.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[down], p.conns[up] = true, true
+			p.mu.Unlock()
+			p.wg.Add(2)
+			pipe := func(dst, src net.Conn) {
+				defer p.wg.Done()
+				io.Copy(dst, src)
+				dst.Close()
+				src.Close()
+			}
+			go pipe(up, down)
+			go pipe(down, up)
+		}
+	}()
+}
+
+// stop closes the listener and every forwarded connection.
+func (p *proxy) stop() {
+	p.mu.Lock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// Test signals: one of each kind, a two-quantity sensor and an output
+// whose actuator always refuses.
+var testSignals = []pibridge.Signal{
+	{Name: "door", Kind: pibridge.KindInput},
+	{Name: "pump", Kind: pibridge.KindOutput},
+	{Name: "stuck", Kind: pibridge.KindOutput},
+	{Name: "fan", Kind: pibridge.KindPWM},
+	{Name: "air.temperature", Kind: pibridge.KindSensor, Unit: "°C", DeviceClass: "temperature"},
+	{Name: "air.humidity", Kind: pibridge.KindSensor, Unit: "%", DeviceClass: "humidity"},
+	{Name: "cpu", Kind: pibridge.KindSensor, Unit: "°C", DeviceClass: "temperature"},
+}
+
+func newCore(t *testing.T) (*pibridge.Core, *fakeActuator) {
+	t.Helper()
+	core, err := pibridge.New(pibridge.Options{
+		Device:   pibridge.Device{ID: "dev1", Name: "Test Pi"},
+		Signals:  testSignals,
+		StateDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { core.Close() })
+	a := &fakeActuator{core: core}
+	core.SetActuator(a)
+	return core, a
+}
+
+// fakeActuator records commands and emits the new value, as a board does.
+type fakeActuator struct {
+	core  *pibridge.Core
+	mu    sync.Mutex
+	calls []string
+}
+
+func (a *fakeActuator) record(s string) {
+	a.mu.Lock()
+	a.calls = append(a.calls, s)
+	a.mu.Unlock()
+}
+
+func (a *fakeActuator) Calls() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+func (a *fakeActuator) Set(_ context.Context, name string, v pibridge.Value) error {
+	a.record("set " + name + " " + v.String())
+	if name == "stuck" {
+		return fmt.Errorf("%w: interlock with pump", pibridge.ErrConflict)
+	}
+	if v.IsToggle() {
+		last, _ := a.core.Latest(name)
+		v = pibridge.Bool(!last.Value.Bool())
+	}
+	a.core.Emit(name, v, time.Time{})
+	return nil
+}
+
+func (a *fakeActuator) Pulse(_ context.Context, name string, d time.Duration) error {
+	a.record("pulse " + name + " " + d.String())
+	a.core.Emit(name, pibridge.Bool(true), time.Time{})
+	a.core.Emit(name, pibridge.Bool(false), time.Time{})
+	return nil
+}
+
+// startClient makes a client for the broker URLs and runs it until the
+// returned stop is called (or the test ends).
+func startClient(t *testing.T, core *pibridge.Core, broker string, edit func(*Config)) (*Client, func()) {
+	t.Helper()
+	c := newTestClient(t, core, broker, edit)
+	return c, runClient(t, c)
+}
+
+func newTestClient(t *testing.T, core *pibridge.Core, broker string, edit func(*Config)) *Client {
+	t.Helper()
+	cfg := Config{Broker: Brokers{broker}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	c, err := newClient(Options{Config: cfg, Core: core, Logger: testLogger(t), Version: "1.2.3"}, testTiming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func runClient(t *testing.T, c *Client) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			start := time.Now()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+				// Run's own bound is 2 s; allow for paho's disconnect quiesce.
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("Run took %s to return after cancel", d)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("Run did not return within 5 s of cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// watcher is an independent MQTT client that records what it receives.
+type watcher struct {
+	t       *testing.T
+	client  paho.Client
+	id      string
+	mu      sync.Mutex
+	msgs    []msg
+	signal  chan struct{}
+	barrier chan string
+}
+
+type msg struct {
+	Topic    string
+	Payload  string
+	Retained bool
+}
+
+var watcherN atomic.Int64
+
+func watch(t *testing.T, addr string, filters ...string) *watcher {
+	t.Helper()
+	w := &watcher{t: t, id: fmt.Sprintf("watcher-%d-%d", os.Getpid(), watcherN.Add(1)),
+		signal: make(chan struct{}, 1), barrier: make(chan string, 16)}
+	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).
+		SetClientID(w.id).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	w.client = paho.NewClient(opts)
+	mustToken(t, w.client.Connect(), "watcher connect")
+	t.Cleanup(func() { w.client.Disconnect(100) })
+	subs := map[string]byte{"barrier/" + w.id: 1}
+	for _, f := range filters {
+		subs[f] = 1
+	}
+	mustToken(t, w.client.SubscribeMultiple(subs, w.onMessage), "watcher subscribe")
+	// mochi sends retained messages after the SUBACK; wait for them to be
+	// out, or one published meanwhile arrives both live and retained.
+	w.sync()
+	return w
+}
+
+// sync returns once the broker has finished with everything the watcher
+// published before: brokers handle one client's packets in order, and
+// mochi acknowledges a publish before it forwards it.
+func (w *watcher) sync() {
+	w.t.Helper()
+	token := fmt.Sprint(time.Now().UnixNano())
+	w.publish("barrier/"+w.id, token, false)
+	timeout := time.After(waitLong)
+	for {
+		select {
+		case got := <-w.barrier:
+			if got == token {
+				return
+			}
+		case <-timeout:
+			w.t.Fatal("barrier message did not come back")
+		}
+	}
+}
+
+func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
+	if m.Topic() == "barrier/"+w.id {
+		w.barrier <- string(m.Payload())
+		return
+	}
+	w.mu.Lock()
+	w.msgs = append(w.msgs, msg{m.Topic(), string(m.Payload()), m.Retained()})
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) all() []msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]msg(nil), w.msgs...)
+}
+
+// on returns the messages received on topic, in order.
+func (w *watcher) on(topic string) []msg {
+	var out []msg
+	for _, m := range w.all() {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitFor waits until cond holds for the messages received so far.
+func (w *watcher) waitFor(what string, cond func([]msg) bool) []msg {
+	w.t.Helper()
+	timeout := time.NewTimer(waitLong)
+	defer timeout.Stop()
+	for {
+		ms := w.all()
+		if cond(ms) {
+			return ms
+		}
+		select {
+		case <-w.signal:
+		case <-timeout.C:
+			w.t.Fatalf("timed out waiting for %s; received:\n%s", what, dump(ms))
+		}
+	}
+}
+
+func dump(ms []msg) string {
+	var b strings.Builder
+	for _, m := range ms {
+		fmt.Fprintf(&b, "  %s %q retained=%v\n", m.Topic, m.Payload, m.Retained)
+	}
+	return b.String()
+}
+
+func (w *watcher) publish(topic, payload string, retained bool) {
+	w.t.Helper()
+	mustToken(w.t, w.client.Publish(topic, 1, retained, payload), "publish "+topic)
+}
+
+func mustToken(t *testing.T, tok paho.Token, what string) {
+	t.Helper()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	case <-time.After(waitLong):
+		t.Fatalf("%s: no answer within %s", what, waitLong)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	}
+}

@@ -1,0 +1,60 @@
+package mqtt
+
+import (
+	"fmt"
+	"strings"
+
+	pibridge "pibridge"
+)
+
+// topics are the device's MQTT topics (SPEC §4), built once at start.
+type topics struct {
+	base   string // P/D
+	status string // P/D/status: online/offline, LWT
+	meta   string // P/D/meta
+	ack    string // P/D/ack
+	set    string // P/D/+/set
+	pulse  string // P/D/+/pulse
+	signal map[string]string
+}
+
+func newTopics(prefix, device string, signals []pibridge.Signal) (*topics, error) {
+	base := prefix + "/" + device
+	t := &topics{
+		base:   base,
+		status: base + "/status",
+		meta:   base + "/meta",
+		ack:    base + "/ack",
+		set:    base + "/+/set",
+		pulse:  base + "/+/pulse",
+		signal: make(map[string]string, len(signals)),
+	}
+	if err := ValidateTopic(t.status); err != nil {
+		return nil, fmt.Errorf("topic %w", err)
+	}
+	for _, s := range signals {
+		topic := base + "/" + s.Topic()
+		if err := ValidateTopic(topic); err != nil {
+			return nil, fmt.Errorf("signal %s: topic %w", s.Name, err)
+		}
+		t.signal[s.Name] = topic
+	}
+	return t, nil
+}
+
+// command splits P/D/<name>/set and P/D/<name>/pulse.
+func (t *topics) command(topic string) (name string, op pibridge.Op, ok bool) {
+	rest, found := strings.CutPrefix(topic, t.base+"/")
+	if !found {
+		return "", 0, false
+	}
+	if name, found = strings.CutSuffix(rest, "/set"); found {
+		op = pibridge.OpSet
+	} else if name, found = strings.CutSuffix(rest, "/pulse"); found {
+		op = pibridge.OpPulse
+	}
+	if !found || name == "" || strings.Contains(name, "/") {
+		return "", 0, false
+	}
+	return name, op, true
+}
