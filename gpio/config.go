@@ -796,3 +796,14 @@ func (c Config) Signals() []pibridge.Signal {
 	}
 	return out
 }
+
+// UsesFailsafe reports whether any output has failsafe_after, so the
+// caller knows whether it must keep the board told of SetOnline.
+func (c Config) UsesFailsafe() bool {
+	for _, o := range c.Outputs {
+		if o.FailsafeAfter > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -426,4 +428,69 @@ func TestDemoEndToEnd(t *testing.T) {
 			})
 		})
 	})
+}
+
+// TestFailsafe: with no broker and no panel an output with failsafe_after
+// goes to its safe state by itself; while the broker is connected it does
+// not, which shows that run keeps the board told who is there.
+func TestFailsafe(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		broker    bool
+		wantSafed bool
+	}{
+		{name: "nobody there", broker: false, wantSafed: true},
+		{name: "broker connected", broker: true, wantSafed: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mqttAddr := freeAddr(t)
+			broker := fmt.Sprintf("tcp://%s", mqttAddr)
+			if tt.broker {
+				broker = "embedded"
+			}
+			cfg := filepath.Join(t.TempDir(), "config.yaml")
+			yaml := fmt.Sprintf(`device: {id: fs}
+board: sim
+http: {listen: %q}
+mqtt: {broker: %q, embedded_listen: %q}
+outputs:
+  - {name: pump, pin: GPIO22, initial: on, safe: off, failsafe_after: 500ms}
+`, freeAddr(t), broker, mqttAddr)
+			if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var board *gpio.Board
+			ready := make(chan struct{})
+			started = func(b *gpio.Board, _ *pibridge.Core) { board = b; close(ready) }
+			t.Cleanup(func() { started = nil })
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			logs := &syncBuffer{}
+			go func() {
+				done <- run(ctx, []string{"-config", cfg}, envOf(map[string]string{"PIBRIDGE_STATE_DIR": t.TempDir()}), io.Discard, logs)
+			}()
+			t.Cleanup(func() {
+				cancel()
+				<-done
+				if t.Failed() {
+					t.Logf("bridge log:\n%s", logs)
+				}
+			})
+			<-ready
+			pumpOn := func() bool { v, _ := board.Level("pump"); return v.Bool() }
+			if tt.wantSafed {
+				eventually(t, 10*time.Second, "pump never reached its safe state with nobody connected", func() bool { return !pumpOn() })
+				return
+			}
+			// Nothing is to happen here, so the test watches for a window
+			// of three failsafe periods.
+			until := time.Now().Add(1500 * time.Millisecond)
+			for time.Now().Before(until) {
+				if !pumpOn() {
+					t.Fatal("pump went to its safe state although the broker was connected")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
 }

@@ -51,12 +51,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "\nconfiguration is valid")
 		return nil
 	}
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, log, stderr)
 }
 
 // serve runs the bridge until ctx ends, then puts outputs in their safe
 // state, says offline on MQTT and stops.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer) error {
 	log.Info("starting", "version", version, "device", cfg.Device.ID, "board", cfg.GPIO.Board, "state_dir", cfg.StateDir)
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
@@ -106,14 +106,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	live, err := ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws")})
+	live, err := ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir})
 	if err != nil {
 		return err
 	}
 
 	mux := http.NewServeMux()
 	live.Routes(mux)
-	mux.Handle("GET /healthz", healthHandler(client))
+	mux.Handle("GET /healthz", healthHandler(client, board))
 	mux.Handle("/", web.Handler())
 	srv := &http.Server{
 		Handler:           mux,
@@ -128,7 +128,10 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
-	log.Info("panel listening", "url", "http://"+ln.Addr().String()+"/")
+	log.Info("panel listening", "addr", ln.Addr().String())
+	// The URL may carry a generated token: it goes to the terminal (or the
+	// journal) once, never through the structured log that gets shipped.
+	fmt.Fprintf(stderr, "panel: %s\n", live.PanelURL())
 
 	// MQTT outlives the rest so that the safe-state readings and `offline`
 	// still reach the broker after ctx ends.
@@ -138,6 +141,9 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	g.Go(func() error { return board.Run(gctx, core) })
 	g.Go(func() error { return live.Run(gctx) })
 	g.Go(func() error { return client.Run(mqttCtx) })
+	if cfg.GPIO.UsesFailsafe() {
+		g.Go(func() error { return watchLink(gctx, board, client, live) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -166,15 +172,38 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	return nil
 }
 
+// linkCheckEvery bounds how late the failsafe learns that the broker and
+// the last panel are gone; failsafe_after is seconds to minutes, so a
+// check a second costs nothing and needs no hooks into mqtt or ws.
+const linkCheckEvery = time.Second
+
+// watchLink tells the board whether anybody can reach the bridge, for the
+// outputs with failsafe_after. It runs only when one has it.
+func watchLink(ctx context.Context, board *gpio.Board, client *mqtt.Client, live *ws.Server) error {
+	t := time.NewTicker(linkCheckEvery)
+	defer t.Stop()
+	for {
+		board.SetOnline(client.Connected() || live.Clients() > 0)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 type healthReport struct {
 	Status string `json:"status"`
 	MQTT   string `json:"mqtt"`
 	Queue  int    `json:"queue"`
+	// Stale lists signals whose sensor keeps failing; the bridge itself
+	// is fine, so the status stays ok.
+	Stale []string `json:"stale,omitempty"`
 }
 
-func healthHandler(client *mqtt.Client) http.Handler {
+func healthHandler(client *mqtt.Client, board *gpio.Board) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := healthReport{Status: "ok", MQTT: "disconnected", Queue: client.Queued()}
+		h := healthReport{Status: "ok", MQTT: "disconnected", Queue: client.Queued(), Stale: board.StaleSignals()}
 		if client.Connected() {
 			h.MQTT = "connected"
 		}
