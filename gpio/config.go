@@ -797,13 +797,15 @@ func (c Config) Signals() []pibridge.Signal {
 	return out
 }
 
-// UsesFailsafe reports whether any output has failsafe_after, so the
-// caller knows whether it must keep the board told of SetOnline.
-func (c Config) UsesFailsafe() bool {
+// ShortestFailsafe returns the smallest failsafe_after of all outputs, or
+// 0 when none has one: the caller keeps the board told of SetOnline at a
+// pace that fits it.
+func (c Config) ShortestFailsafe() time.Duration {
+	var min time.Duration
 	for _, o := range c.Outputs {
-		if o.FailsafeAfter > 0 {
-			return true
+		if d := o.FailsafeAfter.D(); d > 0 && (min == 0 || d < min) {
+			min = d
 		}
 	}
-	return false
+	return min
 }

@@ -141,8 +141,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer)
 	g.Go(func() error { return board.Run(gctx, core) })
 	g.Go(func() error { return live.Run(gctx) })
 	g.Go(func() error { return client.Run(mqttCtx) })
-	if cfg.GPIO.UsesFailsafe() {
-		g.Go(func() error { return watchLink(gctx, board, client, live) })
+	if d := cfg.GPIO.ShortestFailsafe(); d > 0 {
+		g.Go(func() error { return watchLink(gctx, linkCheckEvery(d), board, client, live) })
 	}
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -172,15 +172,17 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer)
 	return nil
 }
 
-// linkCheckEvery bounds how late the failsafe learns that the broker and
-// the last panel are gone; failsafe_after is seconds to minutes, so a
-// check a second costs nothing and needs no hooks into mqtt or ws.
-const linkCheckEvery = time.Second
+// linkCheckEvery is how often the failsafe is told whether the broker or a
+// panel is there: a tenth of the shortest failsafe_after, at most a second.
+// Two atomic loads a check cost nothing and need no hooks into mqtt or ws.
+func linkCheckEvery(failsafe time.Duration) time.Duration {
+	return min(max(failsafe/10, 10*time.Millisecond), time.Second)
+}
 
 // watchLink tells the board whether anybody can reach the bridge, for the
 // outputs with failsafe_after. It runs only when one has it.
-func watchLink(ctx context.Context, board *gpio.Board, client *mqtt.Client, live *ws.Server) error {
-	t := time.NewTicker(linkCheckEvery)
+func watchLink(ctx context.Context, every time.Duration, board *gpio.Board, client *mqtt.Client, live *ws.Server) error {
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		board.SetOnline(client.Connected() || live.Clients() > 0)
