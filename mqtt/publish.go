@@ -182,13 +182,19 @@ func (p *publisher) fail(ctx context.Context, err error) {
 // queueStates puts every signal's current state ahead of the outbox,
 // except the signals that have a reading waiting in the outbox: that
 // reading is newer, and will be published after anything queued here.
+//
+// The snapshot comes first, the outbox's head second: a state older than
+// the head is then neither waiting in the outbox nor newer than anything
+// in it. (Read the other way round, a reading emitted in between would be
+// sent as a state ahead of the older readings still queued.)
 func (p *publisher) queueStates() {
+	state := p.c.core.State()
 	head := ^uint64(0)
 	if r, ok := p.c.outbox.Next(0); ok {
 		head = r.Seq
 	}
 	p.states = p.states[:0]
-	for _, r := range p.c.core.State() {
+	for _, r := range state {
 		if r.Seq < head {
 			p.states = append(p.states, r)
 		}
