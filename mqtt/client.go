@@ -102,6 +102,7 @@ type Client struct {
 
 	running     atomic.Bool
 	unsubscribe func()
+	bridge      passthrough // browsers' subscriptions (passthrough.go)
 
 	published       atomic.Uint64
 	connects        atomic.Uint64

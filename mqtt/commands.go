@@ -32,6 +32,9 @@ type inbound struct {
 // onMessage is paho's handler for every message. It must neither block nor
 // publish (paho #453): it copies the message into the inbox or drops it.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
+	if c.deliverBridge(m) && !c.forTheBridge(m.Topic()) {
+		return
+	}
 	in := inbound{topic: m.Topic(), retained: m.Retained()}
 	if p := m.Payload(); len(p) > maxCommandPayload {
 		in.tooLong = true
@@ -46,6 +49,16 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 			c.log.Warn("command queue full; message dropped", "topic", clip(in.topic), "dropped", n)
 		}
 	}
+}
+
+// forTheBridge reports whether topic is a command or Home Assistant's
+// status, which the bridge itself acts on.
+func (c *Client) forTheBridge(topic string) bool {
+	if c.haStatus != "" && topic == c.haStatus {
+		return true
+	}
+	_, _, ok := c.topics.command(topic)
+	return ok
 }
 
 // commandLoop executes commands one at a time, in arrival order.

@@ -143,6 +143,11 @@ func (c *Client) subscribe(ctx context.Context) {
 	if c.haStatus != "" {
 		filters[c.haStatus] = 0
 	}
+	for _, f := range c.bridgeFilters() {
+		if _, ours := filters[f]; !ours {
+			filters[f] = 0
+		}
+	}
 	c.checkSubscription(ctx, c.paho.SubscribeMultiple(filters, nil)) // nil: everything goes to onMessage
 }
 

@@ -1,0 +1,188 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+// The passthrough lets browsers subscribe and publish to MQTT topics
+// (SPEC §5, mqtt.bridge_allow). ws decides what a browser may touch; this
+// side shares one broker subscription per filter between all browsers and
+// restores them on every connection.
+
+// maxBridgePayload matches the WebSocket frame limit: a bigger message
+// could not reach a browser anyway.
+const maxBridgePayload = 60 << 10
+
+type bridgeDeliver func(topic string, payload []byte, retained bool)
+
+type passthrough struct {
+	mu      sync.Mutex
+	filters map[string]map[uint64]bridgeDeliver
+	nextID  uint64
+}
+
+// ErrNotConnected is returned by Publish while no broker is connected: a
+// browser's publish is answered now rather than queued for later.
+var ErrNotConnected = errors.New("no MQTT broker connected")
+
+// Subscribe delivers the messages matching filter until cancel is called.
+// deliver runs on paho's goroutine and must not block.
+func (c *Client) Subscribe(filter string, deliver func(topic string, payload []byte, retained bool)) (cancel func(), err error) {
+	if err := ValidateFilter(filter); err != nil {
+		return nil, err
+	}
+	p := &c.bridge
+	p.mu.Lock()
+	if p.filters == nil {
+		p.filters = map[string]map[uint64]bridgeDeliver{}
+	}
+	subs := p.filters[filter]
+	if subs == nil {
+		subs = map[uint64]bridgeDeliver{}
+		p.filters[filter] = subs
+	}
+	p.nextID++
+	id := p.nextID
+	subs[id] = deliver
+	p.mu.Unlock()
+
+	// Subscribing again for each browser makes the broker send the
+	// retained messages of the filter, which a newcomer needs to see the
+	// current state. Without a connection the next session subscribes.
+	if c.gate.isOpen() {
+		ctx, stop := context.WithTimeout(context.Background(), c.tm.writeTimeout)
+		defer stop()
+		tok := c.paho.Subscribe(filter, 0, nil) // nil: onMessage routes it
+		if err := await(ctx, tok, c.tm.writeTimeout); err != nil {
+			c.dropBridge(filter, id)
+			return nil, fmt.Errorf("subscribing to %s: %w", filter, err)
+		}
+		if st, ok := tok.(*paho.SubscribeToken); ok && st.Result()[filter] == 0x80 {
+			c.dropBridge(filter, id)
+			return nil, fmt.Errorf("the broker refused the subscription to %s", filter)
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { c.dropBridge(filter, id) }) }, nil
+}
+
+// dropBridge removes one browser's subscription and unsubscribes from the
+// broker when it was the last one on the filter.
+func (c *Client) dropBridge(filter string, id uint64) {
+	p := &c.bridge
+	p.mu.Lock()
+	subs := p.filters[filter]
+	delete(subs, id)
+	last := len(subs) == 0
+	if last {
+		delete(p.filters, filter)
+	}
+	p.mu.Unlock()
+	if !last || !c.gate.isOpen() || c.servesCommands(filter) {
+		return
+	}
+	tok := c.paho.Unsubscribe(filter)
+	go func() {
+		// The caller is a browser going away; it does not wait for the
+		// broker's answer, but a failure is still worth a line.
+		if err := await(context.Background(), tok, c.tm.writeTimeout); err != nil {
+			c.log.Debug("unsubscribing a browser filter failed", "filter", filter, "err", err)
+		}
+	}()
+}
+
+// servesCommands reports whether filter is one the bridge itself needs:
+// unsubscribing it would cut the commands off.
+func (c *Client) servesCommands(filter string) bool {
+	return filter == c.topics.set || filter == c.topics.pulse || (c.haStatus != "" && filter == c.haStatus)
+}
+
+// bridgeFilters returns the filters browsers hold, for a new session.
+func (c *Client) bridgeFilters() []string {
+	p := &c.bridge
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.filters))
+	for f := range p.filters {
+		out = append(out, f)
+	}
+	return out
+}
+
+// deliverBridge hands m to every browser whose filter matches; it reports
+// whether any did. It runs on paho's goroutine and never blocks.
+func (c *Client) deliverBridge(m paho.Message) bool {
+	p := &c.bridge
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.filters) == 0 {
+		return false
+	}
+	topic, payload := m.Topic(), m.Payload()
+	matched := false
+	for filter, subs := range p.filters {
+		if !TopicMatches(filter, topic) {
+			continue
+		}
+		matched = true
+		if len(payload) > maxBridgePayload {
+			c.log.Debug("message too big for a browser dropped", "topic", clip(topic), "bytes", len(payload))
+			continue
+		}
+		for _, deliver := range subs {
+			deliver(topic, payload, m.Retained())
+		}
+	}
+	return matched
+}
+
+// Publish sends a browser's message. It does not queue: without a broker
+// it fails at once, so the browser learns it did not go out.
+func (c *Client) Publish(ctx context.Context, topic string, payload []byte, retain bool) error {
+	if err := ValidateTopic(topic); err != nil {
+		return err
+	}
+	if !c.gate.isOpen() {
+		return ErrNotConnected
+	}
+	// paho keeps the slice until the broker acknowledges it.
+	if err := await(ctx, c.publish(topic, 1, retain, append([]byte(nil), payload...)), c.tm.writeTimeout); err != nil {
+		return fmt.Errorf("publishing to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// TopicMatches reports whether an MQTT topic matches a filter with + and
+// #. As the MQTT spec says, a wildcard first level never matches a topic
+// that starts with $ ($SYS and the like).
+func TopicMatches(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
+			return true
+		}
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		switch {
+		case fmore && tmore:
+			filter, topic = frest, trest
+		case !fmore && !tmore:
+			return true
+		case fmore:
+			return frest == "#" // "a/#" matches "a" too
+		default:
+			return false
+		}
+	}
+}
