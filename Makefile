@@ -3,10 +3,22 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin
+DIST     := dist
+RASPI    := deploy/raspi
+ARCHS    := armv6 armv7 arm64
+# Tarballs carry this date on every file, so that one commit gives one
+# checksum: the last commit's time.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Debian packages the tests drive for real (see README "Tests").
-TEST_DEPS := mosquitto:mosquitto chromium:chromium qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static
+TEST_DEPS := mosquitto:mosquitto chromium:chromium qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static systemd-analyze:systemd
 
-.PHONY: all build run test test-deps vet cross clean
+.PHONY: all build run test test-deps vet cross pi-zero pi pi64 dist dist-pack deploy clean
+
+ifneq ($(filter deploy,$(MAKECMDGOALS)),)
+ifeq ($(PI),)
+$(error usage: make deploy PI=user@host [ARCH=armv6|armv7|arm64] [DRY_RUN=1])
+endif
+endif
 
 all: build
 
@@ -29,6 +41,41 @@ $(BIN)/bridge-armv7: FORCE
 $(BIN)/bridge-arm64: FORCE
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/bridge
 FORCE:
+
+# One Pi each: Zero and 1 (armv6); 2, 3, 4 on a 32-bit OS (armv7); 3, 4, 5
+# on a 64-bit OS (arm64).
+pi-zero: $(BIN)/bridge-armv6
+pi: $(BIN)/bridge-armv7
+pi64: $(BIN)/bridge-arm64
+
+# dist/pibridge-VERSION-linux-ARCH.tar.gz for each Pi build: the binary,
+# the systemd unit, the example config, install.sh and uninstall.sh,
+# README.md and LICENSE; dist/SHA256SUMS over them. Reproducible: sorted,
+# owned by root, dated SOURCE_DATE_EPOCH, gzip without a timestamp.
+dist: cross
+	@$(MAKE) --no-print-directory dist-pack
+
+# dist-pack packs what is in $(BIN) without building (dist builds first).
+dist-pack:
+	@set -e; mkdir -p $(DIST); rm -f $(DIST)/pibridge-*.tar.gz $(DIST)/SHA256SUMS; \
+	tarballs=; \
+	for arch in $(ARCHS); do \
+	  name=pibridge-$(VERSION)-linux-$$arch; stage=$(DIST)/$$name; \
+	  rm -rf $$stage; install -d -m 0755 $$stage; \
+	  install -m 0755 $(BIN)/bridge-$$arch $$stage/bridge; \
+	  install -m 0755 $(RASPI)/install.sh $(RASPI)/uninstall.sh $$stage/; \
+	  install -m 0644 $(RASPI)/pibridge.service $(RASPI)/config.example.yaml README.md LICENSE $$stage/; \
+	  tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+	    -C $(DIST) -cf - $$name | gzip -9n > $$stage.tar.gz; \
+	  rm -rf $$stage; tarballs="$$tarballs $$name.tar.gz"; \
+	done; \
+	cd $(DIST) && sha256sum $$tarballs > SHA256SUMS && cat SHA256SUMS
+
+# make deploy PI=user@host: copy the build for that Pi over scp, install
+# and restart it over ssh (deploy/raspi/deploy.sh). ARCH= picks the build
+# (default: the Pi's uname -m); DRY_RUN=1 prints the commands only.
+deploy: $(if $(DRY_RUN),,$(if $(ARCH),$(BIN)/bridge-$(ARCH),cross))
+	@PI='$(PI)' ARCH='$(ARCH)' BIN='$(BIN)' DRY_RUN='$(DRY_RUN)' $(RASPI)/deploy.sh
 
 # Installs what the tests need when it is missing: apt-get as root, sudo
 # otherwise; without either it stops and says what to install.

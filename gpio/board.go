@@ -313,6 +313,11 @@ func (b *Board) emit(name string, v pibridge.Value) {
 
 func (b *Board) running() bool { return b.emitter.Load() != nil }
 
+// Running reports whether Run is active: from the moment it has its
+// Emitter (commands work from then on) until it returns. The bridge tells
+// systemd it is ready only then.
+func (b *Board) Running() bool { return b.running() }
+
 // Run emits the current state of every input, output and pwm, then watches
 // the inputs (edges with debounce, or polling where the pin has no edge
 // detection), reads each sensor on its own interval in its own goroutine,

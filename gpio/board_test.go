@@ -880,3 +880,28 @@ func TestPWMWithoutDriver(t *testing.T) {
 		t.Errorf("safe 1: pin %v, want High", lvl)
 	}
 }
+
+func TestRunningWhileRunOnly(t *testing.T) {
+	b, err := Open(Config{Board: BoardSim, Outputs: []OutputConfig{{Name: "led", Pin: "GPIO22"}}}, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Running() {
+		t.Fatal("Running before Run")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx, &recorder{}) }()
+	eventually(t, "Running once Run started", b.Running)
+	if err := b.Set(ctx, "led", on(true)); err != nil {
+		t.Fatalf("Set while Running: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if b.Running() {
+		t.Fatal("Running after Run returned")
+	}
+	b.Close()
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -46,15 +47,17 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 }
 
 type wireReading struct {
-	Type  string          `json:"type"`
-	ID    string          `json:"id"`
-	Name  string          `json:"name"`
-	Value json.RawMessage `json:"value"`
-	Unit  string          `json:"unit"`
-	TS    string          `json:"ts"`
-	Seq   uint64          `json:"seq"`
-	OK    *bool           `json:"ok"`
-	Error string          `json:"error"`
+	Type    string          `json:"type"`
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Value   json.RawMessage `json:"value"`
+	Unit    string          `json:"unit"`
+	TS      string          `json:"ts"`
+	Seq     uint64          `json:"seq"`
+	OK      *bool           `json:"ok"`
+	Topic   string          `json:"topic"`
+	Payload string          `json:"payload"`
+	Error   string          `json:"error"`
 }
 
 // bridgeUnderTest is the demo bridge started through run on free ports.
@@ -86,12 +89,19 @@ func (s *syncBuffer) String() string {
 
 func startDemo(t *testing.T) *bridgeUnderTest {
 	t.Helper()
+	return startDemoEnv(t, nil)
+}
+
+// startDemoEnv starts the demo with extra environment variables for run.
+func startDemoEnv(t *testing.T, extra map[string]string) *bridgeUnderTest {
+	t.Helper()
 	b := &bridgeUnderTest{http: freeAddr(t), mqtt: freeAddr(t), done: make(chan error, 1), logs: &syncBuffer{}}
 	env := map[string]string{
 		"PIBRIDGE_HTTP_LISTEN":          b.http,
 		"PIBRIDGE_MQTT_EMBEDDED_LISTEN": b.mqtt,
 		"PIBRIDGE_STATE_DIR":            t.TempDir(),
 	}
+	maps.Copy(env, extra)
 	ready := make(chan struct{})
 	started = func(board *gpio.Board, core *pibridge.Core) {
 		b.board, b.core = board, core
@@ -267,6 +277,7 @@ var demoSignals = map[string]string{
 func TestDemoEndToEnd(t *testing.T) {
 	b := startDemo(t)
 	watcher := watchMQTT(t, b.mqtt, "pibridge/demo/#")
+	watcherLab := watchMQTT(t, b.mqtt, "lab/#")
 
 	// Every signal has a state before the test looks at hello.
 	eventually(t, 10*time.Second, "not every demo signal has a reading", func() bool {
@@ -397,6 +408,39 @@ func TestDemoEndToEnd(t *testing.T) {
 			if pinLevel(t, b, name) != level {
 				t.Errorf("%s moved on a refused command", name)
 			}
+		}
+	})
+
+	t.Run("MQTT passthrough inside bridge_allow, refused outside", func(t *testing.T) {
+		ws.send(t, `{"type":"subscribe","id":"s1","topics":["lab/#"]}`)
+		if ack := ws.waitFor(t, "ack s1", func(f wireReading) bool { return f.ID == "s1" }); ack.OK == nil || !*ack.OK {
+			t.Fatalf("subscribe inside bridge_allow refused: %+v", ack)
+		}
+		watcherLab.publish(t, "lab/bench/temp", "19.5", false)
+		ws.waitFor(t, "the MQTT message as a frame", func(f wireReading) bool {
+			return f.Type == "mqtt" && f.Topic == "lab/bench/temp" && f.Payload == "19.5"
+		})
+		ws.send(t, `{"type":"publish","id":"p1","topic":"lab/lamp/set","payload":"on","retain":false}`)
+		if ack := ws.waitFor(t, "ack p1", func(f wireReading) bool { return f.ID == "p1" }); ack.OK == nil || !*ack.OK {
+			t.Fatalf("publish inside bridge_allow refused: %+v", ack)
+		}
+		eventually(t, 5*time.Second, "the browser's publish on MQTT", func() bool {
+			return watcherLab.find(func(topic string, p []byte, _ bool) bool { return topic == "lab/lamp/set" && string(p) == "on" })
+		})
+		for _, msg := range []string{
+			`{"type":"subscribe","id":"s2","topics":["#"]}`,
+			`{"type":"publish","id":"p2","topic":"pibridge/demo/relay/set","payload":"on"}`,
+		} {
+			ws.send(t, msg)
+		}
+		for _, id := range []string{"s2", "p2"} {
+			reply := ws.waitFor(t, "reply "+id, func(f wireReading) bool { return f.ID == id })
+			if reply.OK != nil && *reply.OK {
+				t.Errorf("%s outside bridge_allow accepted", id)
+			}
+		}
+		if pinLevel(t, b, "relay") {
+			t.Fatal("relay moved by a publish outside bridge_allow")
 		}
 	})
 

@@ -62,6 +62,7 @@ type usageError struct{ error }
 type options struct {
 	configPath string
 	check      bool
+	safeState  bool
 	version    bool
 	logLevel   string
 	logFormat  string
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.configPath, "config", "", "configuration `file` (YAML); none runs the built-in demo")
 	fs.BoolVar(&o.check, "check", false, "validate the configuration, print the signal/pin table and exit")
+	fs.BoolVar(&o.safeState, "safe-state", false, "drive every configured output and pwm to its safe state and exit (no broker, no HTTP); systemd runs it after every stop")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -81,6 +83,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			return o, err
 		}
 		return o, usageError{err}
+	}
+	if o.check && o.safeState {
+		fmt.Fprintln(stderr, "bridge: -check and -safe-state do not go together")
+		return o, usageError{errors.New("-check and -safe-state do not go together")}
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "bridge: unexpected argument %q\n", fs.Arg(0))

@@ -186,8 +186,19 @@ func TestPanelDemo(t *testing.T) {
 				}
 			}
 		}
-		if paneltest.Eval[bool](t, br, `document.querySelector('#mqtt').hidden === false`) {
-			t.Error("the MQTT view is shown, but the demo has no bridge_allow")
+	})
+
+	t.Run("the MQTT view shows topics inside the demo's bridge_allow", func(t *testing.T) {
+		br.WaitFor(t, `document.querySelector('#mqtt').hidden === false`)
+		lab := watchMQTT(t, mqttAddr, "lab/#")
+		// The panel subscribes after its hello; publish until the message shows.
+		deadline := time.Now().Add(10 * time.Second)
+		for !paneltest.Eval[bool](t, br, `document.querySelector('#mqtt-topics').textContent.includes('lab/panel/hello')`) {
+			if time.Now().After(deadline) {
+				t.Fatal("a message on lab/panel/hello never showed in the MQTT view")
+			}
+			lab.publish(t, "lab/panel/hello", "hi", false)
+			time.Sleep(100 * time.Millisecond) // pacing the re-publish, not synchronising
 		}
 	})
 

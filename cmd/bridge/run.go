@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sync/errgroup"
 
 	"pibridge"
@@ -51,12 +52,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "\nconfiguration is valid")
 		return nil
 	}
-	return serve(ctx, cfg, log, stderr)
+	if o.safeState {
+		return driveSafe(cfg, log, stdout)
+	}
+	return serve(ctx, cfg, log, getenv, stderr)
 }
 
 // serve runs the bridge until ctx ends, then puts outputs in their safe
 // state, says offline on MQTT and stops.
-func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer) error {
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string, stderr io.Writer) error {
 	log.Info("starting", "version", version, "device", cfg.Device.ID, "board", cfg.GPIO.Board, "state_dir", cfg.StateDir)
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
@@ -84,11 +88,6 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer)
 			log.Warn("saving the seq counter", "err", err)
 		}
 	}()
-	core.SetActuator(board)
-	if started != nil {
-		started(board, core)
-	}
-
 	var broker *mqtt.Broker
 	if cfg.MQTT.UsesEmbedded() {
 		broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
@@ -106,14 +105,27 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	live, err := ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir})
+	live, err := ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
+		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow})
 	if err != nil {
 		return err
 	}
+	// One notion of "alive" for the watchdog, /healthz and /metrics.
+	probe := newCoreProbe(func() { core.State() }, probeTimeout)
+	met := newMetrics(core, board, client, live, probe.Alive)
+	defer met.Close()
+	core.SetActuator(observedActuator{Actuator: board, observe: met.ObserveCommand})
+	if started != nil {
+		started(board, core)
+	}
+	sd := newSDNotifier(getenv, log.With("part", "systemd"))
 
 	mux := http.NewServeMux()
 	live.Routes(mux)
-	mux.Handle("GET /healthz", healthHandler(client, board))
+	// Both stay open without a token (SPEC §6): they tell numbers, never
+	// state or commands.
+	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive))
+	mux.Handle("GET /metrics", met.Handler())
 	mux.Handle("/", web.Handler())
 	srv := &http.Server{
 		Handler:           mux,
@@ -141,6 +153,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer)
 	g.Go(func() error { return board.Run(gctx, core) })
 	g.Go(func() error { return live.Run(gctx) })
 	g.Go(func() error { return client.Run(mqttCtx) })
+	g.Go(func() error { return sd.ready(gctx, board, "panel on "+ln.Addr().String()) })
+	if every := sd.watchdogEvery(); every > 0 {
+		log.Info("petting the systemd watchdog", "every", every)
+		g.Go(func() error {
+			t := time.NewTicker(every)
+			defer t.Stop()
+			return watchdog(gctx, t.C, probe.Alive, func() { sd.notify(daemon.SdNotifyWatchdog) }, log.With("part", "systemd"))
+		})
+	}
 	if d := cfg.GPIO.ShortestFailsafe(); d > 0 {
 		g.Go(func() error { return watchLink(gctx, linkCheckEvery(d), board, client, live) })
 	}
@@ -152,6 +173,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, stderr io.Writer)
 	})
 	g.Go(func() error {
 		<-gctx.Done()
+		sd.notify(daemon.SdNotifyStopping)
 		log.Info("stopping: outputs to their safe state")
 		if err := board.Halt(); err != nil {
 			log.Error("safe state not reached", "err", err)
@@ -195,7 +217,8 @@ func watchLink(ctx context.Context, every time.Duration, board *gpio.Board, clie
 }
 
 type healthReport struct {
-	Status string `json:"status"`
+	Status string `json:"status"` // ok, or degraded (503) when the core is stuck
+	Core   string `json:"core"`   // ok or stuck; see coreProbe
 	MQTT   string `json:"mqtt"`
 	Queue  int    `json:"queue"`
 	// Stale lists signals whose sensor keeps failing; the bridge itself
@@ -203,14 +226,23 @@ type healthReport struct {
 	Stale []string `json:"stale,omitempty"`
 }
 
-func healthHandler(client *mqtt.Client, board *gpio.Board) http.Handler {
+// healthHandler serves /healthz: 200 while the core is alive, 503
+// "degraded" when it is stuck (the same test as the systemd watchdog's), so
+// that a load balancer or a monitor sees what systemd sees. A broker that
+// is away is not a failure of the bridge: its outbox is there for that.
+func healthHandler(client *mqtt.Client, board *gpio.Board, alive func() bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := healthReport{Status: "ok", MQTT: "disconnected", Queue: client.Queued(), Stale: board.StaleSignals()}
+		h := healthReport{Status: "ok", Core: "ok", MQTT: "disconnected", Queue: client.Queued(), Stale: board.StaleSignals()}
 		if client.Connected() {
 			h.MQTT = "connected"
 		}
+		code := http.StatusOK
+		if !alive() {
+			h.Status, h.Core, code = "degraded", "stuck", http.StatusServiceUnavailable
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(h)
 	})
 }
