@@ -88,6 +88,7 @@ type Core struct {
 	log     *slog.Logger
 
 	actuator atomic.Pointer[actuatorBox]
+	observer atomic.Pointer[func(Command, error)]
 	subs     atomic.Pointer[[]*subscription]
 	emitted  atomic.Uint64
 	lastEmit atomic.Int64 // unix ns of the last reading, for liveness checks
@@ -260,10 +261,22 @@ func (c *Core) History(name string, since time.Duration) ([]Point, error) {
 	return c.history[i].since(nil, from), nil
 }
 
+// ObserveCommands calls f after every command with its outcome, refused
+// ones included, whichever door it came through (for metrics). f must be
+// quick: it runs on the caller's goroutine.
+func (c *Core) ObserveCommands(f func(Command, error)) { c.observer.Store(&f) }
+
 // Execute validates a command and hands it to the actuator. It returns the
 // signal's reading after the command: the echo that confirms it.
 // Errors name the signal: "pump: …".
-func (c *Core) Execute(ctx context.Context, cmd Command) (Reading, error) {
+func (c *Core) Execute(ctx context.Context, cmd Command) (r Reading, err error) {
+	if f := c.observer.Load(); f != nil {
+		defer func() { (*f)(cmd, err) }()
+	}
+	return c.execute(ctx, cmd)
+}
+
+func (c *Core) execute(ctx context.Context, cmd Command) (Reading, error) {
 	sig, v, err := c.validate(cmd)
 	if err != nil {
 		return Reading{}, err

@@ -9,6 +9,7 @@
 package metrics
 
 import (
+	"errors"
 	"net/http"
 	"runtime"
 	"time"
@@ -68,6 +69,7 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	readings map[string]prometheus.Counter // written by Deliver; the map itself never changes
 	commands *prometheus.CounterVec
+	bySource *prometheus.CounterVec
 	cancel   func()
 }
 
@@ -92,7 +94,16 @@ func New(o Options) *Metrics {
 		Name: "pibridge_output_commands_total",
 		Help: "Commands that reached an output or pwm (set or pulse), by signal and result (ok or error). Commands the core refused before (unknown signal, bad value) are not counted here.",
 	}, []string{"signal", "op", "result"})
-	m.reg.MustRegister(readings, m.commands)
+	m.bySource = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pibridge_commands_total",
+		Help: "Every command, by the door it came through (ws, http, mqtt) and result: ok, refused (unknown signal, not writable, bad value) or error (the output could not do it).",
+	}, []string{"source", "result"})
+	for _, src := range []string{"ws", "http", "mqtt"} {
+		for _, res := range []string{"ok", "refused", "error"} {
+			m.bySource.WithLabelValues(src, res)
+		}
+	}
+	m.reg.MustRegister(readings, m.commands, m.bySource)
 	if o.Core != nil {
 		for _, s := range o.Core.Signals() {
 			// Children made up front: Deliver only adds, and every signal
@@ -131,6 +142,23 @@ func (m *Metrics) ObserveCommand(signal, op string, err error) {
 		result = "error"
 	}
 	m.commands.WithLabelValues(signal, op, result).Inc()
+}
+
+// ObserveCommandSource counts any command by its door and outcome; it fits
+// pibridge.Core.ObserveCommands.
+func (m *Metrics) ObserveCommandSource(cmd pibridge.Command, err error) {
+	result := "ok"
+	switch {
+	case errors.Is(err, pibridge.ErrUnknownSignal), errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, pibridge.ErrBadValue):
+		result = "refused"
+	case err != nil:
+		result = "error"
+	}
+	source := cmd.Source
+	if source == "" {
+		source = "other"
+	}
+	m.bySource.WithLabelValues(source, result).Inc()
 }
 
 // Handler serves the registry in the text format (or protobuf/OpenMetrics

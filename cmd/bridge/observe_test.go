@@ -313,6 +313,8 @@ func TestMetricsScrape(t *testing.T) {
 	ws.waitFor(t, "ack m1", func(f wireReading) bool { return f.ID == "m1" })
 	ws.send(t, `{"type":"pulse","id":"m2","name":"relay","for":"11m"}`) // longer than max_on: the board refuses
 	ws.waitFor(t, "ack m2", func(f wireReading) bool { return f.ID == "m2" })
+	ws.send(t, `{"type":"set","id":"m3","name":"nope","value":true}`)
+	ws.waitFor(t, "ack m3", func(f wireReading) bool { return f.ID == "m3" })
 	eventually(t, 10*time.Second, "no sensor read yet", func() bool {
 		for _, s := range b.board.SensorStats() {
 			if s.Reads == 0 {
@@ -353,6 +355,10 @@ func TestMetricsScrape(t *testing.T) {
 		{"pibridge_output_commands_total", map[string]string{"signal": "led", "op": "set", "result": "ok"}, is(1), "1"},
 		{"pibridge_output_commands_total", map[string]string{"signal": "relay", "op": "pulse", "result": "error"}, is(1), "1"},
 		{"pibridge_output_commands_total", map[string]string{"signal": "fan", "op": "set", "result": "ok"}, is(0), "0"},
+		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "ok"}, is(1), "1"},
+		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "refused"}, is(2), "2 (the pulse beyond max_on, the unknown signal)"},
+		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "error"}, is(0), "0"},
+		{"pibridge_commands_total", map[string]string{"source": "mqtt", "result": "ok"}, is(0), "0"},
 		{"pibridge_sensor_reads_total", map[string]string{"sensor": "air", "type": "bme280"}, atLeast(1), "≥ 1"},
 		{"pibridge_sensor_up", map[string]string{"sensor": "air"}, is(1), "1"},
 		{"pibridge_sensor_up", map[string]string{"sensor": "cpu", "type": "cpu_temp"}, is(1), "1"},

@@ -115,6 +115,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	met := newMetrics(core, board, client, live, probe.Alive)
 	defer met.Close()
 	core.SetActuator(observedActuator{Actuator: board, observe: met.ObserveCommand})
+	core.ObserveCommands(met.ObserveCommandSource)
 	if started != nil {
 		started(board, core)
 	}
