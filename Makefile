@@ -12,7 +12,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Debian packages the tests drive for real (see README "Tests").
 TEST_DEPS := mosquitto:mosquitto chromium:chromium qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static systemd-analyze:systemd
 
-.PHONY: all build run test test-deps vet cross pi-zero pi pi64 dist dist-pack deploy clean
+.PHONY: all build run test test-deps vet cross pi-zero pi pi64 dist dist-pack deploy bench clean
 
 ifneq ($(filter deploy,$(MAKECMDGOALS)),)
 ifeq ($(PI),)
@@ -103,6 +103,13 @@ vet:
 # WebSocket clients), fuzz seed corpora, and the ARM binaries under qemu.
 test: test-deps vet cross
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
+
+# Benchmarks (issue 8): the real binary as a child process on loopback,
+# pinned apart from the load generator with taskset. Not part of `make
+# test`; figures in BENCHMARKS.md. make bench BENCH_FLAGS='-scenario idle'.
+BENCH_FLAGS ?= -idle 60s -samples 100000
+bench: build
+	$(GO) run ./bench -bridge $(BIN)/bridge $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN) dist

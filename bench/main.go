@@ -1,0 +1,150 @@
+// Command bench measures the real bridge binary as a child process on
+// loopback (issue 8): idle footprint, sensor event → WebSocket frame and
+// the WebSocket command round trip, each at the GOMAXPROCS values asked for.
+//
+// It is not part of `make test`: run it with `make bench`, or
+//
+//	go run ./bench -bridge bin/bridge -scenario all -samples 20000 -procs 1,2
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bridge   string
+	scenario string
+	samples  int
+	warmup   int
+	procs    []int
+	clients  []int
+	idle     time.Duration
+	event    time.Duration
+	interval time.Duration
+	keep     bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var procs, clients string
+	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary to measure")
+	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event or roundtrip")
+	fs.IntVar(&o.samples, "samples", 20000, "command round trips to time (after -warmup)")
+	fs.IntVar(&o.warmup, "warmup", 2000, "command round trips discarded before timing")
+	fs.StringVar(&procs, "procs", "1,2", "GOMAXPROCS values to run the daemon with")
+	fs.StringVar(&clients, "clients", "1,100", "WebSocket client counts for the event scenario")
+	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle CPU window (the issue asks for 60s)")
+	fs.DurationVar(&o.event, "event", 10*time.Second, "event scenario window per client count (after 1s warm-up)")
+	fs.DurationVar(&o.interval, "interval", 10*time.Millisecond, "sim sensor interval in the event scenario (gpio.MinInterval is 10ms)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (configs, daemon logs)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch o.scenario {
+	case "all", "idle", "event", "roundtrip":
+	default:
+		return o, fmt.Errorf("-scenario %q: want all, idle, event or roundtrip", o.scenario)
+	}
+	var err error
+	if o.procs, err = intList(procs); err != nil {
+		return o, fmt.Errorf("-procs: %w", err)
+	}
+	if o.clients, err = intList(clients); err != nil {
+		return o, fmt.Errorf("-clients: %w", err)
+	}
+	if o.samples < 1 || o.warmup < 0 {
+		return o, errors.New("-samples must be at least 1 and -warmup not negative")
+	}
+	return o, nil
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want positive integers separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(o.bridge); err != nil {
+		return fmt.Errorf("bridge binary: %w (run make build first)", err)
+	}
+	scratch, err := os.MkdirTemp("", "pibridge-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(stdout, "scratch:", scratch)
+	} else {
+		defer os.RemoveAll(scratch)
+	}
+
+	m := describeMachine()
+	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.cpu, m.ncpu, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(stdout, "command: bench %s\n", strings.Join(args, " "))
+	fmt.Fprintf(stdout, "clock: load generator's time.Now (monotonic for round trips; wall clock against the reading's ms ts for events)\n\n")
+
+	for _, p := range o.procs {
+		pin := planPinning(p, m.ncpu)
+		fmt.Fprintf(stdout, "== GOMAXPROCS=%d: %s\n\n", p, pin.describe())
+		if err := pin.pinSelf(); err != nil {
+			fmt.Fprintf(stdout, "note: could not pin the load generator: %v\n", err)
+		}
+		d := daemonSpec{bin: o.bridge, procs: p, pin: pin, scratch: scratch}
+		if o.scenario == "all" || o.scenario == "idle" {
+			r, err := idleScenario(ctx, d, o)
+			if err != nil {
+				return fmt.Errorf("idle, GOMAXPROCS=%d: %w", p, err)
+			}
+			r.print(stdout)
+		}
+		if o.scenario == "all" || o.scenario == "event" {
+			for _, n := range o.clients {
+				r, err := eventScenario(ctx, d, o, n)
+				if err != nil {
+					return fmt.Errorf("event, %d clients, GOMAXPROCS=%d: %w", n, p, err)
+				}
+				r.print(stdout)
+			}
+		}
+		if o.scenario == "all" || o.scenario == "roundtrip" {
+			r, err := roundTripScenario(ctx, d, o)
+			if err != nil {
+				return fmt.Errorf("roundtrip, GOMAXPROCS=%d: %w", p, err)
+			}
+			r.print(stdout)
+		}
+	}
+	return nil
+}
