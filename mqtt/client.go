@@ -24,9 +24,13 @@ type Options struct {
 	Core    *pibridge.Core
 	Logger  *slog.Logger
 	Version string // reported in P/D/meta and Home Assistant discovery
-	// Outbox holds the readings until the broker has them; nil means in
-	// memory, at most queue_max readings.
+	// Outbox holds the readings until the broker has them. When nil, the
+	// client opens a DiskOutbox in StateDir (mqtt-outbox.db) and closes
+	// it when Run returns; without a StateDir either, the readings are
+	// kept in memory only. Both hold at most queue_max readings.
 	Outbox Outbox
+	// StateDir is the bridge's state_dir (SPEC §3).
+	StateDir string
 }
 
 // Stats are the client's counters, for /metrics.
@@ -38,6 +42,9 @@ type Stats struct {
 	Connects        uint64 // successful connections, the first included
 	Commands        uint64 // commands received on /set and /pulse
 	CommandsDropped uint64 // commands dropped because the command queue was full
+	// OutboxFailing is true while the disk outbox cannot write (disk
+	// full, read-only): readings wait in memory, a bounded number.
+	OutboxFailing bool
 }
 
 // maxInFlight bounds the publishes awaiting their PUBACK, as mosquitto's
@@ -55,6 +62,8 @@ type timing struct {
 	stall          time.Duration // no PUBACK this long: resend from the first unconfirmed
 	retry          time.Duration // pause after a failed publish before resending
 	shutdown       time.Duration // Run's bound for offline and in-flight after ctx ends
+	haDelayMin     time.Duration // pause before answering Home Assistant's birth message…
+	haDelayMax     time.Duration // …random between the two
 }
 
 var defaultTiming = timing{
@@ -67,9 +76,11 @@ var defaultTiming = timing{
 	// A dead connection is noticed after keepalive plus ping timeout, and
 	// the resend on reconnect completes the waiting tokens; the stall
 	// bound is the backstop for a token that never completes (paho #613).
-	stall:    90 * time.Second,
-	retry:    time.Second,
-	shutdown: 2 * time.Second,
+	stall:      90 * time.Second,
+	retry:      time.Second,
+	shutdown:   2 * time.Second,
+	haDelayMin: time.Second,
+	haDelayMax: 5 * time.Second,
 }
 
 // Client publishes the core's readings and takes commands over MQTT.
@@ -92,7 +103,10 @@ type Client struct {
 	statesReq chan struct{} // publish the current state of every signal
 	haOnline  chan struct{} // Home Assistant restarted
 	inbox     chan inbound  // messages from paho's handler to the command worker
-	gate      *gate         // open while connected and paho's resend is done
+	sweep     chan inbound  // discovery configs seen while sweepDiscovery runs
+	sweeping  atomic.Bool
+	sweepLost atomic.Bool // sweep was full: a config was not seen
+	gate      *gate       // open while connected and paho's resend is done
 	// pubMu keeps publishes out of a Connect in progress: paho resends
 	// what is stored while it connects, and a publish racing with that
 	// goes out twice (see connectLoop).
@@ -102,6 +116,8 @@ type Client struct {
 
 	running     atomic.Bool
 	unsubscribe func()
+	closeOnce   sync.Once
+	ownOutbox   *DiskOutbox // opened by New from StateDir, closed by Close
 	bridge      passthrough // browsers' subscriptions (passthrough.go)
 
 	published       atomic.Uint64
@@ -152,10 +168,8 @@ func newClient(o Options, tm timing) (*Client, error) {
 		statesReq: make(chan struct{}, 1),
 		haOnline:  make(chan struct{}, 1),
 		inbox:     make(chan inbound, inboxSize),
+		sweep:     make(chan inbound, 512),
 		gate:      newGate(),
-	}
-	if c.outbox == nil {
-		c.outbox = NewMemoryOutbox(cfg.QueueMax)
 	}
 	if cfg.discovery() {
 		c.haStatus = cfg.HomeAssistant.Prefix + "/status"
@@ -165,12 +179,40 @@ func newClient(o Options, tm timing) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
+	switch {
+	case c.outbox != nil:
+	case o.StateDir != "":
+		ob, err := OpenDiskOutbox(o.StateDir, cfg.QueueMax, log)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: %w", err)
+		}
+		c.outbox, c.ownOutbox = ob, ob
+	default:
+		c.outbox = NewMemoryOutbox(cfg.QueueMax)
+	}
+	if w, ok := c.outbox.(interface{ setWake(func()) }); ok {
+		w.setWake(func() { signal(c.wake) })
+	}
 	c.paho = paho.NewClient(opts)
 	if c.qos == 0 {
 		log.Warn("qos 0: readings published while the connection drops are lost without notice")
 	}
 	_, c.unsubscribe = o.Core.Subscribe(subscriber{c})
 	return c, nil
+}
+
+// Close stops taking readings and closes the disk outbox New opened,
+// after committing what waits. Run calls it when it returns; call it
+// yourself only when Run is never called.
+func (c *Client) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.unsubscribe()
+		if c.ownOutbox != nil {
+			err = c.ownOutbox.Close()
+		}
+	})
+	return err
 }
 
 // pahoOptions sets up paho as NOTES.md advises; see the comments for the
@@ -280,7 +322,13 @@ func (c *Client) Stats() Stats {
 		Connects:        c.connects.Load(),
 		Commands:        c.commands.Load(),
 		CommandsDropped: c.commandsDropped.Load(),
+		OutboxFailing:   c.outboxFailing(),
 	}
+}
+
+func (c *Client) outboxFailing() bool {
+	f, ok := c.outbox.(interface{ Failing() bool })
+	return ok && f.Failing()
 }
 
 // Run connects, retrying until a broker answers and reconnecting whenever
@@ -291,7 +339,11 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("mqtt: Run called twice")
 	}
-	defer c.unsubscribe()
+	defer func() {
+		if err := c.Close(); err != nil {
+			c.log.Warn("closing the outbox", "err", err)
+		}
+	}()
 	c.log.Info("connecting", "broker", c.cfg.BrokerSummary(), "client_id", c.cfg.ClientID,
 		"topics", c.topics.base+"/#", "queue_max", c.cfg.QueueMax)
 

@@ -32,6 +32,7 @@ func TestClient(t *testing.T) {
 		{"outage: queued readings arrive in order", testOutage},
 		{"queue_max drops the oldest", testQueueOverflow},
 		{"home assistant discovery", testHomeAssistant},
+		{"home assistant: removed entities", testHomeAssistantRemoved},
 		{"stopping sends what is queued, then offline", testStopFlushes},
 	}
 	for _, kind := range brokerKinds {
@@ -41,6 +42,13 @@ func TestClient(t *testing.T) {
 			}
 		})
 	}
+	// The same against mosquitto with the outbox on disk.
+	t.Run("mosquitto, disk outbox", func(t *testing.T) {
+		t.Setenv(outboxEnv, "disk")
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) { tt.fn(t, startMosquitto(t)) })
+		}
+	})
 }
 
 // reading is a reading payload decoded strictly.
@@ -471,67 +479,165 @@ func testQueueOverflow(t *testing.T, addr string) {
 	}
 }
 
+// discoveryConfigs returns the discovery configs among ms.
+func discoveryConfigs(ms []msg) []msg {
+	var out []msg
+	for _, m := range ms {
+		if strings.HasSuffix(m.Topic, "/config") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// testHomeAssistant checks every discovery config field by field, and the
+// answer to Home Assistant's birth message.
 func testHomeAssistant(t *testing.T, addr string) {
 	core, _ := newCore(t)
-	w := watch(t, addr, "homeassistant/#")
+	core.Emit("cpu", pibridge.Number(41), time.Time{})
+	w := watch(t, addr, "homeassistant/#", base+"/cpu")
 	startClient(t, core, "tcp://"+addr, nil)
-	configs := func(ms []msg) []msg {
-		var out []msg
-		for _, m := range ms {
-			if strings.HasSuffix(m.Topic, "/config") {
-				out = append(out, m)
+	ms := discoveryConfigs(w.waitFor("discovery", func(ms []msg) bool { return len(discoveryConfigs(ms)) == len(testSignals) }))
+	got := map[string]map[string]any{}
+	for _, m := range ms {
+		if !json.Valid([]byte(m.Payload)) || bytes.Contains([]byte(m.Payload), []byte(`\u`)) {
+			t.Errorf("%s: not JSON, or escaped characters: %s", m.Topic, m.Payload)
+		}
+		var v map[string]any
+		json.Unmarshal([]byte(m.Payload), &v)
+		got[m.Topic] = v
+	}
+	common := func(name, object, state string) map[string]any {
+		return map[string]any{
+			"name":                  name,
+			"unique_id":             "pibridge_dev1_" + object,
+			"state_topic":           "pibridge/dev1/" + state,
+			"value_template":        "{{ value_json.value }}",
+			"availability_topic":    "pibridge/dev1/status",
+			"payload_available":     "online",
+			"payload_not_available": "offline",
+			"qos":                   1.0,
+			"device": map[string]any{"identifiers": []any{"pibridge_dev1"}, "name": "Test Pi",
+				"model": "pibridge", "manufacturer": "pibridge", "sw_version": "1.2.3"},
+			"origin": map[string]any{"name": "pibridge", "sw_version": "1.2.3"},
+		}
+	}
+	with := func(m map[string]any, kv ...any) map[string]any {
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+	switchOf := func(name string) map[string]any {
+		return with(common(name, name, name),
+			"value_template", "{{ 'on' if value_json.value else 'off' }}",
+			"command_topic", "pibridge/dev1/"+name+"/set",
+			"payload_on", "on", "payload_off", "off", "state_on", "on", "state_off", "off")
+	}
+	sensorOf := func(name, object, state, class, unit string) map[string]any {
+		return with(common(name, object, state), "device_class", class, "unit_of_measurement", unit,
+			"state_class", "measurement", "expire_after", 900.0)
+	}
+	want := map[string]map[string]any{
+		"homeassistant/binary_sensor/dev1/door/config": with(common("door", "door", "door"),
+			"value_template", "{{ 'ON' if value_json.value else 'OFF' }}"),
+		"homeassistant/switch/dev1/pump/config":  switchOf("pump"),
+		"homeassistant/switch/dev1/stuck/config": switchOf("stuck"),
+		"homeassistant/number/dev1/fan/config": with(common("fan", "fan", "fan"),
+			"command_topic", "pibridge/dev1/fan/set", "min", 0.0, "max", 1.0, "step", 0.01, "mode", "slider"),
+		"homeassistant/sensor/dev1/air_temperature/config": sensorOf("air.temperature", "air_temperature", "air/temperature", "temperature", "°C"),
+		"homeassistant/sensor/dev1/air_humidity/config":    sensorOf("air.humidity", "air_humidity", "air/humidity", "humidity", "%"),
+		"homeassistant/sensor/dev1/cpu/config":             sensorOf("cpu", "cpu", "cpu", "temperature", "°C"),
+	}
+	for topic, wantFields := range want {
+		gotFields, ok := got[topic]
+		if !ok {
+			t.Errorf("no discovery on %s", topic)
+			continue
+		}
+		for k, v := range wantFields {
+			if !reflect.DeepEqual(gotFields[k], v) {
+				t.Errorf("%s: %s = %#v, want %#v", topic, k, gotFields[k], v)
 			}
 		}
-		return out
-	}
-	ms := configs(w.waitFor("discovery", func(ms []msg) bool { return len(configs(ms)) == len(testSignals) }))
-	topics := map[string]string{}
-	for _, m := range ms {
-		topics[m.Topic] = m.Payload
-	}
-	for _, want := range []string{
-		"homeassistant/binary_sensor/dev1/door/config",
-		"homeassistant/switch/dev1/pump/config",
-		"homeassistant/switch/dev1/stuck/config",
-		"homeassistant/number/dev1/fan/config",
-		"homeassistant/sensor/dev1/air_temperature/config",
-		"homeassistant/sensor/dev1/air_humidity/config",
-		"homeassistant/sensor/dev1/cpu/config",
-	} {
-		if _, ok := topics[want]; !ok {
-			t.Errorf("no discovery on %s", want)
+		for k := range gotFields {
+			if _, expected := wantFields[k]; !expected {
+				t.Errorf("%s: unexpected field %s = %#v", topic, k, gotFields[k])
+			}
 		}
 	}
-	device := `"device":{"identifiers":["pibridge_dev1"],"name":"Test Pi","model":"pibridge","manufacturer":"pibridge","sw_version":"1.2.3"},"origin":{"name":"pibridge","sw_version":"1.2.3"}}`
-	wantPump := `{"name":"pump","unique_id":"pibridge_dev1_pump","state_topic":"pibridge/dev1/pump",` +
-		`"value_template":"{{ 'on' if value_json.value else 'off' }}","command_topic":"pibridge/dev1/pump/set",` +
-		`"payload_on":"on","payload_off":"off","state_on":"on","state_off":"off",` +
-		`"availability_topic":"pibridge/dev1/status","payload_available":"online","payload_not_available":"offline","qos":1,` + device
-	if got := topics["homeassistant/switch/dev1/pump/config"]; got != wantPump {
-		t.Errorf("switch config:\n got  %s\n want %s", got, wantPump)
-	}
-	wantAir := `{"name":"air.temperature","unique_id":"pibridge_dev1_air_temperature","state_topic":"pibridge/dev1/air/temperature",` +
-		`"value_template":"{{ value_json.value }}","device_class":"temperature","unit_of_measurement":"°C","state_class":"measurement",` +
-		`"availability_topic":"pibridge/dev1/status","payload_available":"online","payload_not_available":"offline","qos":1,` + device
-	if got := topics["homeassistant/sensor/dev1/air_temperature/config"]; got != wantAir {
-		t.Errorf("sensor config:\n got  %s\n want %s", got, wantAir)
-	}
-	var fan map[string]any
-	if err := json.Unmarshal([]byte(topics["homeassistant/number/dev1/fan/config"]), &fan); err != nil {
-		t.Fatal(err)
-	}
-	if fan["min"] != 0.0 || fan["max"] != 1.0 || fan["step"] != 0.01 || fan["command_topic"] != "pibridge/dev1/fan/set" {
-		t.Errorf("number config %v", fan)
-	}
-	for _, m := range ms {
-		if bytes.Contains([]byte(m.Payload), []byte(`\u`)) {
-			t.Errorf("%s: escaped characters in %s", m.Topic, m.Payload)
-		}
+	if len(got) != len(want) {
+		t.Errorf("%d configs, want %d", len(got), len(want))
 	}
 
-	// Home Assistant restarts: discovery again.
+	// Home Assistant restarts: discovery again, then the states, after a
+	// short random pause; a retained birth message does not count.
+	states := len(w.on(base + "/cpu"))
+	w.publish("homeassistant/status", "online", true)
 	w.publish("homeassistant/status", "online", false)
-	w.waitFor("discovery again", func(ms []msg) bool { return len(configs(ms)) == 2*len(testSignals) })
+	asked := time.Now()
+	w.waitFor("discovery and the states again", func(ms []msg) bool {
+		return len(discoveryConfigs(ms)) == 2*len(testSignals) && len(w.on(base+"/cpu")) > states
+	})
+	if d := time.Since(asked); d < testTiming.haDelayMin {
+		t.Errorf("answered the birth message after %s, before the %s pause", d, testTiming.haDelayMin)
+	}
+	w.sync()
+	if n := len(discoveryConfigs(w.all())); n != 2*len(testSignals) {
+		t.Errorf("%d configs after one live birth message, want %d (the retained one must not count)", n, 2*len(testSignals))
+	}
+	w.publish("homeassistant/status", "", true) // clear the retained birth message for the next test
+}
+
+// testHomeAssistantRemoved starts the bridge where an earlier
+// configuration had entities it no longer has: their retained configs are
+// emptied, so Home Assistant drops them. Another program's entity under
+// the same node id is left alone.
+func testHomeAssistantRemoved(t *testing.T, addr string) {
+	w := watch(t, addr, "homeassistant/#")
+	old := `{"name":"old relay","unique_id":"pibridge_dev1_old_relay","state_topic":"pibridge/dev1/old_relay"}`
+	w.publish("homeassistant/switch/dev1/old_relay/config", old, true)
+	// The fan used to be an output: its switch config must go, the new number stays.
+	w.publish("homeassistant/switch/dev1/fan/config", `{"name":"fan","unique_id":"pibridge_dev1_fan"}`, true)
+	foreign := `{"name":"other","unique_id":"zigbee_0x1234"}`
+	w.publish("homeassistant/sensor/dev1/other/config", foreign, true)
+	w.sync()
+
+	core, _ := newCore(t)
+	startClient(t, core, "tcp://"+addr, nil)
+	w.waitFor("the old configs emptied", func(ms []msg) bool {
+		cleared := 0
+		for _, m := range ms {
+			if m.Payload == "" && (m.Topic == "homeassistant/switch/dev1/old_relay/config" || m.Topic == "homeassistant/switch/dev1/fan/config") {
+				cleared++
+			}
+		}
+		return cleared == 2
+	})
+	// What is retained now: our configs and the foreign one.
+	late := watch(t, addr, "homeassistant/+/dev1/+/config")
+	late.sync()
+	var topics []string
+	for _, m := range late.all() {
+		topics = append(topics, m.Topic)
+		if m.Topic == "homeassistant/sensor/dev1/other/config" && m.Payload != foreign {
+			t.Errorf("foreign entity changed: %q", m.Payload)
+		}
+	}
+	sort.Strings(topics)
+	want := []string{
+		"homeassistant/binary_sensor/dev1/door/config",
+		"homeassistant/number/dev1/fan/config",
+		"homeassistant/sensor/dev1/air_humidity/config",
+		"homeassistant/sensor/dev1/air_temperature/config",
+		"homeassistant/sensor/dev1/cpu/config",
+		"homeassistant/sensor/dev1/other/config",
+		"homeassistant/switch/dev1/pump/config",
+		"homeassistant/switch/dev1/stuck/config",
+	}
+	if !reflect.DeepEqual(topics, want) {
+		t.Errorf("retained configs:\n got  %q\n want %q", topics, want)
+	}
 }
 
 // testStopFlushes stops the client right after readings are emitted, as

@@ -32,7 +32,12 @@ type inbound struct {
 // onMessage is paho's handler for every message. It must neither block nor
 // publish (paho #453): it copies the message into the inbox or drops it.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
-	if c.deliverBridge(m) && !c.forTheBridge(m.Topic()) {
+	bridged := c.deliverBridge(m)
+	if c.sweeping.Load() && TopicMatches(c.sweepFilter(), m.Topic()) {
+		c.toSweep(m)
+		return
+	}
+	if bridged && !c.forTheBridge(m.Topic()) {
 		return
 	}
 	in := inbound{topic: m.Topic(), retained: m.Retained()}

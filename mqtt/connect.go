@@ -114,6 +114,13 @@ func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 // SUBACK.) It also answers Home Assistant's birth message. The publisher
 // sends the states.
 func (c *Client) sessionLoop(ctx context.Context) {
+	var haTimer *time.Timer
+	var haDue <-chan time.Time
+	defer func() {
+		if haTimer != nil {
+			haTimer.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -126,7 +133,16 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			}
 			toks = append(toks, c.publishDiscovery()...)
 			c.awaitAll(ctx, toks, "online, meta and discovery")
+			if c.sweeping.Load() {
+				c.sweepDiscovery(ctx)
+			}
 		case <-c.haOnline:
+			if haDue == nil {
+				haTimer = time.NewTimer(c.haDelay())
+				haDue = haTimer.C
+			}
+		case <-haDue:
+			haDue = nil
 			c.log.Info("Home Assistant is online: publishing discovery and states again")
 			c.awaitAll(ctx, c.publishDiscovery(), "discovery")
 			signal(c.statesReq)
@@ -142,6 +158,9 @@ func (c *Client) subscribe(ctx context.Context) {
 	filters := map[string]byte{c.topics.set: 0, c.topics.pulse: 0}
 	if c.haStatus != "" {
 		filters[c.haStatus] = 0
+		// For sweepDiscovery, which unsubscribes when done.
+		filters[c.sweepFilter()] = 0
+		c.sweeping.Store(true)
 	}
 	for _, f := range c.bridgeFilters() {
 		if _, ours := filters[f]; !ours {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,8 @@ var testTiming = timing{
 	stall:          10 * time.Second,
 	retry:          100 * time.Millisecond,
 	shutdown:       2 * time.Second,
+	haDelayMin:     10 * time.Millisecond,
+	haDelayMax:     30 * time.Millisecond,
 }
 
 const waitLong = 15 * time.Second
@@ -43,7 +46,7 @@ var brokerKinds = []struct {
 	start func(t *testing.T) string // returns host:port
 }{
 	{"embedded", startEmbedded},
-	{"mosquitto", startMosquitto},
+	{"mosquitto", func(t *testing.T) string { return startMosquitto(t) }},
 }
 
 func startEmbedded(t *testing.T) string {
@@ -61,7 +64,41 @@ func startEmbedded(t *testing.T) string {
 
 // startMosquitto runs a real mosquitto on a free loopback port with a
 // generated configuration and returns its address once it accepts.
-func startMosquitto(t *testing.T) string {
+func startMosquitto(t testing.TB) string {
+	t.Helper()
+	return runMosquitto(t, mosquittoOptions{}).addr
+}
+
+// mosquittoOptions shape a test's mosquitto configuration.
+type mosquittoOptions struct {
+	// persist keeps sessions, subscriptions and queued messages in a
+	// temporary directory, saved on a clean stop and after every change.
+	persist bool
+	// extra configuration lines, appended after the main listener (more
+	// listeners, TLS, password_file).
+	extra string
+	// noAnonymous refuses clients without a user name.
+	noAnonymous bool
+	// addr is the address to listen on; empty: a free loopback port.
+	addr string
+}
+
+// mosquittoBroker is a real mosquitto that a test can kill and start
+// again on the same port.
+type mosquittoBroker struct {
+	t      testing.TB
+	bin    string
+	conf   string
+	addr   string
+	dir    string
+	stderr lockedBuffer
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// runMosquitto starts a mosquitto and stops it when the test ends. A port
+// taken meanwhile by someone else is retried with another.
+func runMosquitto(t testing.TB, o mosquittoOptions) *mosquittoBroker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -72,56 +109,105 @@ func startMosquitto(t *testing.T) string {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		addr := freeAddr(t)
-		_, port, _ := net.SplitHostPort(addr)
-		conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-		// max_queued_messages 0: no silent drop after 1000 queued messages,
-		// so tests can count every seq.
-		text := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n"+
-			"max_queued_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n", port)
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		m := &mosquittoBroker{t: t, bin: bin, dir: t.TempDir(), addr: o.addr}
+		if m.addr == "" {
+			m.addr = freeAddr(t)
+		}
+		_, port, _ := net.SplitHostPort(m.addr)
+		// max_queued_messages 0: no silent drop after 1000 queued
+		// messages, so tests can count every seq. max_inflight_messages
+		// 0: a subscriber gets every message as soon as it arrives, not
+		// 20 at a time; mosquitto forwards to connected subscribers
+		// before it sends the publisher its PUBACK (handle__publish). As
+		// root, mosquitto would drop to the mosquitto user and could not
+		// write the test's directory: `user root` keeps it.
+		text := "user root\nallow_anonymous " + fmt.Sprint(!o.noAnonymous) + "\n" +
+			"max_queued_messages 0\nmax_inflight_messages 0\n" +
+			"log_dest stderr\nlog_type error\nlog_type warning\n"
+		if o.persist {
+			// mosquitto's persistence is a snapshot written every second,
+			// not a log: a SIGKILL loses what it acknowledged since and
+			// had not passed on yet (see TestBrokerKilled).
+			text += "persistence true\npersistence_location " + m.dir + "/\nautosave_interval 1\n"
+		} else {
+			text += "persistence false\n"
+		}
+		text += fmt.Sprintf("listener %s 127.0.0.1\n", port) + o.extra
+		m.conf = filepath.Join(m.dir, "mosquitto.conf")
+		if err := os.WriteFile(m.conf, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var stderr lockedBuffer
-		cmd := exec.Command(bin, "-c", conf)
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting mosquitto: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() {
-			cmd.Process.Kill()
-			<-exited
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-exited:
-				lastErr = fmt.Errorf("mosquitto exited: %s", stderr.String())
-			default:
-				if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-					c.Close()
-					t.Cleanup(func() {
-						stop()
-						if s := stderr.String(); s != "" {
-							t.Logf("mosquitto: %s", s)
-						}
-					})
-					return addr
+		if lastErr = m.tryStart(); lastErr == nil {
+			t.Cleanup(func() {
+				m.kill()
+				if s := m.stderr.String(); s != "" {
+					t.Logf("mosquitto: %s", s)
 				}
-				time.Sleep(10 * time.Millisecond) // polling for the port, not synchronising
-				continue
-			}
-			break
-		}
-		stop()
-		if lastErr == nil {
-			lastErr = errors.New("mosquitto did not accept connections within 5 s")
+			})
+			return m
 		}
 	}
 	t.Fatal(lastErr)
-	return ""
+	return nil
+}
+
+// start starts mosquitto again on its port and returns once it accepts.
+func (m *mosquittoBroker) start() {
+	m.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := m.tryStart()
+		if err == nil {
+			return
+		}
+		// The port can linger for a moment after a kill.
+		if time.Now().After(deadline) {
+			m.t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the port, not synchronising
+	}
+}
+
+func (m *mosquittoBroker) tryStart() error {
+	cmd := exec.Command(m.bin, "-c", m.conf)
+	cmd.Stderr = &m.stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting mosquitto: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	m.cmd, m.exited = cmd, exited
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			m.cmd = nil
+			return fmt.Errorf("mosquitto exited: %s", m.stderr.String())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", m.addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond) // polling for the port, not synchronising
+	}
+	m.kill()
+	return errors.New("mosquitto did not accept connections within 5 s")
+}
+
+// kill ends mosquitto with SIGKILL: nothing is saved.
+func (m *mosquittoBroker) kill() { m.end(syscall.SIGKILL) }
+
+// stop ends mosquitto with SIGTERM: it saves its persistence file first.
+func (m *mosquittoBroker) stop() { m.end(syscall.SIGTERM) }
+
+func (m *mosquittoBroker) end(sig syscall.Signal) {
+	if m.cmd == nil {
+		return
+	}
+	m.cmd.Process.Signal(sig)
+	<-m.exited
+	m.cmd = nil
 }
 
 type lockedBuffer struct {
@@ -141,7 +227,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -153,7 +239,7 @@ func freeAddr(t *testing.T) string {
 
 // testLogger writes to t.Log until the test ends; paho goroutines that
 // outlive it must not call t.Log.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	w := &testWriter{t: t}
 	t.Cleanup(w.close)
 	level := slog.LevelInfo
@@ -165,7 +251,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 type testWriter struct {
 	mu     sync.Mutex
-	t      *testing.T
+	t      testing.TB
 	closed bool
 }
 
@@ -195,13 +281,13 @@ type proxy struct {
 	wg           sync.WaitGroup
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t testing.TB, target string) *proxy {
 	p := &proxy{addr: freeAddr(t), target: target, conns: map[net.Conn]bool{}}
 	t.Cleanup(p.stop)
 	return p
 }
 
-func (p *proxy) start(t *testing.T) {
+func (p *proxy) start(t testing.TB) {
 	t.Helper()
 	var ln net.Listener
 	var err error
@@ -274,7 +360,7 @@ var testSignals = []pibridge.Signal{
 	{Name: "cpu", Kind: pibridge.KindSensor, Unit: "°C", DeviceClass: "temperature"},
 }
 
-func newCore(t *testing.T) (*pibridge.Core, *fakeActuator) {
+func newCore(t testing.TB) (*pibridge.Core, *fakeActuator) {
 	t.Helper()
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: "dev1", Name: "Test Pi"},
@@ -337,20 +423,28 @@ func startClient(t *testing.T, core *pibridge.Core, broker string, edit func(*Co
 	return c, runClient(t, c)
 }
 
-func newTestClient(t *testing.T, core *pibridge.Core, broker string, edit func(*Config)) *Client {
+// outboxEnv set to "disk" (t.Setenv) makes newTestClient keep the outbox
+// on disk, so that the client tests run against both outboxes.
+const outboxEnv = "PIBRIDGE_TEST_OUTBOX"
+
+func newTestClient(t testing.TB, core *pibridge.Core, broker string, edit func(*Config)) *Client {
 	t.Helper()
 	cfg := Config{Broker: Brokers{broker}}
 	if edit != nil {
 		edit(&cfg)
 	}
-	c, err := newClient(Options{Config: cfg, Core: core, Logger: testLogger(t), Version: "1.2.3"}, testTiming)
+	o := Options{Config: cfg, Core: core, Logger: testLogger(t), Version: "1.2.3"}
+	if os.Getenv(outboxEnv) == "disk" {
+		o.StateDir = t.TempDir()
+	}
+	c, err := newClient(o, testTiming)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func runClient(t *testing.T, c *Client) (stop func()) {
+func runClient(t testing.TB, c *Client) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -513,7 +607,7 @@ func mustToken(t *testing.T, tok paho.Token, what string) {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLong)
 	for !cond() {

@@ -9,7 +9,12 @@ import (
 )
 
 // TestMain lets a developer see paho's own log: PAHO_LOG=/tmp/paho.log.
+// With PIBRIDGE_MQTT_HELPER=bridge the test binary is a bridge for
+// TestBridgeKilled instead.
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "bridge" {
+		os.Exit(helperBridge())
+	}
 	if path := os.Getenv("PAHO_LOG"); path != "" {
 		f, err := os.Create(path)
 		if err != nil {

@@ -7,12 +7,9 @@ import (
 	pibridge "pibridge"
 )
 
-func TestMemoryOutbox(t *testing.T) {
-	type step struct {
-		op   string // append N (seqs up to N), next after, commit seq
-		arg  uint64
-		want any // Next: seq (0: none); others: Len
-	}
+// TestOutbox runs the same steps against both outboxes.
+func TestOutbox(t *testing.T) {
+	type step = outboxStep
 	tests := []struct {
 		name        string
 		max         int
@@ -48,36 +45,62 @@ func TestMemoryOutbox(t *testing.T) {
 			{"next", 0, uint64(4)},
 		}, 3},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := NewMemoryOutbox(tt.max)
-			var seq uint64
-			for _, s := range tt.steps {
-				var got any
-				switch s.op {
-				case "append":
-					for seq < s.arg {
-						seq++
-						o.Append(pibridge.Reading{Name: "x", Value: pibridge.Number(float64(seq)), Seq: seq})
-					}
-					got = o.Len()
-				case "next":
-					r, ok := o.Next(s.arg)
-					if ok != (r.Seq != 0) || ok && r.Value.Float() != float64(r.Seq) {
-						t.Fatalf("Next(%d) = %+v, %v", s.arg, r, ok)
-					}
-					got = r.Seq
-				case "commit":
-					o.Commit(s.arg)
-					got = o.Len()
-				}
-				if !reflect.DeepEqual(got, s.want) {
-					t.Fatalf("%s %d = %v, want %v", s.op, s.arg, got, s.want)
-				}
+	makers := []struct {
+		name string
+		make func(t *testing.T, max int) Outbox
+	}{
+		{"memory", func(_ *testing.T, max int) Outbox { return NewMemoryOutbox(max) }},
+		{"disk", func(t *testing.T, max int) Outbox {
+			o, err := OpenDiskOutbox(t.TempDir(), max, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if d := o.Dropped(); d != tt.wantDropped {
-				t.Errorf("Dropped = %d, want %d", d, tt.wantDropped)
+			t.Cleanup(func() { o.Close() })
+			return o
+		}},
+	}
+	for _, mk := range makers {
+		for _, tt := range tests {
+			t.Run(mk.name+"/"+tt.name, func(t *testing.T) {
+				testOutboxSteps(t, mk.make(t, tt.max), tt.steps, tt.wantDropped)
+			})
+		}
+	}
+}
+
+type outboxStep struct {
+	op   string // append N (seqs up to N), next after, commit seq
+	arg  uint64
+	want any // Next: seq (0: none); others: Len
+}
+
+func testOutboxSteps(t *testing.T, o Outbox, steps []outboxStep, wantDropped uint64) {
+	t.Helper()
+	var seq uint64
+	for _, s := range steps {
+		var got any
+		switch s.op {
+		case "append":
+			for seq < s.arg {
+				seq++
+				o.Append(pibridge.Reading{Name: "x", Value: pibridge.Number(float64(seq)), Seq: seq})
 			}
-		})
+			got = o.Len()
+		case "next":
+			r, ok := o.Next(s.arg)
+			if ok != (r.Seq != 0) || ok && r.Value.Float() != float64(r.Seq) {
+				t.Fatalf("Next(%d) = %+v, %v", s.arg, r, ok)
+			}
+			got = r.Seq
+		case "commit":
+			o.Commit(s.arg)
+			got = o.Len()
+		}
+		if !reflect.DeepEqual(got, s.want) {
+			t.Fatalf("%s %d = %v, want %v", s.op, s.arg, got, s.want)
+		}
+	}
+	if d := o.Dropped(); d != wantDropped {
+		t.Errorf("Dropped = %d, want %d", d, wantDropped)
 	}
 }

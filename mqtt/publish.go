@@ -19,6 +19,7 @@ const flushShare = 3 // of 4
 type flight struct {
 	tok    paho.Token
 	seq    uint64 // the reading's seq
+	conn   uint64 // the connection (Client.connects) it was published on
 	commit bool   // an outbox reading (not a state re-publish): commit when acknowledged
 }
 
@@ -27,6 +28,15 @@ type flight struct {
 // paho from the outbox in seq order, at most maxInFlight at a time, and
 // commits a reading once the broker has acknowledged it and everything
 // before it. A failure resends from the first unconfirmed reading.
+//
+// A token counts as the broker's PUBACK only if it completed while the
+// connection it was published on was still up. On a reconnect paho
+// resends what it stored and completes the old tokens at once, before
+// the broker has answered (paho #563, messageids.go claimID); the outbox
+// must not let those readings go. So a new connection rewinds the window:
+// everything not committed is published again after paho's resend, and a
+// crash at any moment loses nothing the broker has not confirmed. The
+// price is duplicates (same seq) after a reconnect, at most a window's.
 type publisher struct {
 	c       *Client
 	window  []flight
@@ -59,9 +69,12 @@ func (p *publisher) run(ctx context.Context) {
 		case <-c.gate.open():
 		}
 		if n := c.connects.Load(); n != p.conn {
-			// A new connection: the broker may have lost its retained
-			// values, so every state goes out again, ahead of the outbox.
+			// A new connection: what was in flight on the old one goes
+			// out again (see the type's comment), and the broker may
+			// have lost its retained values, so every state goes out
+			// again too, ahead of the outbox.
 			p.conn = n
+			p.rewind()
 			p.queueStates()
 			p.stallFor = nil
 		}
@@ -86,9 +99,14 @@ func (p *publisher) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-p.window[0].tok.Done():
-			if err := p.window[0].tok.Error(); err != nil {
+			switch err := p.window[0].tok.Error(); {
+			case err != nil:
 				p.fail(ctx, err)
-			} else {
+			case !p.live(p.window[0]):
+				// Completed by paho's resend on a new connection, not by
+				// a PUBACK: the loop sees the new connection and rewinds.
+				// (Or a PUBACK just before the loss: sent again, a duplicate.)
+			default:
 				p.confirm()
 			}
 		case <-p.stall.C:
@@ -124,7 +142,7 @@ func (p *publisher) publish(r pibridge.Reading, commit bool) {
 	topic, ok := p.c.topics.signal[r.Name]
 	if !ok { // the core only emits its own signals; keep the window moving
 		p.c.log.Error("reading for a signal without a topic dropped", "signal", r.Name)
-		p.window = append(p.window, flight{tok: doneToken{}, seq: r.Seq, commit: commit})
+		p.window = append(p.window, flight{tok: doneToken{}, seq: r.Seq, conn: p.conn, commit: commit})
 		return
 	}
 	p.scratch = r.AppendJSON(p.scratch[:0])
@@ -133,12 +151,31 @@ func (p *publisher) publish(r pibridge.Reading, commit bool) {
 	// each publish gets its own copy; the scratch buffer saves the growing.
 	payload := bytes.Clone(p.scratch)
 	tok := p.c.publish(topic, p.c.qos, true, payload)
-	p.window = append(p.window, flight{tok: tok, seq: r.Seq, commit: commit})
+	p.window = append(p.window, flight{tok: tok, seq: r.Seq, conn: p.conn, commit: commit})
 	select {
 	case <-tok.Done():
 		p.broken = tok.Error() != nil
 	default:
 	}
+}
+
+// live reports whether f's connection is still the current one and up.
+// connectLoop closes the gate before paho's next Connect (where the
+// resend completes old tokens) and counts the new connection before it
+// opens the gate again: read in this order, an open gate and an
+// unchanged count mean that f's token completed on f's connection.
+func (p *publisher) live(f flight) bool {
+	return p.c.gate.isOpen() && p.c.connects.Load() == f.conn
+}
+
+// rewind forgets the window: publishing starts again at the first reading
+// not committed. The forgotten tokens are paho's to finish.
+func (p *publisher) rewind() {
+	clear(p.window)
+	p.window = p.window[:0]
+	p.cursor = 0
+	p.broken = false
+	p.states = nil
 }
 
 // confirm retires the head of the window, which the broker acknowledged.
@@ -164,12 +201,8 @@ func (p *publisher) fail(ctx context.Context, err error) {
 		from = r.Seq
 	}
 	c.log.Warn("publish failed; resending from the first unconfirmed reading", "err", err, "from_seq", from, "queued", c.outbox.Len())
-	clear(p.window)
-	p.window = p.window[:0]
-	p.cursor = 0
-	p.broken = false
+	p.rewind()
 	// State re-publishes may have been lost with the window: queue them again.
-	p.states = nil
 	signal(c.statesReq)
 	t := time.NewTimer(c.tm.retry)
 	defer t.Stop()
@@ -229,6 +262,9 @@ func (p *publisher) flush() {
 			if err := p.window[0].tok.Error(); err != nil {
 				c.log.Warn("publish failed while stopping", "err", err, "queued", c.outbox.Len())
 				return
+			}
+			if !p.live(p.window[0]) {
+				return // the connection went: not confirmed, kept for the next run
 			}
 			p.confirm()
 		case <-t.C:

@@ -101,7 +101,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		cfg.MQTT.SetEmbeddedAddr(broker.Addr())
 		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
 	}
-	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version})
+	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version, StateDir: cfg.StateDir})
 	if err != nil {
 		return err
 	}

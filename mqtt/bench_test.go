@@ -1,0 +1,159 @@
+package mqtt
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	pibridge "pibridge"
+)
+
+// BenchmarkOutbox measures readings/s from Emit to the broker's PUBACK at
+// QoS 1 against a real mosquitto on loopback, one op a reading:
+//
+//   - live: the broker is up and the core emits as fast as it can, so a
+//     backlog builds and the outbox holds what the publisher has not sent.
+//   - replay: b.N readings were stored on disk while the broker was out of
+//     reach; the clock runs from the broker coming back until the last
+//     one is acknowledged.
+//
+// go test -run=^$ -bench=Outbox -benchtime=20000x ./mqtt
+func BenchmarkOutbox(b *testing.B) {
+	for _, bc := range []struct {
+		name         string
+		disk, replay bool
+	}{
+		{"live/memory", false, false},
+		{"live/disk", true, false},
+		{"replay/disk", true, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			addr := startMosquitto(b)
+			px := newProxy(b, addr)
+			core, _ := newCore(b)
+			o := Options{Config: Config{Broker: Brokers{"tcp://" + px.addr}}, Core: core, Logger: testLogger(b)}
+			if bc.disk {
+				o.StateDir = b.TempDir()
+			}
+			c, err := newClient(o, testTiming)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !bc.replay {
+				px.start(b)
+			}
+			runClient(b, c)
+			if bc.replay {
+				for i := 0; i < b.N; i++ {
+					core.Emit("cpu", pibridge.Number(float64(i%1000)/10), time.Time{})
+				}
+				ob := c.outbox.(*DiskOutbox)
+				eventually(b, "every reading on disk", func() bool { return ob.Synced() == uint64(b.N) })
+				b.ResetTimer()
+				px.start(b)
+			} else {
+				eventually(b, "connected", c.Connected)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					core.Emit("cpu", pibridge.Number(float64(i%1000)/10), time.Time{})
+				}
+			}
+			for c.Stats().Published < uint64(b.N) {
+				time.Sleep(time.Millisecond) // polling for the end of a measurement
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
+			if d := c.Stats().Dropped; d != 0 {
+				b.Errorf("dropped %d", d)
+			}
+		})
+	}
+}
+
+// BenchmarkDiskCommit measures one bbolt transaction of the outbox, fsync
+// included, on this machine's disk: a batch of new readings stored and the
+// previous batch deleted, as the writer does during an outage.
+//
+// go test -run=^$ -bench=DiskCommit ./mqtt
+func BenchmarkDiskCommit(b *testing.B) {
+	for _, size := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			st, err := boltOpener(b.TempDir() + "/" + outboxFile)(func(uint64) {})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.close()
+			batch := make([]pibridge.Reading, size)
+			var seq uint64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				floor := seq
+				for j := range batch {
+					seq++
+					batch[j] = pibridge.Reading{Name: "air.temperature", Value: pibridge.Number(21.5), Unit: "°C", TS: time.Now(), Seq: seq}
+				}
+				if err := st.apply(floor, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "readings/s")
+		})
+	}
+}
+
+// TestRecoveryDefaultTiming measures, with the production timing (first
+// retry 2 s, doubling to 10 s, ±20%), the time from mosquitto accepting
+// connections again after a SIGKILL to the first new reading at a
+// subscriber, for outages of several lengths. It takes about a minute, so
+// it runs only with PIBRIDGE_MQTT_BENCH=1:
+//
+// PIBRIDGE_MQTT_BENCH=1 go test -run=RecoveryDefaultTiming -v ./mqtt
+func TestRecoveryDefaultTiming(t *testing.T) {
+	if os.Getenv("PIBRIDGE_MQTT_BENCH") == "" {
+		t.Skip("set PIBRIDGE_MQTT_BENCH=1 to measure")
+	}
+	m := runMosquitto(t, mosquittoOptions{persist: true})
+	w := watchSeqs(t, m.addr, fmt.Sprintf("seqs-recovery-%d", rand.Int()), base+"/cpu")
+	m.stop()
+	m.start()
+	core, _ := newCore(t)
+	c, err := newClient(Options{Config: Config{Broker: Brokers{"tcp://" + m.addr}}, Core: core, Logger: testLogger(t), StateDir: t.TempDir()}, defaultTiming)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, c)
+	e := startEmitter(core, 10*time.Millisecond)
+	defer e.halt()
+	for _, outage := range []time.Duration{0, time.Second, 3 * time.Second, 8 * time.Second, 20 * time.Second} {
+		from := core.Emitted() + 20
+		w.waitFor("readings flowing", func(w *seqWatcher) bool { return w.online && w.counts[from] > 0 })
+		m.kill()
+		pause(outage)
+		m.start()
+		up := time.Now()
+		last := c.lastSeq.Load()
+		var rec time.Duration
+		timeout := waitLong
+		deadline := time.Now().Add(timeout)
+		for rec == 0 {
+			w.mu.Lock()
+			for s := last + 1; s <= last+100; s++ {
+				if w.counts[s] > 0 {
+					rec = w.first[s].Sub(up)
+					break
+				}
+			}
+			w.mu.Unlock()
+			if time.Now().After(deadline) {
+				t.Fatalf("outage %s: no new reading within %s", outage, timeout)
+			}
+			time.Sleep(5 * time.Millisecond) // polling with a deadline
+		}
+		t.Logf("broker down %s: first new reading at the subscriber %s after the broker accepted again", outage, rec.Round(time.Millisecond))
+	}
+	last := c.lastSeq.Load()
+	e.halt()
+	w.waitFor("every reading", func(w *seqWatcher) bool { return w.hasAll(1, last) })
+}

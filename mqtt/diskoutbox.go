@@ -1,0 +1,702 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pibridge "pibridge"
+)
+
+// DiskOutbox is an Outbox that keeps readings in a bbolt file under
+// state_dir, so that they survive a broker outage, a restart and a crash.
+//
+// Append never touches the disk: it puts the reading in memory and
+// returns, because the core calls it with its lock held. A writer
+// goroutine commits what waits in one transaction (group commit) once the
+// oldest waiting reading has waited CommitWindow, or CommitBatch readings
+// wait, whichever comes first; bbolt fsyncs on every commit. A reading the
+// broker acknowledges before its commit never reaches the disk at all, so
+// with the broker up the SD card sees no writes. Acknowledged readings are
+// deleted in the next commit (the floor), in the same batches.
+//
+// The fsync window: a reading is on disk at most CommitWindow plus one
+// commit after Append (BENCHMARKS.md has the commit times); a bridge
+// killed at any moment loses at most the readings of that window.
+//
+// When the disk fails (full, read-only, gone), readings wait in memory,
+// at most memMax of them; beyond that the oldest unwritten one is dropped
+// and counted. The writer retries with backoff (100 ms doubling to 30 s)
+// and catches up by itself when the disk works again. Publishing goes on
+// meanwhile: it reads from memory.
+//
+// Memory: the newest readings (memMax, about 80 bytes each) and, for the
+// readings that live only on disk, their seqs as ranges, which stay a few
+// bytes however long the outage.
+type DiskOutbox struct {
+	log  *slog.Logger
+	path string
+	max  int
+	p    diskParams
+	open storeOpener
+
+	// dbMu guards st against being replaced while a transaction uses it.
+	dbMu sync.RWMutex
+	st   outboxStore // nil until the file could be opened
+
+	mu        sync.Mutex
+	mem       readingRing // the newest readings, seq order
+	written   int         // mem[:written] are on disk as well
+	inflight  int         // mem[written:written+inflight] are being written
+	disk      seqSpans    // readings held on disk only, all older than mem
+	floor     uint64      // every key ≤ floor is to be deleted from disk
+	diskFloor uint64      // the floor of the last committed transaction
+	deletes   bool        // the disk holds keys ≤ floor
+	workSince time.Time   // when the oldest uncommitted work arrived; zero: none
+	newest    uint64      // the highest seq appended or loaded
+	ra        []pibridge.Reading
+	handedOut bool // Next has returned a reading: late-found records cannot be merged
+	readStuck bool // Next could not read the disk; wake the publisher when it can
+	wake      func()
+	failing   bool
+	lastErr   error
+
+	dropped    uint64 // every reading dropped, for Dropped
+	memDropped uint64 // of those: unwritten readings dropped from a full memory buffer
+	logged     struct{ memDrop, order bool }
+
+	commits  atomic.Uint64
+	commitNS atomic.Int64 // duration of the last commit
+
+	kick      chan struct{} // work arrived
+	full      chan struct{} // CommitBatch readings wait
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// diskParams are the outbox's sizes and durations, shrunk by tests.
+type diskParams struct {
+	window   time.Duration // CommitWindow
+	batch    int           // CommitBatch
+	maxBatch int           // readings per transaction at most
+	memMax   int           // readings held in memory at most
+	ahead    int           // readings read from disk at a time
+	retryMin time.Duration
+	retryMax time.Duration
+}
+
+// Group commit: a reading waits at most CommitWindow for its transaction
+// to start, or less when CommitBatch readings are waiting.
+const (
+	CommitWindow = 100 * time.Millisecond
+	CommitBatch  = 1000
+)
+
+var defaultDiskParams = diskParams{
+	window:   CommitWindow,
+	batch:    CommitBatch,
+	maxBatch: 4096,
+	// 4096 readings ≈ 330 KB: minutes of readings at a Pi's usual rates
+	// while the disk cannot take them, and the window of the publisher.
+	memMax:   4096,
+	ahead:    256,
+	retryMin: 100 * time.Millisecond,
+	retryMax: 30 * time.Second,
+}
+
+// OpenDiskOutbox opens (or creates) dir/mqtt-outbox.db and loads the seqs
+// of the readings it holds, which are published first. It holds at most
+// max readings. It fails only when another process holds the file: a disk
+// that cannot be written (full, read-only, missing) is not an error, the
+// outbox keeps readings in memory meanwhile and retries. Close it after use.
+func OpenDiskOutbox(dir string, max int, log *slog.Logger) (*DiskOutbox, error) {
+	path := filepath.Join(dir, outboxFile)
+	return openDiskOutbox(path, boltOpener(path), max, log, defaultDiskParams)
+}
+
+func openDiskOutbox(path string, open storeOpener, limit int, log *slog.Logger, p diskParams) (*DiskOutbox, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	o := &DiskOutbox{
+		log:  log,
+		path: path,
+		max:  max(limit, 1),
+		p:    p,
+		open: open,
+		kick: make(chan struct{}, 1),
+		full: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	if err := o.openStore(); err != nil {
+		if errors.Is(err, errStoreInUse) {
+			return nil, fmt.Errorf("outbox %s: %w", path, err)
+		}
+		o.failing, o.lastErr = true, err
+		log.Error("outbox on disk unavailable; readings are kept in memory until it works", "path", path, "err", err)
+	} else if n := o.Len(); n > 0 {
+		log.Info("outbox: readings from the previous run will be published first", "path", path, "readings", n,
+			"first_seq", o.disk.first(), "last_seq", o.newest)
+	}
+	go o.writer()
+	return o, nil
+}
+
+// openStore opens the file once it can, moving a damaged one aside.
+func (o *DiskOutbox) openStore() error {
+	o.dbMu.Lock()
+	defer o.dbMu.Unlock()
+	if o.st != nil {
+		return nil
+	}
+	var found seqSpans
+	st, err := o.open(found.push)
+	if errors.Is(err, errCorrupt) {
+		to, rerr := moveAside(o.path)
+		if rerr != nil {
+			return fmt.Errorf("%v; moving it aside: %w", err, rerr)
+		}
+		o.log.Error("outbox file damaged: moved aside, starting a new one; its readings are lost", "err", err, "moved_to", to)
+		found = seqSpans{}
+		st, err = o.open(found.push)
+	}
+	if err != nil {
+		return err
+	}
+	o.st = st
+	o.adopt(&found)
+	return nil
+}
+
+// adopt takes over the readings found in the file.
+func (o *DiskOutbox) adopt(found *seqSpans) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if found.n == 0 {
+		return
+	}
+	first := o.firstHeldLocked()
+	if o.handedOut || (first != 0 && found.last() >= first) {
+		// The file became readable only after publishing had started
+		// (or holds seqs from the future): these readings can no longer
+		// go out in order. They are counted as dropped and deleted.
+		o.log.Error("outbox: readings found on disk after publishing started are dropped",
+			"readings", found.n, "first_seq", found.first(), "last_seq", found.last())
+		o.dropped += uint64(found.n)
+		if first == 0 || found.last() < first {
+			o.floor = max(o.floor, found.last())
+			o.noteDeletesLocked()
+		}
+		return
+	}
+	o.disk = *found
+	o.newest = max(o.newest, found.last())
+	for o.lenLocked() > o.max {
+		o.dropOldestLocked()
+	}
+}
+
+// setWake registers the function that nudges the publisher when readings
+// that could not be read become readable again.
+func (o *DiskOutbox) setWake(f func()) {
+	o.mu.Lock()
+	o.wake = f
+	o.mu.Unlock()
+}
+
+// Append adds r in memory and returns; the writer stores it.
+func (o *DiskOutbox) Append(r pibridge.Reading) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r.Seq <= o.newest {
+		// Only when the seq counter went back (state_dir/seq lost while
+		// the outbox survived): held readings would be overtaken.
+		o.dropped++
+		if !o.logged.order {
+			o.logged.order = true
+			o.log.Error("outbox: reading with a seq not above the outbox's newest dropped (was state_dir/seq reset?)",
+				"seq", r.Seq, "newest", o.newest)
+		}
+		return
+	}
+	o.newest = r.Seq
+	if o.lenLocked() >= o.max {
+		o.dropOldestLocked()
+	}
+	if o.mem.n >= o.p.memMax {
+		if o.written > 0 {
+			// The oldest in memory is on disk too: keep only its seq.
+			o.disk.push(o.mem.at(0).Seq)
+			o.popFrontLocked()
+		} else {
+			// The disk cannot keep up or fails: the oldest unwritten
+			// reading goes.
+			o.popFrontLocked()
+			o.dropped++
+			o.memDropped++
+			if !o.logged.memDrop {
+				o.logged.memDrop = true
+				o.log.Error("outbox: memory buffer full and the disk does not take readings; dropping the oldest unwritten",
+					"buffer", o.p.memMax, "err", o.lastErr)
+			}
+		}
+	}
+	o.mem.push(r)
+	waiting := o.mem.n - o.written - o.inflight
+	if waiting == 1 {
+		o.noteWorkLocked()
+	}
+	if waiting >= o.p.batch {
+		signal(o.full)
+	}
+}
+
+// Next returns the oldest reading with a seq above after. Readings that
+// live only on disk are read ahead in blocks.
+func (o *DiskOutbox) Next(after uint64) (pibridge.Reading, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for {
+		seq, onDisk := o.disk.next(after)
+		if !onDisk {
+			i := o.mem.search(after)
+			if i == o.mem.n {
+				return pibridge.Reading{}, false
+			}
+			o.handedOut = true
+			return *o.mem.at(i), true
+		}
+		if r, ok := o.readAhead(seq); ok {
+			o.handedOut = true
+			return r, true
+		}
+		// Read without o.mu: Append must not wait for the disk.
+		o.mu.Unlock()
+		rs, err := o.readDisk(seq, o.p.ahead)
+		o.mu.Lock()
+		if err != nil {
+			// The file is not open (the disk failed at start) or the read
+			// failed: nothing can go out before this reading, so nothing
+			// goes out until it can be read.
+			if !o.readStuck {
+				o.readStuck = true
+				o.log.Warn("outbox: cannot read queued readings from disk; publishing waits", "seq", seq, "err", err)
+			}
+			return pibridge.Reading{}, false
+		}
+		o.ra = rs
+		if len(rs) == 0 || rs[0].Seq != seq {
+			// Recorded as stored but not there or not readable.
+			if o.disk.remove(seq) {
+				o.dropped++
+				o.log.Error("outbox: reading missing or damaged on disk; skipped", "seq", seq)
+			}
+		}
+	}
+}
+
+func (o *DiskOutbox) readAhead(seq uint64) (pibridge.Reading, bool) {
+	i := sort.Search(len(o.ra), func(i int) bool { return o.ra[i].Seq >= seq })
+	if i < len(o.ra) && o.ra[i].Seq == seq {
+		return o.ra[i], true
+	}
+	return pibridge.Reading{}, false
+}
+
+var errNotOpen = errors.New("outbox file not open")
+
+func (o *DiskOutbox) readDisk(from uint64, n int) ([]pibridge.Reading, error) {
+	o.dbMu.RLock()
+	defer o.dbMu.RUnlock()
+	if o.st == nil {
+		return nil, errNotOpen
+	}
+	return o.st.read(from, n)
+}
+
+// Commit removes every reading up to and including seq; the writer
+// deletes them from disk with its next transaction.
+func (o *DiskOutbox) Commit(seq uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if seq <= o.floor {
+		return
+	}
+	o.floor = seq
+	onDisk := o.disk.popTo(seq) > 0
+	for o.mem.n > 0 && o.mem.at(0).Seq <= seq {
+		onDisk = onDisk || o.written > 0
+		o.popFrontLocked()
+	}
+	if len(o.ra) > 0 && o.ra[len(o.ra)-1].Seq <= seq {
+		o.ra = nil
+	}
+	if onDisk {
+		o.noteDeletesLocked()
+	}
+}
+
+// Len is the number of readings held, in memory and on disk.
+func (o *DiskOutbox) Len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.lenLocked()
+}
+
+// Dropped counts the readings dropped since the start: the oldest for
+// room (queue_max), unwritten ones while the disk failed, damaged ones.
+func (o *DiskOutbox) Dropped() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.dropped
+}
+
+// Synced returns a seq S such that every reading appended with seq ≤ S is
+// on disk, acknowledged, or counted as dropped: what a crash now would not
+// lose.
+func (o *DiskOutbox) Synced() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.written < o.mem.n {
+		return o.mem.at(o.written).Seq - 1
+	}
+	return o.newest
+}
+
+// Failing reports whether the last attempt to write to disk failed.
+func (o *DiskOutbox) Failing() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.failing
+}
+
+// Close commits what waits, once more, and closes the file. Readings
+// appended afterwards are not stored.
+func (o *DiskOutbox) Close() error {
+	o.closeOnce.Do(func() {
+		close(o.stop)
+		<-o.done
+		o.dbMu.Lock()
+		if o.st != nil {
+			o.closeErr = o.st.close()
+			o.st = nil
+		}
+		o.dbMu.Unlock()
+		o.mu.Lock()
+		if n := o.mem.n - o.written; n > 0 {
+			o.log.Error("outbox closed with readings not on disk; they are lost", "readings", n)
+		}
+		o.mu.Unlock()
+	})
+	return o.closeErr
+}
+
+func (o *DiskOutbox) lenLocked() int { return o.disk.n + o.mem.n }
+
+func (o *DiskOutbox) firstHeldLocked() uint64 {
+	if o.disk.n > 0 {
+		return o.disk.first()
+	}
+	if o.mem.n > 0 {
+		return o.mem.at(0).Seq
+	}
+	return 0
+}
+
+// dropOldestLocked drops the oldest reading for room.
+func (o *DiskOutbox) dropOldestLocked() {
+	var seq uint64
+	if o.disk.n > 0 {
+		seq = o.disk.first()
+		o.disk.popTo(seq)
+		o.noteDeletesLocked()
+	} else {
+		seq = o.mem.at(0).Seq
+		if o.written > 0 {
+			o.noteDeletesLocked()
+		}
+		o.popFrontLocked()
+	}
+	// Everything older is gone already: the disk may forget up to here.
+	o.floor = max(o.floor, seq)
+	o.dropped++
+}
+
+// popFrontLocked removes mem[0], keeping written and inflight in step.
+func (o *DiskOutbox) popFrontLocked() {
+	switch {
+	case o.written > 0:
+		o.written--
+	case o.inflight > 0:
+		o.inflight--
+	}
+	o.mem.popFront()
+}
+
+func (o *DiskOutbox) noteDeletesLocked() {
+	if !o.deletes {
+		o.deletes = true
+		o.noteWorkLocked()
+	}
+}
+
+func (o *DiskOutbox) noteWorkLocked() {
+	if o.workSince.IsZero() {
+		o.workSince = time.Now()
+	}
+	signal(o.kick)
+}
+
+// writer commits what waits, one transaction per window, and retries with
+// backoff while the disk fails. Close ends it.
+func (o *DiskOutbox) writer() {
+	defer close(o.done)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	pause := o.p.retryMin
+	for {
+		o.mu.Lock()
+		since := o.workSince
+		o.mu.Unlock()
+		if since.IsZero() {
+			select {
+			case <-o.stop:
+				o.final()
+				return
+			case <-o.kick:
+				continue
+			}
+		}
+		if d := time.Until(since.Add(o.p.window)); d > 0 {
+			t.Reset(d)
+			select {
+			case <-o.stop:
+				o.final()
+				return
+			case <-t.C:
+			case <-o.full:
+				t.Stop()
+			}
+		}
+		if err := o.commit(); err != nil {
+			t.Reset(pause)
+			select {
+			case <-o.stop:
+				o.final()
+				return
+			case <-t.C:
+			}
+			pause = min(2*pause, o.p.retryMax)
+			continue
+		}
+		pause = o.p.retryMin
+	}
+}
+
+// final commits what waits before Close, as long as the disk takes it.
+func (o *DiskOutbox) final() {
+	for i := 0; i < 64; i++ {
+		o.mu.Lock()
+		work := !o.workSince.IsZero()
+		o.mu.Unlock()
+		if !work || o.commit() != nil {
+			return
+		}
+	}
+}
+
+// commit runs one transaction: delete up to the floor, store the readings
+// waiting (oldest first, at most maxBatch).
+func (o *DiskOutbox) commit() error {
+	if err := o.openStore(); err != nil {
+		o.failed(err)
+		return err
+	}
+	o.mu.Lock()
+	n := min(o.mem.n-o.written, o.p.maxBatch)
+	batch := make([]pibridge.Reading, n)
+	for i := range batch {
+		batch[i] = *o.mem.at(o.written + i)
+	}
+	o.inflight = n
+	floor := o.floor
+	o.deletes = false
+	o.workSince = time.Time{}
+	if o.mem.n-o.written > n {
+		o.workSince = time.Now() // the rest go in the next transaction
+	}
+	o.mu.Unlock()
+
+	start := time.Now()
+	o.dbMu.RLock()
+	err := o.st.apply(floor, batch)
+	o.dbMu.RUnlock()
+	o.commitNS.Store(int64(time.Since(start)))
+
+	o.mu.Lock()
+	o.inflight = 0
+	if err != nil {
+		o.deletes = o.deletes || floor > o.diskFloor
+		o.mu.Unlock()
+		o.failed(err)
+		return err
+	}
+	o.commits.Add(1)
+	o.diskFloor = floor
+	if n > 0 {
+		// Everything in memory up to the batch's last seq is on disk
+		// now; what was committed or dropped meanwhile is gone from mem.
+		o.written = o.mem.search(batch[n-1].Seq)
+		if batch[0].Seq <= o.floor {
+			o.noteDeletesLocked() // acknowledged while being written
+		}
+	}
+	recovered := o.failing
+	o.failing, o.lastErr = false, nil
+	stuck := o.readStuck
+	o.readStuck = false
+	wake := o.wake
+	dropped := o.memDropped
+	o.logged.memDrop = false
+	o.mu.Unlock()
+	if recovered {
+		o.log.Info("outbox: writing to disk again", "path", o.path, "unwritten_dropped_total", dropped)
+	}
+	if stuck && wake != nil {
+		wake()
+	}
+	return nil
+}
+
+func (o *DiskOutbox) failed(err error) {
+	o.mu.Lock()
+	first := !o.failing
+	o.failing, o.lastErr = true, err
+	if o.workSince.IsZero() {
+		o.workSince = time.Now()
+	}
+	waiting := o.mem.n - o.written
+	o.mu.Unlock()
+	if first {
+		o.log.Error("outbox: cannot write to disk; readings wait in memory, retrying", "path", o.path, "err", err, "waiting", waiting)
+	} else {
+		o.log.Debug("outbox: still cannot write to disk", "err", err, "waiting", waiting)
+	}
+}
+
+// readingRing is a queue of readings in seq order that grows as needed.
+type readingRing struct {
+	buf  []pibridge.Reading
+	head int
+	n    int
+}
+
+func (q *readingRing) at(i int) *pibridge.Reading { return &q.buf[(q.head+i)%len(q.buf)] }
+
+func (q *readingRing) push(r pibridge.Reading) {
+	if q.n == len(q.buf) {
+		next := make([]pibridge.Reading, max(2*len(q.buf), 64))
+		for i := 0; i < q.n; i++ {
+			next[i] = *q.at(i)
+		}
+		q.buf, q.head = next, 0
+	}
+	*q.at(q.n) = r
+	q.n++
+}
+
+func (q *readingRing) popFront() {
+	*q.at(0) = pibridge.Reading{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	if q.n == 0 && len(q.buf) > 256 {
+		q.buf, q.head = nil, 0 // give back the memory of a burst
+	}
+}
+
+// search returns the index of the first reading with a seq above after.
+func (q *readingRing) search(after uint64) int {
+	return sort.Search(q.n, func(i int) bool { return q.at(i).Seq > after })
+}
+
+// seqSpans is a set of seqs kept as ascending runs: the readings of a long
+// outage are one run, whatever their number.
+type seqSpans struct {
+	s []seqSpan
+	n int
+}
+
+type seqSpan struct{ from, to uint64 } // inclusive
+
+func (x *seqSpans) first() uint64 { return x.s[0].from }
+func (x *seqSpans) last() uint64  { return x.s[len(x.s)-1].to }
+
+// push adds seq, which is above every seq held.
+func (x *seqSpans) push(seq uint64) {
+	if k := len(x.s); k > 0 && x.s[k-1].to+1 == seq {
+		x.s[k-1].to = seq
+	} else {
+		x.s = append(x.s, seqSpan{seq, seq})
+	}
+	x.n++
+}
+
+// popTo removes every seq ≤ seq and returns how many.
+func (x *seqSpans) popTo(seq uint64) int {
+	removed, i := 0, 0
+	for ; i < len(x.s) && x.s[i].from <= seq; i++ {
+		if x.s[i].to > seq {
+			removed += int(seq - x.s[i].from + 1)
+			x.s[i].from = seq + 1
+			break
+		}
+		removed += int(x.s[i].to - x.s[i].from + 1)
+	}
+	x.s = x.s[i:]
+	if len(x.s) == 0 {
+		x.s = nil
+	}
+	x.n -= removed
+	return removed
+}
+
+// next returns the lowest seq above after.
+func (x *seqSpans) next(after uint64) (uint64, bool) {
+	i := sort.Search(len(x.s), func(i int) bool { return x.s[i].to > after })
+	if i == len(x.s) {
+		return 0, false
+	}
+	return max(x.s[i].from, after+1), true
+}
+
+// remove takes one seq out, splitting its run.
+func (x *seqSpans) remove(seq uint64) bool {
+	i := sort.Search(len(x.s), func(i int) bool { return x.s[i].to >= seq })
+	if i == len(x.s) || x.s[i].from > seq {
+		return false
+	}
+	sp := x.s[i]
+	switch {
+	case sp.from == sp.to:
+		x.s = append(x.s[:i], x.s[i+1:]...)
+	case seq == sp.from:
+		x.s[i].from++
+	case seq == sp.to:
+		x.s[i].to--
+	default:
+		x.s = append(x.s[:i+1], x.s[i:]...)
+		x.s[i].to = seq - 1
+		x.s[i+1].from = seq + 1
+	}
+	x.n--
+	return true
+}
