@@ -18,16 +18,13 @@ import (
 	pibridge "pibridge"
 )
 
-func TestAppendSignalsJSON(t *testing.T) {
-	got := string(AppendSignalsJSON(nil, testSignals[2:5]))
-	want := `[{"name":"stuck","kind":"output","writable":true},` +
+func TestMetaJSON(t *testing.T) {
+	got := string(metaJSON(pibridge.Device{ID: "d"}, testSignals[2:5]))
+	want := `{"device":{"id":"d","name":"","version":""},"signals":[{"name":"stuck","kind":"output","writable":true},` +
 		`{"name":"fan","kind":"pwm","writable":true,"min":0,"max":1},` +
-		`{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}]`
+		`{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}]}`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
-	}
-	if got := string(AppendSignalsJSON(nil, nil)); got != "[]" {
-		t.Errorf("no signals: %s", got)
 	}
 	meta := metaJSON(pibridge.Device{ID: "d", Name: `say "hi"`, Version: "1"}, testSignals[:1])
 	if want := `{"device":{"id":"d","name":"say \"hi\"","version":"1"},"signals":[{"name":"door","kind":"input","writable":false}]}`; string(meta) != want {
