@@ -67,7 +67,7 @@ type timing struct {
 }
 
 var defaultTiming = timing{
-	connectRetry:   2 * time.Second,
+	connectRetry:   time.Second, // a restarted broker is usually back within a second
 	maxReconnect:   10 * time.Second,
 	keepAlive:      30 * time.Second,
 	pingTimeout:    10 * time.Second,

@@ -244,8 +244,8 @@ func (o *DiskOutbox) Append(r pibridge.Reading) {
 			o.memDropped++
 			if !o.logged.memDrop {
 				o.logged.memDrop = true
-				o.log.Error("outbox: memory buffer full and the disk does not take readings; dropping the oldest unwritten",
-					"buffer", o.p.memMax, "err", o.lastErr)
+				o.log.Error("outbox: memory buffer full of readings not on disk yet (the disk fails, or is slower than the readings come); dropping the oldest unwritten",
+					"buffer", o.p.memMax, "disk_err", o.lastErr)
 			}
 		}
 	}
