@@ -33,7 +33,10 @@ import (
 // at most memMax of them; beyond that the oldest unwritten one is dropped
 // and counted. The writer retries with backoff (100 ms doubling to 30 s)
 // and catches up by itself when the disk works again. Publishing goes on
-// meanwhile: it reads from memory.
+// meanwhile: it reads from memory. A read error in bbolt's memory map
+// (SIGBUS on a worn card) is an error, not a crash, and a reading that
+// cannot be read five times in a row is skipped and counted, so one bad
+// spot does not hold back the rest.
 //
 // Memory: the newest readings (memMax, about 80 bytes each) and, for the
 // readings that live only on disk, their seqs as ranges, which stay a few
@@ -62,6 +65,8 @@ type DiskOutbox struct {
 	ra        []pibridge.Reading
 	handedOut bool // Next has returned a reading: late-found records cannot be merged
 	readStuck bool // Next could not read the disk; wake the publisher when it can
+	readFails int  // reads of readSeq that failed in a row
+	readSeq   uint64
 	wake      func()
 	failing   bool
 	lastErr   error
@@ -282,16 +287,33 @@ func (o *DiskOutbox) Next(after uint64) (pibridge.Reading, bool) {
 		o.mu.Unlock()
 		rs, err := o.readDisk(seq, o.p.ahead)
 		o.mu.Lock()
+		if err != nil && !errors.Is(err, errNotOpen) {
+			if seq != o.readSeq {
+				o.readSeq, o.readFails = seq, 0
+			}
+			if o.readFails++; o.readFails >= maxReadFails {
+				// Not a passing failure but a bad spot on the card:
+				// skip this reading rather than hold back all the others.
+				o.readFails = 0
+				if o.disk.remove(seq) {
+					o.dropped++
+					o.log.Error("outbox: reading unreadable on disk; skipped", "seq", seq, "err", err)
+				}
+				continue
+			}
+		}
 		if err != nil {
 			// The file is not open (the disk failed at start) or the read
 			// failed: nothing can go out before this reading, so nothing
-			// goes out until it can be read.
+			// goes out until it can be read; the next commit or reading
+			// tries again.
 			if !o.readStuck {
 				o.readStuck = true
 				o.log.Warn("outbox: cannot read queued readings from disk; publishing waits", "seq", seq, "err", err)
 			}
 			return pibridge.Reading{}, false
 		}
+		o.readFails = 0
 		o.ra = rs
 		if len(rs) == 0 || rs[0].Seq != seq {
 			// Recorded as stored but not there or not readable.
@@ -312,6 +334,10 @@ func (o *DiskOutbox) readAhead(seq uint64) (pibridge.Reading, bool) {
 }
 
 var errNotOpen = errors.New("outbox file not open")
+
+// maxReadFails is how many times in a row one reading may fail to be read
+// before it is skipped as damaged.
+const maxReadFails = 5
 
 func (o *DiskOutbox) readDisk(from uint64, n int) ([]pibridge.Reading, error) {
 	o.dbMu.RLock()

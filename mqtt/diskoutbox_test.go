@@ -86,6 +86,7 @@ type fakeStore struct {
 	recs    map[uint64]pibridge.Reading
 	err     error // apply fails with it while set
 	readErr error
+	badSeq  uint64 // reading from this seq fails
 	txs     []fakeTx
 	applied chan struct{}
 	gate    chan struct{} // when set, apply waits for a value on it
@@ -150,6 +151,9 @@ func (f *fakeStore) read(from uint64, max int) ([]pibridge.Reading, error) {
 	defer f.mu.Unlock()
 	if f.readErr != nil {
 		return nil, f.readErr
+	}
+	if f.badSeq != 0 && from == f.badSeq {
+		return nil, errors.New("input/output error")
 	}
 	var keys []uint64
 	for k := range f.recs {
@@ -607,5 +611,60 @@ func TestDiskOutboxAppendNeverWaits(t *testing.T) {
 	eventually(t, "the disk catching up", func() bool { return o.Synced() == 50010 })
 	if got := f.stored(); len(got) != 20010 || got[0] != 30001 {
 		t.Errorf("stored %d readings from %v", len(got), got[:1])
+	}
+}
+
+// TestDiskOutboxBadSpot: one reading that fails to be read every time (a
+// bad spot on the card) is skipped after a few tries, counted, and the
+// others go out.
+func TestDiskOutboxBadSpot(t *testing.T) {
+	f := newFakeStore()
+	for s := uint64(1); s <= 4; s++ {
+		f.recs[s] = testReading(s)
+	}
+	f.badSeq = 2
+	p := testDiskParams
+	p.ahead = 1
+	o := openFake(t, f, 100, p)
+	if r, ok := o.Next(0); !ok || r.Seq != 1 {
+		t.Fatalf("Next(0) = %d, %v", r.Seq, ok)
+	}
+	for i := 1; i < maxReadFails; i++ {
+		if r, ok := o.Next(1); ok {
+			t.Fatalf("try %d: Next returned %d past an unreadable reading", i, r.Seq)
+		}
+	}
+	if r, ok := o.Next(1); !ok || r.Seq != 3 {
+		t.Fatalf("after %d failures: Next(1) = %d, %v; want 3", maxReadFails, r.Seq, ok)
+	}
+	if d := o.Dropped(); d != 1 {
+		t.Errorf("Dropped = %d", d)
+	}
+}
+
+// TestBoltStoreFault truncates the file under bbolt's memory map: reading
+// it faults (SIGBUS), which must come back as an error, not end the process.
+func TestBoltStoreFault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), outboxFile)
+	st, err := boltOpener(path)(func(uint64) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	batch := make([]pibridge.Reading, 2000)
+	for i := range batch {
+		batch[i] = testReading(uint64(i + 1))
+	}
+	if err := st.apply(0, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Keep the two meta pages, lose the data pages.
+	if err := os.Truncate(path, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.read(1000, 10); err == nil {
+		t.Fatal("reading a truncated file did not fail")
+	} else {
+		t.Logf("read: %v", err)
 	}
 }

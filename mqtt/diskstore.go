@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -117,7 +118,24 @@ func (s *boltStore) load(load func(uint64)) error {
 	})
 }
 
+// guarded runs a bbolt transaction so that a fault in its memory map (an
+// I/O error on a worn SD card arrives as SIGBUS) becomes an error instead
+// of ending the process. bbolt rolls the transaction back on the panic.
+func guarded(f func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("outbox file: %v", p)
+		}
+	}()
+	return f()
+}
+
 func (s *boltStore) apply(floor uint64, batch []pibridge.Reading) error {
+	return guarded(func() error { return s.update(floor, batch) })
+}
+
+func (s *boltStore) update(floor uint64, batch []pibridge.Reading) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		if b == nil {
@@ -152,13 +170,18 @@ func (s *boltStore) apply(floor uint64, batch []pibridge.Reading) error {
 
 func (s *boltStore) read(from uint64, max int) ([]pibridge.Reading, error) {
 	var out []pibridge.Reading
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := guarded(func() error { return s.view(from, max, &out) })
+	return out, err
+}
+
+func (s *boltStore) view(from uint64, max int, out *[]pibridge.Reading) error {
+	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		if b == nil {
 			return errors.New("outbox bucket missing")
 		}
 		c := b.Cursor()
-		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, from)); k != nil && len(out) < max; k, v = c.Next() {
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, from)); k != nil && len(*out) < max; k, v = c.Next() {
 			if len(k) != 8 {
 				continue
 			}
@@ -167,11 +190,10 @@ func (s *boltStore) read(from uint64, max int) ([]pibridge.Reading, error) {
 				continue
 			}
 			r.Seq = binary.BigEndian.Uint64(k)
-			out = append(out, r)
+			*out = append(*out, r)
 		}
 		return nil
 	})
-	return out, err
 }
 
 func (s *boltStore) close() error { return s.db.Close() }
