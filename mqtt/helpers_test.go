@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	pibridge "pibridge"
+	"pibridge/internal/testkit"
 )
 
 // testTiming shortens the retry intervals so outages heal in tests quickly.
@@ -210,32 +210,9 @@ func (m *mosquittoBroker) end(sig syscall.Signal) {
 	m.cmd = nil
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+var freeAddr = testkit.FreeAddr
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+type lockedBuffer = testkit.LockedBuffer
 
 // testLogger writes to t.Log until the test ends; paho goroutines that
 // outlive it must not call t.Log.
