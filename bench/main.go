@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"pibridge/internal/harness"
 )
 
 func main() {
@@ -110,24 +112,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(scratch)
 	}
 
-	m := describeMachine()
-	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.cpu, m.ncpu, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	m := harness.DescribeMachine()
+	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(stdout, "command: bench %s\n", strings.Join(args, " "))
 	fmt.Fprintf(stdout, "clock: load generator's time.Now (monotonic for round trips; wall clock against the reading's ms ts for events)\n\n")
 
 	for _, p := range o.procs {
-		pin := planPinning(p, m.ncpu)
-		fmt.Fprintf(stdout, "== GOMAXPROCS=%d: %s\n\n", p, pin.describe())
-		if err := pin.pinSelf(); err != nil {
+		pin := harness.PlanPinning(p, m.NCPU)
+		fmt.Fprintf(stdout, "== GOMAXPROCS=%d: %s\n\n", p, pin.Describe())
+		if err := pin.PinSelf(); err != nil {
 			fmt.Fprintf(stdout, "note: could not pin the load generator: %v\n", err)
 		}
-		d := daemonSpec{bin: o.bridge, procs: p, pin: pin, scratch: scratch}
+		d := harness.DaemonSpec{Bin: o.bridge, Procs: p, Pin: pin, Scratch: scratch}
 		if o.scenario == "all" || o.scenario == "idle" {
 			r, err := idleScenario(ctx, d, o)
 			if err != nil {
 				return fmt.Errorf("idle, GOMAXPROCS=%d: %w", p, err)
 			}
-			r.print(stdout)
+			r.Print(stdout)
 		}
 		if o.scenario == "all" || o.scenario == "event" {
 			for _, n := range o.clients {
@@ -135,7 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if err != nil {
 					return fmt.Errorf("event, %d clients, GOMAXPROCS=%d: %w", n, p, err)
 				}
-				r.print(stdout)
+				r.Print(stdout)
 			}
 		}
 		if o.scenario == "all" || o.scenario == "roundtrip" {
@@ -143,7 +145,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("roundtrip, GOMAXPROCS=%d: %w", p, err)
 			}
-			r.print(stdout)
+			r.Print(stdout)
 		}
 	}
 	return nil

@@ -1,4 +1,7 @@
-package main
+// Package harness runs the real bridge binary as a child process on
+// loopback for the benchmarks and the fault suite: free ports, a fresh
+// state directory, taskset pinning, and /proc figures (memory, CPU).
+package harness
 
 import (
 	"bufio"
@@ -17,17 +20,17 @@ import (
 	"time"
 )
 
-type machine struct {
-	cpu  string
-	ncpu int
+type Machine struct {
+	CPU  string
+	NCPU int
 }
 
-func describeMachine() machine {
-	m := machine{cpu: "unknown CPU", ncpu: runtime.NumCPU()}
+func DescribeMachine() Machine {
+	m := Machine{CPU: "unknown CPU", NCPU: runtime.NumCPU()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for line := range strings.SplitSeq(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.cpu = strings.TrimSpace(v)
+				m.CPU = strings.TrimSpace(v)
 				break
 			}
 		}
@@ -38,30 +41,30 @@ func describeMachine() machine {
 // pinning puts the daemon and the load generator on disjoint cores with
 // taskset, so neither steals the other's CPU time. With too few cores the
 // daemon gets fewer cores than GOMAXPROCS, and describe says so.
-type pinning struct {
-	taskset string // path, "" when unavailable
-	daemon  string // cpu list for taskset -c
-	load    string
-	note    string
+type Pinning struct {
+	Taskset string // path, "" when unavailable
+	Daemon  string // cpu list for taskset -c
+	Load    string
+	Note    string
 }
 
-func planPinning(procs, ncpu int) pinning {
-	p := pinning{}
+func PlanPinning(procs, ncpu int) Pinning {
+	p := Pinning{}
 	path, err := exec.LookPath("taskset")
 	switch {
 	case err != nil:
-		p.note = "taskset not found: daemon and load generator NOT pinned"
+		p.Note = "taskset not found: daemon and load generator NOT pinned"
 		return p
 	case ncpu < 2:
-		p.note = "one CPU: daemon and load generator NOT pinned"
+		p.Note = "one CPU: daemon and load generator NOT pinned"
 		return p
 	}
-	p.taskset = path
+	p.Taskset = path
 	n := min(procs, ncpu-1)
-	p.daemon = cpuRange(0, n)
-	p.load = cpuRange(n, ncpu)
+	p.Daemon = cpuRange(0, n)
+	p.Load = cpuRange(n, ncpu)
 	if n < procs {
-		p.note = fmt.Sprintf("only %d CPUs: the daemon runs GOMAXPROCS=%d on %d core(s)", ncpu, procs, n)
+		p.Note = fmt.Sprintf("only %d CPUs: the daemon runs GOMAXPROCS=%d on %d core(s)", ncpu, procs, n)
 	}
 	return p
 }
@@ -73,49 +76,57 @@ func cpuRange(from, to int) string {
 	return fmt.Sprintf("%d-%d", from, to-1)
 }
 
-func (p pinning) describe() string {
-	if p.taskset == "" {
-		return p.note
+func (p Pinning) Describe() string {
+	if p.Taskset == "" {
+		return p.Note
 	}
-	s := fmt.Sprintf("taskset: daemon on CPU %s, load generator on CPU %s", p.daemon, p.load)
-	if p.note != "" {
-		s += " (" + p.note + ")"
+	s := fmt.Sprintf("taskset: daemon on CPU %s, load generator on CPU %s", p.Daemon, p.Load)
+	if p.Note != "" {
+		s += " (" + p.Note + ")"
 	}
 	return s
 }
 
 // pinSelf moves every thread of this process onto the load generator's
 // cores; threads started later inherit the mask.
-func (p pinning) pinSelf() error {
-	if p.taskset == "" {
+func (p Pinning) PinSelf() error {
+	if p.Taskset == "" {
 		return nil
 	}
-	out, err := exec.Command(p.taskset, "-a", "-cp", p.load, strconv.Itoa(os.Getpid())).CombinedOutput()
+	out, err := exec.Command(p.Taskset, "-a", "-cp", p.Load, strconv.Itoa(os.Getpid())).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("taskset: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
 
-type daemonSpec struct {
-	bin     string
-	procs   int
-	pin     pinning
-	scratch string
+// DaemonSpec says how to start bridges: which binary, GOMAXPROCS, the
+// cores, and the directory that holds each run's config, state and log.
+type DaemonSpec struct {
+	Bin     string
+	Procs   int
+	Pin     Pinning
+	Scratch string
+	// Env is added to every daemon's environment (KEY=value).
+	Env []string
 }
 
-// daemon is one running bridge.
-type daemon struct {
-	cmd     *exec.Cmd
-	pid     int
-	httpURL string
-	wsURL   string
-	ready   time.Duration // spawn → first /healthz 200
-	logPath string
-	done    chan error
+// Daemon is one running bridge.
+type Daemon struct {
+	Cmd      *exec.Cmd
+	PID      int
+	Dir      string // config, state and log of this run
+	HTTPAddr string
+	MQTTAddr string // the embedded broker's listener
+	HTTPURL  string
+	WSURL    string
+	Ready    time.Duration // spawn → first /healthz 200
+	LogPath  string
+	done     chan struct{} // closed when the process has exited
+	exitErr  error
 }
 
-func freePort() (string, error) {
+func FreePort() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -127,27 +138,27 @@ func freePort() (string, error) {
 // start runs the bridge with config (YAML; "" for the built-in demo) on
 // free loopback ports and a fresh state directory, and returns once
 // /healthz answers 200.
-func (d daemonSpec) start(ctx context.Context, name, config string) (*daemon, error) {
-	dir, err := os.MkdirTemp(d.scratch, name+"-")
+func (d DaemonSpec) Start(ctx context.Context, name, config string) (*Daemon, error) {
+	dir, err := os.MkdirTemp(d.Scratch, name+"-")
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freePort()
+	httpAddr, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	mqttAddr, err := freePort()
+	mqttAddr, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	bin, err := filepath.Abs(d.bin)
+	bin, err := filepath.Abs(d.Bin)
 	if err != nil {
 		return nil, err
 	}
 	var argv []string
-	if d.pin.taskset != "" {
+	if d.Pin.Taskset != "" {
 		// taskset execs the bridge: the pid stays the bridge's.
-		argv = append(argv, d.pin.taskset, "-c", d.pin.daemon)
+		argv = append(argv, d.Pin.Taskset, "-c", d.Pin.Daemon)
 	}
 	argv = append(argv, bin)
 	if config != "" {
@@ -164,13 +175,14 @@ func (d daemonSpec) start(ctx context.Context, name, config string) (*daemon, er
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(),
-		"GOMAXPROCS="+strconv.Itoa(d.procs),
+		"GOMAXPROCS="+strconv.Itoa(d.Procs),
 		"PIBRIDGE_HTTP_LISTEN="+httpAddr,
 		"PIBRIDGE_MQTT_EMBEDDED_LISTEN="+mqttAddr,
 		"PIBRIDGE_STATE_DIR="+filepath.Join(dir, "state"),
 	)
+	cmd.Env = append(cmd.Env, d.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	dm := &daemon{cmd: cmd, httpURL: "http://" + httpAddr, wsURL: "ws://" + httpAddr + "/ws", logPath: logPath, done: make(chan error, 1)}
+	dm := &Daemon{Cmd: cmd, Dir: dir, HTTPAddr: httpAddr, MQTTAddr: mqttAddr, HTTPURL: "http://" + httpAddr, WSURL: "ws://" + httpAddr + "/ws", LogPath: logPath, done: make(chan struct{})}
 
 	client := &http.Client{Timeout: 200 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
 	t0 := time.Now()
@@ -178,45 +190,57 @@ func (d daemonSpec) start(ctx context.Context, name, config string) (*daemon, er
 		logf.Close()
 		return nil, err
 	}
-	dm.pid = cmd.Process.Pid
-	go func() { dm.done <- cmd.Wait(); logf.Close() }()
+	dm.PID = cmd.Process.Pid
+	go func() { dm.exitErr = cmd.Wait(); logf.Close(); close(dm.done) }()
 	deadline := t0.Add(15 * time.Second)
 	for {
-		resp, err := client.Get(dm.httpURL + "/healthz")
+		resp, err := client.Get(dm.HTTPURL + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				dm.ready = time.Since(t0)
+				dm.Ready = time.Since(t0)
 				return dm, nil
 			}
 		}
 		select {
-		case err := <-dm.done:
-			return nil, fmt.Errorf("bridge exited before ready (%v); log: %s", err, tail(logPath))
+		case <-dm.done:
+			return nil, fmt.Errorf("bridge exited before ready (%v); log: %s", dm.exitErr, Tail(logPath))
 		case <-ctx.Done():
-			dm.stop()
+			dm.Stop()
 			return nil, ctx.Err()
 		case <-time.After(500 * time.Microsecond):
 		}
 		if time.Now().After(deadline) {
-			dm.stop()
-			return nil, fmt.Errorf("not ready after 15s; log: %s", tail(logPath))
+			dm.Stop()
+			return nil, fmt.Errorf("not ready after 15s; log: %s", Tail(logPath))
 		}
 	}
 }
 
-// stop sends SIGTERM and waits for a clean exit, SIGKILL after 10 s.
-func (dm *daemon) stop() {
-	_ = dm.cmd.Process.Signal(syscall.SIGTERM)
+// Stop sends SIGTERM and waits for the exit, SIGKILL after 10 s. It
+// returns the exit error (nil for a clean exit 0); calling it again is
+// harmless.
+func (dm *Daemon) Stop() error {
+	_ = dm.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-dm.done:
 	case <-time.After(10 * time.Second):
-		_ = dm.cmd.Process.Kill()
+		_ = dm.Cmd.Process.Kill()
 		<-dm.done
 	}
+	return dm.exitErr
 }
 
-func tail(path string) string {
+// Kill sends SIGKILL and waits until the process is gone.
+func (dm *Daemon) Kill() {
+	_ = dm.Cmd.Process.Kill()
+	<-dm.done
+}
+
+// Done is closed once the process has exited.
+func (dm *Daemon) Done() <-chan struct{} { return dm.done }
+
+func Tail(path string) string {
 	b, _ := os.ReadFile(path)
 	if len(b) > 2000 {
 		b = b[len(b)-2000:]
@@ -225,17 +249,17 @@ func tail(path string) string {
 }
 
 // memory is /proc/<pid>/smaps_rollup in bytes.
-type memory struct {
-	rss, pss, private int64
+type Memory struct {
+	RSS, PSS, Private int64
 }
 
-func readMemory(pid int) (memory, error) {
+func ReadMemory(pid int) (Memory, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return memory{}, err
+		return Memory{}, err
 	}
 	defer f.Close()
-	var m memory
+	var m Memory
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -248,14 +272,14 @@ func readMemory(pid int) (memory, error) {
 		}
 		switch fields[0] {
 		case "Rss:":
-			m.rss = kb << 10
+			m.RSS = kb << 10
 		case "Pss:":
-			m.pss = kb << 10
+			m.PSS = kb << 10
 		case "Private_Clean:", "Private_Dirty:":
-			m.private += kb << 10
+			m.Private += kb << 10
 		}
 	}
-	if m.rss == 0 {
+	if m.RSS == 0 {
 		return m, errors.New("smaps_rollup: no Rss line")
 	}
 	return m, sc.Err()
@@ -263,10 +287,10 @@ func readMemory(pid int) (memory, error) {
 
 // clockTick is USER_HZ: utime and stime in /proc/<pid>/stat count these.
 // It is 100 on every Linux ABI Go supports.
-const clockTick = 10 * time.Millisecond
+const ClockTick = 10 * time.Millisecond
 
 // cpuTime is utime+stime from /proc/<pid>/stat.
-func cpuTime(pid int) (time.Duration, error) {
+func CPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -286,5 +310,5 @@ func cpuTime(pid int) (time.Duration, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return 0, err
 	}
-	return time.Duration(u+s) * clockTick, nil
+	return time.Duration(u+s) * ClockTick, nil
 }
