@@ -208,7 +208,7 @@ func eventScenario(ctx context.Context, d harness.DaemonSpec, o options, clients
 	t.Rows = append(t.Rows,
 		harness.R("samples (readings × clients)", strconv.Itoa(len(s)), "≥ 100k", harness.Verdict(len(s) >= 100_000)),
 		harness.R("p50", harness.US(s.Q(0.50)), tgt(clients == 1, "≤ 30 µs"), ifv(clients == 1, judge(s.Q(0.50), 30*time.Microsecond))),
-		harness.R("p99", harness.US(s.Q(0.99)), "≤ " + harness.US(p99Target), judge(s.Q(0.99), p99Target)),
+		harness.R("p99", harness.US(s.Q(0.99)), "≤ "+harness.US(p99Target), judge(s.Q(0.99), p99Target)),
 		harness.R("p99.9", harness.US(s.Q(0.999)), "", ""),
 		harness.R("max", harness.US(s.Max()), "", ""),
 	)
@@ -308,7 +308,7 @@ func roundTripScenario(ctx context.Context, d harness.DaemonSpec, o options) (ha
 	a, e := harness.Dist(toAck), harness.Dist(toEcho)
 	t := harness.Table{Title: fmt.Sprintf("command round trip (WebSocket set led toggle → echoed reading → ack), 1 client, GOMAXPROCS=%d", d.Procs)}
 	t.Rows = append(t.Rows,
-		harness.R("samples (after " + strconv.Itoa(o.warmup) + " warm-up)", strconv.Itoa(len(a)), "≥ 100k", harness.Verdict(len(a) >= 100_000)),
+		harness.R("samples (after "+strconv.Itoa(o.warmup)+" warm-up)", strconv.Itoa(len(a)), "≥ 100k", harness.Verdict(len(a) >= 100_000)),
 		harness.R("p50 to echoed reading", harness.US(e.Q(0.50)), "≤ 50 µs", harness.Verdict(e.Q(0.50) <= 50*time.Microsecond)),
 		harness.R("p99 to echoed reading", harness.US(e.Q(0.99)), "≤ 200 µs", harness.Verdict(e.Q(0.99) <= 200*time.Microsecond)),
 		harness.R("p99.9 to echoed reading", harness.US(e.Q(0.999)), "", ""),
