@@ -74,6 +74,23 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 			log.Warn("closing the board", "err", err)
 		}
 	}()
+	// A development aid: datagrams on this socket drive the sim board's
+	// inputs (gpio.SimControl). Stopped and removed before the board closes.
+	if path := getenv("PIBRIDGE_SIM_CONTROL"); path != "" {
+		sc, err := gpio.ListenSimControl(path, board, log.With("part", "simcontrol"))
+		if err != nil {
+			return fmt.Errorf("PIBRIDGE_SIM_CONTROL: %w", err)
+		}
+		simCtx, stopSim := context.WithCancel(ctx)
+		simDone := make(chan error, 1)
+		go func() { simDone <- sc.Run(simCtx) }()
+		defer func() {
+			stopSim()
+			if err := <-simDone; err != nil {
+				log.Warn("sim control", "err", err)
+			}
+		}()
+	}
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: cfg.Device.ID, Name: cfg.Device.Name, Version: version},
 		Signals:  board.Signals(),
