@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -82,7 +80,6 @@ type frame struct {
 	Name  string `json:"name"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error"`
-	TS    string `json:"ts"`
 }
 
 func dial(ctx context.Context, url string) (*websocket.Conn, error) {
@@ -100,129 +97,6 @@ func dial(ctx context.Context, url string) (*websocket.Conn, error) {
 		return nil, fmt.Errorf("first frame is %q, not hello", f.Type)
 	}
 	return c, nil
-}
-
-// --- event → frame ------------------------------------------------------
-
-const eventConfig = `device: {id: bench, name: "pibridge bench"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0"}
-outputs:
-  - {name: led, pin: GPIO22, initial: "off", safe: "off"}
-sensors:
-  - {name: t1, type: sim, interval: %s}
-`
-
-func eventScenario(ctx context.Context, d harness.DaemonSpec, o options, clients int) (harness.Table, error) {
-	dm, err := d.Start(ctx, "event", fmt.Sprintf(eventConfig, o.interval))
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer dm.Stop()
-	conns := make([]*websocket.Conn, 0, clients)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range clients {
-		c, err := dial(ctx, dm.WSURL)
-		if err != nil {
-			return harness.Table{}, err
-		}
-		conns = append(conns, c)
-	}
-	warmEnd := time.Now().Add(time.Second)
-	end := warmEnd.Add(o.event)
-	var (
-		mu      sync.Mutex
-		all     []time.Duration
-		badTS   int
-		readErr error
-		wg      sync.WaitGroup
-	)
-	for _, c := range conns {
-		wg.Go(func() {
-			var mine []time.Duration
-			var f frame
-			for {
-				_ = c.SetReadDeadline(end.Add(time.Second))
-				_, b, err := c.ReadMessage()
-				now := time.Now() // wall clock: compared with the daemon's ts
-				if err != nil {
-					if now.Before(end) {
-						mu.Lock()
-						readErr = err
-						mu.Unlock()
-					}
-					break
-				}
-				if now.After(end) {
-					break
-				}
-				if now.Before(warmEnd) || !bytes.Contains(b, []byte(`"type":"reading"`)) {
-					continue
-				}
-				f = frame{}
-				if json.Unmarshal(b, &f) != nil || len(f.Name) < 2 || f.Name[:2] != "t1" {
-					continue
-				}
-				ts, err := time.Parse("2006-01-02T15:04:05.000Z07:00", f.TS)
-				if err != nil {
-					mu.Lock()
-					badTS++
-					mu.Unlock()
-					continue
-				}
-				mine = append(mine, now.Sub(ts))
-			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	if readErr != nil {
-		return harness.Table{}, fmt.Errorf("client read: %w", readErr)
-	}
-	if len(all) == 0 {
-		return harness.Table{}, fmt.Errorf("no t1 readings arrived; log: %s", harness.Tail(dm.LogPath))
-	}
-	slices.Sort(all)
-	s := harness.Dist(all)
-	t := harness.Table{Title: fmt.Sprintf("sensor event → WebSocket frame, %d client(s), sim sensor every %s, GOMAXPROCS=%d", clients, o.interval, d.Procs)}
-	p99Target := 100 * time.Microsecond
-	if clients > 1 {
-		p99Target = time.Millisecond
-	}
-	// The reading's ts is truncated to the millisecond, so each figure is
-	// between the true latency and the true latency + 1 ms. Only a figure
-	// above target + 1 ms proves a miss; none can prove a met target.
-	judge := func(v, target time.Duration) string {
-		if v > target+time.Millisecond {
-			return "missed"
-		}
-		return "not resolvable (ts is ms)"
-	}
-	t.Rows = append(t.Rows,
-		harness.R("samples (readings × clients)", strconv.Itoa(len(s)), "≥ 100k", harness.Verdict(len(s) >= 100_000)),
-		harness.R("p50", harness.US(s.Q(0.50)), tgt(clients == 1, "≤ 30 µs"), ifv(clients == 1, judge(s.Q(0.50), 30*time.Microsecond))),
-		harness.R("p99", harness.US(s.Q(0.99)), "≤ "+harness.US(p99Target), judge(s.Q(0.99), p99Target)),
-		harness.R("p99.9", harness.US(s.Q(0.999)), "", ""),
-		harness.R("max", harness.US(s.Max()), "", ""),
-	)
-	t.Notes = append(t.Notes,
-		"latency = client time.Now() (wall clock) at frame receipt − the reading's ts; ts has millisecond resolution (truncated), so each figure overstates the true latency by 0–1 ms: an upper bound, not a measurement at µs scale",
-		"the sim sensor's ts is taken when the bridge reads it, not at an injected edge (no edge injection from outside the process yet)",
-	)
-	if len(s) < 100_000 {
-		t.Notes = append(t.Notes, fmt.Sprintf("fewer than 100k samples: one sim sensor emits at most 1/%s (gpio.MinInterval is 10 ms), times %d client(s) over -event %s", o.interval, clients, o.event))
-	}
-	if badTS > 0 {
-		t.Notes = append(t.Notes, fmt.Sprintf("%d readings with an unparsable ts skipped", badTS))
-	}
-	return t, nil
 }
 
 func tgt(ok bool, s string) string {
