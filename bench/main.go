@@ -25,6 +25,9 @@ import (
 )
 
 func main() {
+	if sock := os.Getenv(echoEnv); sock != "" {
+		os.Exit(echoMain(sock)) // the datagram-hop baseline's far end; see scen_edge.go
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -243,6 +247,18 @@ func edgeScenario(ctx context.Context, d harness.DaemonSpec, o options, clients 
 			harness.R("max until the last client has it", harness.US(l.Max()), "", ""),
 		)
 	}
+	if clients == 1 {
+		h, err := hopBaseline(ctx, d, 20000, 1000)
+		if err != nil {
+			return harness.Table{}, fmt.Errorf("datagram hop baseline: %w", err)
+		}
+		t.Rows = append(t.Rows,
+			harness.R("baseline: one datagram hop, p50 (echo round trip ÷ 2)", harness.US(h.Q(0.50)), "", ""),
+			harness.R("baseline: one datagram hop, p99", harness.US(h.Q(0.99)), "", ""),
+			harness.R("p50 − hop p50: a rough figure for the bridge alone, not a measurement", harness.US(s.Q(0.50)-h.Q(0.50)), "", ""),
+		)
+		t.Notes = append(t.Notes, "baseline: 20,000 round trips (after 1,000) between the load generator and an echo process (this bench binary, same GOMAXPROCS and taskset cores as the daemon, one goroutine blocked in Read like the sim control's); half a round trip estimates the hop that the edge latency includes, so p50 − hop p50 is a rough figure for the bridge alone")
+	}
 	t.Rows = append(t.Rows,
 		harness.R("edges/s (one in flight)", fmt.Sprintf("%.0f", float64(len(l))/window.Seconds()), "", ""),
 		harness.R("cross-check: p50 receipt − ts (ms ts)", harness.US(w.Q(0.50)), "", ""),
@@ -264,4 +280,97 @@ func edgeScenario(ctx context.Context, d harness.DaemonSpec, o options, clients 
 		t.Notes = append(t.Notes, fmt.Sprintf("%d readings with an unparsable ts left out of the cross-check", badTS))
 	}
 	return t, nil
+}
+
+// --- baseline: the datagram hop alone ------------------------------------
+//
+// The edge latency includes a unix datagram from the load generator to a
+// Go process on the daemon's core. To say how much, the bench runs itself
+// there (echoEnv) as an echo: a goroutine blocked in Read, like the
+// bridge's sim control goroutine, that sends each datagram back. Half the
+// round trip estimates one hop; the way back wakes the load generator as a
+// WebSocket frame does, so the estimate is fair, not exact.
+
+const echoEnv = "PIBRIDGE_BENCH_ECHO"
+
+// echoMain serves the echo on sock until stdin closes.
+func echoMain(sock string) int {
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "echo:", err)
+		return 1
+	}
+	defer os.Remove(sock)
+	go func() { io.Copy(io.Discard, os.Stdin); c.Close() }()
+	fmt.Println("ready")
+	buf := make([]byte, 64)
+	for {
+		n, addr, err := c.ReadFromUnix(buf)
+		if err != nil {
+			return 0
+		}
+		if _, err := c.WriteToUnix(buf[:n], addr); err != nil {
+			return 0
+		}
+	}
+}
+
+// hopBaseline times n datagram round trips to an echo process started like
+// the daemon (GOMAXPROCS, cores) and returns half of each, sorted.
+func hopBaseline(ctx context.Context, d harness.DaemonSpec, n, warmup int) (harness.Dist, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(d.Scratch, "echo-")
+	if err != nil {
+		return nil, err
+	}
+	far, near := filepath.Join(dir, "far.sock"), filepath.Join(dir, "near.sock")
+	var argv []string
+	if d.Pin.Taskset != "" {
+		argv = append(argv, d.Pin.Taskset, "-c", d.Pin.Daemon)
+	}
+	argv = append(argv, self)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), echoEnv+"="+far, "GOMAXPROCS="+strconv.Itoa(d.Procs))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		return nil, fmt.Errorf("echo process: %q, %v", line, err)
+	}
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: near, Net: "unixgram"})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	to := &net.UnixAddr{Name: far, Net: "unixgram"}
+	msg, buf := datagram("in", true), make([]byte, 64)
+	hops := make([]time.Duration, 0, n)
+	for i := range warmup + n {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		t0 := time.Now()
+		if _, err := c.WriteToUnix(msg, to); err != nil {
+			return nil, err
+		}
+		if _, _, err := c.ReadFromUnix(buf); err != nil {
+			return nil, fmt.Errorf("echo: %w", err)
+		}
+		if i >= warmup {
+			hops = append(hops, time.Since(t0)/2)
+		}
+	}
+	slices.Sort(hops)
+	return harness.Dist(hops), nil
 }
