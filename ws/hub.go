@@ -4,16 +4,15 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-
-	"github.com/gorilla/websocket"
+	"time"
 
 	"pibridge"
 )
 
 // hub is the server's single subscription to the core. The core calls
 // Deliver with its lock held, so Deliver only queues the reading (newest
-// per signal) and wakes the hub goroutine, which encodes each reading once
-// into a PreparedMessage and drops it into every client's mailbox.
+// per signal) and wakes the hub goroutine, which frames each reading once
+// and drops the frame into every client's mailbox.
 type hub struct {
 	index map[string]int // signal name → index; read-only
 
@@ -80,18 +79,32 @@ func (h *hub) start(snapshot []pibridge.Reading) {
 	h.lastSeq.Store(h.last)
 }
 
-// run broadcasts until ctx ends.
-func (h *hub) run(ctx context.Context, onError func(error)) {
+// run broadcasts until ctx ends, and asks every client's writer for a
+// ping every pingPeriod. One sweep for all clients instead of a timer per
+// connection: an idle connection costs no timer and no goroutine, and a
+// ping is two bytes, so even thousands of them at once are a few ms.
+func (h *hub) run(ctx context.Context, pingPeriod time.Duration) {
 	var f flusher
+	ping := time.NewTicker(pingPeriod)
+	defer ping.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-ping.C:
+			h.pingAll()
+			continue
 		case <-h.wake:
 		}
-		if err := f.flush(h); err != nil {
-			onError(err)
-		}
+		f.flush(h)
+	}
+}
+
+func (h *hub) pingAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.clients {
+		c.mb.pushPing()
 	}
 }
 
@@ -102,49 +115,47 @@ type flusher struct {
 }
 
 // flush broadcasts what the core has handed over since the last flush.
-func (f *flusher) flush(h *hub) error {
+func (f *flusher) flush(h *hub) {
 	h.pmu.Lock()
 	f.todo = h.pending.take(f.todo[:0])
 	h.pmu.Unlock()
-	var err error
 	for _, it := range f.todo {
-		if e := h.broadcast(int(it.key), it.v, &f.buf); e != nil {
-			err = e
-		}
+		h.broadcast(int(it.key), it.v, &f.buf)
 	}
 	clear(f.todo) // drop the strings
-	return err
 }
 
-// broadcast records r as the state clients join with and queues it, encoded
-// once, for every client. With no client connected nothing is encoded: an
+// broadcast records r as the state clients join with and queues it, framed
+// once, for every client. With no client connected nothing is framed: an
 // idle bridge allocates nothing per reading here.
-func (h *hub) broadcast(i int, r pibridge.Reading, buf *[]byte) error {
-	var pm *websocket.PreparedMessage
-	var err error
+func (h *hub) broadcast(i int, r pibridge.Reading, buf *[]byte) {
+	var frame []byte
 	if h.nclients.Load() > 0 {
-		pm, err = prepare(r, buf)
+		frame = frameReading(r, buf)
 	}
 	h.mu.Lock()
 	h.state[i] = r
 	h.last = r.Seq
-	if len(h.clients) > 0 && pm == nil && err == nil { // one joined meanwhile
-		pm, err = prepare(r, buf)
+	if len(h.clients) > 0 && frame == nil { // one joined meanwhile
+		frame = frameReading(r, buf)
 	}
-	if pm != nil {
-		for _, c := range h.clients {
-			c.mb.pushReading(i, pm, r.Seq)
-		}
+	for _, c := range h.clients {
+		c.mb.pushReading(i, frame, r.Seq)
 	}
 	h.mu.Unlock()
 	h.lastSeq.Store(r.Seq)
-	return err
 }
 
-// prepare encodes a reading frame; buf is scratch (NewPreparedMessage copies).
-func prepare(r pibridge.Reading, buf *[]byte) (*websocket.PreparedMessage, error) {
-	*buf = r.AppendTypedJSON((*buf)[:0])
-	return websocket.NewPreparedMessage(websocket.TextMessage, *buf)
+// frameReading frames a reading in one allocation of its exact size,
+// shared by every client; buf is scratch.
+func frameReading(r pibridge.Reading, buf *[]byte) []byte {
+	if cap(*buf) < maxFrameHeader {
+		*buf = make([]byte, 0, 256)
+	}
+	b := r.AppendTypedJSON((*buf)[:maxFrameHeader])
+	*buf = b
+	f := textFrame(b)
+	return append(make([]byte, 0, len(f)), f...)
 }
 
 // join registers c and returns the state it starts from, appended to dst.

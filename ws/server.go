@@ -148,14 +148,14 @@ const (
 	// buffer lives as long as the connection. Larger frames are read through
 	// it in pieces.
 	readBufferSize = 512
-	// writeBufferSize is the pooled buffer replies are framed in; readings
-	// are prepared frames and need none.
+	// writeBufferSize is gorilla's write buffer, which we never use (see
+	// client): with writeBufferPool, a connection holds none.
 	writeBufferSize = 4096
 	protocolVersion = 1
 )
 
-// writeBufferPool is shared by every connection: a connection holds a
-// write buffer only while it writes a reply, not while idle.
+// writeBufferPool keeps gorilla from giving every connection a write
+// buffer: gorilla writes only control frames, which need none.
 var writeBufferPool = &sync.Pool{}
 
 // New returns a Server for the core's signals. It reads token_file, and
@@ -280,7 +280,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.hub.start(snapshot)
 	s.ctx = ctx
 	close(s.running)
-	s.hub.run(ctx, func(err error) { s.log.Error("reading not broadcast", "err", err) }) // cannot happen for text frames
+	s.hub.run(ctx, s.tune.pingPeriod)
 	unsubscribe()
 	s.shutdown()
 	return nil
@@ -459,13 +459,15 @@ func (s *Server) run(conn *websocket.Conn, acc access, remote, authID string) {
 		s.reject(conn, websocket.CloseGoingAway, "going away")
 		return
 	}
+	// The hello goes first; until it is queued no writer starts, so the
+	// readings the hub queues meanwhile wait behind it.
+	c.mb.setFirst(textFrame(s.appendHello(newFrame(len(s.helloHead)+48+len(state)*96), state, c.readOnly)), c.writeLoop)
 	if authID != "" {
 		// The hello answers the auth message; one that carries an id gets
 		// its ack too, written right after the hello.
 		c.ackErr(authID, nil)
 	}
 	s.log.Debug("websocket client connected", "remote", remote, "clients", s.Clients())
-	go c.writeLoop(s.appendHello(make([]byte, 0, len(s.helloHead)+48+len(state)*96), state, c.readOnly))
 	err := c.readLoop()
 	c.finish(err)
 	s.log.Debug("websocket client gone", "remote", remote, "reason", err)
