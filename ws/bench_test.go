@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +19,7 @@ import (
 var benchSizes = []int{1, 10, 100, 1000}
 
 // BenchmarkBroadcast measures the hub alone: one reading handed over by the
-// core, encoded once and queued for N clients (mailboxes without sockets).
+// core, framed once and queued for N clients (mailboxes without sockets).
 // allocs/op is the cost of one broadcast; it must not grow with N.
 func BenchmarkBroadcast(b *testing.B) {
 	for _, n := range benchSizes {
@@ -34,12 +35,10 @@ func BenchmarkBroadcast(b *testing.B) {
 			}
 			names := []string{"air.temperature", "air.humidity", "fan"}
 			ts := time.Now()
-			var f flusher
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
 				hub.Deliver(pibridge.Reading{Name: names[i%3], Value: pibridge.Number(float64(i)), Unit: "°C", TS: ts, Seq: uint64(i + 1)})
-				f.flush(hub)
 			}
 		})
 	}
@@ -231,4 +230,62 @@ func readFrames(conn net.Conn, frame func(payload []byte)) {
 		}
 		have = copy(buf, buf[p:have])
 	}
+}
+
+// BenchmarkEventLatency measures a reading's way from core.Emit to a frame
+// read by each of N bare-socket clients over loopback, one reading at a
+// time: p50 and p99 of (receipt − emit) over every delivery, on the
+// monotonic clock. Run it with -cpu 1 for the one-core figure (the clients
+// share that core, so at 100 clients the last one's figure includes the
+// others' reads).
+func BenchmarkEventLatency(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) { benchEventLatency(b, n) })
+	}
+}
+
+func benchEventLatency(b *testing.B, n int) {
+	h := newHarness(b, setup{config: func(c *Config) { c.MaxClients = n }})
+	addr := strings.TrimPrefix(h.ts.URL, "http://")
+	var emitted atomic.Int64 // monotonic ns since base of the reading in flight
+	base := time.Now()
+	lat := make([][]time.Duration, n)
+	var mu sync.Mutex
+	remaining := 0
+	all := make(chan struct{}, 1)
+	for k := range n {
+		conn := rawDial(b, addr)
+		b.Cleanup(func() { conn.Close() })
+		lat[k] = make([]time.Duration, 0, b.N)
+		go readFrames(conn, func([]byte) {
+			d := time.Since(base) - time.Duration(emitted.Load())
+			lat[k] = append(lat[k], d) // this client's goroutine alone
+			mu.Lock()
+			remaining--
+			last := remaining == 0
+			mu.Unlock()
+			if last {
+				all <- struct{}{}
+			}
+		})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		mu.Lock()
+		remaining = n
+		mu.Unlock()
+		emitted.Store(int64(time.Since(base)))
+		h.core.Emit("air.temperature", pibridge.Number(float64(i%100)), time.Time{})
+		<-all
+	}
+	b.StopTimer()
+	var every []time.Duration
+	for _, l := range lat {
+		every = append(every, l...)
+	}
+	slices.Sort(every)
+	q := func(p float64) float64 { return float64(every[int(p*float64(len(every)-1))].Nanoseconds()) / 1e3 }
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
 }
