@@ -84,16 +84,50 @@ func (c *client) readLoop() error {
 		if err != nil {
 			return err
 		}
-		data, err := io.ReadAll(r)
-		if err != nil {
+		if err := c.consume(mt, r); err != nil {
 			return err
 		}
-		if c.closing.Load() || c.mb.closed() {
-			continue // read on only to see the client's close reply
-		}
+	}
+}
+
+// readBufs hold one client message each while it is handled: decoding
+// copies what it keeps, so a connection holds no read buffer while it
+// waits, and a message costs no allocation for its bytes.
+var readBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// consume reads the rest of one message and handles it.
+func (c *client) consume(mt int, r io.Reader) error {
+	bp := readBufs.Get().(*[]byte)
+	data, err := readAll((*bp)[:0], r)
+	if err != nil {
+		return err
+	}
+	if !c.closing.Load() && !c.mb.closed() { // else read on only to see the client's close reply
 		c.handle(mt, data)
 		// A command may have taken a while; that was not the client's silence.
 		c.extendReadDeadline()
+	}
+	if cap(data) <= 4<<10 { // a rare big message's buffer is not kept
+		*bp = data[:0]
+		readBufs.Put(bp)
+	}
+	return nil
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
 	}
 }
 

@@ -137,3 +137,41 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+// plainString is a shortcut past json.Unmarshal: where it answers, it must
+// answer exactly as json.Unmarshal does.
+func TestPlainStringAgreesWithJSON(t *testing.T) {
+	for _, raw := range []string{
+		`""`, `"led"`, `"air.temperature"`, `"°C ünïcødé 🌡"`, `"a\"b"`, `"a\\b"`, `"\u00e9"`,
+		`"\ud800"`, "\"\xff\xfe\"", "\"caf\xc3\"", `"tab	?"`, `"/"`, `"\/"`,
+	} {
+		var want string
+		if json.Unmarshal([]byte(raw), &want) != nil {
+			continue // not JSON: never reaches plainString (the tab)
+		}
+		if got, ok := plainString([]byte(raw)); ok && got != want {
+			t.Errorf("%q: plainString %q, json.Unmarshal %q", raw, got, want)
+		}
+	}
+}
+
+func FuzzPlainString(f *testing.F) {
+	for _, s := range []string{`"led"`, `"a\"b"`, "\"\xff\"", `"é"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var doc struct{ S json.RawMessage }
+		// Only what a document json.Unmarshal accepts reaches plainString.
+		if json.Unmarshal(append(append([]byte(`{"S":`), raw...), '}'), &doc) != nil || len(doc.S) == 0 || doc.S[0] != '"' {
+			return
+		}
+		got, ok := plainString(doc.S)
+		var want string
+		if err := json.Unmarshal(doc.S, &want); err != nil {
+			t.Fatalf("%q: json.Unmarshal: %v", doc.S, err)
+		}
+		if ok && got != want {
+			t.Fatalf("%q: plainString %q, json.Unmarshal %q", doc.S, got, want)
+		}
+	})
+}
