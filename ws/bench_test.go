@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"pibridge"
 )
 
@@ -288,4 +290,25 @@ func benchEventLatency(b *testing.B, n int) {
 	q := func(p float64) float64 { return float64(every[int(p*float64(len(every)-1))].Nanoseconds()) / 1e3 }
 	b.ReportMetric(q(0.50), "p50-µs")
 	b.ReportMetric(q(0.99), "p99-µs")
+}
+
+// BenchmarkCommand is one client's command round trip in process: a set
+// over a real gorilla connection, until its echoed reading and its ack are
+// read. allocs/op counts both sides (the client's reads included).
+func BenchmarkCommand(b *testing.B) {
+	h := newHarness(b, setup{})
+	c := h.dial(dialOpt{})
+	msg := []byte(`{"type":"set","id":"c","name":"led","value":"toggle"}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := c.conn.WriteMessage(websocket.TextMessage, msg); err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < 2; got++ { // the echo, then the ack
+			if _, _, err := c.conn.NextReader(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }

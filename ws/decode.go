@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"pibridge"
 )
 
 // msgType is the type of a decoded client message.
@@ -203,7 +204,7 @@ func stringField(raw json.RawMessage, field string) (string, error) {
 	if raw[0] != '"' {
 		return "", fmt.Errorf("%s must be a string", field)
 	}
-	if s, ok := plainString(raw); ok {
+	if s, ok := pibridge.UnquotePlain(raw); ok { // the usual id, type and name
 		return s, nil
 	}
 	var s string
@@ -211,23 +212,6 @@ func stringField(raw json.RawMessage, field string) (string, error) {
 		return "", fmt.Errorf("%s must be a string", field)
 	}
 	return s, nil
-}
-
-// plainString decodes a JSON string that needs no unescaping: raw comes
-// from a document json.Unmarshal has accepted, so between its quotes there
-// are no control characters, and without a backslash and with valid UTF-8
-// the content is the string, as json.Unmarshal would return it. It saves
-// that call (a decoder allocated each time) for the usual id, type and
-// name.
-func plainString(raw []byte) (string, bool) {
-	if len(raw) < 2 || raw[len(raw)-1] != '"' {
-		return "", false
-	}
-	in := raw[1 : len(raw)-1]
-	if bytes.IndexByte(in, '\\') >= 0 || !utf8.Valid(in) {
-		return "", false
-	}
-	return string(in), true
 }
 
 // boolField decodes an optional bool field; absent and null are false.
