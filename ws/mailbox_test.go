@@ -196,3 +196,23 @@ func TestMailboxReaderWaitsForRoom(t *testing.T) {
 		t.Fatal("a reply was queued into, or overflowed, a closed mailbox")
 	}
 }
+
+// Readings delivered between the subscription and start are newer than
+// the snapshot start seeds from: they stay.
+func TestStartKeepsNewerReadings(t *testing.T) {
+	h := newHub(testSignals)
+	h.Deliver(pibridge.Reading{Name: "fan", Value: pibridge.Number(1), TS: time.Unix(2, 0), Seq: 5})
+	h.start([]pibridge.Reading{
+		{Name: "fan", Value: pibridge.Number(0), TS: time.Unix(1, 0), Seq: 3},
+		{Name: "led", Value: pibridge.Bool(true), TS: time.Unix(1, 0), Seq: 4},
+	})
+	c := &client{mb: newMailbox(len(testSignals), 8, 1<<20)}
+	state, _ := h.join(c, nil)
+	got := map[string]uint64{}
+	for _, r := range state {
+		got[r.Name] = r.Seq
+	}
+	if got["fan"] != 5 || got["led"] != 4 || len(got) != 2 || c.mb.seen != 5 {
+		t.Errorf("joined with %v, seen %d; want fan 5, led 4, seen 5", got, c.mb.seen)
+	}
+}
