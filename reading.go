@@ -83,3 +83,24 @@ func AppendJSONString(b []byte, s string) []byte {
 	}
 	return append(b, '"')
 }
+
+// UnquotePlain decodes a JSON string literal that needs no unescaping: no
+// backslash, no control character, valid UTF-8. Then the content is the
+// string, as json.Unmarshal would return it, without the decoder that
+// json.Unmarshal allocates per call. ok is false for anything else, which
+// json.Unmarshal then decides.
+func UnquotePlain(raw []byte) (s string, ok bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	for _, c := range in {
+		if c < 0x20 || c == '\\' || c == '"' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
+}

@@ -113,9 +113,11 @@ func (v *Value) UnmarshalJSON(b []byte) error {
 	case string(b) == "false":
 		*v = Bool(false)
 	case b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadValue, err)
+		s, ok := UnquotePlain(b)
+		if !ok {
+			if err := json.Unmarshal(b, &s); err != nil {
+				return fmt.Errorf("%w: %v", ErrBadValue, err)
+			}
 		}
 		p, err := ParseValue(s)
 		if err != nil {

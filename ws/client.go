@@ -2,52 +2,64 @@ package ws
 
 import (
 	"errors"
+	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 )
 
-// client is one WebSocket connection with two goroutines: the reader (it
-// also runs commands) and exactly one writer, fed by the mailbox. Other
-// goroutines only use Close, WriteControl and deadlines on the net.Conn,
-// as gorilla allows.
+// client is one WebSocket connection: a reader goroutine (it also runs
+// commands) and, while its mailbox holds something, exactly one writer
+// goroutine. The writer frames and writes to the net.Conn itself, so
+// nothing else may write there: pongs are queued for it (see readLoop);
+// gorilla writes only close frames (ours, from the writer, and its own
+// replies and protocol errors from the reader when the connection ends).
+// A close frame is one Write call of a whole frame and so is every write
+// of ours: the socket never interleaves two Writes.
 type client struct {
 	s        *Server
 	conn     *websocket.Conn
+	nc       net.Conn // conn's socket, which the writer writes to
 	mb       *mailbox
 	remote   string
 	readOnly bool
 	session  sessionKey        // the login session it came with; zero for a token
-	subs     map[string]func() // MQTT filter → cancel; the reader's alone
+	subs     map[string]func() // MQTT filter → cancel; the reader's alone; nil until a subscribe
 	hubIndex int               // position in hub.clients; guarded by hub.mu
 
-	closing    atomic.Bool // our close frame is out: wait for the reply, no longer
-	slow       atomic.Bool // counted in SlowClosed
-	readerDone chan struct{}
-	writerDone chan struct{}
+	closing atomic.Bool // our close frame is out: wait for the reply, no longer
+	slow    atomic.Bool // counted in SlowClosed
+	gone    atomic.Bool // the reader has finished: nothing more is written
+
+	// helloSent is the writers' (one at a time, ordered by the mailbox's
+	// lock): tests hold writers (beforeTake) only after the hello.
+	helloSent bool
 }
 
 func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *client {
-	// gorilla caches a PreparedMessage's frame per (server, compress,
-	// level); NewPreparedMessage prepares level 0 but a connection defaults
-	// to level 1, so without this every reading would be framed a second
-	// time (another 5.5 KB) on its first write. Compression is off: the
-	// level matters only as that cache key.
-	conn.SetCompressionLevel(0)
 	return &client{
-		s:          s,
-		conn:       conn,
-		mb:         newMailbox(len(s.hub.state), s.tune.maxReplies, s.tune.maxReplyBytes),
-		remote:     remote,
-		readOnly:   acc.role != roleControl,
-		session:    acc.session,
-		subs:       make(map[string]func()),
-		hubIndex:   -1,
-		readerDone: make(chan struct{}),
-		writerDone: make(chan struct{}),
+		s:        s,
+		conn:     conn,
+		nc:       conn.NetConn(),
+		mb:       newMailbox(len(s.hub.state), s.tune.maxReplies, s.tune.maxReplyBytes),
+		remote:   remote,
+		readOnly: acc.role != roleControl,
+		session:  acc.session,
+		hubIndex: -1,
 	}
+}
+
+// serve is the reader goroutine: it reads until the connection ends, and
+// cleans up. An idle reader waits deep inside gorilla and net; its stack
+// stays at the initial 2 KiB only if the frames above are few and small
+// (here serve and readLoop, with NextReader called directly). One more
+// frame of a hundred bytes and it is 4 KiB for the connection's life
+// (TestIdleConnectionFootprint).
+func (c *client) serve() {
+	c.finish(c.readLoop())
 }
 
 // readLoop reads client messages until the connection fails or closes.
@@ -60,17 +72,62 @@ func (c *client) readLoop() error {
 		c.extendReadDeadline()
 		return nil
 	})
+	// gorilla's own handler would write the pong from here, beside the
+	// writer; the writer sends it instead, behind what is queued.
+	c.conn.SetPingHandler(func(data string) error {
+		c.reply(controlFrame(opPong, data), 0)
+		return nil
+	})
 	for {
-		mt, data, err := c.conn.ReadMessage()
+		// ReadMessage is these two calls, and one frame deeper (see serve).
+		mt, r, err := c.conn.NextReader()
 		if err != nil {
 			return err
 		}
-		if c.closing.Load() || c.mb.closed() {
-			continue // read on only to see the client's close reply
+		if err := c.consume(mt, r); err != nil {
+			return err
 		}
+	}
+}
+
+// readBufs hold one client message each while it is handled: decoding
+// copies what it keeps, so a connection holds no read buffer while it
+// waits, and a message costs no allocation for its bytes.
+var readBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// consume reads the rest of one message and handles it.
+func (c *client) consume(mt int, r io.Reader) error {
+	bp := readBufs.Get().(*[]byte)
+	data, err := readAll((*bp)[:0], r)
+	if err != nil {
+		return err
+	}
+	if !c.closing.Load() && !c.mb.closed() { // else read on only to see the client's close reply
 		c.handle(mt, data)
 		// A command may have taken a while; that was not the client's silence.
 		c.extendReadDeadline()
+	}
+	if cap(data) <= 4<<10 { // a rare big message's buffer is not kept
+		*bp = data[:0]
+		readBufs.Put(bp)
+	}
+	return nil
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
 	}
 }
 
@@ -87,46 +144,48 @@ func (c *client) extendReadDeadline() {
 	}
 }
 
-// writeLoop is the connection's only writer: the hello, then whatever the
-// mailbox holds, and a ping every pingPeriod.
-func (c *client) writeLoop(hello []byte) {
-	defer close(c.writerDone)
-	t := &c.s.tune
-	c.conn.SetWriteDeadline(time.Now().Add(t.writeWait))
-	if err := c.conn.WriteMessage(websocket.TextMessage, hello); err != nil {
-		c.writeFailed(err)
-		return
-	}
-	hello = nil // let it go: the writer lives as long as the connection
-	ping := time.NewTicker(t.pingPeriod)
-	defer ping.Stop()
-	var b batch
+// writeState is a writer's scratch space. It is pooled, so that a
+// connection holds a write buffer only while it writes.
+type writeState struct {
+	b   batch
+	buf []byte
+}
+
+// writeChunk bounds one write: a batch beyond it goes out in several. A
+// batch is usually a few readings and replies of ~150 bytes; bigger
+// frames (history) are written as they are, not copied.
+const writeChunk = 4 << 10
+
+var writeStates = sync.Pool{New: func() any { return &writeState{buf: make([]byte, 0, writeChunk)} }}
+
+// writeLoop writes what the mailbox holds, the hello first, until a take
+// finds nothing; the next push starts another.
+func (c *client) writeLoop() {
+	defer c.mb.writers.Done()
+	w := writeStates.Get().(*writeState)
+	defer writeStates.Put(w)
 	for {
-		select {
-		case <-c.readerDone:
-			return
-		case <-ping.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(t.writeWait)); err != nil {
-				c.writeFailed(err)
-				return
-			}
-			continue
-		case <-c.mb.wake:
+		if hook := c.s.tune.beforeTake; hook != nil && c.helloSent {
+			hook()
 		}
-		if t.beforeTake != nil {
-			t.beforeTake()
-		}
-		if code, text := c.mb.take(&b); code != 0 {
+		code, text, more := c.mb.take(&w.b)
+		if code != 0 {
 			c.sendClose(code, text)
+			c.mb.retire()
 			return
 		}
-		err := c.writeBatch(&b)
-		b.reset()
+		if !more {
+			return
+		}
+		err := c.writeBatch(w)
+		w.b.reset()
+		c.helloSent = true
 		if err == errStop {
-			continue // condemned: the wake is pending and take returns the code
+			continue // condemned: take returns the code; or the reader has left
 		}
 		if err != nil {
 			c.writeFailed(err)
+			c.mb.retire()
 			return
 		}
 	}
@@ -135,35 +194,43 @@ func (c *client) writeLoop(hello []byte) {
 // errStop ends a batch early: the mailbox was condemned or the reader left.
 var errStop = errors.New("stop")
 
-func (c *client) writeBatch(b *batch) error {
-	for _, it := range b.readings {
-		if err := c.write(0, nil, it.v); err != nil {
-			return err
-		}
+// writeBatch writes the batch's frames back to back, as few writes as the
+// chunk size allows: one syscall for the usual handful of frames.
+func (c *client) writeBatch(w *writeState) error {
+	frames := w.b.frames
+	if len(frames) == 1 {
+		return c.write(frames[0])
 	}
-	for _, msg := range b.replies {
-		if err := c.write(websocket.TextMessage, msg, nil); err != nil {
-			return err
+	buf := w.buf[:0]
+	for _, f := range frames {
+		if len(buf) > 0 && len(buf)+len(f) > cap(buf) {
+			if err := c.write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
 		}
+		if len(f) > cap(buf) {
+			if err := c.write(f); err != nil {
+				return err
+			}
+			continue
+		}
+		buf = append(buf, f...)
 	}
-	return nil
+	if len(buf) == 0 {
+		return nil
+	}
+	return c.write(buf)
 }
 
-// write writes one message, prepared or not, within writeWait.
-func (c *client) write(mt int, msg []byte, pm *websocket.PreparedMessage) error {
-	if c.mb.condemned.Load() {
+// write writes whole frames within writeWait.
+func (c *client) write(p []byte) error {
+	if c.mb.condemned.Load() || c.gone.Load() {
 		return errStop
 	}
-	select {
-	case <-c.readerDone:
-		return errStop
-	default:
-	}
-	c.conn.SetWriteDeadline(time.Now().Add(c.s.tune.writeWait))
-	if pm != nil {
-		return c.conn.WritePreparedMessage(pm)
-	}
-	return c.conn.WriteMessage(mt, msg)
+	c.nc.SetWriteDeadline(time.Now().Add(c.s.tune.writeWait))
+	_, err := c.nc.Write(p)
+	return err
 }
 
 // writeFailed handles a failed write. A timeout means the client does not
@@ -171,10 +238,8 @@ func (c *client) write(mt int, msg []byte, pm *websocket.PreparedMessage) error 
 // unusable now, so it is closed, which also ends the reader; when the
 // reader has already left, finish closes it instead.
 func (c *client) writeFailed(err error) {
-	select {
-	case <-c.readerDone:
+	if c.gone.Load() {
 		return
-	default:
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -201,13 +266,14 @@ func (c *client) sendClose(code int, text string) {
 // finish runs in the reader goroutine once reading has ended.
 func (c *client) finish(readErr error) {
 	c.dropSubscriptions()
-	close(c.readerDone)
-	// Unblock a write stuck on a dead peer; the writer checks readerDone
-	// before every further write.
-	c.conn.NetConn().SetWriteDeadline(time.Now())
-	<-c.writerDone
+	c.gone.Store(true)
+	// Unblock a write stuck on a dead peer; the writer checks gone before
+	// every further write.
+	c.nc.SetWriteDeadline(time.Now())
+	c.mb.stop()
 	c.s.hub.leave(c)
 	c.mb.close(websocket.CloseNormalClosure, "") // release what is queued
+	defer c.forget(readErr)
 	if !errors.Is(readErr, websocket.ErrReadLimit) {
 		c.conn.Close()
 		return
@@ -215,6 +281,12 @@ func (c *client) finish(readErr error) {
 	// gorilla has sent 1009 but the rest of the oversize frame is still
 	// arriving.
 	drainAndClose(c.conn.NetConn(), c.s.tune.closeGrace)
+}
+
+// forget logs the end of the client and lets the server forget it.
+func (c *client) forget(readErr error) {
+	c.s.log.Debug("websocket client gone", "remote", c.remote, "reason", readErr)
+	c.s.untrack(c.conn)
 }
 
 // condemnSlow closes c with 1008 for falling behind and counts it.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/gorilla/websocket"
+
+	"pibridge"
 )
 
 // msgType is the type of a decoded client message.
@@ -199,8 +201,14 @@ func stringField(raw json.RawMessage, field string) (string, error) {
 	if isNull(raw) {
 		return "", nil
 	}
+	if raw[0] != '"' {
+		return "", fmt.Errorf("%s must be a string", field)
+	}
+	if s, ok := pibridge.UnquotePlain(raw); ok { // the usual id, type and name
+		return s, nil
+	}
 	var s string
-	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+	if json.Unmarshal(raw, &s) != nil {
 		return "", fmt.Errorf("%s must be a string", field)
 	}
 	return s, nil

@@ -1,11 +1,12 @@
 // Package ws serves the browser-facing live API: the /ws WebSocket, the
 // REST endpoints beside it, and the login that protects both.
 //
-// One Server subscribes to the core once. Each reading is encoded once into
-// a websocket.PreparedMessage and dropped into every client's mailbox, where
-// the newest reading per signal replaces an older one still waiting, so a
-// client that falls behind gets current values, never a stale backlog, and
-// never slows the others. Each connection has exactly one writer goroutine;
+// One Server subscribes to the core once. Each reading is framed once and
+// the frame dropped into every client's mailbox, where the newest reading
+// per signal replaces an older one still waiting, so a client that falls
+// behind gets current values, never a stale backlog, and never slows the
+// others. A connection has at most one writer goroutine, running only while
+// its mailbox holds something, which sends all of it in one write;
 // replies (acks, history, errors) and MQTT passthrough messages are never
 // coalesced, keep their order and are bounded: a client that overflows
 // them, or cannot take a frame within the write deadline, is closed with

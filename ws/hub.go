@@ -4,45 +4,40 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-
-	"github.com/gorilla/websocket"
+	"time"
 
 	"pibridge"
 )
 
-// hub is the server's single subscription to the core. The core calls
-// Deliver with its lock held, so Deliver only queues the reading (newest
-// per signal) and wakes the hub goroutine, which encodes each reading once
-// into a PreparedMessage and drops it into every client's mailbox.
+// hub is the server's single subscription to the core. Deliver frames
+// each reading once and drops the frame into every client's mailbox, where
+// a reading still waiting for the same signal is replaced: it never waits
+// for a writer or for the network, so it may run under the core's lock as
+// the core requires. It does that work in the emitting goroutine rather
+// than handing the reading to a hub goroutine: a hand-off costs a context
+// switch per reading, and on one core that goroutine would wait its turn
+// behind whatever else the reading woke (the MQTT publisher and paho's
+// goroutines: a command's echo was ~15 µs later for it).
 type hub struct {
 	index map[string]int // signal name → index; read-only
 
-	// Handed over by the core, not yet broadcast. Coalescing here too means
-	// a burst the hub cannot follow costs memory per signal, not per reading.
-	pmu     sync.Mutex
-	pending latest[pibridge.Reading]
-	wake    chan struct{}
-
-	// mu guards the state clients join with and the client list; a join
-	// therefore sees exactly the readings broadcast before it, and its
-	// mailbox gets every one after it.
+	// mu guards the state clients join with, the client list and the
+	// scratch buffer; a join therefore sees exactly the readings broadcast
+	// before it, and its mailbox gets every one after it.
 	mu      sync.Mutex
 	state   []pibridge.Reading // last broadcast per signal; zero TS when none yet
 	last    uint64             // seq of the last broadcast
 	clients []*client
 	closed  bool
-
-	nclients atomic.Int32 // len(clients), readable without mu
+	buf     []byte // framing scratch
 
 	lastSeq atomic.Uint64 // last seq broadcast, for tests and metrics
 }
 
 func newHub(signals []pibridge.Signal) *hub {
 	h := &hub{
-		index:   make(map[string]int, len(signals)),
-		pending: newLatest[pibridge.Reading](len(signals)),
-		wake:    make(chan struct{}, 1),
-		state:   make([]pibridge.Reading, len(signals)),
+		index: make(map[string]int, len(signals)),
+		state: make([]pibridge.Reading, len(signals)),
 	}
 	for i, s := range signals {
 		h.index[s.Name] = i
@@ -50,29 +45,23 @@ func newHub(signals []pibridge.Signal) *hub {
 	return h
 }
 
-// Deliver implements pibridge.Subscriber. It never blocks: the lock it
-// takes is only ever held to queue or to swap a few slice headers.
+// Deliver implements pibridge.Subscriber: it broadcasts r. It never
+// blocks: the locks it takes are only held to queue.
 func (h *hub) Deliver(r pibridge.Reading) {
 	i, ok := h.index[r.Name]
 	if !ok {
 		return // the core only emits configured signals
 	}
-	h.pmu.Lock()
-	h.pending.put(i, r)
-	h.pmu.Unlock()
-	select {
-	case h.wake <- struct{}{}:
-	default:
-	}
+	h.broadcast(i, r)
 }
 
-// start seeds the state from the core's snapshot; the readings delivered
-// after it continue it without a gap.
+// start seeds the state from the core's snapshot. Readings delivered since
+// the subscription are newer and stay.
 func (h *hub) start(snapshot []pibridge.Reading) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, r := range snapshot {
-		if i, ok := h.index[r.Name]; ok {
+		if i, ok := h.index[r.Name]; ok && r.Seq > h.state[i].Seq {
 			h.state[i] = r
 			h.last = max(h.last, r.Seq)
 		}
@@ -80,71 +69,58 @@ func (h *hub) start(snapshot []pibridge.Reading) {
 	h.lastSeq.Store(h.last)
 }
 
-// run broadcasts until ctx ends.
-func (h *hub) run(ctx context.Context, onError func(error)) {
-	var f flusher
+// run asks every client's writer for a ping every pingPeriod until ctx
+// ends. One sweep for all clients instead of a timer per connection: an
+// idle connection costs no timer and no goroutine, and a ping is two
+// bytes, so even thousands of them at once are a few ms.
+func (h *hub) run(ctx context.Context, pingPeriod time.Duration) {
+	ping := time.NewTicker(pingPeriod)
+	defer ping.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-h.wake:
-		}
-		if err := f.flush(h); err != nil {
-			onError(err)
+		case <-ping.C:
+			h.pingAll()
 		}
 	}
 }
 
-// flusher is the hub goroutine's scratch space, reused for every batch.
-type flusher struct {
-	todo []keyed[pibridge.Reading]
-	buf  []byte
-}
-
-// flush broadcasts what the core has handed over since the last flush.
-func (f *flusher) flush(h *hub) error {
-	h.pmu.Lock()
-	f.todo = h.pending.take(f.todo[:0])
-	h.pmu.Unlock()
-	var err error
-	for _, it := range f.todo {
-		if e := h.broadcast(int(it.key), it.v, &f.buf); e != nil {
-			err = e
-		}
+func (h *hub) pingAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.clients {
+		c.mb.pushPing()
 	}
-	clear(f.todo) // drop the strings
-	return err
 }
 
-// broadcast records r as the state clients join with and queues it, encoded
-// once, for every client. With no client connected nothing is encoded: an
+// broadcast records r as the state clients join with and queues it, framed
+// once, for every client. With no client connected nothing is framed: an
 // idle bridge allocates nothing per reading here.
-func (h *hub) broadcast(i int, r pibridge.Reading, buf *[]byte) error {
-	var pm *websocket.PreparedMessage
-	var err error
-	if h.nclients.Load() > 0 {
-		pm, err = prepare(r, buf)
-	}
+func (h *hub) broadcast(i int, r pibridge.Reading) {
 	h.mu.Lock()
 	h.state[i] = r
-	h.last = r.Seq
-	if len(h.clients) > 0 && pm == nil && err == nil { // one joined meanwhile
-		pm, err = prepare(r, buf)
-	}
-	if pm != nil {
+	h.last = max(h.last, r.Seq)
+	if len(h.clients) > 0 {
+		frame := frameReading(r, &h.buf)
 		for _, c := range h.clients {
-			c.mb.pushReading(i, pm, r.Seq)
+			c.mb.pushReading(i, frame, r.Seq)
 		}
 	}
 	h.mu.Unlock()
 	h.lastSeq.Store(r.Seq)
-	return err
 }
 
-// prepare encodes a reading frame; buf is scratch (NewPreparedMessage copies).
-func prepare(r pibridge.Reading, buf *[]byte) (*websocket.PreparedMessage, error) {
-	*buf = r.AppendTypedJSON((*buf)[:0])
-	return websocket.NewPreparedMessage(websocket.TextMessage, *buf)
+// frameReading frames a reading in one allocation of its exact size,
+// shared by every client; buf is scratch.
+func frameReading(r pibridge.Reading, buf *[]byte) []byte {
+	if cap(*buf) < maxFrameHeader {
+		*buf = make([]byte, 0, 256)
+	}
+	b := r.AppendTypedJSON((*buf)[:maxFrameHeader])
+	*buf = b
+	f := textFrame(b)
+	return append(make([]byte, 0, len(f)), f...)
 }
 
 // join registers c and returns the state it starts from, appended to dst.
@@ -163,7 +139,6 @@ func (h *hub) join(c *client, dst []pibridge.Reading) ([]pibridge.Reading, bool)
 	c.mb.seen = h.last // c is not yet shared: no need for its lock
 	c.hubIndex = len(h.clients)
 	h.clients = append(h.clients, c)
-	h.nclients.Store(int32(len(h.clients)))
 	return dst, true
 }
 
@@ -179,7 +154,6 @@ func (h *hub) leave(c *client) {
 	h.clients[i].hubIndex = i
 	h.clients[last] = nil
 	h.clients = h.clients[:last]
-	h.nclients.Store(int32(len(h.clients)))
 	c.hubIndex = -1
 }
 

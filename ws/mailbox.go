@@ -68,6 +68,18 @@ func (q *latest[T]) compact() {
 // len returns the number of queued values.
 func (q *latest[T]) len() int { return len(q.items) - q.dead }
 
+// drain empties the queue, keeping its capacity.
+func (q *latest[T]) drain() {
+	for _, it := range q.items {
+		if it.live {
+			q.pos[it.key] = -1
+		}
+	}
+	clear(q.items)
+	q.items = q.items[:0]
+	q.dead = 0
+}
+
 // take appends the queued values to dst in order and empties the queue,
 // keeping its capacity.
 func (q *latest[T]) take(dst []keyed[T]) []keyed[T] {
@@ -83,35 +95,50 @@ func (q *latest[T]) take(dst []keyed[T]) []keyed[T] {
 	return dst
 }
 
-// mailbox is what one connection's writer goroutine consumes. Readings are
-// coalesced per signal, so a client that falls behind gets the newest value
-// of each signal instead of a stale backlog, in bounded memory. Replies
-// (acks, history, errors, MQTT messages) are never coalesced and keep their
-// order; their queue is bounded. The connection's reader, queueing replies
-// to the client's own requests, waits for room (pushReplyWait): a client
-// that sends a burst is slowed to the pace it reads at. Anything else
-// (MQTT messages) never waits, and overflowing the queue condemns the
+// mailbox is what one connection's writer consumes. Readings are coalesced
+// per signal, so a client that falls behind gets the newest value of each
+// signal instead of a stale backlog, in bounded memory. Replies (acks,
+// history, errors, MQTT messages, pongs) are never coalesced and keep
+// their order; their queue is bounded. The connection's reader, queueing
+// replies to the client's own requests, waits for room (pushReplyWait): a
+// client that sends a burst is slowed to the pace it reads at. Anything
+// else (MQTT messages) never waits, and overflowing the queue condemns the
 // client, as does a reader that waited in vain.
+//
+// The writer runs only while the mailbox holds something: the producer
+// that finds it empty and no writer running starts one (writer), and
+// the writer ends when a take finds nothing. An idle connection thus costs
+// no writer goroutine and no write buffer. At most one writer runs at a
+// time: running is only changed under mu.
 //
 // Producers (the hub, the connection's reader) only take the lock to queue
 // and never wait for the writer: the lock is never held across network I/O.
 type mailbox struct {
-	wake      chan struct{} // capacity 1: "there is something to take"
-	room      chan struct{} // capacity 1: "replies were taken, or the mailbox closed"
-	condemned atomic.Bool   // code != 0, readable without the lock
+	condemned atomic.Bool // code != 0, readable without the lock
 
 	mu       sync.Mutex
-	readings latest[*websocket.PreparedMessage]
+	first    []byte // the hello: written before anything else
+	readings latest[[]byte]
 	replies  []reply
 	bytes    int    // queued reply bytes
 	seen     uint64 // seq of the newest reading queued
+	ping     bool   // a ping is due
 	code     int    // close code once the connection is condemned, else 0
 	text     string
+	running  bool          // a writer is on it
+	stopped  bool          // no writer may start any more
+	room     chan struct{} // capacity 1: "replies were taken, or the mailbox closed"; made when the reader first waits
+
+	// writer is the writer goroutine's body (a method value made once:
+	// go writer() allocates nothing); nil until the hello is queued, and
+	// in tests that take by hand.
+	writer  func()
+	writers sync.WaitGroup // the running writer
 
 	maxReplies, maxBytes int
 }
 
-// reply is one non-coalescable message. An ack is held back until the
+// reply is one non-coalescable frame. An ack is held back until the
 // reading that confirms the command (seq after) is queued ahead of it, so
 // that a client sees the echo first and the ack second.
 type reply struct {
@@ -121,48 +148,81 @@ type reply struct {
 
 func newMailbox(signals, maxReplies, maxBytes int) *mailbox {
 	return &mailbox{
-		wake:       make(chan struct{}, 1),
-		room:       make(chan struct{}, 1),
-		readings:   newLatest[*websocket.PreparedMessage](signals),
+		readings:   newLatest[[]byte](signals),
 		maxReplies: maxReplies,
 		maxBytes:   maxBytes,
 	}
 }
 
-func (m *mailbox) signal() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
+// kickLocked claims the writer's role for a new goroutine when none runs;
+// the caller starts it after unlocking when it returns true.
+func (m *mailbox) kickLocked() bool {
+	if m.running || m.stopped || m.writer == nil {
+		return false
 	}
+	m.running = true
+	m.writers.Add(1) // under mu: ordered before stop's Wait
+	return true
 }
 
-// pushReading queues the encoded reading of signal i, replacing an older
-// one still waiting.
-func (m *mailbox) pushReading(i int, pm *websocket.PreparedMessage, seq uint64) {
-	m.mu.Lock()
-	if m.code == 0 {
-		m.readings.put(i, pm)
-		m.seen = seq
-	}
+func (m *mailbox) unlockAndKick() {
+	kick := m.kickLocked()
 	m.mu.Unlock()
-	m.signal()
+	if kick {
+		go m.writer()
+	}
 }
 
-// pushReply queues a reply. It returns false when the mailbox is closed,
-// and condemns it (close code 1008) when the reply overflows the bound;
-// overflowed reports that this call did the condemning. The first reply
-// is always accepted, whatever its size.
+// setFirst queues the hello and lets writers start: before it, what is
+// queued waits.
+func (m *mailbox) setFirst(frame []byte, writer func()) {
+	m.mu.Lock()
+	m.first = frame
+	m.writer = writer
+	m.unlockAndKick()
+}
+
+// pushReading queues the framed reading of signal i, replacing an older
+// one still waiting. frame is shared by every client: never written to.
+func (m *mailbox) pushReading(i int, frame []byte, seq uint64) {
+	m.mu.Lock()
+	if m.code != 0 {
+		m.mu.Unlock()
+		return
+	}
+	m.readings.put(i, frame)
+	m.seen = seq
+	m.unlockAndKick()
+}
+
+// pushPing asks the writer for a ping.
+func (m *mailbox) pushPing() {
+	m.mu.Lock()
+	if m.code != 0 {
+		m.mu.Unlock()
+		return
+	}
+	m.ping = true
+	m.unlockAndKick()
+}
+
+// pushReply queues a reply frame. It returns false when the mailbox is
+// closed, and condemns it (close code 1008) when the reply overflows the
+// bound; overflowed reports that this call did the condemning. The first
+// reply is always accepted, whatever its size.
 func (m *mailbox) pushReply(msg []byte, after uint64) (ok, overflowed bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.code != 0 {
+	switch {
+	case m.code != 0:
+		m.mu.Unlock()
 		return false, false
-	}
-	if !m.fitsLocked(msg) {
+	case !m.fitsLocked(msg):
 		m.closeLocked(websocket.ClosePolicyViolation, "too slow: reply queue full")
+		m.unlockAndKick()
 		return false, true
 	}
 	m.appendLocked(msg, after)
+	m.unlockAndKick()
 	return true, false
 }
 
@@ -179,25 +239,30 @@ func (m *mailbox) pushReplyWait(msg []byte, after uint64, wait time.Duration) (o
 			return false, false
 		case m.fitsLocked(msg):
 			m.appendLocked(msg, after)
-			m.mu.Unlock()
+			m.unlockAndKick()
 			if timer != nil {
 				timer.Stop()
 			}
 			return true, false
 		}
+		if m.room == nil {
+			m.room = make(chan struct{}, 1)
+		}
+		room := m.room
 		m.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(wait)
 		}
 		select {
-		case <-m.room:
+		case <-room:
 		case <-timer.C:
 			m.mu.Lock()
-			defer m.mu.Unlock()
 			if m.code != 0 {
+				m.mu.Unlock()
 				return false, false
 			}
 			m.closeLocked(websocket.ClosePolicyViolation, "too slow: reply queue full")
+			m.unlockAndKick()
 			return false, true
 		}
 	}
@@ -212,10 +277,12 @@ func (m *mailbox) fitsLocked(msg []byte) bool {
 func (m *mailbox) appendLocked(msg []byte, after uint64) {
 	m.replies = append(m.replies, reply{msg: msg, after: after})
 	m.bytes += len(msg)
-	m.signal()
 }
 
-func (m *mailbox) madeRoom() {
+func (m *mailbox) madeRoomLocked() {
+	if m.room == nil {
+		return // nobody has waited yet
+	}
 	select {
 	case m.room <- struct{}{}:
 	default:
@@ -227,55 +294,92 @@ func (m *mailbox) madeRoom() {
 // reports whether it was this one.
 func (m *mailbox) close(code int, text string) bool {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.code != 0 {
+		m.mu.Unlock()
 		return false
 	}
 	m.closeLocked(code, text)
+	m.unlockAndKick()
 	return true
 }
 
 func (m *mailbox) closeLocked(code int, text string) {
 	m.code, m.text = code, text
 	m.condemned.Store(true)
-	m.readings.take(nil) // release the prepared messages now
+	m.readings.drain() // release the frames now
 	clear(m.replies)
-	m.replies, m.bytes = nil, 0
-	m.signal()
-	m.madeRoom()
+	m.replies, m.bytes, m.ping = nil, 0, false
+	m.madeRoomLocked()
 }
 
 func (m *mailbox) closed() bool { return m.condemned.Load() }
 
-// batch is what the writer takes in one go; its slices are reused.
+// stop lets no further writer start and waits for the running one, which
+// the caller has made to finish (see client.finish).
+func (m *mailbox) stop() {
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.writers.Wait()
+}
+
+// retire is stop for the writer itself, which must not wait for itself:
+// after a close frame or a failed write nothing more may be written.
+func (m *mailbox) retire() {
+	m.mu.Lock()
+	m.stopped = true
+	m.running = false
+	m.mu.Unlock()
+}
+
+// batch is what the writer takes in one go: frames in the order they are
+// to be written; its slice is reused.
 type batch struct {
-	readings []keyed[*websocket.PreparedMessage]
-	replies  [][]byte
+	frames [][]byte
 }
 
 func (b *batch) reset() {
-	clear(b.readings)
-	b.readings = b.readings[:0]
-	clear(b.replies)
-	b.replies = b.replies[:0]
+	clear(b.frames)
+	b.frames = b.frames[:0]
 }
 
-// take moves everything the writer may send now into b: all queued
-// readings, then the replies up to the first ack whose echo has not been
-// queued yet. It returns the close code when the mailbox is condemned.
-func (m *mailbox) take(b *batch) (code int, text string) {
+// take moves everything the writer may send now into b: the hello, a due
+// ping, all queued readings, then the replies up to the first ack whose
+// echo has not been queued yet. It returns the close code when the mailbox
+// is condemned (after the hello: that always goes first). When there is
+// nothing to take, the writer's role ends with this call: more is false
+// and the next producer starts a new writer.
+func (m *mailbox) take(b *batch) (code int, text string, more bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.code != 0 {
-		return m.code, m.text
+	if m.stopped {
+		m.running = false
+		return 0, "", false
 	}
-	b.readings = m.readings.take(b.readings)
+	if m.first != nil {
+		b.frames = append(b.frames, m.first)
+		m.first = nil
+		return 0, "", true
+	}
+	if m.code != 0 {
+		return m.code, m.text, false
+	}
+	if m.ping {
+		b.frames = append(b.frames, pingFrame)
+		m.ping = false
+	}
+	for _, it := range m.readings.items {
+		if it.live {
+			b.frames = append(b.frames, it.v)
+		}
+	}
+	m.readings.drain()
 	n := 0
 	for _, r := range m.replies {
 		if r.after > m.seen {
 			break
 		}
-		b.replies = append(b.replies, r.msg)
+		b.frames = append(b.frames, r.msg)
 		m.bytes -= len(r.msg)
 		n++
 	}
@@ -283,7 +387,11 @@ func (m *mailbox) take(b *batch) (code int, text string) {
 		rest := copy(m.replies, m.replies[n:])
 		clear(m.replies[rest:])
 		m.replies = m.replies[:rest]
-		m.madeRoom()
+		m.madeRoomLocked()
 	}
-	return 0, ""
+	if len(b.frames) == 0 {
+		m.running = false
+		return 0, "", false
+	}
+	return 0, "", true
 }

@@ -10,13 +10,8 @@ import (
 	"pibridge"
 )
 
-func prepared(t testing.TB, s string) *websocket.PreparedMessage {
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, []byte(s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pm
-}
+// frames returns what a batch holds, as text.
+func frames(b *batch) string { return fmt.Sprintf("%s", b.frames) }
 
 func TestLatestKeepsNewestPerKeyInArrivalOrder(t *testing.T) {
 	q := newLatest[int](3)
@@ -61,21 +56,20 @@ func TestMailboxHoldsAcksUntilTheirEcho(t *testing.T) {
 	m.pushReply([]byte("history"), 0) // and keeps its place behind it
 	var b batch
 	m.take(&b)
-	if fmt.Sprintf("%s", b.replies) != "[error]" {
-		t.Fatalf("first take: %s", b.replies)
+	if frames(&b) != "[error]" {
+		t.Fatalf("first take: %s", frames(&b))
 	}
 	b.reset()
-	r11, r12 := prepared(t, "r11"), prepared(t, "r12")
-	m.pushReading(0, r11, 11)
+	m.pushReading(0, []byte("r11"), 11)
 	m.take(&b)
-	if len(b.readings) != 1 || len(b.replies) != 0 {
-		t.Fatalf("after seq 11: %d readings, replies %s", len(b.readings), b.replies)
+	if frames(&b) != "[r11]" {
+		t.Fatalf("after seq 11: %s", frames(&b))
 	}
 	b.reset()
-	m.pushReading(1, r12, 12)
+	m.pushReading(1, []byte("r12"), 12)
 	m.take(&b)
-	if len(b.readings) != 1 || b.readings[0].v != r12 || fmt.Sprintf("%s", b.replies) != "[ack-12 history]" {
-		t.Fatalf("after seq 12: %d readings, replies %s", len(b.readings), b.replies)
+	if frames(&b) != "[r12 ack-12 history]" {
+		t.Fatalf("after seq 12: %s", frames(&b))
 	}
 	if m.bytes != 0 || len(m.replies) != 0 {
 		t.Errorf("%d bytes, %d replies left", m.bytes, len(m.replies))
@@ -92,7 +86,7 @@ func TestMailboxBounds(t *testing.T) {
 	if ok, over := m.pushReply([]byte("x"), 0); ok || !over {
 		t.Fatal("the fourth reply did not overflow")
 	}
-	if code, _ := m.take(&batch{}); code != websocket.ClosePolicyViolation {
+	if code, _, _ := m.take(&batch{}); code != websocket.ClosePolicyViolation {
 		t.Fatalf("close code %d, want 1008", code)
 	}
 	if ok, over := m.pushReply([]byte("x"), 0); ok || over {
@@ -114,7 +108,7 @@ func TestMailboxBounds(t *testing.T) {
 
 func TestMailboxPushesAreAllocationFree(t *testing.T) {
 	m := newMailbox(4, 8, 1<<20)
-	pm := prepared(t, "r")
+	pm := []byte("r")
 	var b batch
 	seq := uint64(0)
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -131,12 +125,18 @@ func TestMailboxPushesAreAllocationFree(t *testing.T) {
 	}
 }
 
+// A client whose writer never runs (nothing takes from its mailbox) costs
+// bounded memory however many readings come, and Deliver never waits for it.
 func TestDeliverNeverBlocksAndStaysBounded(t *testing.T) {
 	h := newHub(testSignals)
+	c := &client{mb: newMailbox(len(testSignals), 8, 1<<20)}
+	if _, ok := h.join(c, nil); !ok {
+		t.Fatal("join failed")
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := range 100_000 { // nobody runs the hub
+		for i := range 100_000 {
 			h.Deliver(pibridge.Reading{Name: testSignals[i%len(testSignals)].Name, Seq: uint64(i + 1)})
 		}
 		h.Deliver(pibridge.Reading{Name: "unknown", Seq: 1}) // dropped
@@ -146,11 +146,11 @@ func TestDeliverNeverBlocksAndStaysBounded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Deliver blocked")
 	}
-	if n, max := len(h.pending.items), 2*len(testSignals)+1; n > max {
-		t.Errorf("%d readings pending for %d signals", n, len(testSignals))
+	if n, max := len(c.mb.readings.items), 2*len(testSignals)+1; n > max {
+		t.Errorf("%d readings queued for %d signals", n, len(testSignals))
 	}
-	if got := len(h.pending.take(nil)); got != len(testSignals) {
-		t.Errorf("%d pending after coalescing, want one per signal", got)
+	if got := c.mb.readings.len(); got != len(testSignals) {
+		t.Errorf("%d queued after coalescing, want one per signal", got)
 	}
 }
 
@@ -173,15 +173,15 @@ func TestMailboxReaderWaitsForRoom(t *testing.T) {
 	if ok := <-done; !ok {
 		t.Fatal("the waiting reply was refused")
 	}
-	if fmt.Sprintf("%s", b.replies) != "[a b]" || len(m.replies) != 1 {
-		t.Fatalf("took %s, left %d", b.replies, len(m.replies))
+	if frames(&b) != "[a b]" || len(m.replies) != 1 {
+		t.Fatalf("took %s, left %d", frames(&b), len(m.replies))
 	}
 	// Nobody takes: the wait ends with 1008.
 	m.pushReply([]byte("d"), 0)
 	if ok, over := m.pushReplyWait([]byte("e"), 0, 20*time.Millisecond); ok || !over {
 		t.Fatalf("ok %v overflowed %v, want the overflow", ok, over)
 	}
-	if code, _ := m.take(&batch{}); code != websocket.ClosePolicyViolation {
+	if code, _, _ := m.take(&batch{}); code != websocket.ClosePolicyViolation {
 		t.Fatalf("close code %d", code)
 	}
 	// A mailbox closed while a reader waits releases it.
@@ -194,5 +194,25 @@ func TestMailboxReaderWaitsForRoom(t *testing.T) {
 	m.close(websocket.CloseGoingAway, "")
 	if <-done {
 		t.Fatal("a reply was queued into, or overflowed, a closed mailbox")
+	}
+}
+
+// Readings delivered between the subscription and start are newer than
+// the snapshot start seeds from: they stay.
+func TestStartKeepsNewerReadings(t *testing.T) {
+	h := newHub(testSignals)
+	h.Deliver(pibridge.Reading{Name: "fan", Value: pibridge.Number(1), TS: time.Unix(2, 0), Seq: 5})
+	h.start([]pibridge.Reading{
+		{Name: "fan", Value: pibridge.Number(0), TS: time.Unix(1, 0), Seq: 3},
+		{Name: "led", Value: pibridge.Bool(true), TS: time.Unix(1, 0), Seq: 4},
+	})
+	c := &client{mb: newMailbox(len(testSignals), 8, 1<<20)}
+	state, _ := h.join(c, nil)
+	got := map[string]uint64{}
+	for _, r := range state {
+		got[r.Name] = r.Seq
+	}
+	if got["fan"] != 5 || got["led"] != 4 || len(got) != 2 || c.mb.seen != 5 {
+		t.Errorf("joined with %v, seen %d; want fan 5, led 4, seen 5", got, c.mb.seen)
 	}
 }

@@ -78,6 +78,9 @@ func (c *client) subscribe(m *message) {
 		}
 		made[f] = cancel
 	}
+	if c.subs == nil && len(made) > 0 {
+		c.subs = make(map[string]func(), len(made))
+	}
 	for f, cancel := range made {
 		c.subs[f] = cancel
 	}
@@ -147,7 +150,7 @@ type subGate struct {
 }
 
 func (g *subGate) deliver(topic string, payload []byte, retained bool) {
-	msg := appendMQTT(make([]byte, 0, 48+len(topic)+len(payload)), topic, payload, retained)
+	msg := textFrame(appendMQTT(newFrame(48+len(topic)+len(payload)), topic, payload, retained))
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {

@@ -113,7 +113,7 @@ func (c *client) history(m *message) {
 		c.replyError(id, err.Error())
 		return
 	}
-	b := make([]byte, 0, 64+len(id)+len(name)+len(points)*24)
+	b := newFrame(64 + len(id) + len(name) + len(points)*24)
 	b = append(b, `{"type":"history"`...)
 	if id != "" {
 		b = append(b, `,"id":`...)
@@ -123,7 +123,7 @@ func (c *client) history(m *message) {
 	b = pibridge.AppendJSONString(b, name)
 	b = append(b, `,"points":`...)
 	b = appendPoints(b, points)
-	c.reply(append(b, '}'), 0)
+	c.reply(textFrame(append(b, '}')), 0)
 }
 
 // parseSince reads a history window: a duration, 10m when empty.
@@ -144,7 +144,7 @@ func parseSince(s string) (time.Duration, error) {
 // ack replies to a command. A successful ack waits in the mailbox until
 // the reading with seq echo has been queued before it.
 func (c *client) ack(id, name string, err error, echo uint64) {
-	b := make([]byte, 0, 64+len(id))
+	b := newFrame(64 + len(id))
 	b = append(b, `{"type":"ack"`...)
 	if id != "" {
 		b = append(b, `,"id":`...)
@@ -161,7 +161,7 @@ func (c *client) ack(id, name string, err error, echo uint64) {
 		b = pibridge.AppendJSONString(b, err.Error())
 		b = append(b, '}')
 	}
-	c.reply(b, echo)
+	c.reply(textFrame(b), echo)
 }
 
 // ackErr acks a message that names no signal: an ok ack only when it
@@ -174,10 +174,10 @@ func (c *client) ackErr(id string, err error) {
 }
 
 func (c *client) replyError(id, msg string) {
-	c.reply(appendError(make([]byte, 0, 32+len(id)+len(msg)), id, msg), 0)
+	c.reply(textFrame(appendError(newFrame(32+len(id)+len(msg)), id, msg)), 0)
 }
 
-// reply queues the answer to one of the client's own messages. Only the
+// reply queues the answer (a frame) to one of the client's own messages. Only the
 // connection's reader calls it: it waits for room in the reply queue, so
 // a client sending faster than it reads is slowed down, and closed with
 // 1008 when it does not read its replies for writeWait.
@@ -187,7 +187,7 @@ func (c *client) reply(msg []byte, echo uint64) {
 	}
 }
 
-// push queues a message the client did not ask for (MQTT passthrough)
+// push queues a frame the client did not ask for (MQTT passthrough)
 // without waiting: it is called from other goroutines, which must not
 // block. Overflowing the reply queue closes the client with 1008.
 func (c *client) push(msg []byte) {

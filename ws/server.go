@@ -147,15 +147,15 @@ const (
 	// readBufferSize is small: clients send a few short commands, and this
 	// buffer lives as long as the connection. Larger frames are read through
 	// it in pieces.
-	readBufferSize = 512
-	// writeBufferSize is the pooled buffer replies are framed in; readings
-	// are prepared frames and need none.
+	readBufferSize = 256 // gorilla wants 125 (a control frame) at least
+	// writeBufferSize is gorilla's write buffer, which we never use (see
+	// client): with writeBufferPool, a connection holds none.
 	writeBufferSize = 4096
 	protocolVersion = 1
 )
 
-// writeBufferPool is shared by every connection: a connection holds a
-// write buffer only while it writes a reply, not while idle.
+// writeBufferPool keeps gorilla from giving every connection a write
+// buffer: gorilla writes only control frames, which need none.
 var writeBufferPool = &sync.Pool{}
 
 // New returns a Server for the core's signals. It reads token_file, and
@@ -280,7 +280,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.hub.start(snapshot)
 	s.ctx = ctx
 	close(s.running)
-	s.hub.run(ctx, func(err error) { s.log.Error("reading not broadcast", "err", err) }) // cannot happen for text frames
+	s.hub.run(ctx, s.tune.pingPeriod)
 	unsubscribe()
 	s.shutdown()
 	return nil
@@ -421,54 +421,63 @@ func (s *Server) authenticated(conn *websocket.Conn) {
 }
 
 // serveConn owns an upgraded connection: it authenticates it when the
-// request could not, joins the hub, runs the writer goroutine, reads until
-// the connection ends, and cleans up.
+// request could not, joins the hub, and hands the connection to its reader.
 func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remote string) {
-	defer func() {
-		s.connMu.Lock()
-		delete(s.conns, conn)
-		s.connMu.Unlock()
-		s.nconns.Add(-1)
-		s.connWG.Done() // last: Run may return once every connection has come here
-	}()
+	var c *client
 	switch adm {
 	case admitStale:
 		s.reject(conn, closeUnauthorized, "session expired or unknown: log in again")
 		s.npending.Add(-1)
-		return
 	case admitFrame:
 		var authMsg message
 		var ok bool
 		acc, authMsg, ok = s.awaitAuth(conn, remote)
 		s.npending.Add(-1)
-		if !ok {
-			return
+		if ok {
+			s.authenticated(conn)
+			c = s.join(conn, acc, remote, authMsg.id)
 		}
-		s.authenticated(conn)
-		s.run(conn, acc, remote, authMsg.id)
+	default:
+		c = s.join(conn, acc, remote, "")
+	}
+	if c == nil {
+		s.untrack(conn)
 		return
 	}
-	s.run(conn, acc, remote, "")
+	// The reader starts on a fresh goroutine, and this one ends: the work
+	// above has grown its stack past the 2 KiB the reader needs while it
+	// waits, and an idle connection would keep that stack for its life.
+	go c.serve()
 }
 
-// run serves an authenticated connection.
-func (s *Server) run(conn *websocket.Conn, acc access, remote, authID string) {
+// untrack undoes track once a connection is closed.
+func (s *Server) untrack(conn *websocket.Conn) {
+	s.connMu.Lock()
+	delete(s.conns, conn)
+	s.connMu.Unlock()
+	s.nconns.Add(-1)
+	s.connWG.Done() // last: Run may return once every connection has come here
+}
+
+// join makes an authenticated connection a client of the hub with its
+// hello queued; nil when the hub is closed (the connection is closed too).
+func (s *Server) join(conn *websocket.Conn, acc access, remote, authID string) *client {
 	c := newClient(s, conn, acc, remote)
 	state, ok := s.hub.join(c, nil)
 	if !ok {
 		s.reject(conn, websocket.CloseGoingAway, "going away")
-		return
+		return nil
 	}
+	// The hello goes first; until it is queued no writer starts, so the
+	// readings the hub queues meanwhile wait behind it.
+	c.mb.setFirst(textFrame(s.appendHello(newFrame(len(s.helloHead)+48+len(state)*96), state, c.readOnly)), c.writeLoop)
 	if authID != "" {
 		// The hello answers the auth message; one that carries an id gets
 		// its ack too, written right after the hello.
 		c.ackErr(authID, nil)
 	}
 	s.log.Debug("websocket client connected", "remote", remote, "clients", s.Clients())
-	go c.writeLoop(s.appendHello(make([]byte, 0, len(s.helloHead)+48+len(state)*96), state, c.readOnly))
-	err := c.readLoop()
-	c.finish(err)
-	s.log.Debug("websocket client gone", "remote", remote, "reason", err)
+	return c
 }
 
 // awaitAuth reads the first frame of a connection that came without
