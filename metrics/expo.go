@@ -59,6 +59,9 @@ func (f *family) summary(quantiles []float64, values []float64, sum float64, cou
 func (fs families) appendText(b []byte) []byte {
 	slices.SortStableFunc(fs, func(a, b *family) int { return strings.Compare(a.name, b.name) })
 	for _, f := range fs {
+		if len(f.samples) == 0 {
+			continue // as client_golang: a vector without children is not shown
+		}
 		b = append(b, "# HELP "...)
 		b = append(b, f.name...)
 		b = append(b, ' ')

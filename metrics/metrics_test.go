@@ -419,3 +419,18 @@ func TestScrapeLimit(t *testing.T) {
 		t.Errorf("in flight during a scrape = %v, want 1 (itself)", got)
 	}
 }
+
+// TestEmptyFamiliesLeftOut: without a core there are no signals, and the
+// per-signal families are left out, as client_golang left out a vector
+// without children, rather than shown as a bare HELP and TYPE.
+func TestEmptyFamiliesLeftOut(t *testing.T) {
+	text := string(New(Options{Version: "v"}).AppendText(nil))
+	for _, name := range []string{"pibridge_readings_total", "pibridge_output_commands_total"} {
+		if strings.Contains(text, name) {
+			t.Errorf("family %s shown without a sample", name)
+		}
+	}
+	if !strings.Contains(text, "\npibridge_commands_total{") {
+		t.Error("pibridge_commands_total, made up front per door, is missing")
+	}
+}
