@@ -22,8 +22,11 @@ endif
 
 all: build
 
+# cgo off, like the Pi builds below: net and os/user then use their pure
+# Go code, and the bridge does not map libc and the dynamic loader
+# (1.5 MB more resident on amd64, issue 8).
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bridge ./cmd/bridge
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bridge ./cmd/bridge
 
 # The demo: simulated board, embedded broker on 127.0.0.1:1883,
 # panel on http://127.0.0.1:8080.

@@ -3,20 +3,26 @@
 //
 // It knows the core (it counts readings as a subscriber) and nothing of
 // gpio, mqtt or ws: cmd/bridge hands it small getters that return the plain
-// structs below, and a custom Collector calls each getter once per scrape.
-// On the hot path there is one atomic add per reading (Deliver, under the
-// core's lock); a command that reached an output costs a label lookup.
+// structs below, and a scrape calls each getter once. On the hot path
+// there is one atomic add per reading (Deliver, under the core's lock); a
+// command that reached an output costs a map update under a mutex.
+//
+// The exposition is written by hand (expo.go) rather than with
+// prometheus/client_golang: the families, names, labels and types are the
+// ones client_golang's registry, Go and process collectors and promhttp
+// served, but client_golang and the protobuf runtime it pulls in cost the
+// Pi Zero build 2.3 MB of binary, resident as soon as it is mapped.
 package metrics
 
 import (
 	"errors"
 	"net/http"
 	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"pibridge"
 )
@@ -63,66 +69,65 @@ type Options struct {
 	Alive func() bool
 }
 
-// Metrics is the bridge's registry. It is its own: nothing is registered
-// with client_golang's global default registry.
+// Metrics holds the bridge's counters and writes every family at a scrape.
+// Each Metrics is independent: there is no global registry.
 type Metrics struct {
-	reg      *prometheus.Registry
-	readings map[string]prometheus.Counter // written by Deliver; the map itself never changes
-	commands *prometheus.CounterVec
-	bySource *prometheus.CounterVec
+	o        Options
+	readings map[string]*atomic.Uint64 // written by Deliver; the map itself never changes
+	signals  []string                  // readings' keys, sorted
+
+	mu       sync.Mutex
+	commands map[[3]string]uint64 // signal, op, result
+	bySource map[[2]string]uint64 // source, result
+
+	scrapes  [3]atomic.Uint64 // by scrapeCodes
+	inFlight atomic.Int32
 	cancel   func()
 }
 
-// New builds the registry and, when o.Core is set, subscribes to it. Call
-// Close to unsubscribe.
+// maxInFlight bounds concurrent scrapes: /metrics needs no token (SPEC §6),
+// so a flood of them must not pile up on a Pi Zero. More get a 503.
+const maxInFlight = 4
+
+// scrapeCodes are the status codes promhttp_metric_handler_requests_total
+// counts, as promhttp did.
+var scrapeCodes = [3]int{http.StatusOK, http.StatusInternalServerError, http.StatusServiceUnavailable}
+
+// New sets up the counters and, when o.Core is set, subscribes to it.
+// Call Close to unsubscribe.
 func New(o Options) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), readings: map[string]prometheus.Counter{}, cancel: func() {}}
-	m.reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "pibridge_build_info",
-			Help:        "Always 1; the labels say which build runs.",
-			ConstLabels: prometheus.Labels{"version": o.Version, "goversion": runtime.Version(), "goarch": runtime.GOARCH},
-		}, func() float64 { return 1 }),
-	)
-	readings := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pibridge_readings_total",
-		Help: "Readings the core emitted, by signal.",
-	}, []string{"signal"})
-	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pibridge_output_commands_total",
-		Help: "Commands that reached an output or pwm (set or pulse), by signal and result (ok or error). Commands the core refused before (unknown signal, bad value) are not counted here.",
-	}, []string{"signal", "op", "result"})
-	m.bySource = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pibridge_commands_total",
-		Help: "Every command, by the door it came through (ws, http, mqtt) and result: ok, refused (unknown signal, not writable, bad value) or error (the output could not do it).",
-	}, []string{"source", "result"})
+	m := &Metrics{
+		o:        o,
+		readings: map[string]*atomic.Uint64{},
+		commands: map[[3]string]uint64{},
+		bySource: map[[2]string]uint64{},
+		cancel:   func() {},
+	}
 	for _, src := range []string{"ws", "http", "mqtt"} {
 		for _, res := range []string{"ok", "refused", "error"} {
-			m.bySource.WithLabelValues(src, res)
+			m.bySource[[2]string{src, res}] = 0
 		}
 	}
-	m.reg.MustRegister(readings, m.commands, m.bySource)
 	if o.Core != nil {
 		for _, s := range o.Core.Signals() {
-			// Children made up front: Deliver only adds, and every signal
-			// shows up at 0 before its first reading.
-			m.readings[s.Name] = readings.WithLabelValues(s.Name)
+			// Made up front: Deliver only adds, and every signal shows up
+			// at 0 before its first reading.
+			m.readings[s.Name] = new(atomic.Uint64)
+			m.signals = append(m.signals, s.Name)
 			if s.Kind.Writable() {
 				ops := []string{"set"}
 				if s.Kind == pibridge.KindOutput {
 					ops = append(ops, "pulse")
 				}
 				for _, op := range ops {
-					m.commands.WithLabelValues(s.Name, op, "ok")
-					m.commands.WithLabelValues(s.Name, op, "error")
+					m.commands[[3]string{s.Name, op, "ok"}] = 0
+					m.commands[[3]string{s.Name, op, "error"}] = 0
 				}
 			}
 		}
+		slices.Sort(m.signals)
 		_, m.cancel = o.Core.Subscribe(m)
 	}
-	m.reg.MustRegister(&collector{o: o})
 	return m
 }
 
@@ -130,7 +135,7 @@ func New(o Options) *Metrics {
 // read and one atomic add, never a block.
 func (m *Metrics) Deliver(r pibridge.Reading) {
 	if c := m.readings[r.Name]; c != nil {
-		c.Inc()
+		c.Add(1)
 	}
 }
 
@@ -141,7 +146,9 @@ func (m *Metrics) ObserveCommand(signal, op string, err error) {
 	if err != nil {
 		result = "error"
 	}
-	m.commands.WithLabelValues(signal, op, result).Inc()
+	m.mu.Lock()
+	m.commands[[3]string{signal, op, result}]++
+	m.mu.Unlock()
 }
 
 // ObserveCommandSource counts any command by its door and outcome; it fits
@@ -158,142 +165,139 @@ func (m *Metrics) ObserveCommandSource(cmd pibridge.Command, err error) {
 	if source == "" {
 		source = "other"
 	}
-	m.bySource.WithLabelValues(source, result).Inc()
+	m.mu.Lock()
+	m.bySource[[2]string{source, result}]++
+	m.mu.Unlock()
 }
 
-// Handler serves the registry in the text format (or protobuf/OpenMetrics
-// when a scraper asks for it), counting its own scrapes
-// (promhttp_metric_handler_requests_total).
+// Handler serves every family in the text format (version 0.0.4), which
+// every Prometheus scraper accepts whatever else it asks for, and counts
+// its own scrapes (promhttp_metric_handler_requests_total).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
-		Registry:      m.reg, // promhttp_metric_handler_errors_total
-		ErrorHandling: promhttp.ContinueOnError,
-		// /metrics needs no token (SPEC §6): keep a flood of scrapes from
-		// piling up on a Pi Zero.
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.inFlight.Add(1) > maxInFlight {
+			m.inFlight.Add(-1)
+			m.scrapes[2].Add(1)
+			http.Error(w, "Limit of concurrent requests reached ("+strconv.Itoa(maxInFlight)+"), try again later.", http.StatusServiceUnavailable)
+			return
+		}
+		body := m.AppendText(nil)
+		m.inFlight.Add(-1)
+		// Counted before the body goes out, so that a scraper that got
+		// its answer finds it counted in the next.
+		m.scrapes[0].Add(1)
+		w.Header().Set("Content-Type", ContentType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
+	})
 }
-
-// Registry is the registry itself, for tests and for Gather.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // Close stops counting readings.
 func (m *Metrics) Close() { m.cancel() }
 
-var (
-	descCoreAlive = prometheus.NewDesc("pibridge_core_alive",
-		"1 when the core's lock answers a probe in time (readings can be emitted), 0 when it is stuck.", nil, nil)
-	descLastReading = prometheus.NewDesc("pibridge_core_last_reading_timestamp_seconds",
-		"When the core emitted its last reading (0: none yet).", nil, nil)
-	descEmitted = prometheus.NewDesc("pibridge_core_readings_emitted_total",
-		"Readings the core emitted since the start, all signals.", nil, nil)
-
-	descMQTTConnected = prometheus.NewDesc("pibridge_mqtt_connected",
-		"1 while the MQTT client is connected to a broker.", nil, nil)
-	descOutboxDepth = prometheus.NewDesc("pibridge_mqtt_outbox_readings",
-		"Readings waiting in the outbox for the broker.", nil, nil)
-	descOutboxDropped = prometheus.NewDesc("pibridge_mqtt_outbox_dropped_total",
-		"Readings dropped from a full outbox, oldest first.", nil, nil)
-	descPublished = prometheus.NewDesc("pibridge_mqtt_published_total",
-		"Readings the broker acknowledged.", nil, nil)
-	descConnects = prometheus.NewDesc("pibridge_mqtt_connects_total",
-		"Successful connections to a broker, the first included.", nil, nil)
-	descMQTTCommands = prometheus.NewDesc("pibridge_mqtt_commands_total",
-		"Commands received on /set and /pulse topics.", nil, nil)
-	descMQTTCommandsDropped = prometheus.NewDesc("pibridge_mqtt_commands_dropped_total",
-		"Commands dropped because the command queue was full.", nil, nil)
-
-	descWSClients = prometheus.NewDesc("pibridge_ws_clients",
-		"WebSocket clients connected now.", nil, nil)
-	descWSSlow = prometheus.NewDesc("pibridge_ws_slow_clients_closed_total",
-		"WebSocket clients closed (1008) because they could not keep up.", nil, nil)
-	descAuthFailures = prometheus.NewDesc("pibridge_http_auth_failures_total",
-		"Wrong tokens presented (bearer, WebSocket auth frame or panel login).", nil, nil)
-
-	sensorLabels    = []string{"sensor", "type"}
-	descSensorReads = prometheus.NewDesc("pibridge_sensor_reads_total",
-		"Successful reads, per sensor.", sensorLabels, nil)
-	descSensorErrors = prometheus.NewDesc("pibridge_sensor_errors_total",
-		"Failed reads and opens, per sensor.", sensorLabels, nil)
-	descSensorUp = prometheus.NewDesc("pibridge_sensor_up",
-		"1 when the sensor's last attempt succeeded, 0 when it failed or none was made yet.", sensorLabels, nil)
-	descSensorStale = prometheus.NewDesc("pibridge_sensor_stale",
-		"1 when the sensor failed often enough in a row that its last values are old news.", sensorLabels, nil)
-	descSensorDuration = prometheus.NewDesc("pibridge_sensor_read_duration_seconds",
-		"How long the sensor's last attempt took, successful or not.", sensorLabels, nil)
-)
-
-// collector reads the getters at scrape time, each once.
-type collector struct{ o Options }
-
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	if c.o.Core != nil {
-		ch <- descLastReading
-		ch <- descEmitted
-	}
-	if c.o.Alive != nil {
-		ch <- descCoreAlive
-	}
-	if c.o.MQTT != nil {
-		for _, d := range []*prometheus.Desc{descMQTTConnected, descOutboxDepth, descOutboxDropped, descPublished, descConnects, descMQTTCommands, descMQTTCommandsDropped} {
-			ch <- d
-		}
-	}
-	if c.o.WS != nil {
-		ch <- descWSClients
-		ch <- descWSSlow
-		ch <- descAuthFailures
-	}
-	if c.o.Sensors != nil {
-		for _, d := range []*prometheus.Desc{descSensorReads, descSensorErrors, descSensorUp, descSensorStale, descSensorDuration} {
-			ch <- d
-		}
-	}
+// AppendText appends every family to b in the text exposition format,
+// sorted by name as client_golang's registry did.
+func (m *Metrics) AppendText(b []byte) []byte {
+	var fs families
+	m.pibridge(&fs)
+	goRuntime(&fs)
+	process(&fs)
+	m.handlerFamilies(&fs)
+	return fs.appendText(b)
 }
 
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+func (m *Metrics) pibridge(fs *families) {
+	o := m.o
+	fs.add("pibridge_build_info", "Always 1; the labels say which build runs.", gauge).
+		sample(1, "goarch", runtime.GOARCH, "goversion", runtime.Version(), "version", o.Version)
+
+	r := fs.add("pibridge_readings_total", "Readings the core emitted, by signal.", counter)
+	for _, name := range m.signals {
+		r.sample(float64(m.readings[name].Load()), "signal", name)
 	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+
+	m.mu.Lock()
+	cmds := make([][3]string, 0, len(m.commands))
+	for k := range m.commands {
+		cmds = append(cmds, k)
 	}
-	if core := c.o.Core; core != nil {
+	srcs := make([][2]string, 0, len(m.bySource))
+	for k := range m.bySource {
+		srcs = append(srcs, k)
+	}
+	// Samples in label-name order (op, result, signal; result, source),
+	// as client_golang wrote them.
+	slices.SortFunc(cmds, func(a, b [3]string) int {
+		return slices.Compare([]string{a[1], a[2], a[0]}, []string{b[1], b[2], b[0]})
+	})
+	slices.SortFunc(srcs, func(a, b [2]string) int {
+		return slices.Compare([]string{a[1], a[0]}, []string{b[1], b[0]})
+	})
+	c := fs.add("pibridge_output_commands_total", "Commands that reached an output or pwm (set or pulse), by signal and result (ok or error). Commands the core refused before (unknown signal, bad value) are not counted here.", counter)
+	for _, k := range cmds {
+		c.sample(float64(m.commands[k]), "op", k[1], "result", k[2], "signal", k[0])
+	}
+	s := fs.add("pibridge_commands_total", "Every command, by the door it came through (ws, http, mqtt) and result: ok, refused (unknown signal, not writable, bad value) or error (the output could not do it).", counter)
+	for _, k := range srcs {
+		s.sample(float64(m.bySource[k]), "result", k[1], "source", k[0])
+	}
+	m.mu.Unlock()
+
+	if core := o.Core; core != nil {
 		last := 0.0
 		if t := core.LastEmit(); t.UnixNano() > 0 {
 			last = float64(t.UnixNano()) / 1e9
 		}
-		gauge(descLastReading, last)
-		counter(descEmitted, core.Emitted())
+		fs.add("pibridge_core_last_reading_timestamp_seconds", "When the core emitted its last reading (0: none yet).", gauge).sample(last)
+		fs.add("pibridge_core_readings_emitted_total", "Readings the core emitted since the start, all signals.", counter).sample(float64(core.Emitted()))
 	}
-	if c.o.Alive != nil {
-		gauge(descCoreAlive, b2f(c.o.Alive()))
+	if o.Alive != nil {
+		fs.add("pibridge_core_alive", "1 when the core's lock answers a probe in time (readings can be emitted), 0 when it is stuck.", gauge).sample(b2f(o.Alive()))
 	}
-	if c.o.MQTT != nil {
-		s := c.o.MQTT()
-		gauge(descMQTTConnected, b2f(s.Connected))
-		gauge(descOutboxDepth, float64(s.Queued))
-		counter(descOutboxDropped, s.Dropped)
-		counter(descPublished, s.Published)
-		counter(descConnects, s.Connects)
-		counter(descMQTTCommands, s.Commands)
-		counter(descMQTTCommandsDropped, s.CommandsDropped)
+	if o.MQTT != nil {
+		s := o.MQTT()
+		fs.add("pibridge_mqtt_connected", "1 while the MQTT client is connected to a broker.", gauge).sample(b2f(s.Connected))
+		fs.add("pibridge_mqtt_outbox_readings", "Readings waiting in the outbox for the broker.", gauge).sample(float64(s.Queued))
+		fs.add("pibridge_mqtt_outbox_dropped_total", "Readings dropped from a full outbox, oldest first.", counter).sample(float64(s.Dropped))
+		fs.add("pibridge_mqtt_published_total", "Readings the broker acknowledged.", counter).sample(float64(s.Published))
+		fs.add("pibridge_mqtt_connects_total", "Successful connections to a broker, the first included.", counter).sample(float64(s.Connects))
+		fs.add("pibridge_mqtt_commands_total", "Commands received on /set and /pulse topics.", counter).sample(float64(s.Commands))
+		fs.add("pibridge_mqtt_commands_dropped_total", "Commands dropped because the command queue was full.", counter).sample(float64(s.CommandsDropped))
 	}
-	if c.o.WS != nil {
-		s := c.o.WS()
-		gauge(descWSClients, float64(s.Clients))
-		counter(descWSSlow, s.SlowClosed)
-		counter(descAuthFailures, s.AuthFailures)
+	if o.WS != nil {
+		s := o.WS()
+		fs.add("pibridge_ws_clients", "WebSocket clients connected now.", gauge).sample(float64(s.Clients))
+		fs.add("pibridge_ws_slow_clients_closed_total", "WebSocket clients closed (1008) because they could not keep up.", counter).sample(float64(s.SlowClosed))
+		fs.add("pibridge_http_auth_failures_total", "Wrong tokens presented (bearer, WebSocket auth frame or panel login).", counter).sample(float64(s.AuthFailures))
 	}
-	if c.o.Sensors != nil {
-		for _, s := range c.o.Sensors() {
-			counter(descSensorReads, s.Reads, s.Name, s.Type)
-			counter(descSensorErrors, s.Errors, s.Name, s.Type)
-			gauge(descSensorUp, b2f(s.Reads > 0 && !s.Failing), s.Name, s.Type)
-			gauge(descSensorStale, b2f(s.Stale), s.Name, s.Type)
-			gauge(descSensorDuration, s.LastDuration.Seconds(), s.Name, s.Type)
+	if o.Sensors != nil {
+		sensors := o.Sensors()
+		reads := fs.add("pibridge_sensor_reads_total", "Successful reads, per sensor.", counter)
+		errs := fs.add("pibridge_sensor_errors_total", "Failed reads and opens, per sensor.", counter)
+		up := fs.add("pibridge_sensor_up", "1 when the sensor's last attempt succeeded, 0 when it failed or none was made yet.", gauge)
+		stale := fs.add("pibridge_sensor_stale", "1 when the sensor failed often enough in a row that its last values are old news.", gauge)
+		dur := fs.add("pibridge_sensor_read_duration_seconds", "How long the sensor's last attempt took, successful or not.", gauge)
+		for _, s := range sensors {
+			reads.sample(float64(s.Reads), "sensor", s.Name, "type", s.Type)
+			errs.sample(float64(s.Errors), "sensor", s.Name, "type", s.Type)
+			up.sample(b2f(s.Reads > 0 && !s.Failing), "sensor", s.Name, "type", s.Type)
+			stale.sample(b2f(s.Stale), "sensor", s.Name, "type", s.Type)
+			dur.sample(s.LastDuration.Seconds(), "sensor", s.Name, "type", s.Type)
 		}
+	}
+}
+
+// handlerFamilies are promhttp's own: the scrape being served is in flight
+// and not yet counted.
+func (m *Metrics) handlerFamilies(fs *families) {
+	fs.add("promhttp_metric_handler_errors_total", "Total number of internal errors encountered by the promhttp metric handler.", counter).
+		sample(0, "cause", "encoding").
+		sample(0, "cause", "gathering")
+	fs.add("promhttp_metric_handler_requests_in_flight", "Current number of scrapes being served.", gauge).
+		sample(float64(m.inFlight.Load()))
+	f := fs.add("promhttp_metric_handler_requests_total", "Total number of scrapes by HTTP status code.", counter)
+	for i, code := range scrapeCodes {
+		f.sample(float64(m.scrapes[i].Load()), "code", strconv.Itoa(code))
 	}
 }
 

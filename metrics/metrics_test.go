@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,8 +179,8 @@ func TestFamiliesAndValues(t *testing.T) {
 	}
 }
 
-// TestOwnRegistry: nothing lands in client_golang's global registry, so
-// two bridges in one process (tests) never collide.
+// TestOwnRegistry: every Metrics is its own, so two bridges in one
+// process (tests) never collide.
 func TestOwnRegistry(t *testing.T) {
 	a := New(Options{Version: "a", Core: newCore(t)})
 	b := New(Options{Version: "b", Core: newCore(t)})
@@ -208,5 +209,228 @@ func TestDeliverConcurrent(t *testing.T) {
 	core.Emit("fan", pibridge.Number(0.5), time.Time{})
 	if got := value(t, scrape(t, m.Handler()), "pibridge_readings_total", map[string]string{"signal": "fan"}); got != 800 {
 		t.Fatalf("fan readings = %v, want 800", got)
+	}
+}
+
+// wantFamilies is every family client_golang's registry, its Go and
+// process collectors and promhttp served before the exposition was
+// written by hand, with its type and label names: dashboards and alerts
+// written against them keep working.
+var wantFamilies = map[string]struct {
+	typ    dto.MetricType
+	labels string
+}{
+	"go_gc_duration_seconds":                       {dto.MetricType_SUMMARY, ""},
+	"go_gc_gogc_percent":                           {dto.MetricType_GAUGE, ""},
+	"go_gc_gomemlimit_bytes":                       {dto.MetricType_GAUGE, ""},
+	"go_goroutines":                                {dto.MetricType_GAUGE, ""},
+	"go_info":                                      {dto.MetricType_GAUGE, "version"},
+	"go_memstats_alloc_bytes":                      {dto.MetricType_GAUGE, ""},
+	"go_memstats_alloc_bytes_total":                {dto.MetricType_COUNTER, ""},
+	"go_memstats_buck_hash_sys_bytes":              {dto.MetricType_GAUGE, ""},
+	"go_memstats_frees_total":                      {dto.MetricType_COUNTER, ""},
+	"go_memstats_gc_sys_bytes":                     {dto.MetricType_GAUGE, ""},
+	"go_memstats_heap_alloc_bytes":                 {dto.MetricType_GAUGE, ""},
+	"go_memstats_heap_idle_bytes":                  {dto.MetricType_GAUGE, ""},
+	"go_memstats_heap_inuse_bytes":                 {dto.MetricType_GAUGE, ""},
+	"go_memstats_heap_objects":                     {dto.MetricType_GAUGE, ""},
+	"go_memstats_heap_released_bytes":              {dto.MetricType_GAUGE, ""},
+	"go_memstats_heap_sys_bytes":                   {dto.MetricType_GAUGE, ""},
+	"go_memstats_last_gc_time_seconds":             {dto.MetricType_GAUGE, ""},
+	"go_memstats_mallocs_total":                    {dto.MetricType_COUNTER, ""},
+	"go_memstats_mcache_inuse_bytes":               {dto.MetricType_GAUGE, ""},
+	"go_memstats_mcache_sys_bytes":                 {dto.MetricType_GAUGE, ""},
+	"go_memstats_mspan_inuse_bytes":                {dto.MetricType_GAUGE, ""},
+	"go_memstats_mspan_sys_bytes":                  {dto.MetricType_GAUGE, ""},
+	"go_memstats_next_gc_bytes":                    {dto.MetricType_GAUGE, ""},
+	"go_memstats_other_sys_bytes":                  {dto.MetricType_GAUGE, ""},
+	"go_memstats_stack_inuse_bytes":                {dto.MetricType_GAUGE, ""},
+	"go_memstats_stack_sys_bytes":                  {dto.MetricType_GAUGE, ""},
+	"go_memstats_sys_bytes":                        {dto.MetricType_GAUGE, ""},
+	"go_sched_gomaxprocs_threads":                  {dto.MetricType_GAUGE, ""},
+	"go_threads":                                   {dto.MetricType_GAUGE, ""},
+	"process_cpu_seconds_total":                    {dto.MetricType_COUNTER, ""},
+	"process_max_fds":                              {dto.MetricType_GAUGE, ""},
+	"process_network_receive_bytes_total":          {dto.MetricType_COUNTER, ""},
+	"process_network_transmit_bytes_total":         {dto.MetricType_COUNTER, ""},
+	"process_open_fds":                             {dto.MetricType_GAUGE, ""},
+	"process_resident_memory_bytes":                {dto.MetricType_GAUGE, ""},
+	"process_start_time_seconds":                   {dto.MetricType_GAUGE, ""},
+	"process_virtual_memory_bytes":                 {dto.MetricType_GAUGE, ""},
+	"process_virtual_memory_max_bytes":             {dto.MetricType_GAUGE, ""},
+	"promhttp_metric_handler_errors_total":         {dto.MetricType_COUNTER, "cause"},
+	"promhttp_metric_handler_requests_in_flight":   {dto.MetricType_GAUGE, ""},
+	"promhttp_metric_handler_requests_total":       {dto.MetricType_COUNTER, "code"},
+	"pibridge_build_info":                          {dto.MetricType_GAUGE, "goarch,goversion,version"},
+	"pibridge_commands_total":                      {dto.MetricType_COUNTER, "result,source"},
+	"pibridge_core_alive":                          {dto.MetricType_GAUGE, ""},
+	"pibridge_core_last_reading_timestamp_seconds": {dto.MetricType_GAUGE, ""},
+	"pibridge_core_readings_emitted_total":         {dto.MetricType_COUNTER, ""},
+	"pibridge_http_auth_failures_total":            {dto.MetricType_COUNTER, ""},
+	"pibridge_mqtt_commands_dropped_total":         {dto.MetricType_COUNTER, ""},
+	"pibridge_mqtt_commands_total":                 {dto.MetricType_COUNTER, ""},
+	"pibridge_mqtt_connected":                      {dto.MetricType_GAUGE, ""},
+	"pibridge_mqtt_connects_total":                 {dto.MetricType_COUNTER, ""},
+	"pibridge_mqtt_outbox_dropped_total":           {dto.MetricType_COUNTER, ""},
+	"pibridge_mqtt_outbox_readings":                {dto.MetricType_GAUGE, ""},
+	"pibridge_mqtt_published_total":                {dto.MetricType_COUNTER, ""},
+	"pibridge_output_commands_total":               {dto.MetricType_COUNTER, "op,result,signal"},
+	"pibridge_readings_total":                      {dto.MetricType_COUNTER, "signal"},
+	"pibridge_sensor_errors_total":                 {dto.MetricType_COUNTER, "sensor,type"},
+	"pibridge_sensor_read_duration_seconds":        {dto.MetricType_GAUGE, "sensor,type"},
+	"pibridge_sensor_reads_total":                  {dto.MetricType_COUNTER, "sensor,type"},
+	"pibridge_sensor_stale":                        {dto.MetricType_GAUGE, "sensor,type"},
+	"pibridge_sensor_up":                           {dto.MetricType_GAUGE, "sensor,type"},
+	"pibridge_ws_clients":                          {dto.MetricType_GAUGE, ""},
+	"pibridge_ws_slow_clients_closed_total":        {dto.MetricType_COUNTER, ""},
+}
+
+// TestSameFamilies: the hand-written exposition parses with Prometheus'
+// own parser and carries exactly the families above, each with its type,
+// its label names and a help text; the Go and process families hold
+// plausible values.
+func TestSameFamilies(t *testing.T) {
+	m := New(Options{
+		Version: "v1", Core: newCore(t),
+		MQTT:    func() MQTT { return MQTT{} },
+		WS:      func() WS { return WS{} },
+		Sensors: func() []Sensor { return []Sensor{{Name: "air", Type: "bme280"}} },
+		Alive:   func() bool { return true },
+	})
+	defer m.Close()
+	fams := scrape(t, m.Handler())
+	for name, want := range wantFamilies {
+		f := fams[name]
+		if f == nil {
+			t.Errorf("no family %s", name)
+			continue
+		}
+		if f.GetType() != want.typ {
+			t.Errorf("%s is a %v, want a %v", name, f.GetType(), want.typ)
+		}
+		if f.GetHelp() == "" {
+			t.Errorf("%s has no help", name)
+		}
+		for _, mm := range f.GetMetric() {
+			var names []string
+			for _, l := range mm.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			if got := strings.Join(names, ","); got != want.labels {
+				t.Errorf("%s labelled %q, want %q", name, got, want.labels)
+			}
+		}
+	}
+	for name := range fams {
+		if _, ok := wantFamilies[name]; !ok {
+			t.Errorf("unexpected family %s", name)
+		}
+	}
+	gc := fams["go_gc_duration_seconds"].GetMetric()[0].GetSummary()
+	if len(gc.GetQuantile()) != 5 || gc.GetQuantile()[4].GetQuantile() != 1 {
+		t.Errorf("go_gc_duration_seconds quantiles %v, want 0, 0.25, 0.5, 0.75, 1", gc.GetQuantile())
+	}
+	for _, c := range []struct {
+		name     string
+		min, max float64
+	}{
+		{"go_goroutines", 1, 1e6},
+		{"go_threads", 1, 1e5},
+		{"go_memstats_heap_alloc_bytes", 1, 1 << 40},
+		{"go_memstats_sys_bytes", 1 << 20, 1 << 40},
+		{"go_gc_gogc_percent", -1, 1e6},
+		{"process_resident_memory_bytes", 1 << 20, 1 << 40},
+		{"process_open_fds", 3, 1e6},
+		{"process_max_fds", 3, 1 << 63},
+		{"process_start_time_seconds", float64(time.Now().Add(-24 * time.Hour).Unix()), float64(time.Now().Unix() + 1)},
+	} {
+		if v := value(t, fams, c.name, nil); v < c.min || v > c.max {
+			t.Errorf("%s = %v, want within [%v, %v]", c.name, v, c.min, c.max)
+		}
+	}
+}
+
+// TestLabelEscaping: a label value with a quote, a backslash and a newline
+// comes back from the parser as it was.
+func TestLabelEscaping(t *testing.T) {
+	const odd = "v\"1\\2\n3"
+	m := New(Options{Version: odd})
+	if got := value(t, scrape(t, m.Handler()), "pibridge_build_info", map[string]string{"version": odd}); got != 1 {
+		t.Fatalf("build info = %v", got)
+	}
+}
+
+// TestScrapeLimit: a fifth scrape while four are in flight gets a 503, as
+// promhttp's MaxRequestsInFlight did, and both outcomes are counted.
+func TestScrapeLimit(t *testing.T) {
+	entered := make(chan struct{}, maxInFlight)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	m := New(Options{Alive: func() bool {
+		select {
+		case <-release:
+			return true
+		default:
+		}
+		entered <- struct{}{}
+		<-release
+		return true
+	}})
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	codes := make(chan int, maxInFlight)
+	for range maxInFlight {
+		wg.Go(func() {
+			resp, err := http.Get(srv.URL)
+			if err != nil {
+				t.Error(err)
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		})
+	}
+	for range maxInFlight {
+		<-entered
+	}
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	close(release)
+	wg.Wait()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("fifth scrape: %s, want 503", resp.Status)
+	}
+	for range maxInFlight {
+		if c := <-codes; c != http.StatusOK {
+			t.Errorf("a scrape within the limit: %d", c)
+		}
+	}
+	fams := scrape(t, m.Handler())
+	for code, want := range map[string]float64{"200": maxInFlight, "503": 1, "500": 0} {
+		if got := value(t, fams, "promhttp_metric_handler_requests_total", map[string]string{"code": code}); got != want {
+			t.Errorf("requests_total{code=%q} = %v, want %v", code, got, want)
+		}
+	}
+	if got := value(t, fams, "promhttp_metric_handler_requests_in_flight", nil); got != 1 {
+		t.Errorf("in flight during a scrape = %v, want 1 (itself)", got)
+	}
+}
+
+// TestEmptyFamiliesLeftOut: without a core there are no signals, and the
+// per-signal families are left out, as client_golang left out a vector
+// without children, rather than shown as a bare HELP and TYPE.
+func TestEmptyFamiliesLeftOut(t *testing.T) {
+	text := string(New(Options{Version: "v"}).AppendText(nil))
+	for _, name := range []string{"pibridge_readings_total", "pibridge_output_commands_total"} {
+		if strings.Contains(text, name) {
+			t.Errorf("family %s shown without a sample", name)
+		}
+	}
+	if !strings.Contains(text, "\npibridge_commands_total{") {
+		t.Error("pibridge_commands_total, made up front per door, is missing")
 	}
 }

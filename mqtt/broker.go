@@ -19,6 +19,10 @@ import (
 // connection to end.
 const closeTimeout = 2 * time.Second
 
+// sysTopicInterval is how often the embedded broker republishes $SYS, in
+// seconds.
+const sysTopicInterval = 60
+
 // Broker is an MQTT broker inside the process (mochi-mqtt), for a bridge
 // that has no broker of its own to talk to. It accepts every client: keep
 // it on loopback, or behind a firewall.
@@ -37,7 +41,15 @@ func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv := mochi.New(&mochi.Options{Logger: slog.New(quietHandler{log.Handler()})})
+	srv := mochi.New(&mochi.Options{
+		Logger: slog.New(quietHandler{log.Handler()}),
+		// mochi's default republishes its ~20 retained $SYS topics every
+		// second, each time after a stop-the-world runtime.ReadMemStats:
+		// the biggest part of an idle bridge's CPU after the readings
+		// themselves. Once a minute still shows a live uptime and client
+		// count (mosquitto's sys_interval is 10 s).
+		SysTopicResendInterval: sysTopicInterval,
+	})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}

@@ -368,6 +368,22 @@ func (o *DiskOutbox) Commit(seq uint64) {
 	if onDisk {
 		o.noteDeletesLocked()
 	}
+	if o.idleLocked() && !o.workSince.IsZero() {
+		// Everything waiting was acknowledged inside the window: there
+		// is nothing to commit, so the writer puts its timer away rather
+		// than wake up for an empty transaction (with the broker up,
+		// that is every reading: no wake-up, no fsync).
+		o.workSince = time.Time{}
+		signal(o.kick)
+	}
+}
+
+// idleLocked reports whether a transaction now would have nothing to do:
+// no reading waits to be written, no acknowledged reading waits to be
+// deleted, and no failure waits for a successful commit to be cleared
+// (failing, readStuck).
+func (o *DiskOutbox) idleLocked() bool {
+	return o.mem.n == o.written+o.inflight && !o.deletes && !o.failing && !o.readStuck
 }
 
 // Len is the number of readings held, in memory and on disk.
@@ -511,6 +527,10 @@ func (o *DiskOutbox) writer() {
 			case <-t.C:
 			case <-o.full:
 				t.Stop()
+			case <-o.kick:
+				// Work arrived or was acknowledged away: look again.
+				t.Stop()
+				continue
 			}
 		}
 		if err := o.commit(); err != nil {
@@ -548,6 +568,13 @@ func (o *DiskOutbox) commit() error {
 		return err
 	}
 	o.mu.Lock()
+	if o.idleLocked() {
+		// bbolt writes and fsyncs its meta page even for an empty
+		// transaction.
+		o.workSince = time.Time{}
+		o.mu.Unlock()
+		return nil
+	}
 	n := min(o.mem.n-o.written, o.p.maxBatch)
 	batch := make([]pibridge.Reading, n)
 	for i := range batch {

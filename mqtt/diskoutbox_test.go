@@ -284,6 +284,31 @@ func TestDiskOutboxGroupCommit(t *testing.T) {
 	}
 }
 
+// TestDiskOutboxAckedInWindowNoTransaction: readings the broker
+// acknowledges inside the commit window cost no transaction at all, not
+// even an empty one (bbolt would still write and fsync its meta page):
+// the first transaction is the one that stores the reading acknowledged
+// too late.
+func TestDiskOutboxAckedInWindowNoTransaction(t *testing.T) {
+	f := newFakeStore()
+	p := testDiskParams
+	p.window = 500 * time.Millisecond // the ack below comes well inside it
+	o := openFake(t, f, 100, p)
+	appendSeqs(o, 1, 3)
+	o.Commit(3)
+	o.mu.Lock()
+	pending := !o.workSince.IsZero()
+	o.mu.Unlock()
+	if pending {
+		t.Error("work still pending after every reading was acknowledged")
+	}
+	appendSeqs(o, 4, 4)
+	<-f.applied
+	if txs := f.transactions(); len(txs) != 1 || !slices.Equal(txs[0].seqs, []uint64{4}) {
+		t.Fatalf("transactions %+v, want one storing only 4", txs)
+	}
+}
+
 func TestDiskOutboxReadsBackFromDisk(t *testing.T) {
 	f := newFakeStore()
 	o := openFake(t, f, 100000, testDiskParams)

@@ -172,11 +172,11 @@ func getHealth(t *testing.T, addr string) (int, healthReport) {
 // once it is free, and STOPPING=1 arrives at shutdown.
 func TestSystemdNotifyAndStuckCore(t *testing.T) {
 	sock := listenNotify(t)
-	// go-systemd reads the process environment; run sees it through getenv.
-	t.Setenv("NOTIFY_SOCKET", sock.path)
-	t.Setenv("WATCHDOG_USEC", "200000")
-	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	b := startDemoEnv(t, map[string]string{"NOTIFY_SOCKET": sock.path})
+	b := startDemoEnv(t, map[string]string{
+		"NOTIFY_SOCKET": sock.path,
+		"WATCHDOG_USEC": "200000",
+		"WATCHDOG_PID":  strconv.Itoa(os.Getpid()),
+	})
 
 	ready := sock.await(t, "READY=1", 10*time.Second)
 	if !strings.Contains(ready, "STATUS=panel on "+b.http) {

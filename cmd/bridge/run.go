@@ -12,7 +12,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sync/errgroup"
 
 	"pibridge"
@@ -177,7 +176,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		g.Go(func() error {
 			t := time.NewTicker(every)
 			defer t.Stop()
-			return watchdog(gctx, t.C, probe.Alive, func() { sd.notify(daemon.SdNotifyWatchdog) }, log.With("part", "systemd"))
+			return watchdog(gctx, t.C, probe.Alive, func() { sd.notify(sdWatchdog) }, log.With("part", "systemd"))
 		})
 	}
 	if d := cfg.GPIO.ShortestFailsafe(); d > 0 {
@@ -191,7 +190,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	})
 	g.Go(func() error {
 		<-gctx.Done()
-		sd.notify(daemon.SdNotifyStopping)
+		sd.notify(sdStopping)
 		log.Info("stopping: outputs to their safe state")
 		if err := board.Halt(); err != nil {
 			log.Error("safe state not reached", "err", err)
