@@ -44,6 +44,7 @@ type options struct {
 	event    time.Duration
 	interval time.Duration
 	keep     bool
+	peer     peerOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -51,8 +52,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	var o options
 	var procs, clients string
+	peerFlags := registerPeerFlags(fs)
 	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary to measure")
-	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event or roundtrip")
+	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event, roundtrip, mqttws, fanout, slow or idleconns")
 	fs.IntVar(&o.samples, "samples", 20000, "command round trips to time (after -warmup)")
 	fs.IntVar(&o.warmup, "warmup", 2000, "command round trips discarded before timing")
 	fs.StringVar(&procs, "procs", "1,2", "GOMAXPROCS values to run the daemon with")
@@ -66,10 +68,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	switch o.scenario {
 	case "all", "idle", "event", "roundtrip":
+	case "mqttws", "fanout", "slow", "idleconns":
 	default:
-		return o, fmt.Errorf("-scenario %q: want all, idle, event or roundtrip", o.scenario)
+		return o, fmt.Errorf("-scenario %q: want all, idle, event, roundtrip, mqttws, fanout, slow or idleconns", o.scenario)
 	}
 	var err error
+	if o.peer, err = peerFlags(); err != nil {
+		return o, err
+	}
 	if o.procs, err = intList(procs); err != nil {
 		return o, fmt.Errorf("-procs: %w", err)
 	}
@@ -95,6 +101,9 @@ func intList(s string) ([]int, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == peerFlag {
+		return runPeer(ctx, args[1:])
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -112,6 +121,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(scratch)
 	}
 
+	pe, err := preparePeers(o)
+	if err != nil {
+		return err
+	}
 	m := harness.DescribeMachine()
 	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(stdout, "command: bench %s\n", strings.Join(args, " "))
@@ -146,6 +159,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("roundtrip, GOMAXPROCS=%d: %w", p, err)
 			}
 			r.Print(stdout)
+		}
+		if err := runPeerScenarios(ctx, pe, d, o.scenario, stdout); err != nil {
+			return fmt.Errorf("GOMAXPROCS=%d: %w", p, err)
 		}
 	}
 	return nil
