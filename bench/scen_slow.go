@@ -25,7 +25,7 @@ import (
 
 const (
 	slowClients = 100
-	slowPad     = 256 // payload bytes beyond the seq and send time
+	slowPad     = 1024 // payload bytes beyond the seq and send time
 )
 
 type slowRun struct {
