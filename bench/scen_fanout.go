@@ -19,7 +19,7 @@ type fanCell struct {
 	err           string // the cell failed: why
 	sent          int
 	received      int64
-	closed        int // subscribers whose connection ended during the cell
+	closed        int           // subscribers whose connection ended during the cell
 	window        time.Duration // publish start → drain end
 	use           usage
 }
