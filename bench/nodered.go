@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,53 @@ import (
 // the same job. Flow A: mqtt in (lab/#) → websocket out (/ws/lab); flow
 // B, commands: websocket in (/ws/cmd) → mqtt out (lab/cmd). The editor
 // and admin API are off (httpAdminRoot false); the flow runtime is not.
+
+var errPortTaken = errors.New("port taken before the peer could bind it")
+
+// spawnNodeRED starts Node-RED on a free port and waits until its flows
+// have started.
+func (e peerEnv) spawnNodeRED(ctx context.Context, red, userDir string, attempt int) (string, *proc, error) {
+	addr, err := harness.FreePort()
+	if err != nil {
+		return "", nil, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	settings := filepath.Join(userDir, "settings.js")
+	if err := os.WriteFile(settings, fmt.Appendf(nil, nodeREDSettings, port, userDir), 0o644); err != nil {
+		return "", nil, err
+	}
+	p, err := spawn(e.d.Pin, []string{"node", red, "--settings", settings, "--userDir", userDir},
+		[]string{"NODE_ENV=production"}, filepath.Join(userDir, fmt.Sprintf("node-red-%d.log", attempt)))
+	if err != nil {
+		return "", nil, err
+	}
+	// Ready once the log says the flows started and then the server
+	// listens (red.js: RED.start(), then listen); a port clash is logged
+	// ("Unable to listen") and Node-RED carries on without a server.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(p.log)
+		switch {
+		case bytes.Contains(b, []byte("Unable to listen")):
+			p.stop()
+			return "", nil, fmt.Errorf("%s: %w", addr, errPortTaken)
+		case bytes.Contains(b, []byte("Started flows")) && bytes.Contains(b, []byte("Server now running at")):
+			return addr, p, nil
+		}
+		select {
+		case <-p.done:
+			return "", nil, fmt.Errorf("exited before its flows started; log: %s", harness.Tail(p.log))
+		case <-ctx.Done():
+			p.stop()
+			return "", nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return "", nil, fmt.Errorf("flows not started after 60 s; log: %s", harness.Tail(p.log))
+		}
+	}
+}
 
 // nodeREDInstalled returns the version of node-red under prefix.
 func nodeREDInstalled(prefix string) (string, error) {
@@ -88,47 +136,30 @@ func (e peerEnv) startNodeRED(ctx context.Context, tag string) (*subject, error)
 	}
 	s := &subject{name: "Node-RED " + v, pubAddr: m.Addr, stops: []func(){m.Stop}}
 	fail := func(err error) (*subject, error) { s.stop(); return nil, fmt.Errorf("Node-RED: %w", err) }
-	addr, err := harness.FreePort()
+	red, err := filepath.Abs(filepath.Join(e.o.nodeRED, "node_modules", "node-red", "red.js"))
 	if err != nil {
 		return fail(err)
 	}
-	_, port, _ := net.SplitHostPort(addr)
 	host, bport, _ := net.SplitHostPort(m.Addr)
 	flows, err := nodeREDFlows(host, bport)
 	if err != nil {
 		return fail(err)
 	}
-	settings := filepath.Join(userDir, "settings.js")
-	if err := os.WriteFile(settings, fmt.Appendf(nil, nodeREDSettings, port, userDir), 0o644); err != nil {
-		return fail(err)
-	}
 	if err := os.WriteFile(filepath.Join(userDir, "flows.json"), flows, 0o644); err != nil {
 		return fail(err)
 	}
-	red, err := filepath.Abs(filepath.Join(e.o.nodeRED, "node_modules", "node-red", "red.js"))
-	if err != nil {
-		return fail(err)
-	}
-	p, err := spawn(e.d.Pin, []string{"node", red, "--settings", settings, "--userDir", userDir},
-		[]string{"NODE_ENV=production"}, filepath.Join(userDir, "node-red.log"))
-	if err != nil {
-		return fail(err)
-	}
-	s.pid, s.logPath = p.cmd.Process.Pid, p.log
-	s.stops = append(s.stops, p.stop)
-	if err := p.waitListen(ctx, addr, 60*time.Second); err != nil {
-		return fail(err)
-	}
-	// The port opens before the flows have started: wait for the log line.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if b, _ := os.ReadFile(p.log); bytes.Contains(b, []byte("Started flows")) {
+	// A free port can be taken before Node-RED binds it (the machine is
+	// shared; clients take ephemeral ports): then it tries another.
+	var addr string
+	for attempt := 1; ; attempt++ {
+		var p *proc
+		addr, p, err = e.spawnNodeRED(ctx, red, userDir, attempt)
+		if err == nil {
+			s.pid, s.logPath = p.cmd.Process.Pid, p.log
+			s.stops = append(s.stops, p.stop)
 			break
 		}
-		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("flows not started after 30 s; log: %s", harness.Tail(p.log)))
-		}
-		if err := harness.Sleep(ctx, 50*time.Millisecond); err != nil {
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
 			return fail(err)
 		}
 	}

@@ -400,27 +400,34 @@ func (e peerEnv) startMochi(ctx context.Context, tag string) (*subject, error) {
 	if err != nil {
 		return nil, err
 	}
-	tcpAddr, err := harness.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	wsAddr, err := harness.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	p, err := spawn(e.d.Pin, []string{self, peerFlag, peerMochi, "-listen", tcpAddr, "-ws", wsAddr},
-		[]string{"GOMAXPROCS=" + strconv.Itoa(e.d.Procs)}, filepath.Join(dir, "mochi.log"))
-	if err != nil {
-		return nil, err
-	}
-	s := &subject{name: "mochi-mqtt v2.7.9 (websocket)", pid: p.cmd.Process.Pid, pubAddr: tcpAddr, stops: []func(){p.stop}, logPath: p.log}
-	if err := p.waitListen(ctx, tcpAddr, 10*time.Second); err != nil {
+	// A free port can be taken before mochi binds it; mochi then exits,
+	// and another pair of ports is tried.
+	var tcpAddr, wsAddr string
+	var s *subject
+	for attempt := 1; ; attempt++ {
+		if tcpAddr, err = harness.FreePort(); err != nil {
+			return nil, err
+		}
+		if wsAddr, err = harness.FreePort(); err != nil {
+			return nil, err
+		}
+		p, err := spawn(e.d.Pin, []string{self, peerFlag, peerMochi, "-listen", tcpAddr, "-ws", wsAddr},
+			[]string{"GOMAXPROCS=" + strconv.Itoa(e.d.Procs)}, filepath.Join(dir, fmt.Sprintf("mochi-%d.log", attempt)))
+		if err != nil {
+			return nil, err
+		}
+		s = &subject{name: "mochi-mqtt v2.7.9 (websocket)", pid: p.cmd.Process.Pid, pubAddr: tcpAddr, stops: []func(){p.stop}, logPath: p.log}
+		err = p.waitListen(ctx, tcpAddr, 10*time.Second)
+		if err == nil {
+			err = p.waitListen(ctx, wsAddr, 10*time.Second)
+		}
+		if err == nil {
+			break
+		}
 		s.stop()
-		return nil, fmt.Errorf("mochi: %w", err)
-	}
-	if err := p.waitListen(ctx, wsAddr, 10*time.Second); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("mochi: %w", err)
+		if attempt == 3 || ctx.Err() != nil {
+			return nil, fmt.Errorf("mochi: %w", err)
+		}
 	}
 	url := "ws://" + wsAddr + "/"
 	s.dial = func(ctx context.Context, id int) (receiver, error) {
