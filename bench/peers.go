@@ -61,8 +61,8 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 	fs.StringVar(&clients, "fanout-clients", "1,10,100", "fanout: subscribed clients (the issue's grid: 1,10,100,1000)")
 	fs.StringVar(&fanMax, "fanout-max", "1000000", "fanout: skip cells whose offered deliveries (rate × clients) exceed this per second; 0: none skipped")
 	fs.DurationVar(&o.fanWindow, "fanout-window", 3*time.Second, "fanout: publishing window per cell")
-	fs.IntVar(&o.slowRate, "slow-rate", 500, "slow: messages per second into 100 clients")
-	fs.DurationVar(&o.slowWindow, "slow-window", 15*time.Second, "slow: window per run (without, then with the slow client)")
+	fs.IntVar(&o.slowRate, "slow-rate", 300, "slow: messages per second into 100 clients")
+	fs.DurationVar(&o.slowWindow, "slow-window", 20*time.Second, "slow: window per run (without, then with the slow client)")
 	fs.StringVar(&idle, "idle-conns", "1000,10000", "idleconns: connection counts")
 	return func() (peerOptions, error) {
 		var err error
