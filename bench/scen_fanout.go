@@ -49,7 +49,7 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	t := harness.Table{Title: fmt.Sprintf("fan-out: MQTT publisher → subject → N WebSocket subscribers of lab/#, %s per cell, GOMAXPROCS=%d", e.o.fanWindow, e.d.Procs)}
 	for i := range cells[ours] {
 		c := cells[ours][i]
-		head := fmt.Sprintf("%s × %d clients", rate(float64(c.rate)), c.clients)
+		head := fmt.Sprintf("%s × %d client(s)", rate(float64(c.rate)), c.clients)
 		if c.skipped {
 			t.Rows = append(t.Rows, harness.R(head, fmt.Sprintf("skipped: %s deliveries offered > -fanout-max %d", rate(float64(c.rate*c.clients)), e.o.fanMax), "", ""))
 			continue
