@@ -12,7 +12,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Debian packages the tests drive for real (see README "Tests").
 TEST_DEPS := mosquitto:mosquitto chromium:chromium qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static systemd-analyze:systemd
 
-.PHONY: all build run test test-deps vet cross pi-zero pi pi64 dist dist-pack deploy bench clean
+.PHONY: all build run test test-deps vet cross pi-zero pi pi64 dist dist-pack deploy bench bench-deps clean
 
 ifneq ($(filter deploy,$(MAKECMDGOALS)),)
 ifeq ($(PI),)
@@ -108,11 +108,36 @@ test: test-deps vet cross
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
 
 # Benchmarks (issue 8): the real binary as a child process on loopback,
-# pinned apart from the load generator with taskset. Not part of `make
-# test`; figures in BENCHMARKS.md. make bench BENCH_FLAGS='-scenario idle'.
+# pinned apart from the load generator with taskset, beside its peers
+# (Node-RED, mosquitto, mochi) in the same run. Not part of `make test`;
+# figures in BENCHMARKS.md. make bench BENCH_FLAGS='-scenario idle'.
 BENCH_FLAGS ?= -idle 60s -samples 100000
-bench: build
-	$(GO) run ./bench -bridge $(BIN)/bridge $(BENCH_FLAGS)
+# Debian packages the benchmarks drive (command:package); Node-RED comes
+# from npm, pinned, into a scratch directory under $(BIN) (gitignored).
+BENCH_DEPS   := mosquitto:mosquitto taskset:util-linux node:nodejs npm:npm
+# NODE_RED is kept in step with nodeREDVersion in bench/peers.go.
+NODE_RED     := 4.1.8
+NODE_RED_DIR := $(BIN)/bench-peers/node-red
+bench: build bench-deps
+	$(GO) run ./bench -bridge $(BIN)/bridge -nodered $(NODE_RED_DIR) $(BENCH_FLAGS)
+
+bench-deps:
+	@missing=""; for pair in $(BENCH_DEPS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "make bench needs:$$missing — install them with: apt-get install -y$$missing" >&2; exit 1; fi; \
+	  echo "installing$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+	    { echo "could not install:$$missing (make bench needs them)" >&2; exit 1; }; \
+	fi
+	@if ! grep -qs '"version": "$(NODE_RED)"' $(NODE_RED_DIR)/node_modules/node-red/package.json; then \
+	  echo "installing node-red@$(NODE_RED) into $(NODE_RED_DIR)"; mkdir -p $(NODE_RED_DIR); \
+	  npm install --prefix $(NODE_RED_DIR) --no-audit --no-fund --omit=dev --loglevel=error node-red@$(NODE_RED) >/dev/null || \
+	    { echo "could not install node-red@$(NODE_RED) from the npm registry into $(NODE_RED_DIR); or run make bench BENCH_FLAGS='-peers mosquitto,mochi'" >&2; exit 1; }; \
+	fi
 
 clean:
 	rm -rf $(BIN) dist

@@ -48,6 +48,7 @@ type options struct {
 	window   time.Duration
 	inject   string
 	keep     bool
+	peer     peerOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -55,8 +56,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	var o options
 	var procs, clients string
+	peerFlags := registerPeerFlags(fs)
 	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary to measure")
-	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event, roundtrip or outbox")
+	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event, roundtrip, outbox, mqttws, fanout, slow or idleconns")
 	fs.IntVar(&o.samples, "samples", 20000, "command round trips, and edges with one client, to time (after -warmup)")
 	fs.IntVar(&o.warmup, "warmup", 2000, "command round trips and edges discarded before timing")
 	fs.StringVar(&procs, "procs", "1,2", "GOMAXPROCS values to run the daemon with")
@@ -70,13 +72,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	switch o.scenario {
 	case "all", "idle", "event", "roundtrip", "outbox":
+	case "mqttws", "fanout", "slow", "idleconns":
 	default:
-		return o, fmt.Errorf("-scenario %q: want all, idle, event, roundtrip or outbox", o.scenario)
+		return o, fmt.Errorf("-scenario %q: want all, idle, event, roundtrip, outbox, mqttws, fanout, slow or idleconns", o.scenario)
 	}
 	if o.inject != "flood" && o.inject != "windowed" {
 		return o, fmt.Errorf("-inject %q: want flood or windowed", o.inject)
 	}
 	var err error
+	if o.peer, err = peerFlags(); err != nil {
+		return o, err
+	}
 	if o.procs, err = intList(procs); err != nil {
 		return o, fmt.Errorf("-procs: %w", err)
 	}
@@ -102,6 +108,9 @@ func intList(s string) ([]int, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == peerFlag {
+		return runPeer(ctx, args[1:])
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -119,6 +128,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(scratch)
 	}
 
+	pe, err := preparePeers(o)
+	if err != nil {
+		return err
+	}
 	m := harness.DescribeMachine()
 	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(stdout, "command: bench %s\n", strings.Join(args, " "))
@@ -160,6 +173,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("outbox, GOMAXPROCS=%d: %w", p, err)
 			}
 			r.Print(stdout)
+		}
+		if err := runPeerScenarios(ctx, pe, d, o.scenario, stdout); err != nil {
+			return fmt.Errorf("GOMAXPROCS=%d: %w", p, err)
 		}
 	}
 	return nil
