@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"sync"
 	"time"
 
@@ -185,8 +186,15 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 			return
 		}
 		l.ln.Close()
-		for _, cl := range l.srv.Clients.GetAll() {
-			if cl.Net.Listener == l.ID() && !cl.Closed() {
+		mine := l.srv.Clients.GetAll()
+		for id, cl := range mine {
+			if cl.Net.Listener != l.ID() || cl.Closed() {
+				delete(mine, id)
+			}
+		}
+		l.drain(mine)
+		for _, cl := range mine {
+			if !cl.Closed() {
 				_ = l.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
 			}
 		}
@@ -208,6 +216,38 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 		}
 	})
 }
+
+// drain gives each client's writer a bounded chance to send what mochi has
+// queued for it before the connections are cut: the bridge's own retained
+// `offline`, published while it disconnects, sits in its subscribers'
+// queues for a moment after mochi acknowledged it, and mochi's Stop
+// closes the socket without flushing. mochi does not export the queue, so
+// its length is read through reflection (reading, never writing, an
+// unexported field of the pinned v2.7.9; a mochi that renamed it is
+// simply not waited for). A dequeued packet is written under the client's
+// lock, so taking the lock once the queue is empty waits out the write in
+// progress; TryLock, because a subscriber that stopped reading holds it
+// in a write that would never end.
+func (l *tcpListener) drain(clients map[string]*mochi.Client) {
+	deadline := time.Now().Add(drainTimeout)
+	for _, cl := range clients {
+		q := reflect.ValueOf(cl).Elem().FieldByName("State").FieldByName("outbound")
+		if !q.IsValid() || q.Kind() != reflect.Chan {
+			continue
+		}
+		for !cl.Closed() && time.Now().Before(deadline) {
+			if q.Len() == 0 && cl.TryLock() {
+				cl.Unlock() // empty on purpose: no write was in progress
+				break
+			}
+			time.Sleep(time.Millisecond) // polling mochi's queue: it has no signal to wait on
+		}
+	}
+}
+
+// drainTimeout bounds drain over all clients: a subscriber that stopped
+// reading must not hold up a shutdown that systemd times.
+const drainTimeout = 300 * time.Millisecond
 
 // quietHandler keeps mochi's routine records out of the bridge's log:
 // Info (listener attached, server started) becomes Debug, and so does the
