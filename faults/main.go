@@ -58,6 +58,7 @@ type options struct {
 	// (cmd/bridge/run.go, ws/server.go defaultTuning) to judge closing times.
 	readHeaderTimeout time.Duration
 	writeWait         time.Duration
+	pongWait          time.Duration
 }
 
 var faultNames = map[int]string{
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (configs, daemon logs, mosquitto data)")
 	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 5*time.Second, "the daemon's http.Server ReadHeaderTimeout (cmd/bridge/run.go)")
 	fs.DurationVar(&o.writeWait, "write-wait", 10*time.Second, "the daemon's WebSocket write deadline (ws/server.go writeWait)")
+	fs.DurationVar(&o.pongWait, "pong-wait", 60*time.Second, "the daemon's WebSocket read deadline without a pong (ws/server.go pongWait)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -43,6 +43,7 @@ type watcher struct {
 	readings           []reading // in arrival order, when keep is set
 	keep               bool
 	acks               map[string]ack
+	ackWait            map[string]chan ack // id → who waits for its ack
 	online             bool
 	since              time.Time // when it last came online
 	connects           int
@@ -53,7 +54,14 @@ type reading struct {
 	Name  string
 	Value any
 	Seq   uint64
-	At    time.Time
+	At    time.Time // arrival
+	Stamp string    // the reading's ts
+}
+
+// TS is the reading's ts, zero when unreadable.
+func (r reading) TS() time.Time {
+	t, _ := parseTS(r.Stamp)
+	return t
 }
 
 type ack struct {
@@ -65,7 +73,7 @@ type ack struct {
 
 func newWatcher(ctx context.Context, addr, filter string, keep bool) (*watcher, error) {
 	w := &watcher{counts: map[uint64]int{}, first: map[uint64]time.Time{}, latest: map[string]uint64{},
-		acks: map[string]ack{}, keep: keep, change: make(chan struct{}, 1)}
+		acks: map[string]ack{}, ackWait: map[string]chan ack{}, keep: keep, change: make(chan struct{}, 1)}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).
 		SetClientID(fmt.Sprintf("faults-watch-%d", rand.Int64())).
 		SetCleanSession(false).SetOrderMatters(true).
@@ -87,6 +95,23 @@ func newWatcher(ctx context.Context, addr, filter string, keep bool) (*watcher, 
 }
 
 func (w *watcher) close() { w.client.Disconnect(100) }
+
+// expectAck returns a channel that gets the ack with this id; call it
+// before sending the command.
+func (w *watcher) expectAck(id string) <-chan ack {
+	ch := make(chan ack, 1)
+	w.mu.Lock()
+	w.ackWait[id] = ch
+	w.mu.Unlock()
+	return ch
+}
+
+// forget drops a wait that timed out.
+func (w *watcher) forget(id string) {
+	w.mu.Lock()
+	delete(w.ackWait, id)
+	w.mu.Unlock()
+}
 
 func await(ctx context.Context, tok paho.Token, what string) error {
 	t := time.NewTimer(10 * time.Second)
@@ -130,6 +155,10 @@ func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
 		if json.Unmarshal(m.Payload(), &a) == nil {
 			w.mu.Lock()
 			w.acks[a.ID] = a
+			if ch, ok := w.ackWait[a.ID]; ok {
+				ch <- a
+				delete(w.ackWait, a.ID)
+			}
 			w.mu.Unlock()
 			notify(w.change)
 		}
@@ -137,6 +166,7 @@ func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
 	}
 	var r struct {
 		Value any    `json:"value"`
+		TS    string `json:"ts"`
 		Seq   uint64 `json:"seq"`
 	}
 	if err := json.Unmarshal(m.Payload(), &r); err != nil || r.Seq == 0 {
@@ -146,7 +176,7 @@ func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
 	if w.counts[r.Seq] == 0 {
 		w.first[r.Seq] = now
 		if w.keep {
-			w.readings = append(w.readings, reading{Name: topic[len(base)+1:], Value: r.Value, Seq: r.Seq, At: now})
+			w.readings = append(w.readings, reading{Name: topic[len(base)+1:], Value: r.Value, Seq: r.Seq, At: now, Stamp: r.TS})
 		}
 	} else if w.latest[topic] == r.Seq {
 		w.dupState++
