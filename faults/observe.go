@@ -39,11 +39,12 @@ type watcher struct {
 	// (QoS 1 redeliveries).
 	dupState, dupOther int
 	maxSeq             uint64
-	contig             uint64 // every seq from 1 to contig has arrived
+	contig             uint64    // every seq from 1 to contig has arrived
 	readings           []reading // in arrival order, when keep is set
 	keep               bool
 	acks               map[string]ack
 	ackWait            map[string]chan ack // id → who waits for its ack
+	acksOK, acksBad    int                 // every ack, with or without an id
 	online             bool
 	since              time.Time // when it last came online
 	connects           int
@@ -155,6 +156,11 @@ func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
 		if json.Unmarshal(m.Payload(), &a) == nil {
 			w.mu.Lock()
 			w.acks[a.ID] = a
+			if a.OK {
+				w.acksOK++
+			} else {
+				w.acksBad++
+			}
 			if ch, ok := w.ackWait[a.ID]; ok {
 				ch <- a
 				delete(w.ackWait, a.ID)
