@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,7 +67,7 @@ func (l *latencies) window(ctx context.Context, d time.Duration) ([]time.Duratio
 // keep its fd count bounded, and keep serving a normal client.
 func slowClients(ctx context.Context, s *suite) (harness.Table, error) {
 	n := s.o.slow
-	dm, err := s.spec.Start(ctx, "f3", fmt.Sprintf(slowConfig, n+16))
+	dm, err := s.spec.Start(ctx, "f3", fmt.Sprintf(slowConfig, n+n/10+16))
 	if err != nil {
 		return harness.Table{}, err
 	}
@@ -248,8 +250,66 @@ func slowClients(ctx context.Context, s *suite) (harness.Table, error) {
 	lat.on = false
 	lat.mu.Unlock()
 	attackLen := time.Since(attackStart)
+
+	// Phase 2, after the attack above has been measured on its own:
+	// a tenth as many never-reading clients that also send commands
+	// without pause: their replies fill the mailbox's bounded reply queue,
+	// and the daemon must close them (1008) and count them as slow, within
+	// the write deadline once their sockets are full.
+	nf := max(1, n/10)
+	floodLimit := s.o.writeWait + 10*time.Second
+	var floodErr atomic.Value
+	var flooders sync.WaitGroup
+	floodStart := time.Now()
+	for range nf {
+		c, _, err := dialer.DialContext(actx, dm.WSURL, nil)
+		if err != nil {
+			floodErr.Store(err)
+			break
+		}
+		flooders.Go(func() {
+			stop := context.AfterFunc(actx, func() { c.NetConn().Close() }) // unblocks a write
+			defer stop()
+			// The 16 KiB id comes back in each error reply: the
+			// socket fills in moments, then the reply queue (256 KiB).
+			msg := []byte(`{"type":"nope","id":"` + strings.Repeat("f", 16<<10) + `"}`)
+			for actx.Err() == nil {
+				if c.WriteMessage(websocket.TextMessage, msg) != nil {
+					return
+				}
+			}
+		})
+	}
+	lat.mu.Lock()
+	lat.on, lat.got = true, nil
+	lat.mu.Unlock()
+	// Closed by the daemon: from the gauge again (a client whose window
+	// is shut may never see the daemon's FIN, so it cannot tell).
+	var floodCloses []time.Duration
+	lastClients = float64(nf + 1)
+	floodWait := poll(ctx, floodLimit, 100*time.Millisecond, "the command senders closed", func() (bool, error) {
+		m, err := harness.Scrape(ctx, dm.HTTPURL+"/metrics")
+		if err != nil {
+			return false, err
+		}
+		c := m.Get("pibridge_ws_clients")
+		for ; lastClients > c; lastClients-- {
+			floodCloses = append(floodCloses, time.Since(floodStart))
+		}
+		return c <= 1, nil
+	})
+	if ctx.Err() != nil {
+		return harness.Table{}, ctx.Err()
+	}
+	lat.mu.Lock()
+	duringFlood := lat.got
+	lat.on = false
+	lat.mu.Unlock()
+	floodLen := time.Since(floodStart)
 	stopAttack()
+	flooders.Wait()
 	sampler.Wait()
+	fd, df := dist(floodCloses), dist(duringFlood)
 
 	// Afterwards the fds go back down.
 	var fdEnd int
@@ -283,11 +343,14 @@ func slowClients(ctx context.Context, s *suite) (harness.Table, error) {
 		harness.R("never-reading WebSockets upgraded / closed by the daemon", fmt.Sprintf("%d / %d", len(deaf), len(wsCloses)), fmt.Sprint(n), harness.Verdict(len(deafErr) == 0 && wsErr == nil)),
 		harness.R("never-reading WebSockets: upgrades done → closed, p50", ms(wd.Q(0.5)), "", ""),
 		harness.R("never-reading WebSockets: upgrades done → all closed", ms(wsClosedAt), fmt.Sprintf("≤ %s (no pong: read deadline %s, + 2 s)", s.o.pongWait+2*time.Second, s.o.pongWait), harness.Verdict(wsErr == nil && wsClosedAt <= s.o.pongWait+2*time.Second)),
-		harness.R("of which closed by the write deadline (pibridge_ws_slow_clients_closed_total)", fmt.Sprint(slowClosed), "", ""),
-		harness.R("daemon fds: baseline / peak", fmt.Sprintf("%d / %d", fd0, fdPeak), fmt.Sprintf("peak ≤ baseline + %d", 2*n+16), harness.Verdict(fdPeak <= fd0+2*n+16)),
+		harness.R(fmt.Sprintf("never-reading WebSockets sending commands non-stop: closed by the daemon, of %d", nf), fmt.Sprint(len(floodCloses)), fmt.Sprint(nf), harness.Verdict(len(floodCloses) == nf && floodErr.Load() == nil && floodWait == nil)),
+		harness.R("  … flood start → closed, p50 / max", fmt.Sprintf("%s / %s", ms(fd.Q(0.5)), ms(fd.Max())), fmt.Sprintf("max ≤ %s (write deadline %s + 10 s to fill the sockets)", floodLimit, s.o.writeWait), harness.Verdict(floodWait == nil && fd.Max() <= floodLimit)),
+		harness.R("counted as slow (pibridge_ws_slow_clients_closed_total)", fmt.Sprint(slowClosed), fmt.Sprintf("%d (the command senders; the silent ones end on the read deadline)", nf), harness.Verdict(int(slowClosed) == nf)),
+		harness.R("daemon fds: baseline / peak", fmt.Sprintf("%d / %d", fd0, fdPeak), fmt.Sprintf("peak ≤ baseline + %d", 2*n+nf+16), harness.Verdict(fdPeak <= fd0+2*n+nf+16)),
 		harness.R("daemon fds after the attack", fmt.Sprint(fdEnd), fmt.Sprintf("≤ baseline + 4 within 10 s"), harness.Verdict(fdErr == nil)),
 		harness.R("normal client: reading latency p50 / p99 without the attack", fmt.Sprintf("%s / %s (%d)", ms(b.Q(0.5)), ms(b.Q(0.99)), len(b)), "", ""),
 		harness.R("normal client: reading latency p50 / p99 during the attack", fmt.Sprintf("%s / %s (%d)", ms(d.Q(0.5)), ms(d.Q(0.99)), len(d)), "p99 ≤ "+ms(p99Limit), harness.Verdict(len(d) > 0 && d.Q(0.99) <= p99Limit)),
+		harness.R("normal client: reading latency p50 / p99 while the command senders flood", fmt.Sprintf("%s / %s (%d)", ms(df.Q(0.5)), ms(df.Q(0.99)), len(df)), "", ""),
 		harness.R("/healthz after the attack", fmt.Sprintf("%d %v", code, errString(herr)), "200", harness.Verdict(code == 200)),
 	)
 	if len(lorisErr) > 0 {
@@ -303,10 +366,11 @@ func slowClients(ctx context.Context, s *suite) (harness.Table, error) {
 		t.Notes = append(t.Notes, fmt.Sprintf("the normal client's connection ended: %v", normal.err))
 	}
 	t.Notes = append(t.Notes,
-		fmt.Sprintf("attack window %s; latency = the normal client's wall clock at receipt − the reading's ts (ms, truncated: 0–1 ms high)", attackLen.Round(100*time.Millisecond)),
+		fmt.Sprintf("attack window %s, then the command senders' %s; latency = the normal client's wall clock at receipt − the reading's ts (ms, truncated: 0–1 ms high)", attackLen.Round(100*time.Millisecond), floodLen.Round(100*time.Millisecond)),
 		"slowloris: `GET /healthz HTTP/1.1`, Host, then one byte of a header a second; closed = the client's read returns EOF/RST",
 		fmt.Sprintf("never-reading WebSockets: SO_RCVBUF 4 KiB, upgrade, then no read at all. Their readings coalesce in the mailbox (latest per signal), so no 1008 queue overflow: the daemon's writes block once the kernel buffers are full, and the write deadline (%s) closes them, or, first, the read deadline (%s) when no pong answers the ping. On loopback the daemon's socket send buffer autotunes to megabytes (MSS 64 KiB), so at this rate the read deadline comes first. Closing times from the pibridge_ws_clients gauge, polled every 100 ms", s.o.writeWait, s.o.pongWait),
-		fmt.Sprintf("http.max_clients set to %d for this fault (default 256: beyond it upgrades get 503)", n+16),
+		fmt.Sprintf("http.max_clients set to %d for this fault (default 256: beyond it upgrades get 503)", n+n/10+16),
+		"command senders (after the attack above, measured on their own): SO_RCVBUF 4 KiB, `{\"type\":\"nope\",\"id\":\"<16 KiB>\"}` frames without pause, never a read; each gets an error reply carrying the id, which fills the socket, then the reply queue (256 KiB): the daemon closes them (1008 or the write deadline) and counts them slow; closing times from the pibridge_ws_clients gauge",
 	)
 	return t, nil
 }
