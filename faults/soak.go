@@ -153,9 +153,10 @@ func soak(ctx context.Context, s *suite) (harness.Table, error) {
 		return harness.Table{}, ctx.Err()
 	}
 
-	// Drift: the lowest figure from a tenth to a fifth into the soak
-	// (start-up settled) against the lowest of the last tenth. Minima,
-	// because RSS and the heap saw-tooth with each GC cycle.
+	// Drift: the lowest figure from a tenth to three tenths into the soak
+	// against the lowest of the last three tenths. Minima over wide
+	// windows, because RSS and the heap goal saw-tooth with each GC cycle
+	// (the goal moves by 1–2 MiB between cycles at this heap size).
 	lowest := func(from, to time.Duration, f func(sample) float64) float64 {
 		v := -1.0
 		for _, sm := range samples {
@@ -168,8 +169,8 @@ func soak(ctx context.Context, s *suite) (harness.Table, error) {
 	rssOf := func(sm sample) float64 { return float64(sm.rss) }
 	goalOf := func(sm sample) float64 { return sm.goal }
 	span := s.o.soak
-	rssRef, rssEnd := lowest(span/10, span/5, rssOf), lowest(span-span/10, span+time.Hour, rssOf)
-	goalRef, goalEnd := lowest(span/10, span/5, goalOf), lowest(span-span/10, span+time.Hour, goalOf)
+	rssRef, rssEnd := lowest(span/10, span*3/10, rssOf), lowest(span*7/10, span+time.Hour, rssOf)
+	goalRef, goalEnd := lowest(span/10, span*3/10, goalOf), lowest(span*7/10, span+time.Hour, goalOf)
 	rssDrift, goalDrift := rssEnd-rssRef, goalEnd-goalRef
 	slope := rssSlope(samples, span/10)
 	var maxRSS int64
@@ -188,10 +189,13 @@ func soak(ctx context.Context, s *suite) (harness.Table, error) {
 		harness.R("readings delivered to the clients", fmt.Sprintf("%d (%.0f %% of 10/s × %d clients)", frames.Load(), 100*float64(frames.Load())/float64(expected), soakClients), "≥ 90 %", harness.Verdict(frames.Load()*10 >= expected*9)),
 		harness.R("reconnects / commands acknowledged", fmt.Sprintf("%d / %d", reconnects, acked), "all acknowledged", harness.Verdict(acked == reconnects)),
 		harness.R("RSS: before clients / end / max", fmt.Sprintf("%s / %s / %s", harness.MiB(before.rss), harness.MiB(last.rss), harness.MiB(maxRSS)), "", ""),
-		harness.R("RSS drift (lowest in the last tenth − lowest from a tenth to a fifth in)", fmt.Sprintf("%+.2f MiB (least-squares slope %+.1f MiB/h)", rssDrift/(1<<20), slope), "≤ 2 MiB", harness.Verdict(rssRef > 0 && rssDrift <= 2<<20)),
-		harness.R("Go heap goal drift (go_memstats_next_gc_bytes, 2× the live heap), same windows", fmt.Sprintf("%+.2f MiB", goalDrift/(1<<20)), "≤ 1 MiB", harness.Verdict(goalRef > 0 && goalDrift <= 1<<20)),
+		harness.R("RSS drift (lowest in the last 3/10 − lowest from 1/10 to 3/10 in)", fmt.Sprintf("%+.2f MiB (least-squares slope %+.1f MiB/h)", rssDrift/(1<<20), slope), "≤ 2 MiB", harness.Verdict(rssRef > 0 && rssDrift <= 2<<20)),
+		harness.R("Go heap goal drift (go_memstats_next_gc_bytes, 2× the live heap), same windows", fmt.Sprintf("%+.2f MiB", goalDrift/(1<<20)), "≤ 2 MiB (1 MiB of live heap)", harness.Verdict(goalRef > 0 && goalDrift <= 2<<20)),
 		harness.R("goroutines: before clients / with clients / after they left", fmt.Sprintf("%.0f / %.0f / %.0f", before.goroutines, during, after.goroutines), "after ≤ before, within 15 s", harness.Verdict(gerr == nil)),
 	)
+	if s.o.soak < 10*time.Minute {
+		t.Notes = append(t.Notes, "a soak under 10 min cannot tell the last of the warm-up from drift: RSS settles over the first minutes (see the series); judge drift on the default 30 min")
+	}
 	t.Notes = append(t.Notes,
 		fmt.Sprintf("the clock starts after a %s warm-up with the clients on; %d samples, one every %s: RSS from /proc/pid/smaps_rollup, heap goal and goroutines from the daemon's /metrics (client_golang's Go collector)", soakWarmup, len(samples), every),
 		"time RSS/heap goal in MiB: "+strings.Join(series, ", "),
