@@ -1,0 +1,196 @@
+// Command faults runs the real bridge binary through the fault suite of
+// issue 8 and prints one Markdown table per fault with a verdict:
+//
+//  1. mosquitto SIGKILLed and restarted under 1,000 readings/s
+//  2. the bridge SIGKILLed mid-stream and restarted on its state dir
+//  3. slowloris HTTP clients and WebSocket clients that never read
+//  4. random concurrent commands to an interlocked pair of outputs
+//  5. malformed and oversize input on every door
+//  6. a soak: RSS drift, goroutines back to baseline
+//
+// It exits non-zero when any fault misses a target. Not part of `make
+// test`: run it with `make faults`, or
+//
+//	go run ./faults -bridge bin/bridge -only 1,3 -kills 3 -soak 1m
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"pibridge/internal/harness"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faults:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bridge   string
+	only     map[int]bool
+	kills    int
+	crashes  int
+	slow     int
+	commands int
+	flood    time.Duration
+	soak     time.Duration
+	window   time.Duration
+	procs    int
+	pin      bool
+	keep     bool
+	// readHeaderTimeout and writeWait are the daemon's, stated here
+	// (cmd/bridge/run.go, ws/server.go defaultTuning) to judge closing times.
+	readHeaderTimeout time.Duration
+	writeWait         time.Duration
+	pongWait          time.Duration
+}
+
+var faultNames = map[int]string{
+	1: "broker killed", 2: "bridge killed", 3: "slow clients",
+	4: "interlock", 5: "malformed input", 6: "soak",
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("faults", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var only string
+	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary under test")
+	fs.StringVar(&only, "only", "1,2,3,4,5,6", "faults to run, by number: 1 broker killed, 2 bridge killed, 3 slow clients, 4 interlock, 5 malformed input, 6 soak")
+	fs.IntVar(&o.kills, "kills", 20, "fault 1: mosquitto SIGKILLs")
+	fs.IntVar(&o.crashes, "crashes", 20, "fault 2: bridge SIGKILLs")
+	fs.IntVar(&o.slow, "slow", 500, "fault 3: slowloris HTTP clients, and as many WebSocket clients that never read")
+	fs.IntVar(&o.commands, "commands", 10000, "fault 4: random commands to the interlocked pair")
+	fs.DurationVar(&o.flood, "flood", 10*time.Second, "fault 5: how long each door is flooded")
+	fs.DurationVar(&o.soak, "soak", 30*time.Minute, "fault 6: soak duration")
+	fs.DurationVar(&o.window, "window", 10*time.Second, "fault 3: latency window without the attack")
+	fs.IntVar(&o.procs, "procs", 2, "GOMAXPROCS of the daemon")
+	fs.BoolVar(&o.pin, "pin", false, "pin the daemon and this process to disjoint cores with taskset")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (configs, daemon logs, mosquitto data)")
+	fs.DurationVar(&o.readHeaderTimeout, "read-header-timeout", 5*time.Second, "the daemon's http.Server ReadHeaderTimeout (cmd/bridge/run.go)")
+	fs.DurationVar(&o.writeWait, "write-wait", 10*time.Second, "the daemon's WebSocket write deadline (ws/server.go writeWait)")
+	fs.DurationVar(&o.pongWait, "pong-wait", 60*time.Second, "the daemon's WebSocket read deadline without a pong (ws/server.go pongWait)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	o.only = map[int]bool{}
+	for f := range strings.SplitSeq(only, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || faultNames[n] == "" {
+			return o, fmt.Errorf("-only %q: want fault numbers 1 to 6 separated by commas", only)
+		}
+		o.only[n] = true
+	}
+	if o.kills < 1 || o.crashes < 1 || o.slow < 1 || o.commands < 1 || o.procs < 1 {
+		return o, errors.New("-kills, -crashes, -slow, -commands and -procs must be at least 1")
+	}
+	if o.soak < 10*time.Second || o.flood < time.Second || o.window < time.Second {
+		return o, errors.New("-soak must be at least 10s, -flood and -window at least 1s")
+	}
+	return o, nil
+}
+
+// suite is what every fault gets: the options, how to start daemons,
+// and a scratch directory of its own.
+type suite struct {
+	o       options
+	spec    harness.DaemonSpec
+	scratch string
+	out     io.Writer
+}
+
+type fault func(ctx context.Context, s *suite) (harness.Table, error)
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(o.bridge); err != nil {
+		return fmt.Errorf("bridge binary: %w (run make build first)", err)
+	}
+	scratch, err := os.MkdirTemp("", "pibridge-faults-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(stdout, "scratch:", scratch)
+	} else {
+		defer os.RemoveAll(scratch)
+	}
+	m := harness.DescribeMachine()
+	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(stdout, "command: faults %s\n", strings.Join(args, " "))
+	var pin harness.Pinning
+	if o.pin {
+		pin = harness.PlanPinning(o.procs, m.NCPU)
+		if err := pin.PinSelf(); err != nil {
+			fmt.Fprintf(stdout, "note: could not pin the load generator: %v\n", err)
+		}
+		fmt.Fprintf(stdout, "%s\n", pin.Describe())
+	} else {
+		fmt.Fprintf(stdout, "daemon GOMAXPROCS=%d, not pinned (the load generator shares the cores)\n", o.procs)
+	}
+	fmt.Fprintln(stdout)
+	s := &suite{o: o, spec: harness.DaemonSpec{Bin: o.bridge, Procs: o.procs, Pin: pin, Scratch: scratch}, scratch: scratch, out: stdout}
+
+	faults := []fault{1: brokerKilled, 2: bridgeKilled, 3: slowClients, 4: interlock, 5: malformed, 6: soak}
+	var failed []string
+	for n := 1; n <= 6; n++ {
+		if !o.only[n] {
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		t0 := time.Now()
+		t, err := faults[n](ctx, s)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			fmt.Fprintf(stdout, "### fault %d (%s): could not be run\n\n%v\n\n", n, faultNames[n], err)
+			failed = append(failed, fmt.Sprintf("%d (%s: error)", n, faultNames[n]))
+			continue
+		}
+		t.Notes = append(t.Notes, fmt.Sprintf("fault %d took %s", n, time.Since(t0).Round(100*time.Millisecond)))
+		t.Print(stdout)
+		if !passed(t) {
+			failed = append(failed, fmt.Sprintf("%d (%s)", n, faultNames[n]))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+	}
+	fmt.Fprintln(stdout, "all faults passed")
+	return nil
+}
+
+// passed: no row of the table missed its target.
+func passed(t harness.Table) bool {
+	for _, r := range t.Rows {
+		if r.Verdict == "missed" {
+			return false
+		}
+	}
+	return true
+}
