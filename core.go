@@ -63,6 +63,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrNotReady is for commands that arrive before the board runs.
 	ErrNotReady = errors.New("outputs are not ready yet")
+	// ErrRetained is for MQTT commands delivered because they were
+	// retained: possibly hours old, never carried out.
+	ErrRetained = errors.New("retained command ignored")
 )
 
 // Options configure a Core.
@@ -265,6 +268,15 @@ func (c *Core) History(name string, since time.Duration) ([]Point, error) {
 // ones included, whichever door it came through (for metrics). f must be
 // quick: it runs on the caller's goroutine.
 func (c *Core) ObserveCommands(f func(Command, error)) { c.observer.Store(&f) }
+
+// Refused records a command that its door refused before Execute (a value
+// that does not parse, a retained MQTT command), so the command counters see
+// every refusal, not only the core's own.
+func (c *Core) Refused(cmd Command, err error) {
+	if f := c.observer.Load(); f != nil {
+		(*f)(cmd, err)
+	}
+}
 
 // Execute validates a command and hands it to the actuator. It returns the
 // signal's reading after the command: the echo that confirms it.

@@ -150,7 +150,7 @@ func ParseSetPayload(b []byte) (v Value, id string, err error) {
 	}
 	var p setPayload
 	if err := decodeStrict(t, &p); err != nil {
-		return Value{}, "", err
+		return Value{}, salvageID(t), err
 	}
 	if p.Value == nil {
 		return Value{}, p.ID, fmt.Errorf("%w: \"value\" is missing", ErrBadValue)
@@ -174,7 +174,7 @@ func ParsePulsePayload(b []byte) (d time.Duration, id string, err error) {
 	if len(t) > 0 && t[0] == '{' {
 		var p pulsePayload
 		if err := decodeStrict(t, &p); err != nil {
-			return 0, "", err
+			return 0, salvageID(t), err
 		}
 		d, err = ParsePulse(p.For)
 		return d, p.ID, err
@@ -211,6 +211,19 @@ func decodeStrict(b []byte, into any) error {
 		return fmt.Errorf("%w: trailing data after the JSON object", ErrBadValue)
 	}
 	return nil
+}
+
+// salvageID finds the id of a command refused for its other fields (a bad
+// value, an unknown field), so the refusal's ack still reaches the client
+// waiting for that id. Malformed JSON has no id to find.
+func salvageID(b []byte) string {
+	var probe struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(b, &probe) != nil {
+		return ""
+	}
+	return probe.ID
 }
 
 // clip keeps error messages short when a client sends a novel.

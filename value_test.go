@@ -33,6 +33,9 @@ func TestParseSetPayload(t *testing.T) {
 		{in: `{"value":null}`, wantErr: `bad value: "value" is missing`},
 		{in: `{"value":[1]}`, wantErr: `bad value [1]: want a bool, a number or a string`},
 		{in: `{"value":true,"extra":1}`, wantErr: `bad value: malformed JSON: json: unknown field "extra"`},
+		// A refusal keeps the command's id, so its ack reaches the sender.
+		{in: `{"value":"x","id":"q"}`, id: "q", wantErr: `bad value "x": want on, off, true, false, toggle or a number`},
+		{in: `{"value":true,"id":"j4","extra":1}`, id: "j4", wantErr: `bad value: malformed JSON: json: unknown field "extra"`},
 		{in: `{"value":true} {}`, wantErr: `bad value: trailing data after the JSON object`},
 		{in: `{"value":`, wantErr: `bad value: malformed JSON: unexpected EOF`},
 	}
@@ -45,6 +48,9 @@ func TestParseSetPayload(t *testing.T) {
 				}
 				if !errors.Is(err, ErrBadValue) {
 					t.Fatalf("err %v is not ErrBadValue", err)
+				}
+				if id != tt.id {
+					t.Fatalf("refused with id %q, want %q", id, tt.id)
 				}
 				return
 			}
@@ -72,6 +78,7 @@ func TestParsePulsePayload(t *testing.T) {
 		{in: "-1s", wantErr: `bad value: pulse length -1s: must be above 0 and at most 1h0m0s`},
 		{in: "2h", wantErr: `bad value: pulse length 2h0m0s: must be above 0 and at most 1h0m0s`},
 		{in: `{"for":"1s","x":1}`, wantErr: `bad value: malformed JSON: json: unknown field "x"`},
+		{in: `{"for":"1s","x":1,"id":"p2"}`, id: "p2", wantErr: `bad value: malformed JSON: json: unknown field "x"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -79,6 +86,9 @@ func TestParsePulsePayload(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				if id != tt.id {
+					t.Fatalf("refused with id %q, want %q", id, tt.id)
 				}
 				return
 			}

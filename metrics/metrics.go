@@ -156,7 +156,8 @@ func (m *Metrics) ObserveCommand(signal, op string, err error) {
 func (m *Metrics) ObserveCommandSource(cmd pibridge.Command, err error) {
 	result := "ok"
 	switch {
-	case errors.Is(err, pibridge.ErrUnknownSignal), errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, pibridge.ErrBadValue):
+	case errors.Is(err, pibridge.ErrUnknownSignal), errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, pibridge.ErrBadValue),
+		errors.Is(err, pibridge.ErrRetained):
 		result = "refused"
 	case err != nil:
 		result = "error"

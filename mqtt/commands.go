@@ -115,7 +115,9 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 		// Delivered because it was retained, not because someone just sent
 		// it: it may be hours old. A stale command must never move an output.
 		c.log.Warn("retained command ignored; publish commands without the retain flag", "topic", in.topic)
-		c.ack(ctx, cmd.ID, name, fmt.Errorf("%s: retained command ignored: publish commands without the retain flag", clip(name)))
+		err := fmt.Errorf("%s: %w: publish commands without the retain flag", clip(name), pibridge.ErrRetained)
+		c.core.Refused(cmd, err)
+		c.ack(ctx, cmd.ID, name, err)
 		return
 	}
 	if err != nil {
@@ -126,6 +128,7 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 			_, err = c.core.Execute(ctx, cmd)
 		} else {
 			err = fmt.Errorf("%s: %w", name, err)
+			c.core.Refused(cmd, err)
 		}
 		c.log.Info("command refused", "signal", clip(name), "id", cmd.ID, "err", err)
 		c.ack(ctx, cmd.ID, name, err)

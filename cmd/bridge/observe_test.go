@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -315,6 +316,15 @@ func TestMetricsScrape(t *testing.T) {
 	ws.waitFor(t, "ack m2", func(f wireReading) bool { return f.ID == "m2" })
 	ws.send(t, `{"type":"set","id":"m3","name":"nope","value":true}`)
 	ws.waitFor(t, "ack m3", func(f wireReading) bool { return f.ID == "m3" })
+	// Refused by the MQTT door before the core sees it: a value that does
+	// not parse. Its ack keeps the id.
+	mq := watchMQTT(t, b.mqtt, "pibridge/demo/ack")
+	mq.publish(t, "pibridge/demo/led/set", `{"value":"x","id":"q1"}`, false)
+	eventually(t, 10*time.Second, "no refusal ack q1 on MQTT", func() bool {
+		return mq.find(func(topic string, p []byte, _ bool) bool {
+			return bytes.Contains(p, []byte(`"id":"q1"`)) && bytes.Contains(p, []byte(`"ok":false`))
+		})
+	})
 	eventually(t, 10*time.Second, "no sensor read yet", func() bool {
 		for _, s := range b.board.SensorStats() {
 			if s.Reads == 0 {
@@ -359,6 +369,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "refused"}, is(2), "2 (the pulse beyond max_on, the unknown signal)"},
 		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "error"}, is(0), "0"},
 		{"pibridge_commands_total", map[string]string{"source": "mqtt", "result": "ok"}, is(0), "0"},
+		{"pibridge_commands_total", map[string]string{"source": "mqtt", "result": "refused"}, is(1), "1 (a value that does not parse)"},
 		{"pibridge_sensor_reads_total", map[string]string{"sensor": "air", "type": "bme280"}, atLeast(1), "≥ 1"},
 		{"pibridge_sensor_up", map[string]string{"sensor": "air"}, is(1), "1"},
 		{"pibridge_sensor_up", map[string]string{"sensor": "cpu", "type": "cpu_temp"}, is(1), "1"},
