@@ -9,18 +9,25 @@ type Point struct {
 	V float64
 }
 
-// history is a fixed ring of points for one signal. Samples closer than
+// history is a bounded ring of points for one signal. Samples closer than
 // step to the previous point replace it, so a 10 ms sensor and a 10 s sensor
-// both fit an hour (or more) in the same bounded memory.
+// both fit an hour (or more) in the same bounded memory. The ring's array
+// grows as points arrive, up to capacity: a bridge that has just started,
+// or a signal that rarely changes, does not hold an hour of zeroed points
+// (3600 of them per signal by default).
 type history struct {
-	points []Point
-	start  int // index of the oldest point
-	n      int
-	step   int64 // ms
+	points   []Point // len(points) < capacity only while start == 0
+	capacity int
+	start    int // index of the oldest point
+	n        int
+	step     int64 // ms
 }
 
+// historyChunk is the first array a history allocates: one KiB of points.
+const historyChunk = 64
+
 func newHistory(capacity int, step time.Duration) *history {
-	return &history{points: make([]Point, capacity), step: step.Milliseconds()}
+	return &history{capacity: capacity, step: step.Milliseconds()}
 }
 
 func (h *history) add(p Point) {
@@ -32,13 +39,26 @@ func (h *history) add(p Point) {
 			return
 		}
 	}
-	if h.n < len(h.points) {
+	if h.n < h.capacity {
+		if h.n == len(h.points) {
+			h.grow()
+		}
 		h.points[(h.start+h.n)%len(h.points)] = p
 		h.n++
 		return
 	}
 	h.points[h.start] = p
 	h.start = (h.start + 1) % len(h.points)
+}
+
+// grow doubles the array, never past capacity, so that the final one is
+// exactly capacity long and the ring wraps there. Until then the ring has
+// not wrapped (start is 0), so the points copy over in order.
+func (h *history) grow() {
+	size := min(max(2*len(h.points), historyChunk), h.capacity)
+	points := make([]Point, h.n, size)
+	copy(points, h.points[:h.n])
+	h.points = points[:size]
 }
 
 // since appends the points at or after t (Unix ms), oldest first.

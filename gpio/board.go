@@ -56,11 +56,19 @@ type Options struct {
 // Run there is no Emitter to confirm them through.
 var ErrNotRunning = errors.New("the board is not running")
 
-// edgeSlice bounds one WaitForEdge so an input goroutine notices that its
-// context ended, and re-reads the pin: on some kernels edges get lost
-// (sysfs WaitForEdge broke with Linux 6.6, periph/conn#40), and a periodic
-// read puts the input right again.
+// edgeSlice bounds one WaitForEdge on hardware so an input goroutine
+// notices that its context ended, and re-reads the pin: on some kernels
+// edges get lost (sysfs WaitForEdge broke with Linux 6.6, periph/conn#40),
+// and a periodic read puts the input right again. periph's drivers give no
+// portable way to wait without one: -1 is "forever" to sysfs and gpiotest
+// but an already-passed deadline to gpioioctl (host v3.8.5), which spins,
+// and gpioioctl's Halt is undone by a WaitForEdge that starts after it.
+// Simulated pins lose no edges and are woken at shutdown (input.wake), so
+// they wait without a timeout (simEdgeWait) and cost nothing while idle.
 const edgeSlice = 250 * time.Millisecond
+
+// simEdgeWait is WaitForEdge's "no timeout" for gpiotest pins.
+const simEdgeWait time.Duration = -1
 
 // Board is a set of pins and sensors, real or simulated. Its methods are
 // safe for concurrent use. Run makes it live; Set and Pulse need Run.

@@ -70,8 +70,12 @@ func (in *input) run(ctx context.Context) {
 }
 
 func (in *input) runEdges(ctx context.Context) {
+	wait := edgeSlice
+	if in.sim != nil {
+		wait = simEdgeWait
+	}
 	for ctx.Err() == nil {
-		if !in.pin.WaitForEdge(edgeSlice) && in.read() == in.last {
+		if !in.pin.WaitForEdge(wait) && in.read() == in.last {
 			continue // quiet; a change without an edge is a lost edge and goes on below
 		}
 		if ctx.Err() != nil {

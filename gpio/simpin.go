@@ -32,9 +32,11 @@ func (in *input) drive(l pgpio.Level) {
 	pushEdge(p, l)
 }
 
-// wake makes a waiting WaitForEdge return, so the input goroutine notices
-// that its context ended without waiting out edgeSlice. The edge carries
-// the driven level, so it cannot move the pin.
+// wake makes a waiting WaitForEdge return, so the input goroutine, which
+// waits without a timeout, notices that its context ended. If the
+// goroutine is not waiting yet, the edge stays queued and its next wait
+// returns at once. The edge carries the driven level, so it cannot move
+// the pin.
 func (in *input) wake() {
 	p := in.sim
 	p.Lock()

@@ -42,13 +42,23 @@ func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	caps := mochi.NewDefaultServerCapabilities()
+	// mochi's default (24 h) deletes every retained message a day after it
+	// was published, whatever its own expiry: Home Assistant's discovery
+	// configs and the state of a signal that has not changed would vanish.
+	// 0 keeps them until replaced, as mosquitto does; a message expiry
+	// interval that an MQTT 5 publisher sets itself still applies.
+	caps.MaximumMessageExpiryInterval = 0
 	srv := mochi.New(&mochi.Options{
-		Logger: slog.New(quietHandler{log.Handler()}),
+		Capabilities: caps,
+		Logger:       slog.New(quietHandler{log.Handler()}),
 		// mochi's default republishes its ~20 retained $SYS topics every
 		// second, each time after a stop-the-world runtime.ReadMemStats:
 		// the biggest part of an idle bridge's CPU after the readings
 		// themselves. Once a minute still shows a live uptime and client
-		// count (mosquitto's sys_interval is 10 s).
+		// count (mosquitto's sys_interval is 10 s). Its four other
+		// housekeeping tickers (client, inflight and retained expiry, will
+		// delay) tick every second and are not configurable in v2.7.9.
 		SysTopicResendInterval: sysTopicInterval,
 	})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {

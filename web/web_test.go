@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -297,5 +298,22 @@ func TestVendoredUPlot(t *testing.T) {
 	}
 	if !strings.Contains(html, `<link rel="stylesheet" href="vendor/uplot/uPlot.min.css">`) {
 		t.Error("index.html does not load uPlot's style sheet")
+	}
+}
+
+// Every embedded file has its type in contentTypes: a miss would fall to
+// octet-stream, and looking it up in mime would load the system's table.
+func TestContentTypesCoverStatic(t *testing.T) {
+	err := fs.WalkDir(static, "static", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if _, ok := contentTypes[strings.ToLower(path.Ext(name))]; !ok {
+			t.Errorf("%s: no entry in contentTypes", name)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
