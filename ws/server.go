@@ -64,8 +64,9 @@ type Server struct {
 	limiter             *limiter
 	helloHead, metaHead []byte // hello and /api/state up to the signals
 
-	pass  Passthrough
-	allow []string
+	pass       Passthrough
+	allow      []string
+	mqttFrames frameMemo // MQTT messages framed once for all their browsers
 
 	nconns       atomic.Int64 // open or opening WebSocket connections
 	npending     atomic.Int64 // of which not yet authenticated
