@@ -143,10 +143,11 @@ func (c *client) dropSubscriptions() {
 type subGate struct {
 	c *client
 
-	mu     sync.Mutex
-	opened bool
-	closed bool
-	held   [][]byte
+	mu        sync.Mutex
+	opened    bool
+	closed    bool
+	held      [][]byte
+	heldBytes int
 }
 
 func (g *subGate) deliver(topic string, payload []byte, retained bool) {
@@ -157,8 +158,9 @@ func (g *subGate) deliver(topic string, payload []byte, retained bool) {
 	case g.closed:
 	case g.opened:
 		g.c.push(msg)
-	case len(g.held) < g.c.s.tune.maxReplies:
+	case len(g.held) < g.c.s.tune.maxReplies && g.heldBytes+len(msg) <= g.c.s.tune.maxReplyBytes:
 		g.held = append(g.held, msg)
+		g.heldBytes += len(msg)
 	default:
 		// More held than a reply queue may hold: the client would
 		// overflow anyway.

@@ -295,3 +295,30 @@ func TestFrameMemo(t *testing.T) {
 		}
 	}
 }
+
+// A client that keeps up on average survives a burst far beyond the old
+// 256-entry queue while its writer is held (as when the one core is busy
+// elsewhere), and gets every message, in order.
+func TestPassthroughBurstIsNotClosed(t *testing.T) {
+	var g gate
+	pass := newFakePass()
+	h := bridgeHarness(t, pass, setup{tune: func(t *tuning) { t.beforeTake = g.wait }})
+	c := h.dial(dialOpt{})
+	if got := c.exchange(`{"type":"subscribe","id":"s","topics":["home/+/temp"]}`); len(got) != 1 || !*got[0].OK {
+		t.Fatal(got)
+	}
+	const burst = 2000
+	g.shut()
+	for i := range burst {
+		pass.send("home/kitchen/temp", fmt.Sprint(i))
+	}
+	g.open()
+	for i := range burst {
+		if f := c.nextMQTT(); f.Payload == nil || *f.Payload != fmt.Sprint(i) {
+			t.Fatalf("message %d: %s", i, f)
+		}
+	}
+	if n := h.srv.SlowClosed(); n != 0 {
+		t.Errorf("SlowClosed = %d", n)
+	}
+}
