@@ -70,6 +70,14 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 			t.Rows = append(t.Rows, harness.R(head+": "+name, v, "", ""))
 		}
 	}
+	if ours == subjectBridge {
+		rows, err := fanoutReadingRows(ctx, e)
+		if err != nil {
+			return nil, fmt.Errorf("readings: %w", err)
+		}
+		t.Rows = append(t.Rows, rows...)
+		t.Notes = append(t.Notes, fmt.Sprintf("readings rows (pibridge only): the cell's rate in datagrams/s to the sim control socket, round robin over %d sim inputs (debounce 0), into N WebSocket clients; readings emitted = the span of seqs the clients saw (two datagrams for one input before its goroutine reads the pin merge into one edge, as on hardware); delivered = received ÷ (emitted × clients): a client that falls behind gets the newest value per signal (coalescing, by design), so below 100 %% is not loss of state; deliveries/s = received ÷ (publishing start → last arrival)", fanReadInputs))
+	}
 	// The targets: at 100 clients, ≥ 500k deliveries/s on one core and
 	// ≥ 5× Node-RED. Each subject's figure is its best cell at 100 clients.
 	best := func(name string) (float64, bool) {

@@ -387,6 +387,11 @@ func (m *mailbox) take(b *batch) (code int, text string, more bool) {
 		rest := copy(m.replies, m.replies[n:])
 		clear(m.replies[rest:])
 		m.replies = m.replies[:rest]
+		if rest == 0 && cap(m.replies) > 256 {
+			// A burst grew it (up to maxReplies entries): an idle
+			// connection does not keep that.
+			m.replies = nil
+		}
 		m.madeRoomLocked()
 	}
 	if len(b.frames) == 0 {

@@ -143,22 +143,24 @@ func (c *client) dropSubscriptions() {
 type subGate struct {
 	c *client
 
-	mu     sync.Mutex
-	opened bool
-	closed bool
-	held   [][]byte
+	mu        sync.Mutex
+	opened    bool
+	closed    bool
+	held      [][]byte
+	heldBytes int
 }
 
 func (g *subGate) deliver(topic string, payload []byte, retained bool) {
-	msg := textFrame(appendMQTT(newFrame(48+len(topic)+len(payload)), topic, payload, retained))
+	msg := g.c.s.mqttFrames.frame(topic, payload, retained)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
 	case g.closed:
 	case g.opened:
 		g.c.push(msg)
-	case len(g.held) < g.c.s.tune.maxReplies:
+	case len(g.held) < g.c.s.tune.maxReplies && g.heldBytes+len(msg) <= g.c.s.tune.maxReplyBytes:
 		g.held = append(g.held, msg)
+		g.heldBytes += len(msg)
 	default:
 		// More held than a reply queue may hold: the client would
 		// overflow anyway.
@@ -185,6 +187,47 @@ func (g *subGate) drop() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.closed, g.held = true, nil
+}
+
+// frameMemo frames an MQTT message once for all the browsers subscribed
+// to it. The Passthrough (mqtt.Client) hands one broker message to every
+// browser's callback in turn, on one goroutine, so the frame the next
+// callback needs is the one just built: a one-entry memo turns N frames
+// per message into one, and the same immutable frame is queued in every
+// mailbox. The key is the content (topic, payload, retained), not the
+// slice's address, so a hit is correct whatever the caller does with its
+// buffers: equal content is an equal frame. Comparing costs a memcmp of
+// the payload, next to the allocation and JSON escaping it saves.
+//
+// Subscribing stays per browser (one Passthrough.Subscribe per gate): each
+// subscribe makes the broker send the filter's retained messages, which a
+// newcomer needs, and cancelling stays the gate's own business.
+type frameMemo struct {
+	mu       sync.Mutex
+	topic    string
+	payload  []byte // a copy: the caller's slice is not ours to keep
+	retained bool
+	last     []byte // the frame of the above; nil when none
+}
+
+// maxMemoPayload bounds the payload the memo keeps a copy of, so that one
+// big message does not pin a big buffer for the life of the server.
+const maxMemoPayload = 16 << 10
+
+func (m *frameMemo) frame(topic string, payload []byte, retained bool) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.last != nil && m.retained == retained && m.topic == topic && string(m.payload) == string(payload) {
+		return m.last
+	}
+	f := textFrame(appendMQTT(newFrame(48+len(topic)+len(payload)), topic, payload, retained))
+	if len(payload) > maxMemoPayload {
+		m.last, m.topic, m.payload = nil, "", nil
+		return f
+	}
+	m.topic, m.retained, m.last = topic, retained, f
+	m.payload = append(m.payload[:0], payload...)
+	return f
 }
 
 // appendMQTT appends {"type":"mqtt","topic":…,"payload":…,"retained":…}.

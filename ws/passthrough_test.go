@@ -10,7 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-func bridgeHarness(t *testing.T, pass *fakePass, su setup) *harness {
+func bridgeHarness(t testing.TB, pass *fakePass, su setup) *harness {
 	su.options = func(o *Options) {
 		o.Passthrough = pass
 		o.BridgeAllow = []string{"home/+/temp", "home/lamp/#", "$SYS/broker/#"}
@@ -265,6 +265,60 @@ func TestPassthroughHeldOverflow(t *testing.T) {
 		t.Fatalf("close code %d, want 1008", code)
 	}
 	if n := h.srv.SlowClosed(); n != 1 {
+		t.Errorf("SlowClosed = %d", n)
+	}
+}
+
+// The memo shares a frame only between equal messages: whatever the
+// caller does with its buffer, a different message gets its own frame.
+func TestFrameMemo(t *testing.T) {
+	var m frameMemo
+	buf := []byte("1")
+	a := m.frame("home/a/temp", buf, false)
+	if b := m.frame("home/a/temp", []byte("1"), false); &b[0] != &a[0] {
+		t.Error("an equal message was framed again")
+	}
+	buf[0] = '2' // the caller reuses its buffer
+	for _, c := range []struct {
+		topic    string
+		payload  []byte
+		retained bool
+		want     string
+	}{
+		{"home/a/temp", buf, false, `{"type":"mqtt","topic":"home/a/temp","payload":"2","retained":false}`},
+		{"home/b/temp", buf, false, `{"type":"mqtt","topic":"home/b/temp","payload":"2","retained":false}`},
+		{"home/b/temp", buf, true, `{"type":"mqtt","topic":"home/b/temp","payload":"2","retained":true}`},
+		{"home/b/temp", nil, true, `{"type":"mqtt","topic":"home/b/temp","payload":"","retained":true}`},
+	} {
+		if got := string(framePayload(m.frame(c.topic, c.payload, c.retained))); got != c.want {
+			t.Errorf("got %s, want %s", got, c.want)
+		}
+	}
+}
+
+// A client that keeps up on average survives a burst far beyond the old
+// 256-entry queue while its writer is held (as when the one core is busy
+// elsewhere), and gets every message, in order.
+func TestPassthroughBurstIsNotClosed(t *testing.T) {
+	var g gate
+	pass := newFakePass()
+	h := bridgeHarness(t, pass, setup{tune: func(t *tuning) { t.beforeTake = g.wait }})
+	c := h.dial(dialOpt{})
+	if got := c.exchange(`{"type":"subscribe","id":"s","topics":["home/+/temp"]}`); len(got) != 1 || !*got[0].OK {
+		t.Fatal(got)
+	}
+	const burst = 2000
+	g.shut()
+	for i := range burst {
+		pass.send("home/kitchen/temp", fmt.Sprint(i))
+	}
+	g.open()
+	for i := range burst {
+		if f := c.nextMQTT(); f.Payload == nil || *f.Payload != fmt.Sprint(i) {
+			t.Fatalf("message %d: %s", i, f)
+		}
+	}
+	if n := h.srv.SlowClosed(); n != 0 {
 		t.Errorf("SlowClosed = %d", n)
 	}
 }

@@ -64,8 +64,9 @@ type Server struct {
 	limiter             *limiter
 	helloHead, metaHead []byte // hello and /api/state up to the signals
 
-	pass  Passthrough
-	allow []string
+	pass       Passthrough
+	allow      []string
+	mqttFrames frameMemo // MQTT messages framed once for all their browsers
 
 	nconns       atomic.Int64 // open or opening WebSocket connections
 	npending     atomic.Int64 // of which not yet authenticated
@@ -125,8 +126,20 @@ func defaultTuning() tuning {
 		closeGrace:     time.Second,
 		commandTimeout: 10 * time.Second,
 		shutdownGrace:  2 * time.Second,
-		maxReplies:     256, // a burst of retained MQTT messages after a subscribe must fit
-		maxReplyBytes:  256 << 10,
+		// The reply queue is bounded by bytes first; the count only bounds
+		// the queue's slice (32 bytes an entry, 128 KiB at most). MQTT
+		// messages are events, never coalesced: a message that does not fit
+		// closes the client with 1008 rather than being dropped, so the
+		// bound is the slack a client that keeps up on average has for a
+		// burst, or for its writer waiting for the one core. 256 entries
+		// were 5 ms at 50k msg/s, and healthy clients were closed; 4096
+		// ~100-byte messages are 80 ms of that rate, and 1 MiB caps the
+		// memory a client that stops reading can hold before it is closed
+		// (MQTT frames are shared by all the clients that queue them, so
+		// clients behind on the same messages hold them once). A client
+		// whose socket stays full is closed by writeWait as well.
+		maxReplies:     4096,
+		maxReplyBytes:  1 << 20,
 		authWait:       10 * time.Second,
 		maxPending:     32,
 		sessionTTL:     7 * 24 * time.Hour,
