@@ -57,7 +57,7 @@ func (c *client) handle(mt int, data []byte) {
 func (c *client) set(m *message) {
 	var v pibridge.Value
 	if err := v.UnmarshalJSON(m.value); err != nil {
-		c.ack(m.id, m.name, c.s.commandError(m.name, err), 0)
+		c.refused(m, pibridge.OpSet, err)
 		return
 	}
 	c.execute(pibridge.Command{ID: m.id, Name: m.name, Op: pibridge.OpSet, Value: v, Source: "ws"})
@@ -66,10 +66,18 @@ func (c *client) set(m *message) {
 func (c *client) pulse(m *message) {
 	d, err := pibridge.ParsePulse(m.dur)
 	if err != nil {
-		c.ack(m.id, m.name, c.s.commandError(m.name, err), 0)
+		c.refused(m, pibridge.OpPulse, err)
 		return
 	}
 	c.execute(pibridge.Command{ID: m.id, Name: m.name, Op: pibridge.OpPulse, For: d, Source: "ws"})
+}
+
+// refused answers a command whose value did not parse, and tells the core
+// so that the command counters see it like any other refusal.
+func (c *client) refused(m *message, op pibridge.Op, err error) {
+	err = c.s.commandError(m.name, err)
+	c.s.core.Refused(pibridge.Command{ID: m.id, Name: m.name, Op: op, Source: "ws"}, err)
+	c.ack(m.id, m.name, err, 0)
 }
 
 // commandError words a value that did not parse: a command on a signal

@@ -316,6 +316,8 @@ func TestMetricsScrape(t *testing.T) {
 	ws.waitFor(t, "ack m2", func(f wireReading) bool { return f.ID == "m2" })
 	ws.send(t, `{"type":"set","id":"m3","name":"nope","value":true}`)
 	ws.waitFor(t, "ack m3", func(f wireReading) bool { return f.ID == "m3" })
+	ws.send(t, `{"type":"set","id":"m4","name":"led","value":"maybe"}`)
+	ws.waitFor(t, "ack m4", func(f wireReading) bool { return f.ID == "m4" })
 	// Refused by the MQTT door before the core sees it: a value that does
 	// not parse. Its ack keeps the id.
 	mq := watchMQTT(t, b.mqtt, "pibridge/demo/ack")
@@ -366,7 +368,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"pibridge_output_commands_total", map[string]string{"signal": "relay", "op": "pulse", "result": "error"}, is(1), "1"},
 		{"pibridge_output_commands_total", map[string]string{"signal": "fan", "op": "set", "result": "ok"}, is(0), "0"},
 		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "ok"}, is(1), "1"},
-		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "refused"}, is(2), "2 (the pulse beyond max_on, the unknown signal)"},
+		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "refused"}, is(3), "3 (the pulse beyond max_on, the unknown signal, a value that does not parse)"},
 		{"pibridge_commands_total", map[string]string{"source": "ws", "result": "error"}, is(0), "0"},
 		{"pibridge_commands_total", map[string]string{"source": "mqtt", "result": "ok"}, is(0), "0"},
 		{"pibridge_commands_total", map[string]string{"source": "mqtt", "result": "refused"}, is(1), "1 (a value that does not parse)"},
