@@ -423,3 +423,65 @@ func BenchmarkDiskOutboxAppend(b *testing.B) {
 		})
 	}
 }
+
+// TestWALDiskWrites measures what reaches the block device with the
+// broker up (every 10 readings acknowledged at once, within 10 ms, so
+// no commit runs), with the log and without: 1,000 readings/s for 45 s,
+// longer than the kernel's 30 s dirty_expire, so that pages the log did
+// not truncate in time are written back within the run. It needs a file
+// system of its own on a block device whose /sys/block/DEV/stat it reads:
+//
+//	truncate -s 64M /tmp/img && mkfs.ext4 -q /tmp/img && mount -o loop /tmp/img /mnt
+//	PIBRIDGE_WAL_DISKIO=/mnt PIBRIDGE_WAL_DEV=loop0 go test -run=WALDiskWrites -v ./mqtt
+func TestWALDiskWrites(t *testing.T) {
+	root, dev := os.Getenv("PIBRIDGE_WAL_DISKIO"), os.Getenv("PIBRIDGE_WAL_DEV")
+	if root == "" || dev == "" {
+		t.Skip("set PIBRIDGE_WAL_DISKIO and PIBRIDGE_WAL_DEV to measure")
+	}
+	sectors := func() uint64 {
+		b, err := os.ReadFile("/sys/block/" + dev + "/stat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := bytes.Fields(b)
+		n, _ := strconv.ParseUint(string(f[6]), 10, 64) // sectors written
+		return n
+	}
+	const run = 45 * time.Second
+	for _, withLog := range []bool{false, true} {
+		dir, err := os.MkdirTemp(root, "wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, outboxFile)
+		var wal [2]string
+		if withLog {
+			wal = walPaths(path)
+		}
+		o, err := openDiskOutbox(path, boltOpener(path), wal, 1<<20, testLogger(t), defaultDiskParams)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec.Command("sync").Run() // the file's creation is not what is measured
+		before := sectors()
+		tick := time.NewTicker(time.Millisecond)
+		end := time.Now().Add(run)
+		var seq uint64
+		for time.Now().Before(end) {
+			<-tick.C
+			seq++
+			o.Append(pibridge.Reading{Name: "air.temperature", Value: pibridge.Number(21.5), Unit: "°C", TS: time.Now(), Seq: seq})
+			if seq%10 == 0 {
+				o.Commit(seq) // the broker acknowledges within 10 ms
+			}
+		}
+		tick.Stop()
+		written := (sectors() - before) * 512
+		o.mu.Lock()
+		logBytes := o.walBytes
+		o.mu.Unlock()
+		t.Logf("log %v: %d readings in %s, %d bytes handed to the log, %d bytes written to %s (%.1f B/reading, %.0f B/s), %d commits",
+			withLog, seq, run, logBytes, written, dev, float64(written)/float64(seq), float64(written)/run.Seconds(), o.commits.Load())
+		o.Close()
+	}
+}
