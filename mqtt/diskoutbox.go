@@ -16,20 +16,29 @@ import (
 // DiskOutbox is an Outbox that keeps readings in a bbolt file under
 // state_dir, so that they survive a broker outage, a restart and a crash.
 //
-// Append never touches the disk: it puts the reading in memory and
-// returns, because the core calls it with its lock held. A writer
+// Append puts the reading in memory and hands its record to the kernel
+// with one write(2) to an append-only log (walLog, no fsync): a crash or
+// SIGKILL of the process loses nothing the kernel has, and the next open
+// replays the log. It never waits for the disk's fsync, because the core
+// calls it with its lock held. A writer
 // goroutine commits what waits in one transaction (group commit) once the
 // oldest waiting reading has waited CommitWindow, or CommitBatch readings
 // wait, whichever comes first; bbolt fsyncs on every commit. A reading the
-// broker acknowledges before its commit never reaches the disk at all, so
-// with the broker up the SD card sees no writes. Acknowledged readings are
+// broker acknowledges before its commit never costs a transaction or an
+// fsync, and its log record is truncated away within a window or two,
+// usually before the kernel writes it back. Acknowledged readings are
 // deleted in the next commit (the floor), in the same batches.
 //
 // The fsync window: a reading is on disk at most CommitWindow plus one
-// commit after Append (BENCHMARKS.md has the commit times); a bridge
-// killed at any moment loses at most the readings of that window.
+// commit after Append (BENCHMARKS.md has the commit times); a power loss
+// at any moment loses at most the readings of that window. A killed
+// process loses none: they are in the log. The price is duplicates: the
+// log may still hold readings the broker had acknowledged (the last
+// window or two), and they are published again after the restart, as
+// QoS 1's at least once allows.
 //
-// When the disk fails (full, read-only, gone), readings wait in memory,
+// When the disk fails (full, read-only, gone), a failing log write is
+// counted (the reading is kept all the same) and readings wait in memory,
 // at most memMax of them; beyond that the oldest unwritten one is dropped
 // and counted. The writer retries with backoff (100 ms doubling to 30 s)
 // and catches up by itself when the disk works again. Publishing goes on
@@ -73,10 +82,18 @@ type DiskOutbox struct {
 
 	dropped    uint64 // every reading dropped, for Dropped
 	memDropped uint64 // of those: unwritten readings dropped from a full memory buffer
-	logged     struct{ memDrop, order bool }
+	logged     struct{ memDrop, order, wal bool }
 
 	commits  atomic.Uint64
 	commitNS atomic.Int64 // duration of the last commit
+
+	// The log (guarded by mu; nil without one or when it cannot be opened).
+	wal         *walLog
+	walPaths    [2]string // the log's files; "" without one
+	walSwitched time.Time // when the active log file was last switched in
+	walBytes    uint64    // bytes written to the log
+	walFails    uint64    // readings whose log write failed (kept in memory only)
+	replayed    uint64    // readings replayed from the log at open
 
 	kick      chan struct{} // work arrived
 	full      chan struct{} // CommitBatch readings wait
@@ -121,12 +138,17 @@ var defaultDiskParams = diskParams{
 // max readings. It fails only when another process holds the file: a disk
 // that cannot be written (full, read-only, missing) is not an error, the
 // outbox keeps readings in memory meanwhile and retries. Close it after use.
+//
+// The log next to it (mqtt-outbox.db.wal0 and .wal1) is replayed first:
+// the readings of a process that was killed before their commit.
 func OpenDiskOutbox(dir string, max int, log *slog.Logger) (*DiskOutbox, error) {
 	path := filepath.Join(dir, outboxFile)
-	return openDiskOutbox(path, boltOpener(path), max, log, defaultDiskParams)
+	return openDiskOutbox(path, boltOpener(path), walPaths(path), max, log, defaultDiskParams)
 }
 
-func openDiskOutbox(path string, open storeOpener, limit int, log *slog.Logger, p diskParams) (*DiskOutbox, error) {
+// openDiskOutbox opens the outbox on the store; with wal[0] == "" it
+// keeps no log (tests of the store alone).
+func openDiskOutbox(path string, open storeOpener, wal [2]string, limit int, log *slog.Logger, p diskParams) (*DiskOutbox, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -150,6 +172,9 @@ func openDiskOutbox(path string, open storeOpener, limit int, log *slog.Logger, 
 	} else if n := o.Len(); n > 0 {
 		log.Info("outbox: readings from the previous run will be published first", "path", path, "readings", n,
 			"first_seq", o.disk.first(), "last_seq", o.newest)
+	}
+	if o.walPaths = wal; wal[0] != "" {
+		o.openWAL()
 	}
 	go o.writer()
 	return o, nil
@@ -217,7 +242,46 @@ func (o *DiskOutbox) setWake(f func()) {
 	o.mu.Unlock()
 }
 
-// Append adds r in memory and returns; the writer stores it.
+// openWAL opens the log and replays it: readings above every seq held
+// are taken into memory as waiting to be written, so that the writer
+// commits them; the others are in the file already (or were
+// acknowledged or dropped before the crash). Replaying twice is harmless.
+func (o *DiskOutbox) openWAL() {
+	w, recs, err := openWAL(o.walPaths)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case err != nil && w != nil:
+		o.log.Error("outbox: log damaged; its readable records are replayed", "path", o.walPaths[0], "err", err)
+	case err != nil:
+		// Appends go on without it: memory and the group commit, as
+		// before the log existed. The writer tries again after its next
+		// successful commit (a file system read-only at start).
+		if !o.logged.wal {
+			o.logged.wal = true
+			o.log.Error("outbox: cannot open the log; readings of the last window would be lost in a crash", "path", o.walPaths[0], "err", err)
+		}
+	case o.logged.wal:
+		o.logged.wal = false
+		o.log.Info("outbox: log open again", "path", o.walPaths[0])
+	}
+	o.wal, o.walSwitched = w, time.Now()
+	var n uint64
+	for _, r := range recs {
+		if r.Seq > o.newest {
+			o.appendLocked(r)
+			n++
+		}
+	}
+	o.replayed += n
+	if n > 0 {
+		o.log.Info("outbox: readings of the previous run replayed from the log (some may have been acknowledged already and go out twice)",
+			"readings", n, "first_seq", recs[len(recs)-int(n)].Seq, "last_seq", o.newest)
+	}
+}
+
+// Append adds r in memory, writes it to the log, and returns; the writer
+// stores it in the file.
 func (o *DiskOutbox) Append(r pibridge.Reading) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -232,6 +296,34 @@ func (o *DiskOutbox) Append(r pibridge.Reading) {
 		}
 		return
 	}
+	if w := o.wal; w != nil {
+		// Before appendLocked kicks the writer: the record is in the
+		// active file when the writer next looks at the log.
+		n, err := w.append(r)
+		o.walBytes += uint64(n)
+		if err != nil {
+			o.walFails++
+			if !o.logged.wal {
+				o.logged.wal = true
+				o.log.Error("outbox: cannot write to the log; readings of the last window would be lost in a crash", "err", err)
+			}
+		} else if o.logged.wal {
+			o.logged.wal = false
+			o.log.Info("outbox: writing to the log again", "failed_total", o.walFails)
+		}
+		if w.f[w.active].size >= walSwitchBytes {
+			signal(o.kick)
+		}
+	}
+	o.appendLocked(r)
+}
+
+// walSwitchBytes is the size at which the writer switches log files
+// even between commits (about 1,000 readings).
+const walSwitchBytes = 64 << 10
+
+// appendLocked puts r, with a seq above every seq held, in memory.
+func (o *DiskOutbox) appendLocked(r pibridge.Reading) {
 	o.newest = r.Seq
 	if o.lenLocked() >= o.max {
 		o.dropOldestLocked()
@@ -402,11 +494,16 @@ func (o *DiskOutbox) Dropped() uint64 {
 }
 
 // Synced returns a seq S such that every reading appended with seq ≤ S is
-// on disk, acknowledged, or counted as dropped: what a crash now would not
-// lose.
+// in the file (fsynced), acknowledged, or counted as dropped: what a
+// power loss now would not lose. (A crash of the process loses nothing
+// the log has.)
 func (o *DiskOutbox) Synced() uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	return o.syncedLocked()
+}
+
+func (o *DiskOutbox) syncedLocked() uint64 {
 	if o.written < o.mem.n {
 		return o.mem.at(o.written).Seq - 1
 	}
@@ -434,7 +531,23 @@ func (o *DiskOutbox) Close() error {
 		o.dbMu.Unlock()
 		o.mu.Lock()
 		if n := o.mem.n - o.written; n > 0 {
-			o.log.Error("outbox closed with readings not on disk; they are lost", "readings", n)
+			if o.wal != nil {
+				o.log.Warn("outbox closed with readings not in the file; the log keeps them for the next start", "readings", n)
+			} else {
+				o.log.Error("outbox closed with readings not on disk; they are lost", "readings", n)
+			}
+		}
+		if w := o.wal; w != nil {
+			// What the file has no longer needs the log: a clean stop
+			// leaves nothing to publish twice.
+			synced := o.syncedLocked()
+			for i := range w.f {
+				if f := &w.f[i]; f.size > 0 && synced >= f.last {
+					f.truncate()
+				}
+			}
+			o.closeErr = errors.Join(o.closeErr, w.close())
+			o.wal = nil
 		}
 		o.mu.Unlock()
 	})
@@ -506,6 +619,7 @@ func (o *DiskOutbox) writer() {
 	defer t.Stop()
 	pause := o.p.retryMin
 	for {
+		o.tidyWAL()
 		o.mu.Lock()
 		since := o.workSince
 		o.mu.Unlock()
@@ -581,6 +695,13 @@ func (o *DiskOutbox) commit() error {
 		batch[i] = *o.mem.at(o.written + i)
 	}
 	o.inflight = n
+	if w := o.wal; w != nil && w.f[w.active].size > 0 && w.canSwitch() {
+		// This commit makes the log's records so far redundant (when
+		// the batch holds all that waits): new ones go to the other
+		// file, and tidyWAL truncates this one after the commit.
+		w.switchFiles()
+		o.walSwitched = time.Now()
+	}
 	floor := o.floor
 	o.deletes = false
 	o.workSince = time.Time{}
@@ -627,7 +748,48 @@ func (o *DiskOutbox) commit() error {
 	if stuck && wake != nil {
 		wake()
 	}
+	o.mu.Lock()
+	reopen := o.wal == nil && o.walPaths[0] != ""
+	o.mu.Unlock()
+	if reopen {
+		// The disk works again: so may the log. Readings replayed twice
+		// are skipped (their seqs are held already).
+		o.openWAL()
+	}
+	o.tidyWAL()
 	return nil
+}
+
+// tidyWAL recycles the log. It truncates the inactive file once every
+// reading in it is in the file, acknowledged or dropped (Synced ≥ its
+// last seq): no Append writes to it, so it is done without the lock. It
+// switches the files, when the other one is empty, once the active one
+// is CommitWindow old or walSwitchBytes big: with the broker up there is
+// no commit, and this bounds both the log and what a crash publishes
+// twice to a window or two. Only the writer goroutine calls it.
+func (o *DiskOutbox) tidyWAL() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := o.wal
+	if w == nil {
+		return
+	}
+	if in := w.inactive(); (in.size > 0 || in.bad) && o.syncedLocked() >= in.last {
+		o.mu.Unlock()
+		err := in.truncate()
+		o.mu.Lock()
+		if err != nil {
+			o.log.Debug("outbox: cannot truncate the log", "path", in.path, "err", err)
+		} else {
+			in.size, in.last, in.bad = 0, 0, false
+		}
+	}
+	act := &w.f[w.active]
+	if (act.size > 0 || act.bad) && w.canSwitch() &&
+		(act.size >= walSwitchBytes || act.bad || time.Since(o.walSwitched) >= o.p.window) {
+		w.switchFiles()
+		o.walSwitched = time.Now()
+	}
 }
 
 func (o *DiskOutbox) failed(err error) {

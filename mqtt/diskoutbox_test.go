@@ -206,7 +206,7 @@ var testDiskParams = diskParams{
 
 func openFake(t *testing.T, f *fakeStore, max int, p diskParams) *DiskOutbox {
 	t.Helper()
-	o, err := openDiskOutbox("fake", f.opener(), max, testLogger(t), p)
+	o, err := openDiskOutbox("fake", f.opener(), [2]string{}, max, testLogger(t), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestDiskOutboxFullDisk(t *testing.T) {
 	filler := filepath.Join(dir, "filler")
 	p := testDiskParams
 	p.memMax = 500
-	o, err := openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p)
+	o, err := openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), walPaths(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +546,10 @@ func TestDiskOutboxFullDisk(t *testing.T) {
 		t.Fatal("not failing with the disk full")
 	}
 	dropped := o.Dropped()
-	t.Logf("disk full after seq %d; %d dropped", firstFail, dropped)
+	o.mu.Lock()
+	walFails := o.walFails
+	o.mu.Unlock()
+	t.Logf("disk full after seq %d; %d dropped; %d log writes failed (those readings were kept in memory)", firstFail, dropped, walFails)
 
 	// Room again: it catches up by itself.
 	if err := os.Remove(filler); err != nil {
@@ -570,7 +573,7 @@ func TestDiskOutboxFullDisk(t *testing.T) {
 	if out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput(); err != nil {
 		t.Fatalf("remount ro: %v %s", err, out)
 	}
-	o, err = openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p)
+	o, err = openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), walPaths(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p)
 	if err != nil {
 		t.Fatal(err)
 	}
