@@ -40,6 +40,9 @@ type client struct {
 }
 
 func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *client {
+	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.tune.sendBuffer > 0 {
+		_ = tc.SetWriteBuffer(s.tune.sendBuffer) // best effort: the default only costs memory
+	}
 	return &client{
 		s:        s,
 		conn:     conn,

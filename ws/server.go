@@ -99,6 +99,7 @@ type tuning struct {
 	shutdownGrace  time.Duration // for all clients to close at shutdown
 	maxReplies     int           // queued replies per client
 	maxReplyBytes  int
+	sendBuffer     int           // SO_SNDBUF of each connection; 0: the kernel's autotuning
 	authWait       time.Duration // for the auth frame of a connection without credentials
 	maxPending     int           // connections not yet authenticated at once
 
@@ -138,8 +139,14 @@ func defaultTuning() tuning {
 		// (MQTT frames are shared by all the clients that queue them, so
 		// clients behind on the same messages hold them once). A client
 		// whose socket stays full is closed by writeWait as well.
-		maxReplies:     4096,
-		maxReplyBytes:  1 << 20,
+		maxReplies:    4096,
+		maxReplyBytes: 1 << 20,
+		// The kernel's send buffer per connection. Left to autotuning it
+		// grows to 4 MiB (tcp_wmem), so a client that stops reading
+		// holds megabytes of kernel memory and is noticed only after
+		// minutes of a slow stream; 128 KiB still carries a panel's
+		// stream over any LAN (it is 1 s of 128 KiB/s at a 1 s RTT).
+		sendBuffer:     128 << 10,
 		authWait:       10 * time.Second,
 		maxPending:     32,
 		sessionTTL:     7 * 24 * time.Hour,
