@@ -58,7 +58,8 @@ type timing struct {
 	keepAlive      time.Duration
 	pingTimeout    time.Duration
 	connectTimeout time.Duration
-	writeTimeout   time.Duration // also the bound for acks and session publishes
+	writeTimeout   time.Duration // our bound for acks and session publishes
+	pahoWrite      time.Duration // paho's write timeout: see defaultTiming
 	stall          time.Duration // no PUBACK this long: resend from the first unconfirmed
 	retry          time.Duration // pause after a failed publish before resending
 	shutdown       time.Duration // Run's bound for offline and in-flight after ctx ends
@@ -73,6 +74,17 @@ var defaultTiming = timing{
 	pingTimeout:    10 * time.Second,
 	connectTimeout: 10 * time.Second,
 	writeTimeout:   10 * time.Second,
+	// paho's write timeout is also how long its Publish may wait to hand
+	// a packet to the connection's writer, and when the connection dies
+	// under a Publish, paho v1.5.1 can leave it waiting on a channel that
+	// nobody reads any more (client.go: the select on c.obound) for all
+	// of that time, holding pubMu; connectLoop waits for it (see there).
+	// On a LAN the hand-off and the socket write take microseconds; a
+	// second bounds the stall. The price: a PUBLISH write that cannot
+	// get into the socket's send buffer for a second drops the
+	// connection, which a session's burst of discovery configs can do
+	// on a link slower than some 100 kbit/s.
+	pahoWrite: time.Second,
 	// A dead connection is noticed after keepalive plus ping timeout, and
 	// the resend on reconnect completes the waiting tokens; the stall
 	// bound is the backstop for a token that never completes (paho #613).
@@ -239,7 +251,7 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetKeepAlive(c.tm.keepAlive).
 		SetPingTimeout(c.tm.pingTimeout).
 		SetConnectTimeout(c.tm.connectTimeout).
-		SetWriteTimeout(c.tm.writeTimeout).
+		SetWriteTimeout(c.tm.pahoWrite). // short: see defaultTiming
 		// No SetMaxResumePubInFlight: the window keeps paho's store at
 		// about maxInFlight messages anyway, and in v1.5.1 the limiter's
 		// goroutine reads c.stop unsynchronised (client.go:1040).

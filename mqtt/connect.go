@@ -23,11 +23,23 @@ import (
 // packet's DUP flag, and the token completed by resume() (paho #563) would
 // let new readings interleave with the resent ones). pubMu keeps a
 // publish that started before the loss out of the Connect.
+//
+// Waiting for pubMu can take as long as paho's write timeout: a Publish
+// that the dying connection's writer never took stays in paho's select
+// until that timeout (paho v1.5.1 client.go, the send on c.obound: once
+// the connection is lost nothing reads that channel until the next
+// Connect). Connecting without waiting would let the next connection's
+// writer send that packet while resume() resends it from the store, with
+// the same message ID, so timing.pahoWrite is kept short instead.
 func (c *Client) connectLoop(ctx context.Context) {
 	pause := c.tm.connectRetry
 	failing := false
 	for ctx.Err() == nil {
+		asked := time.Now()
 		c.pubMu.Lock()
+		if d := time.Since(asked); d > 100*time.Millisecond {
+			c.log.Info("waited for a publish stuck on the lost connection", "wait", d.Round(time.Millisecond))
+		}
 		tok := c.paho.Connect()
 		var err error
 		select {

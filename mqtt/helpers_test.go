@@ -31,6 +31,7 @@ var testTiming = timing{
 	pingTimeout:    5 * time.Second,
 	connectTimeout: 2 * time.Second,
 	writeTimeout:   3 * time.Second,
+	pahoWrite:      time.Second,
 	stall:          10 * time.Second,
 	retry:          100 * time.Millisecond,
 	shutdown:       2 * time.Second,
