@@ -603,9 +603,9 @@ func TestMakeDeployDryRun(t *testing.T) {
 // and TestARMBinariesUnderQEMU cover).
 func TestMakePiTargets(t *testing.T) {
 	for target, want := range map[string]string{
-		"pi-zero": "CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 go build -trimpath -ldflags '-s -w -X main.version=vX' -o bin/bridge-armv6 ./cmd/bridge",
-		"pi":      "CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -ldflags '-s -w -X main.version=vX' -o bin/bridge-armv7 ./cmd/bridge",
-		"pi64":    "CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -ldflags '-s -w -X main.version=vX' -o bin/bridge-arm64 ./cmd/bridge",
+		"pi-zero": "CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 go build -trimpath -tags 'nethttpomithttp2' -ldflags '-s -w -X main.version=vX' -o bin/bridge-armv6 ./cmd/bridge",
+		"pi":      "CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -tags 'nethttpomithttp2' -ldflags '-s -w -X main.version=vX' -o bin/bridge-armv7 ./cmd/bridge",
+		"pi64":    "CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -tags 'nethttpomithttp2' -ldflags '-s -w -X main.version=vX' -o bin/bridge-arm64 ./cmd/bridge",
 	} {
 		out, err := makeCmd(t, "-n", target, "VERSION=vX", "GO=go")
 		if err != nil || strings.TrimSpace(out) != want {
