@@ -67,9 +67,12 @@ func slowScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 	if with.closeCode >= 0 {
 		code = fmt.Sprintf("%d %q", with.closeCode, with.closeText)
 	}
-	t.Rows = append(t.Rows, harness.R("close frame the slow client finally read", code, "1008", harness.Verdict(with.closeCode == websocket.ClosePolicyViolation)))
+	// Informational: a client that never reads cannot be sent anything
+	// once its socket is full, a close frame included; the bridge's own
+	// count of slow closes above is what shows it acted.
+	t.Rows = append(t.Rows, harness.R("close frame the slow client finally read", code, "1008 if it still fits in the full socket, else EOF", ""))
 	t.Notes = append(t.Notes,
-		"the slow client subscribes, then never reads; its socket keeps the kernel's default buffers, so the bridge's socket send buffer (autotuned up to tcp_wmem's max, 4 MiB here) fills before the bridge's own queue (256 messages) can overflow",
+		"the slow client subscribes, then never reads; the bridge's socket send buffer (128 KiB, set per connection) fills, then its own queue (1 MiB or 4096 messages) overflows and the client is closed; with the socket full, the 1008 close frame usually cannot reach it, so it reads EOF (1006)",
 		"latency = receipt − send time carried in the payload (the load generator's monotonic clock); the first second of each run is warm-up",
 		"after the run the slow client reads what its socket holds, to see how the bridge closed it",
 	)

@@ -194,7 +194,7 @@ func malformed(ctx context.Context, s *suite) (harness.Table, error) {
 				c, err := dialWS(fctx, dm.WSURL)
 				if err != nil {
 					if fctx.Err() == nil {
-						oversize.add("dial error")
+						oversize.add("dial error: " + clipErr(err))
 					}
 					return
 				}
@@ -508,4 +508,13 @@ func sortedKeys(m map[string]int) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// clipErr keeps an error short enough for a table cell.
+func clipErr(err error) string {
+	s := err.Error()
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return s
 }

@@ -345,7 +345,11 @@ func slowClients(ctx context.Context, s *suite) (harness.Table, error) {
 		harness.R("never-reading WebSockets: upgrades done → all closed", ms(wsClosedAt), fmt.Sprintf("≤ %s (no pong: read deadline %s, + 2 s)", s.o.pongWait+2*time.Second, s.o.pongWait), harness.Verdict(wsErr == nil && wsClosedAt <= s.o.pongWait+2*time.Second)),
 		harness.R(fmt.Sprintf("never-reading WebSockets sending commands non-stop: closed by the daemon, of %d", nf), fmt.Sprint(len(floodCloses)), fmt.Sprint(nf), harness.Verdict(len(floodCloses) == nf && floodErr.Load() == nil && floodWait == nil)),
 		harness.R("  … flood start → closed, p50 / max", fmt.Sprintf("%s / %s", ms(fd.Q(0.5)), ms(fd.Max())), fmt.Sprintf("max ≤ %s (write deadline %s + 10 s to fill the sockets)", floodLimit, s.o.writeWait), harness.Verdict(floodWait == nil && fd.Max() <= floodLimit)),
-		harness.R("counted as slow (pibridge_ws_slow_clients_closed_total)", fmt.Sprint(slowClosed), fmt.Sprintf("%d (the command senders; the silent ones end on the read deadline)", nf), harness.Verdict(int(slowClosed) == nf)),
+		// The silent clients end either way: as slow once the readings
+		// fill their socket (128 KiB send buffer) and their queue, or on
+		// the read deadline if they fill more slowly. Both are closes the
+		// counter may hold; the command senders must all be in it.
+		harness.R("counted as slow (pibridge_ws_slow_clients_closed_total)", fmt.Sprint(slowClosed), fmt.Sprintf("%d to %d (every command sender; silent ones whose queue filled before the read deadline)", nf, nf+n), harness.Verdict(int(slowClosed) >= nf && int(slowClosed) <= nf+n)),
 		harness.R("daemon fds: baseline / peak", fmt.Sprintf("%d / %d", fd0, fdPeak), fmt.Sprintf("peak ≤ baseline + %d", 2*n+nf+16), harness.Verdict(fdPeak <= fd0+2*n+nf+16)),
 		harness.R("daemon fds after the attack", fmt.Sprint(fdEnd), fmt.Sprintf("≤ baseline + 4 within 10 s"), harness.Verdict(fdErr == nil)),
 		harness.R("normal client: reading latency p50 / p99 without the attack", fmt.Sprintf("%s / %s (%d)", ms(b.Q(0.5)), ms(b.Q(0.99)), len(b)), "", ""),
