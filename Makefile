@@ -114,7 +114,8 @@ test: test-deps vet cross
 # Benchmarks (issue 8): the real binary as a child process on loopback,
 # pinned apart from the load generator with taskset, beside its peers
 # (Node-RED, mosquitto, mochi) in the same run. Not part of `make test`;
-# figures in BENCHMARKS.md. make bench BENCH_FLAGS='-scenario idle'.
+# figures in BENCHMARKS.md. make bench BENCH_FLAGS='-scenario idle'. It builds the
+# Pi binaries first: the idle table reports their sizes.
 BENCH_FLAGS ?= -idle 60s -samples 100000
 # Debian packages the benchmarks drive (command:package); Node-RED comes
 # from npm, pinned, into a scratch directory under $(BIN) (gitignored).
@@ -122,7 +123,7 @@ BENCH_DEPS   := mosquitto:mosquitto taskset:util-linux node:nodejs npm:npm
 # NODE_RED is kept in step with nodeREDVersion in bench/peers.go.
 NODE_RED     := 4.1.8
 NODE_RED_DIR := $(BIN)/bench-peers/node-red
-bench: build bench-deps
+bench: build cross bench-deps
 	$(GO) run ./bench -bridge $(BIN)/bridge -nodered $(NODE_RED_DIR) $(BENCH_FLAGS)
 
 bench-deps:
