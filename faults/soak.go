@@ -197,7 +197,7 @@ func soak(ctx context.Context, s *suite) (harness.Table, error) {
 		t.Notes = append(t.Notes, "a soak under 10 min cannot tell the last of the warm-up from drift: RSS settles over the first minutes (see the series); judge drift on the default 30 min")
 	}
 	t.Notes = append(t.Notes,
-		fmt.Sprintf("the clock starts after a %s warm-up with the clients on; %d samples, one every %s: RSS from /proc/pid/smaps_rollup, heap goal and goroutines from the daemon's /metrics (client_golang's Go collector)", soakWarmup, len(samples), every),
+		fmt.Sprintf("the clock starts after a %s warm-up with the clients on; %d samples, one every %s: RSS from /proc/pid/smaps_rollup, heap goal and goroutines from the daemon's /metrics (go_memstats_next_gc_bytes, go_goroutines)", soakWarmup, len(samples), every),
 		"time RSS/heap goal in MiB: "+strings.Join(series, ", "),
 	)
 	return t, nil
