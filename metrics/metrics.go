@@ -36,6 +36,9 @@ type MQTT struct {
 	Connects        uint64
 	Commands        uint64 // commands received on /set and /pulse
 	CommandsDropped uint64 // commands dropped because the command queue was full
+	OutboxFailing   bool   // the disk outbox cannot write (disk full, read-only)
+	LogFailures     uint64 // readings whose write to the outbox's log failed
+	Replayed        uint64 // readings replayed from the outbox's log at start
 }
 
 // WS is what the WebSocket and REST side reports.
@@ -264,6 +267,9 @@ func (m *Metrics) pibridge(fs *families) {
 		fs.add("pibridge_mqtt_connects_total", "Successful connections to a broker, the first included.", counter).sample(float64(s.Connects))
 		fs.add("pibridge_mqtt_commands_total", "Commands received on /set and /pulse topics.", counter).sample(float64(s.Commands))
 		fs.add("pibridge_mqtt_commands_dropped_total", "Commands dropped because the command queue was full.", counter).sample(float64(s.CommandsDropped))
+		fs.add("pibridge_mqtt_outbox_failing", "1 while the disk outbox cannot write (disk full or read-only): readings wait in memory, a bounded number.", gauge).sample(b2f(s.OutboxFailing))
+		fs.add("pibridge_mqtt_outbox_log_write_failures_total", "Readings whose write to the outbox's log failed: kept in memory only, a crash would lose them.", counter).sample(float64(s.LogFailures))
+		fs.add("pibridge_mqtt_outbox_replayed_total", "Readings replayed from the outbox's log at start (some may go out twice).", counter).sample(float64(s.Replayed))
 	}
 	if o.WS != nil {
 		s := o.WS()

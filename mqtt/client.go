@@ -45,6 +45,11 @@ type Stats struct {
 	// OutboxFailing is true while the disk outbox cannot write (disk
 	// full, read-only): readings wait in memory, a bounded number.
 	OutboxFailing bool
+	// OutboxLogFailures counts readings whose write to the outbox's log
+	// failed (kept in memory only: a SIGKILL would lose them).
+	OutboxLogFailures uint64
+	// OutboxReplayed counts readings replayed from the log at start.
+	OutboxReplayed uint64
 }
 
 // maxInFlight bounds the publishes awaiting their PUBACK, as mosquitto's
@@ -326,7 +331,7 @@ func (c *Client) Queued() int { return c.outbox.Len() }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{
+	s := Stats{
 		Connected:       c.Connected(),
 		Queued:          c.outbox.Len(),
 		Dropped:         c.outbox.Dropped(),
@@ -336,6 +341,12 @@ func (c *Client) Stats() Stats {
 		CommandsDropped: c.commandsDropped.Load(),
 		OutboxFailing:   c.outboxFailing(),
 	}
+	if l, ok := c.outbox.(interface {
+		LogStats() (failures, replayed uint64)
+	}); ok {
+		s.OutboxLogFailures, s.OutboxReplayed = l.LogStats()
+	}
+	return s
 }
 
 func (c *Client) outboxFailing() bool {

@@ -510,6 +510,14 @@ func (o *DiskOutbox) syncedLocked() uint64 {
 	return o.newest
 }
 
+// LogStats returns the readings whose log write failed and those replayed
+// from the log at open.
+func (o *DiskOutbox) LogStats() (failures, replayed uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.walFails, o.replayed
+}
+
 // Failing reports whether the last attempt to write to disk failed.
 func (o *DiskOutbox) Failing() bool {
 	o.mu.Lock()

@@ -22,6 +22,7 @@ func newMetrics(core *pibridge.Core, board *gpio.Board, client *mqtt.Client, liv
 			return metrics.MQTT{
 				Connected: s.Connected, Queued: s.Queued, Dropped: s.Dropped, Published: s.Published,
 				Connects: s.Connects, Commands: s.Commands, CommandsDropped: s.CommandsDropped,
+				OutboxFailing: s.OutboxFailing, LogFailures: s.OutboxLogFailures, Replayed: s.OutboxReplayed,
 			}
 		},
 		WS: func() metrics.WS {
