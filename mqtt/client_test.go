@@ -284,6 +284,7 @@ func testRejectedCommands(t *testing.T, addr string) {
 		{"nosuch/set", `banana`, `{"name":"nosuch","ok":false,"error":"nosuch: no such signal"}`},
 		{"door/set", `{"value":"on","id":"r2"}`, `{"id":"r2","name":"door","ok":false,"error":"door: not writable: it is an input"}`},
 		{"cpu/set", `1`, `{"name":"cpu","ok":false,"error":"cpu: not writable: it is a sensor"}`},
+		{"air/temperature/set", `{"value":1,"id":"r6"}`, `{"id":"r6","name":"air.temperature","ok":false,"error":"air.temperature: not writable: it is a sensor"}`},
 		{"door/pulse", `1s`, `{"name":"door","ok":false,"error":"door: not writable: it is an input"}`},
 		{"pump/set", `banana`, `{"name":"pump","ok":false,"error":"pump: bad value \"banana\": want on, off, true, false, toggle or a number"}`},
 		{"pump/set", `{"value":2,"id":"r3"}`, `{"id":"r3","name":"pump","ok":false,"error":"pump: bad value 2: an output takes on, off, true, false, 1, 0 or toggle"}`},

@@ -167,7 +167,7 @@ func (c *Client) subscribe(ctx context.Context) {
 	// QoS 0 on purpose: the broker then keeps no commands for the bridge
 	// while it is away (MQTT 3.1.1 has no message expiry), so a "pump on"
 	// sent during an outage cannot move the pump an hour later.
-	filters := map[string]byte{c.topics.set: 0, c.topics.pulse: 0}
+	filters := map[string]byte{c.topics.set: 0, c.topics.pulse: 0, c.topics.setQuantity: 0, c.topics.pulseQuantity: 0}
 	if c.haStatus != "" {
 		filters[c.haStatus] = 0
 		// For sweepDiscovery, which unsubscribes when done.

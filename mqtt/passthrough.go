@@ -100,7 +100,11 @@ func (c *Client) dropBridge(filter string, id uint64) {
 // servesCommands reports whether filter is one the bridge itself needs:
 // unsubscribing it would cut the commands off.
 func (c *Client) servesCommands(filter string) bool {
-	return filter == c.topics.set || filter == c.topics.pulse || (c.haStatus != "" && filter == c.haStatus)
+	switch filter {
+	case c.topics.set, c.topics.pulse, c.topics.setQuantity, c.topics.pulseQuantity:
+		return true
+	}
+	return c.haStatus != "" && filter == c.haStatus
 }
 
 // bridgeFilters returns the filters browsers hold, for a new session.

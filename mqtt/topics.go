@@ -15,19 +15,27 @@ type topics struct {
 	ack    string // P/D/ack
 	set    string // P/D/+/set
 	pulse  string // P/D/+/pulse
-	signal map[string]string
+	// A sensor's quantity has a two-level topic (air.temperature →
+	// P/D/air/temperature): subscribed too, only so that a command sent
+	// there is refused with an ack instead of vanishing. Nothing with a
+	// dot in its name is writable.
+	setQuantity   string // P/D/+/+/set
+	pulseQuantity string // P/D/+/+/pulse
+	signal        map[string]string
 }
 
 func newTopics(prefix, device string, signals []pibridge.Signal) (*topics, error) {
 	base := prefix + "/" + device
 	t := &topics{
-		base:   base,
-		status: base + "/status",
-		meta:   base + "/meta",
-		ack:    base + "/ack",
-		set:    base + "/+/set",
-		pulse:  base + "/+/pulse",
-		signal: make(map[string]string, len(signals)),
+		base:          base,
+		status:        base + "/status",
+		meta:          base + "/meta",
+		ack:           base + "/ack",
+		set:           base + "/+/set",
+		pulse:         base + "/+/pulse",
+		setQuantity:   base + "/+/+/set",
+		pulseQuantity: base + "/+/+/pulse",
+		signal:        make(map[string]string, len(signals)),
 	}
 	if err := ValidateTopic(t.status); err != nil {
 		return nil, fmt.Errorf("topic %w", err)
@@ -42,7 +50,8 @@ func newTopics(prefix, device string, signals []pibridge.Signal) (*topics, error
 	return t, nil
 }
 
-// command splits P/D/<name>/set and P/D/<name>/pulse.
+// command splits P/D/<name>/set and P/D/<name>/pulse; a two-level
+// P/D/<sensor>/<quantity>/… names the signal <sensor>.<quantity>.
 func (t *topics) command(topic string) (name string, op pibridge.Op, ok bool) {
 	rest, found := strings.CutPrefix(topic, t.base+"/")
 	if !found {
@@ -53,8 +62,15 @@ func (t *topics) command(topic string) (name string, op pibridge.Op, ok bool) {
 	} else if name, found = strings.CutSuffix(rest, "/pulse"); found {
 		op = pibridge.OpPulse
 	}
-	if !found || name == "" || strings.Contains(name, "/") {
+	if !found {
 		return "", 0, false
+	}
+	sensor, quantity, deep := strings.Cut(name, "/")
+	if sensor == "" || deep && (quantity == "" || strings.Contains(quantity, "/")) {
+		return "", 0, false
+	}
+	if deep {
+		name = sensor + "." + quantity
 	}
 	return name, op, true
 }
