@@ -64,7 +64,11 @@ func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	tcp := &tcpListener{srv: srv, addr: listen}
+	busy := &busyHook{busy: make(map[*mochi.Client]bool)}
+	if err := srv.AddHook(busy, nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	tcp := &tcpListener{srv: srv, addr: listen, busy: busy}
 	// AddListener binds now, so a busy port fails here and Addr is real.
 	if err := srv.AddListener(tcp); err != nil {
 		srv.Close()
@@ -126,6 +130,7 @@ func (b *Broker) Close() error {
 // test suite hit both.
 type tcpListener struct {
 	srv  *mochi.Server
+	busy *busyHook
 	addr string
 	ln   net.Listener
 	log  *slog.Logger
@@ -240,6 +245,12 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 // in a write that would never end.
 func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 	deadline := time.Now().Add(drainTimeout)
+	// First the packets mochi is still handling: it acknowledges a QoS 1
+	// publish before it passes it to the subscribers, so the bridge's
+	// `offline` can have its PUBACK while no queue holds it yet.
+	for !l.busy.idle() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling mochi's handlers: they have no signal to wait on
+	}
 	for _, cl := range clients {
 		q := reflect.ValueOf(cl).Elem().FieldByName("State").FieldByName("outbound")
 		if !q.IsValid() || q.Kind() != reflect.Chan {
@@ -253,6 +264,43 @@ func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 			time.Sleep(time.Millisecond) // polling mochi's queue: it has no signal to wait on
 		}
 	}
+}
+
+// busyHook knows which clients' packets mochi is handling right now: from
+// reading a packet to having processed it (or the client being gone).
+type busyHook struct {
+	mochi.HookBase
+	mu   sync.Mutex
+	busy map[*mochi.Client]bool
+}
+
+func (h *busyHook) ID() string { return "pibridge-busy" }
+
+func (h *busyHook) Provides(b byte) bool {
+	return b == mochi.OnPacketRead || b == mochi.OnPacketProcessed || b == mochi.OnDisconnect
+}
+
+func (h *busyHook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	h.mu.Lock()
+	h.busy[cl] = true
+	h.mu.Unlock()
+	return pk, nil
+}
+
+func (h *busyHook) OnPacketProcessed(cl *mochi.Client, _ packets.Packet, _ error) { h.done(cl) }
+
+func (h *busyHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.done(cl) }
+
+func (h *busyHook) done(cl *mochi.Client) {
+	h.mu.Lock()
+	delete(h.busy, cl)
+	h.mu.Unlock()
+}
+
+func (h *busyHook) idle() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.busy) == 0
 }
 
 // drainTimeout bounds drain over all clients: a subscriber that stopped

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bytes"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,5 +73,53 @@ func TestBrokerCloseDeliversWhatItAcknowledged(t *testing.T) {
 	}
 	if g := got.Load(); g != n {
 		t.Errorf("subscriber got %d of %d acknowledged messages", g, n)
+	}
+}
+
+// TestBrokerCloseRightAfterPuback: mochi acknowledges a QoS 1 publish
+// before it hands it to the subscribers, so a broker closed the moment the
+// publisher has its PUBACK — as the bridge's is after its `offline` — must
+// still let the message through. Many rounds, because the window is short.
+func TestBrokerCloseRightAfterPuback(t *testing.T) {
+	const rounds = 30
+	lost := 0
+	for round := range rounds {
+		b, err := NewBroker("127.0.0.1:0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan struct{}, 1)
+		sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).
+			SetClientID(fmt.Sprintf("sub-%d", round)).SetAutoReconnect(false))
+		if tok := sub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+			t.Fatalf("subscriber connect: %v", tok.Error())
+		}
+		if tok := sub.Subscribe("last/words", 1, func(paho.Client, paho.Message) { got <- struct{}{} }); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+			t.Fatalf("subscribe: %v", tok.Error())
+		}
+		pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).
+			SetClientID(fmt.Sprintf("pub-%d", round)).SetAutoReconnect(false))
+		if tok := pub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+			t.Fatalf("publisher connect: %v", tok.Error())
+		}
+		if tok := pub.Publish("last/words", 1, true, "offline"); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		pub.Disconnect(0)
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-got:
+		case <-time.After(2 * time.Second):
+			lost++
+		}
+		sub.Disconnect(0)
+	}
+	if lost > 0 {
+		t.Errorf("%d of %d acknowledged messages never reached the subscriber", lost, rounds)
 	}
 }
