@@ -8,7 +8,9 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -236,13 +238,12 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 // queued for it before the connections are cut: the bridge's own retained
 // `offline`, published while it disconnects, sits in its subscribers'
 // queues for a moment after mochi acknowledged it, and mochi's Stop
-// closes the socket without flushing. mochi does not export the queue, so
-// its length is read through reflection (reading, never writing, an
-// unexported field of the pinned v2.7.9; a mochi that renamed it is
-// simply not waited for). A dequeued packet is written under the client's
-// lock, so taking the lock once the queue is empty waits out the write in
-// progress; TryLock, because a subscriber that stopped reading holds it
-// in a write that would never end.
+// closes the socket without flushing. mochi does not export its count of
+// queued packets (State.outboundQty: incremented when a packet is queued,
+// decremented once its write has returned), so it is read through
+// reflection with an atomic load, as mochi updates it (reading, never
+// writing, an unexported field of the pinned v2.7.9; a mochi that renamed
+// it is simply not waited for).
 func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 	deadline := time.Now().Add(drainTimeout)
 	// First the packets mochi is still handling: it acknowledges a QoS 1
@@ -252,15 +253,12 @@ func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 		time.Sleep(time.Millisecond) // polling mochi's handlers: they have no signal to wait on
 	}
 	for _, cl := range clients {
-		q := reflect.ValueOf(cl).Elem().FieldByName("State").FieldByName("outbound")
-		if !q.IsValid() || q.Kind() != reflect.Chan {
+		f := reflect.ValueOf(cl).Elem().FieldByName("State").FieldByName("outboundQty")
+		if !f.IsValid() || f.Kind() != reflect.Int32 || !f.CanAddr() {
 			continue
 		}
-		for !cl.Closed() && time.Now().Before(deadline) {
-			if q.Len() == 0 && cl.TryLock() {
-				cl.Unlock() // empty on purpose: no write was in progress
-				break
-			}
+		queued := (*int32)(unsafe.Pointer(f.UnsafeAddr()))
+		for atomic.LoadInt32(queued) > 0 && !cl.Closed() && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond) // polling mochi's queue: it has no signal to wait on
 		}
 	}
@@ -305,7 +303,7 @@ func (h *busyHook) idle() bool {
 
 // drainTimeout bounds drain over all clients: a subscriber that stopped
 // reading must not hold up a shutdown that systemd times.
-const drainTimeout = 300 * time.Millisecond
+const drainTimeout = time.Second
 
 // quietHandler keeps mochi's routine records out of the bridge's log:
 // Info (listener attached, server started) becomes Debug, and so does the
