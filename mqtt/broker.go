@@ -66,7 +66,7 @@ func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	busy := &busyHook{busy: make(map[*mochi.Client]bool)}
+	busy := &busyHook{busy: make(map[*mochi.Client]time.Time)}
 	if err := srv.AddHook(busy, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
@@ -265,27 +265,40 @@ func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 }
 
 // busyHook knows which clients' packets mochi is handling right now: from
-// reading a packet to having processed it (or the client being gone).
+// reading a packet to having processed it (or the client being gone). A
+// few of mochi's paths end a packet without OnPacketProcessed (some
+// errors), so a mark older than busyStale no longer counts: mochi handles a
+// packet in microseconds.
 type busyHook struct {
 	mochi.HookBase
 	mu   sync.Mutex
-	busy map[*mochi.Client]bool
+	busy map[*mochi.Client]time.Time // when the packet being handled was read
 }
+
+const busyStale = 100 * time.Millisecond
 
 func (h *busyHook) ID() string { return "pibridge-busy" }
 
 func (h *busyHook) Provides(b byte) bool {
-	return b == mochi.OnPacketRead || b == mochi.OnPacketProcessed || b == mochi.OnDisconnect
+	switch b {
+	case mochi.OnPacketRead, mochi.OnPacketProcessed, mochi.OnSessionEstablished, mochi.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 func (h *busyHook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	h.mu.Lock()
-	h.busy[cl] = true
+	h.busy[cl] = time.Now()
 	h.mu.Unlock()
 	return pk, nil
 }
 
 func (h *busyHook) OnPacketProcessed(cl *mochi.Client, _ packets.Packet, _ error) { h.done(cl) }
+
+// OnSessionEstablished ends the CONNECT read while the connection was set
+// up: mochi handles it outside processPacket.
+func (h *busyHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) { h.done(cl) }
 
 func (h *busyHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) { h.done(cl) }
 
@@ -298,7 +311,13 @@ func (h *busyHook) done(cl *mochi.Client) {
 func (h *busyHook) idle() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.busy) == 0
+	for cl, since := range h.busy {
+		if time.Since(since) < busyStale {
+			return false
+		}
+		delete(h.busy, cl)
+	}
+	return true
 }
 
 // drainTimeout bounds drain over all clients: a subscriber that stopped

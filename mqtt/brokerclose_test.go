@@ -148,3 +148,38 @@ func rawSubscriber(t *testing.T, addr, id, filter string) net.Conn {
 	_ = c.SetDeadline(time.Time{})
 	return c
 }
+
+// TestBrokerIdleClientsAreNotBusy: a connected client that sends nothing
+// is not "being handled", so Close does not wait on it (mochi reads the
+// CONNECT outside the handler that ends a packet).
+func TestBrokerIdleClientsAreNotBusy(t *testing.T) {
+	b, err := NewBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	sub := rawSubscriber(t, b.Addr(), "idle-raw", "some/topic")
+	defer sub.Close()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("idle-paho").
+		SetAutoReconnect(false).SetCleanSession(false))
+	if tok := c.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(0)
+	if tok := c.Subscribe("some/topic", 1, nil); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	if tok := c.Publish("some/topic", 1, true, "x"); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.tcp.busy.idle() {
+		if time.Now().After(deadline) {
+			t.Fatal("a connected, silent client still counts as busy")
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+}
