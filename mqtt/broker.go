@@ -98,6 +98,22 @@ func (b *Broker) Start() error {
 
 // Close stops the listener and disconnects every client, waiting at most
 // 2.5 s for them to go. It is safe to call more than once.
+// AwaitGone waits, at most within, until the client clientID has
+// disconnected: mochi handles a client's packets in order, so by then the
+// last things it published (the bridge's `offline`) have reached the
+// subscribers' queues, which Close then lets drain. Call it before Close
+// when that client is the bridge's own and is disconnecting.
+func (b *Broker) AwaitGone(clientID string, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		cl, ok := b.srv.Clients.Get(clientID)
+		if !ok || cl.Closed() {
+			return
+		}
+		time.Sleep(time.Millisecond) // polling mochi's client table: it has no signal to wait on
+	}
+}
+
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		done := make(chan struct{})

@@ -113,7 +113,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		if err := broker.Start(); err != nil {
 			return fmt.Errorf("embedded broker on %s: %w", cfg.MQTT.EmbeddedListen, err)
 		}
-		defer broker.Close()
+		defer func() {
+			// The client has published `offline` and is disconnecting:
+			// let the broker pass that on before it closes.
+			broker.AwaitGone(cfg.MQTT.ClientID, time.Second)
+			broker.Close()
+		}()
 		cfg.MQTT.SetEmbeddedAddr(broker.Addr())
 		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
 	}
