@@ -10,10 +10,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"pibridge"
+	"pibridge/internal/promtest"
 )
 
 func newCore(t *testing.T) *pibridge.Core {
@@ -37,56 +36,11 @@ func newCore(t *testing.T) *pibridge.Core {
 
 // scrape fetches the handler's text output and parses it the way
 // Prometheus does.
-func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, h http.Handler) promtest.Families {
 	t.Helper()
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); expfmt.ResponseFormat(resp.Header).FormatType() != expfmt.TypeTextPlain {
-		t.Fatalf("Content-Type %q: want the text format", ct)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
-	return fams
-}
-
-// value returns the value of the sample of family name whose labels
-// include want.
-func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	t.Helper()
-	f := fams[name]
-	if f == nil {
-		t.Fatalf("no family %s", name)
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Untyped != nil:
-			return m.Untyped.GetValue()
-		}
-	}
-	t.Fatalf("%s has no sample with labels %v", name, want)
-	return 0
+	return promtest.Get(t, srv.URL)
 }
 
 func TestFamiliesAndValues(t *testing.T) {
@@ -152,7 +106,7 @@ func TestFamiliesAndValues(t *testing.T) {
 		{"pibridge_sensor_read_duration_seconds", map[string]string{"sensor": "water"}, 0.75},
 	}
 	for _, tt := range tests {
-		if got := value(t, fams, tt.name, tt.labels); got != tt.want {
+		if got := promtest.Value(t, fams, tt.name, tt.labels); got != tt.want {
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
@@ -168,7 +122,7 @@ func TestFamiliesAndValues(t *testing.T) {
 			t.Errorf("pwm fan has a pulse counter")
 		}
 	}
-	if last := value(t, fams, "pibridge_core_last_reading_timestamp_seconds", nil); time.Since(time.Unix(int64(last), 0)) > time.Minute {
+	if last := promtest.Value(t, fams, "pibridge_core_last_reading_timestamp_seconds", nil); time.Since(time.Unix(int64(last), 0)) > time.Minute {
 		t.Errorf("last reading timestamp %v is not recent", last)
 	}
 	for _, f := range []string{"go_goroutines", "process_resident_memory_bytes", "promhttp_metric_handler_requests_total"} {
@@ -178,7 +132,7 @@ func TestFamiliesAndValues(t *testing.T) {
 	}
 
 	alive = false
-	if got := value(t, scrape(t, m.Handler()), "pibridge_core_alive", nil); got != 0 {
+	if got := promtest.Value(t, scrape(t, m.Handler()), "pibridge_core_alive", nil); got != 0 {
 		t.Errorf("pibridge_core_alive = %v with a stuck core, want 0", got)
 	}
 }
@@ -190,7 +144,7 @@ func TestOwnRegistry(t *testing.T) {
 	b := New(Options{Version: "b", Core: newCore(t)})
 	defer a.Close()
 	defer b.Close()
-	if value(t, scrape(t, b.Handler()), "pibridge_build_info", map[string]string{"version": "b"}) != 1 {
+	if promtest.Value(t, scrape(t, b.Handler()), "pibridge_build_info", map[string]string{"version": "b"}) != 1 {
 		t.Fatal("build info of b missing")
 	}
 }
@@ -211,7 +165,7 @@ func TestDeliverConcurrent(t *testing.T) {
 	wg.Wait()
 	m.Close()
 	core.Emit("fan", pibridge.Number(0.5), time.Time{})
-	if got := value(t, scrape(t, m.Handler()), "pibridge_readings_total", map[string]string{"signal": "fan"}); got != 800 {
+	if got := promtest.Value(t, scrape(t, m.Handler()), "pibridge_readings_total", map[string]string{"signal": "fan"}); got != 800 {
 		t.Fatalf("fan readings = %v, want 800", got)
 	}
 }
@@ -351,7 +305,7 @@ func TestSameFamilies(t *testing.T) {
 		{"process_max_fds", 3, 1 << 63},
 		{"process_start_time_seconds", float64(time.Now().Add(-24 * time.Hour).Unix()), float64(time.Now().Unix() + 1)},
 	} {
-		if v := value(t, fams, c.name, nil); v < c.min || v > c.max {
+		if v := promtest.Value(t, fams, c.name, nil); v < c.min || v > c.max {
 			t.Errorf("%s = %v, want within [%v, %v]", c.name, v, c.min, c.max)
 		}
 	}
@@ -362,7 +316,7 @@ func TestSameFamilies(t *testing.T) {
 func TestLabelEscaping(t *testing.T) {
 	const odd = "v\"1\\2\n3"
 	m := New(Options{Version: odd})
-	if got := value(t, scrape(t, m.Handler()), "pibridge_build_info", map[string]string{"version": odd}); got != 1 {
+	if got := promtest.Value(t, scrape(t, m.Handler()), "pibridge_build_info", map[string]string{"version": odd}); got != 1 {
 		t.Fatalf("build info = %v", got)
 	}
 }
@@ -418,11 +372,11 @@ func TestScrapeLimit(t *testing.T) {
 	}
 	fams := scrape(t, m.Handler())
 	for code, want := range map[string]float64{"200": maxInFlight, "503": 1, "500": 0} {
-		if got := value(t, fams, "promhttp_metric_handler_requests_total", map[string]string{"code": code}); got != want {
+		if got := promtest.Value(t, fams, "promhttp_metric_handler_requests_total", map[string]string{"code": code}); got != want {
 			t.Errorf("requests_total{code=%q} = %v, want %v", code, got, want)
 		}
 	}
-	if got := value(t, fams, "promhttp_metric_handler_requests_in_flight", nil); got != 1 {
+	if got := promtest.Value(t, fams, "promhttp_metric_handler_requests_in_flight", nil); got != 1 {
 		t.Errorf("in flight during a scrape = %v, want 1 (itself)", got)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"pibridge/internal/promtest"
 )
 
 // TestARMBinariesUnderQEMU runs the Pi builds under qemu-user: the binary
@@ -155,7 +157,7 @@ func demoUnderQEMU(t *testing.T, qemu, bin, goarch string) {
 	}
 
 	fams := scrapeMetrics(t, httpAddr)
-	if v := metricValue(t, fams, "pibridge_build_info", map[string]string{"goarch": goarch}); v != 1 {
+	if v := promtest.Value(t, fams, "pibridge_build_info", map[string]string{"goarch": goarch}); v != 1 {
 		t.Errorf("pibridge_build_info{goarch=%q} = %v", goarch, v)
 	}
 	if !strings.Contains(logs.String(), "panel: http://"+httpAddr) {

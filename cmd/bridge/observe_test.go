@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,10 +17,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"pibridge"
+	"pibridge/internal/promtest"
 )
 
 // TestCoreProbe: alive while the lock is free, not alive while it is held,
@@ -207,7 +205,7 @@ func TestSystemdNotifyAndStuckCore(t *testing.T) {
 	if code != http.StatusServiceUnavailable || h.Status != "degraded" || h.Core != "stuck" {
 		t.Fatalf("/healthz = %d %+v with a stuck core, want 503 degraded", code, h)
 	}
-	if v := metricValue(t, scrapeMetrics(t, b.http), "pibridge_core_alive", nil); v != 0 {
+	if v := promtest.Value(t, scrapeMetrics(t, b.http), "pibridge_core_alive", nil); v != 0 {
 		t.Errorf("pibridge_core_alive = %v with a stuck core", v)
 	}
 	// Every pet sent before the probe gave up is in the socket by now;
@@ -243,67 +241,10 @@ quiet:
 	b.done <- nil // for the cleanup
 }
 
-// scrapeMetrics fetches /metrics and parses it with Prometheus' own text
-// parser.
-func scrapeMetrics(t *testing.T, addr string) map[string]*dto.MetricFamily {
+func scrapeMetrics(t *testing.T, addr string) promtest.Families {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("/metrics: %s", resp.Status)
-	}
-	if f := expfmt.ResponseFormat(resp.Header); f.FormatType() != expfmt.TypeTextPlain {
-		t.Fatalf("/metrics Content-Type %q: want the Prometheus text format", resp.Header.Get("Content-Type"))
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("/metrics does not parse: %v", err)
-	}
-	return fams
+	return promtest.Get(t, "http://"+addr+"/metrics")
 }
-
-// metricValue is the value of the one sample of name whose labels include
-// want; it fails the test when there is none.
-func metricValue(t *testing.T, fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	t.Helper()
-	v, err := findMetric(fams, name, want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-func findMetric(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, error) {
-	f := fams[name]
-	if f == nil {
-		return 0, errors.New("no metric family " + name)
-	}
-next:
-	for _, m := range f.GetMetric() {
-		labels := map[string]string{}
-		for _, l := range m.GetLabel() {
-			labels[l.GetName()] = l.GetValue()
-		}
-		for k, v := range want {
-			if labels[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), nil
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), nil
-		}
-	}
-	return 0, errors.New(name + " has no sample labelled " + jsonString(want))
-}
-
-func jsonString(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 // TestMetricsScrape scrapes /metrics of the running demo bridge after some
 // traffic and checks the families and values that traffic must show.
@@ -337,15 +278,15 @@ func TestMetricsScrape(t *testing.T) {
 	})
 
 	fams := scrapeMetrics(t, b.http)
-	if v := metricValue(t, fams, "pibridge_build_info", map[string]string{"version": version}); v != 1 {
+	if v := promtest.Value(t, fams, "pibridge_build_info", map[string]string{"version": version}); v != 1 {
 		t.Errorf("pibridge_build_info = %v", v)
 	}
 	for name := range demoSignals {
-		if _, err := findMetric(fams, "pibridge_readings_total", map[string]string{"signal": name}); err != nil {
+		if _, err := promtest.Find(fams, "pibridge_readings_total", map[string]string{"signal": name}); err != nil {
 			t.Error(err)
 		}
 	}
-	if v := metricValue(t, fams, "pibridge_readings_total", map[string]string{"signal": "led"}); v < 2 {
+	if v := promtest.Value(t, fams, "pibridge_readings_total", map[string]string{"signal": "led"}); v < 2 {
 		t.Errorf("led readings = %v: the initial state and the set's echo make 2", v)
 	}
 	checks := []struct {
@@ -385,7 +326,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"process_resident_memory_bytes", nil, atLeast(1), "≥ 1"},
 	}
 	for _, c := range checks {
-		v, err := findMetric(fams, c.name, c.labels)
+		v, err := promtest.Find(fams, c.name, c.labels)
 		if err != nil {
 			t.Error(err)
 			continue
@@ -425,7 +366,7 @@ func TestMetricsAndHealthzNeedNoToken(t *testing.T) {
 	if code, h := getHealth(t, b.http); code != http.StatusOK || h.Status != "ok" {
 		t.Fatalf("/healthz without a token: %d %+v", code, h)
 	}
-	if v := metricValue(t, scrapeMetrics(t, b.http), "pibridge_http_auth_failures_total", nil); v != 1 {
+	if v := promtest.Value(t, scrapeMetrics(t, b.http), "pibridge_http_auth_failures_total", nil); v != 1 {
 		t.Errorf("pibridge_http_auth_failures_total = %v after one wrong token (a missing one is no failure)", v)
 	}
 }
