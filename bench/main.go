@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -115,26 +114,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(o.bridge); err != nil {
-		return fmt.Errorf("bridge binary: %w (run make build first)", err)
-	}
-	scratch, err := os.MkdirTemp("", "pibridge-bench-")
+	m, scratch, cleanup, err := harness.Setup(o.bridge, "bench", args, o.keep, stdout)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Fprintln(stdout, "scratch:", scratch)
-	} else {
-		defer os.RemoveAll(scratch)
-	}
-
+	defer cleanup()
 	pe, err := preparePeers(o)
 	if err != nil {
 		return err
 	}
-	m := harness.DescribeMachine()
-	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(stdout, "command: bench %s\n", strings.Join(args, " "))
 	fmt.Fprintf(stdout, "clock: load generator's time.Now, monotonic (ns) for round trips and injected edges; wall clock only against the reading's ms ts (cross-check)\n\n")
 
 	for _, p := range o.procs {

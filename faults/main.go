@@ -22,7 +22,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -125,21 +124,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(o.bridge); err != nil {
-		return fmt.Errorf("bridge binary: %w (run make build first)", err)
-	}
-	scratch, err := os.MkdirTemp("", "pibridge-faults-")
+	m, scratch, cleanup, err := harness.Setup(o.bridge, "faults", args, o.keep, stdout)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Fprintln(stdout, "scratch:", scratch)
-	} else {
-		defer os.RemoveAll(scratch)
-	}
-	m := harness.DescribeMachine()
-	fmt.Fprintf(stdout, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(stdout, "command: faults %s\n", strings.Join(args, " "))
+	defer cleanup()
 	var pin harness.Pinning
 	if o.pin {
 		pin = harness.PlanPinning(o.procs, m.NCPU)
