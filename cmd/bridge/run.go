@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -44,6 +43,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg, err := loadConfig(o.configPath, getenv)
 	if err != nil {
+		return &configError{err}
+	}
+	// Files the configuration names are checked before anything starts,
+	// by -check too.
+	if err := cfg.HTTP.TLS.Check(); err != nil {
 		return &configError{err}
 	}
 	if o.check {
@@ -149,16 +153,19 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive))
 	mux.Handle("GET /metrics", met.Handler())
 	mux.Handle("/", web.Handler())
+	const readHeaderTimeout = 5 * time.Second
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
+		// The Host check (and, with http.tls, the redirect to https) covers
+		// every route, /healthz and /metrics included.
+		Handler:           live.Protect(mux),
+		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	ln, err := live.Listen(readHeaderTimeout)
 	if err != nil {
 		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
