@@ -65,7 +65,7 @@ type Server struct {
 	limiter             *limiter
 	pending             *pendingSlots
 	certs               *certSource // nil without http.tls
-	helloHead, metaHead []byte // hello and /api/state up to the signals
+	helloHead, metaHead []byte      // hello and /api/state up to the signals
 
 	pass       Passthrough
 	allow      []string
