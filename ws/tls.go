@@ -103,7 +103,8 @@ func (c *certSource) stamp() [2]fileStamp {
 // get is the GetCertificate callback.
 func (c *certSource) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if c.mu.TryLock() {
-		if now := c.now(); now.Sub(c.checked) >= c.every {
+		// A clock set back counts as time passed.
+		if now := c.now(); now.Sub(c.checked) >= c.every || now.Before(c.checked) {
 			c.checked = now
 			c.refresh()
 		}
