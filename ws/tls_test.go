@@ -343,31 +343,6 @@ func TestCheckTLSFiles(t *testing.T) {
 	}
 }
 
-// TestCookieSecureOnlyOverTLS: a login over plain HTTP gets a cookie
-// without Secure even when http.tls is configured (it came in through a
-// proxy, or the redirect was bypassed): Secure over cleartext is a lie.
-func TestCookieSecureOnlyOverTLS(t *testing.T) {
-	ca := testkit.NewCA(t)
-	certFile, keyFile := ca.WriteServerFiles(t, t.TempDir(), 1, "127.0.0.1")
-	h := newHarness(t, setup{config: func(c *Config) {
-		withTokens(c)
-		c.TLS = TLSConfig{CertFile: certFile, KeyFile: keyFile}
-	}, tune: noLimit})
-	r, ck := h.login(t, controlToken, nil)
-	if r.status != http.StatusOK || ck == nil {
-		t.Fatalf("login: %d %s", r.status, r.body)
-	}
-	if ck.Secure {
-		t.Error("a cookie set over plain HTTP is marked Secure")
-	}
-	r = h.post(t, "/api/logout", "", cookieHeader(ck))
-	for _, c := range (&http.Response{Header: r.header}).Cookies() {
-		if c.Secure {
-			t.Error("the logout cookie over plain HTTP is marked Secure")
-		}
-	}
-}
-
 // TestSilentConnectionOnTLSPort: a connection that sends nothing is
 // closed after the first-byte wait, and holds up nobody meanwhile.
 func TestSilentConnectionOnTLSPort(t *testing.T) {
