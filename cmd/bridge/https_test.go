@@ -61,7 +61,7 @@ func TestPanelOverHTTPS(t *testing.T) {
 
 // TestCheckLoadsTheKeyPair: -check (and start) read http.tls's files, so
 // that a wrong path or a key of another certificate is a config error
-// before the bridge claims to serve https.
+// before the bridge claims to serve https; -safe-state does not need them.
 func TestCheckLoadsTheKeyPair(t *testing.T) {
 	ca := testkit.NewCA(t)
 	dir := t.TempDir()
@@ -105,6 +105,11 @@ func TestCheckLoadsTheKeyPair(t *testing.T) {
 				if strings.Contains(stdout.String(), "configuration is valid") {
 					t.Errorf("%v: called valid", args)
 				}
+			}
+			// The outputs' safe state needs the pins only.
+			var stdout, stderr bytes.Buffer
+			if err := run(t.Context(), []string{"-safe-state", "-config", cfg}, envOf(map[string]string{"PIBRIDGE_STATE_DIR": t.TempDir()}), &stdout, &stderr); err != nil {
+				t.Errorf("-safe-state: %v\n%s", err, stderr.String())
 			}
 		})
 	}

@@ -45,18 +45,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return &configError{err}
 	}
-	// Files the configuration names are checked before anything starts,
-	// by -check too.
-	if err := cfg.HTTP.TLS.Check(); err != nil {
-		return &configError{err}
-	}
 	if o.check {
+		if err := checkFiles(cfg); err != nil {
+			return &configError{err}
+		}
 		printTable(stdout, cfg, cfg.GPIO.Signals())
 		fmt.Fprintln(stdout, "\nconfiguration is valid")
 		return nil
 	}
 	if o.safeState {
+		// Pins only: a broken certificate must not keep outputs energised.
 		return driveSafe(cfg, log, stdout)
+	}
+	if err := checkFiles(cfg); err != nil {
+		return &configError{err}
 	}
 	return serve(ctx, cfg, log, getenv, stderr)
 }
