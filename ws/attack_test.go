@@ -90,6 +90,8 @@ func TestAttackMatrix(t *testing.T) {
 	set := `{"type":"set","id":"x","name":"led","value":true}`
 	auth := func(tok string) string { return `{"type":"auth","token":` + jsonString(tok) + `}` }
 	foreign := "http://attacker.example"
+	// The bridge's own host under the other scheme is another origin.
+	otherScheme := "https://" + strings.TrimPrefix(h.ts.URL, "http://")
 	loginCookie := func(t *testing.T, tok string) http.Header {
 		_, ck := h.login(t, tok, nil)
 		if ck == nil {
@@ -124,6 +126,21 @@ func TestAttackMatrix(t *testing.T) {
 		{"origin null", func(t *testing.T) string {
 			return wsAttempt(t, h, dialOpt{header: headers("Origin", "null", "Authorization", "Bearer "+controlToken)}, set)
 		}, "http 403"},
+
+		{"https Origin for the http bridge, /ws with the token", func(t *testing.T) string {
+			return wsAttempt(t, h, dialOpt{header: headers("Origin", otherScheme, "Authorization", "Bearer "+controlToken)}, set)
+		}, "http 403"},
+		{"https Origin for the http bridge, POST /api/signals", func(t *testing.T) string {
+			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Origin", otherScheme, "Authorization", "Bearer "+controlToken))
+		}, "http 403"},
+
+		// Bytes that are not text in a text frame (RFC 6455 §8.1).
+		{"invalid UTF-8 as the auth frame", func(t *testing.T) string {
+			return wsAttempt(t, h, dialOpt{}, "{\"type\":\"auth\",\"token\":\"\xff\xfe\"}", set)
+		}, "close 1007"},
+		{"invalid UTF-8 in a set", func(t *testing.T) string {
+			return wsAttempt(t, h, dialOpt{header: bearer(controlToken)}, "{\"type\":\"set\",\"id\":\"\xc3\",\"name\":\"led\",\"value\":true}")
+		}, "close 1007"},
 
 		// No token, or a wrong one.
 		{"no token, /ws, a set first", func(t *testing.T) string {

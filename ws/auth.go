@@ -288,7 +288,10 @@ func (s *Server) cookie(r *http.Request, value string, maxAge int) *http.Cookie 
 		MaxAge:   maxAge,
 		HttpOnly: true,
 		SameSite: http.SameSiteStrictMode,
-		Secure:   r.TLS != nil || s.cfg.TLS.Enabled(),
+		// Only a cookie set over TLS is marked Secure: one set over plain
+		// HTTP with it would be dropped by the browser, or, worse, sent over
+		// cleartext as if it were protected.
+		Secure: r.TLS != nil,
 	}
 }
 
@@ -500,6 +503,43 @@ func clientAddr(remote string) netip.Addr {
 		}
 	}
 	return a
+}
+
+// ---------------------------------------------------------------- pending
+
+// pendingSlots counts, per address (clientAddr), the connections waiting
+// for their auth frame: one address gets maxPendingAddr of the maxPending
+// slots, so that it cannot hold them all.
+type pendingSlots struct {
+	t *tuning // maxPendingAddr
+
+	mu sync.Mutex
+	m  map[netip.Addr]int
+}
+
+func newPendingSlots(t *tuning) *pendingSlots {
+	return &pendingSlots{t: t, m: make(map[netip.Addr]int)}
+}
+
+// take reserves a slot for addr; false when it holds its share.
+func (p *pendingSlots) take(addr netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[addr] >= p.t.maxPendingAddr {
+		return false
+	}
+	p.m[addr]++
+	return true
+}
+
+func (p *pendingSlots) release(addr netip.Addr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[addr] <= 1 {
+		delete(p.m, addr) // the map holds only addresses with a slot
+		return
+	}
+	p.m[addr]--
 }
 
 // ---------------------------------------------------------------- tokens

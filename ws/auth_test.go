@@ -2,6 +2,7 @@ package ws
 
 import (
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -624,3 +625,93 @@ func TestTokensNeverLogged(t *testing.T) {
 }
 
 type lockedBuffer = testkit.LockedBuffer
+
+// fromAddr dials from another loopback address, as another machine would.
+func fromAddr(ip string) *websocket.Dialer {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: d.DialContext}
+}
+
+// TestPendingAuthPerAddress: one address that opens connections and never
+// authenticates gets its share of the waiting slots, not all of them; a
+// panel on another address still connects with its auth frame.
+func TestPendingAuthPerAddress(t *testing.T) {
+	h := tokenHarness(t, nil)
+	held, refused := 0, 0
+	for range 40 {
+		conn, resp, err := h.dialRaw(dialOpt{})
+		if err != nil {
+			if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("dial: %v %v", err, resp)
+			}
+			refused++
+			continue
+		}
+		defer conn.Close()
+		held++
+	}
+	if held == 0 || held >= h.srv.tune.maxPending {
+		t.Errorf("one address holds %d waiting connections (%d refused), want some but fewer than the %d slots", held, refused, h.srv.tune.maxPending)
+	}
+	h.dial(dialOpt{dialer: fromAddr("127.0.0.2"), auth: controlToken})
+	// The flooding address may still authenticate (its share is full, so
+	// with a credential on the request).
+	h.dial(dialOpt{header: bearer(controlToken)})
+}
+
+// TestUnauthenticatedHoldIsAFailure: a connection that holds a waiting
+// slot until the deadline counts toward the address's slow-down, like a
+// wrong token does; other addresses are not slowed down.
+func TestUnauthenticatedHoldIsAFailure(t *testing.T) {
+	h := newHarness(t, setup{config: withTokens, tune: func(t *tuning) {
+		t.authWait = 100 * time.Millisecond
+		t.freeFailures = 2
+	}})
+	for i := range 3 {
+		conn, _, err := h.dialRaw(dialOpt{})
+		if err != nil {
+			t.Fatalf("hold %d: %v", i, err)
+		}
+		c := &wsClient{t: t, conn: conn}
+		if code := c.closeCode(5 * time.Second); code != closeUnauthorized {
+			t.Fatalf("hold %d ended with %d, want 4401", i, code)
+		}
+		conn.Close()
+	}
+	if n := h.srv.AuthFailures(); n != 3 {
+		t.Errorf("AuthFailures = %d after three holds, want 3", n)
+	}
+	if got := h.dialStatus(nil); got != http.StatusTooManyRequests {
+		t.Errorf("after three holds: %d, want 429", got)
+	}
+	conn, _, err := fromAddr("127.0.0.2").Dial(h.url, bearer(controlToken))
+	if err != nil {
+		t.Fatalf("another address is slowed down too: %v", err)
+	}
+	conn.Close()
+}
+
+// TestCookieSecureOnlyOverTLS: a login over plain HTTP gets a cookie
+// without Secure even when http.tls is configured (it came in through a
+// proxy, or the redirect was bypassed): Secure over cleartext is a lie.
+func TestCookieSecureOnlyOverTLS(t *testing.T) {
+	ca := testkit.NewCA(t)
+	certFile, keyFile := ca.WriteServerFiles(t, t.TempDir(), 1, "127.0.0.1")
+	h := newHarness(t, setup{config: func(c *Config) {
+		withTokens(c)
+		c.TLS = TLSConfig{CertFile: certFile, KeyFile: keyFile}
+	}, tune: noLimit})
+	r, ck := h.login(t, controlToken, nil)
+	if r.status != http.StatusOK || ck == nil {
+		t.Fatalf("login: %d %s", r.status, r.body)
+	}
+	if ck.Secure {
+		t.Error("a cookie set over plain HTTP is marked Secure")
+	}
+	r = h.post(t, "/api/logout", "", cookieHeader(ck))
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
+		if c.Secure {
+			t.Error("the logout cookie over plain HTTP is marked Secure")
+		}
+	}
+}

@@ -20,7 +20,9 @@
 // or — on /ws, where browsers cannot set headers — a first frame
 // {"type":"auth","token":…} (else 401, or close 4401). Wrong tokens are
 // counted per address, which then waits longer and longer (429, close
-// 4429). The read_token sees everything and commands nothing.
+// 4429). The read_token sees everything and commands nothing. Protect
+// puts the Host check in front of every other route too, and with
+// http.tls redirects plain HTTP to https; Listen serves both on one port.
 //
 // The MQTT passthrough (subscribe, unsubscribe, publish) reaches the broker
 // through a Passthrough that cmd/bridge wires in, for topic filters inside

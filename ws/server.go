@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -62,7 +63,9 @@ type Server struct {
 	hostname            string
 	sessions            *sessionStore
 	limiter             *limiter
-	helloHead, metaHead []byte // hello and /api/state up to the signals
+	pending             *pendingSlots
+	certs               *certSource // nil without http.tls
+	helloHead, metaHead []byte      // hello and /api/state up to the signals
 
 	pass       Passthrough
 	allow      []string
@@ -102,6 +105,7 @@ type tuning struct {
 	sendBuffer     int           // SO_SNDBUF of each connection; 0: the kernel's autotuning
 	authWait       time.Duration // for the auth frame of a connection without credentials
 	maxPending     int           // connections not yet authenticated at once
+	maxPendingAddr int           // of which from one address (clientAddr)
 
 	sessionTTL     time.Duration // a login lasts this long
 	maxSessions    int
@@ -149,6 +153,7 @@ func defaultTuning() tuning {
 		sendBuffer:     128 << 10,
 		authWait:       10 * time.Second,
 		maxPending:     32,
+		maxPendingAddr: 8,
 		sessionTTL:     7 * 24 * time.Hour,
 		maxSessions:    256,
 		limiterSize:    1024,
@@ -222,6 +227,14 @@ func New(o Options) (*Server, error) {
 	}
 	s.sessions = newSessionStore(&s.tune)
 	s.limiter = newLimiter(&s.tune)
+	s.pending = newPendingSlots(&s.tune)
+	if cfg.TLS.Enabled() {
+		certs, err := newCertSource(cfg.TLS, o.Logger, time.Now)
+		if err != nil {
+			return nil, err
+		}
+		s.certs = certs
+	}
 	if h := strings.TrimSuffix(strings.ToLower(o.Hostname), "."); h != "" {
 		s.hostname = h
 		s.hosts[h] = true
@@ -387,11 +400,19 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many clients (max_clients is %d)", s.cfg.MaxClients))
 		return
 	}
+	addr := clientAddr(r.RemoteAddr)
 	if adm != admitted {
 		// Connections that have proved nothing yet get a small share, so
-		// that they cannot keep the others out.
+		// that they cannot keep the others out; and one address gets a
+		// share of that, so that it cannot keep other addresses out.
+		if !s.pending.take(addr) {
+			s.nconns.Add(-1)
+			w.Header().Set("Retry-After", "10")
+			writeError(w, http.StatusServiceUnavailable, "too many connections from this address waiting to authenticate")
+			return
+		}
 		if n := s.npending.Add(1); n > int64(s.tune.maxPending) {
-			s.npending.Add(-1)
+			s.releasePending(addr)
 			s.nconns.Add(-1)
 			w.Header().Set("Retry-After", "10")
 			writeError(w, http.StatusServiceUnavailable, "too many connections waiting to authenticate")
@@ -405,7 +426,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		if adm != admitted {
-			s.npending.Add(-1)
+			s.releasePending(addr)
 		}
 		s.nconns.Add(-1)
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
@@ -431,6 +452,12 @@ func (s *Server) track(conn *websocket.Conn, waiting bool) bool {
 	return true
 }
 
+// releasePending gives back the slots an unauthenticated connection took.
+func (s *Server) releasePending(addr netip.Addr) {
+	s.npending.Add(-1)
+	s.pending.release(addr)
+}
+
 // authenticated marks a connection as past its auth frame.
 func (s *Server) authenticated(conn *websocket.Conn) {
 	s.connMu.Lock()
@@ -447,12 +474,12 @@ func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remo
 	switch adm {
 	case admitStale:
 		s.reject(conn, closeUnauthorized, "session expired or unknown: log in again")
-		s.npending.Add(-1)
+		s.releasePending(clientAddr(remote))
 	case admitFrame:
 		var authMsg message
 		var ok bool
 		acc, authMsg, ok = s.awaitAuth(conn, remote)
-		s.npending.Add(-1)
+		s.releasePending(clientAddr(remote))
 		if ok {
 			s.authenticated(conn)
 			c = s.join(conn, acc, remote, authMsg.id)
@@ -511,6 +538,7 @@ func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m m
 		s.reject(conn, websocket.CloseGoingAway, "going away")
 		return acc, m, false
 	}
+	addr := clientAddr(remote)
 	mt, data, err := conn.ReadMessage()
 	if err != nil {
 		var ne net.Error
@@ -520,18 +548,26 @@ func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m m
 		case errors.Is(err, websocket.ErrReadLimit):
 			drainAndClose(conn.NetConn(), s.tune.closeGrace) // gorilla has sent 1009
 		case errors.As(err, &ne) && ne.Timeout():
+			// Holding a slot until the deadline is as good as a wrong
+			// token: it counts toward the address's slow-down.
+			s.authFailed(addr)
 			s.reject(conn, closeUnauthorized, fmt.Sprintf("authentication required: no auth message within %s", s.tune.authWait))
 		default:
 			conn.Close() // the client left or broke the protocol
 		}
 		return acc, m, false
 	}
+	if mt == websocket.TextMessage && !utf8.Valid(data) {
+		s.authFailed(addr)
+		s.reject(conn, websocket.CloseInvalidFramePayloadData, "invalid UTF-8 in a text frame")
+		return acc, m, false
+	}
 	m, derr := decodeMessage(mt, data)
 	if derr != nil || m.typ != msgAuth {
+		s.authFailed(addr)
 		s.reject(conn, closeUnauthorized, `authentication required: send {"type":"auth","token":"…"} first`)
 		return acc, m, false
 	}
-	addr := clientAddr(remote)
 	if wait := s.limiter.wait(addr, s.tune.now()); wait > 0 {
 		s.reject(conn, closeTooManyAttempts, fmt.Sprintf("too many failed attempts: retry in %ds", int((wait+time.Second-1)/time.Second)))
 		return acc, m, false
@@ -612,8 +648,10 @@ func (s *Server) hostAllowed(hostport string) bool {
 }
 
 // originAllowed accepts requests without Origin (non-browser clients), and
-// browser requests from the page's own host or from allowed_origins.
-// It is the Upgrader's CheckOrigin too, so it never accepts everything.
+// browser requests from the page's own origin — the scheme the request
+// came with (https over TLS) and its Host — or from allowed_origins, each
+// compared as a whole origin. It is the Upgrader's CheckOrigin too, so it
+// never accepts everything.
 func (s *Server) originAllowed(r *http.Request) bool {
 	v := r.Header["Origin"]
 	if len(v) == 0 {
@@ -623,10 +661,45 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	if err != nil || u.Host == "" { // includes "null" (sandboxed frames, file://)
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if strings.EqualFold(u.Scheme, requestScheme(r)) && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
 	return s.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
+}
+
+// requestScheme is the scheme of the request's own origin.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// Protect guards every route of the bridge's HTTP server, not only /ws and
+// /api/*: a Host the bridge does not answer to gets 421 (a page that
+// rebinds its DNS name to a loopback-only bridge could otherwise read the
+// panel, /healthz and /metrics); and with http.tls set, a plain HTTP
+// request is sent to https — a redirect for GET and HEAD, which is what a
+// browser typing the address without a scheme does, and 400 for the rest,
+// so that a client posting tokens learns to stop rather than being sent on.
+func (s *Server) Protect(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.hostAllowed(r.Host) {
+			writeError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
+			return
+		}
+		if s.certs != nil && r.TLS == nil {
+			w.Header().Set("Connection", "close")
+			target := "https://" + r.Host + r.URL.RequestURI()
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				writeError(w, http.StatusBadRequest, "this port speaks HTTPS: use "+target)
+				return
+			}
+			http.Redirect(w, r, target, http.StatusPermanentRedirect)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // errReadOnly refuses commands from a client holding the read token.

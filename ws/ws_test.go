@@ -778,7 +778,7 @@ func TestMalformedFlood(t *testing.T) {
 	c := h.dial(dialOpt{})
 	bad := []string{
 		`{"type":"set",`, `not json`, `[]`, `null`, `{"type":7}`, `{"type":"warp"}`,
-		`{"id":{"x":1}}`, `{"type":"set","name":"led"}`, "\xff\xfe\xfd", strings.Repeat("[", 5000),
+		`{"id":{"x":1}}`, `{"type":"set","name":"led"}`, `"\ufffd"`, strings.Repeat("[", 5000),
 		`{"type":"subscribe","topics":"x"}`, `{"type":"pulse","name":"relay","for":500}`,
 	}
 	errorsSeen := make(chan int, 1)

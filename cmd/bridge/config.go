@@ -153,6 +153,12 @@ func (c *Config) validate(p *pibridge.Problems) {
 	p.Add("", c.GPIO.Validate())
 }
 
+// checkFiles reads the files the configuration names, as -check and the
+// start both do before anything listens (Validate does no I/O).
+func checkFiles(c *Config) error {
+	return c.HTTP.TLS.Check()
+}
+
 // defaultStateDir follows SPEC §3: /var/lib/pibridge where writable, else
 // the XDG state directory.
 func defaultStateDir(getenv func(string) string) string {

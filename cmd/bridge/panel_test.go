@@ -8,6 +8,7 @@ import (
 	"image"
 	_ "image/png"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -39,6 +40,13 @@ import (
 // extra flags (-config). It is stopped when owner ends: t itself, or the
 // parent test when a subtest starts it.
 func panelBridge(t, owner *testing.T, httpAddr, mqttAddr, stateDir string, args ...string) *bridgeUnderTest {
+	t.Helper()
+	return panelBridgeVia(t, owner, http.DefaultClient, "http://"+httpAddr, httpAddr, mqttAddr, stateDir, args...)
+}
+
+// panelBridgeVia is panelBridge for a bridge that client reaches at base
+// (https://… with http.tls set).
+func panelBridgeVia(t, owner *testing.T, client *http.Client, base, httpAddr, mqttAddr, stateDir string, args ...string) *bridgeUnderTest {
 	t.Helper()
 	b := &bridgeUnderTest{http: httpAddr, mqtt: mqttAddr, done: make(chan error, 1), logs: &syncBuffer{}}
 	env := map[string]string{
@@ -76,7 +84,7 @@ func panelBridge(t, owner *testing.T, httpAddr, mqttAddr, stateDir string, args 
 		}
 	})
 	eventually(t, 10*time.Second, "/healthz never reported MQTT connected", func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		resp, err := client.Get(base + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -106,6 +114,12 @@ func panelHalt(t *testing.T, b *bridgeUnderTest) {
 // panelConfig writes the demo configuration with http tokens set, for -config.
 func panelConfig(t *testing.T, token, readToken string) string {
 	t.Helper()
+	return panelConfigWith(t, map[string]any{"token": token, "read_token": readToken})
+}
+
+// panelConfigWith writes the demo configuration with these http keys set.
+func panelConfigWith(t *testing.T, httpKeys map[string]any) string {
+	t.Helper()
 	var cfg map[string]any
 	if err := yaml.Unmarshal(demoYAML, &cfg); err != nil {
 		t.Fatal(err)
@@ -115,8 +129,7 @@ func panelConfig(t *testing.T, token, readToken string) string {
 		httpSection = map[string]any{}
 		cfg["http"] = httpSection
 	}
-	httpSection["token"] = token
-	httpSection["read_token"] = readToken
+	maps.Copy(httpSection, httpKeys)
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)

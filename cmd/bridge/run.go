@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"time"
@@ -47,12 +46,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return &configError{err}
 	}
 	if o.check {
+		if err := checkFiles(cfg); err != nil {
+			return &configError{err}
+		}
 		printTable(stdout, cfg, cfg.GPIO.Signals())
 		fmt.Fprintln(stdout, "\nconfiguration is valid")
 		return nil
 	}
 	if o.safeState {
+		// Pins only: a broken certificate must not keep outputs energised.
 		return driveSafe(cfg, log, stdout)
+	}
+	if err := checkFiles(cfg); err != nil {
+		return &configError{err}
 	}
 	return serve(ctx, cfg, log, getenv, stderr)
 }
@@ -149,16 +155,19 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive))
 	mux.Handle("GET /metrics", met.Handler())
 	mux.Handle("/", web.Handler())
+	const readHeaderTimeout = 5 * time.Second
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
+		// The Host check (and, with http.tls, the redirect to https) covers
+		// every route, /healthz and /metrics included.
+		Handler:           live.Protect(mux),
+		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	ln, err := live.Listen(readHeaderTimeout)
 	if err != nil {
 		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}

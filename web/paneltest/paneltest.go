@@ -62,12 +62,19 @@ type Browser struct {
 // ends. The problems it saw are reported then, as test errors.
 func Start(t testing.TB, timeout time.Duration) *Browser {
 	t.Helper()
+	return StartWith(t, timeout, nil)
+}
+
+// StartWith is Start with extra Chromium command-line flags, such as
+// {"ignore-certificate-errors-spki-list": hash} to trust a test's CA.
+func StartWith(t testing.TB, timeout time.Duration, flags map[string]any) *Browser {
+	t.Helper()
 	if _, err := os.Stat(Chromium); err != nil {
 		t.Fatalf("%s not found: install chromium (apt-get install chromium)", Chromium)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(Chromium),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -81,7 +88,11 @@ func Start(t testing.TB, timeout time.Duration) *Browser {
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.Flag("force-color-profile", "srgb"),
 		chromedp.Flag("hide-scrollbars", true),
-	)
+	}
+	for k, v := range flags {
+		opts = append(opts, chromedp.Flag(k, v))
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	t.Cleanup(cancelAlloc)
 	ctx, cancelBrowser := chromedp.NewContext(alloc)
 	t.Cleanup(cancelBrowser)
