@@ -27,6 +27,7 @@ const (
 	DefaultQoS            = 1
 	DefaultQueueMax       = 100000
 	DefaultHAPrefix       = "homeassistant"
+	DefaultHAStatusTopic  = "homeassistant/status"
 
 	// MaxQueueMax bounds queue_max while the outbox lives in memory
 	// (about 100 bytes a reading).
@@ -68,10 +69,19 @@ type TLSConfig struct {
 
 func (t TLSConfig) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
-// HomeAssistant configures MQTT discovery.
+// HomeAssistant configures MQTT discovery (README "Home Assistant").
 type HomeAssistant struct {
 	Discovery *bool  `yaml:"discovery"` // nil until Defaults: default on
 	Prefix    string `yaml:"prefix"`
+	// StatusTopic is where Home Assistant announces itself (its birth
+	// message): its own setting, not derived from the discovery prefix.
+	StatusTopic string `yaml:"status_topic"`
+	// PerEntity publishes one config per entity, for Home Assistant
+	// before 2024.11, instead of one device config.
+	PerEntity bool `yaml:"per_entity"`
+	// ConfigurationURL is the device's link in Home Assistant; default
+	// the panel's address.
+	ConfigurationURL string `yaml:"configuration_url"`
 }
 
 // Brokers is the broker list. In YAML it is one string or a list of strings.
@@ -125,6 +135,9 @@ func (c *Config) Defaults(deviceID string) {
 	}
 	if c.HomeAssistant.Prefix == "" {
 		c.HomeAssistant.Prefix = DefaultHAPrefix
+	}
+	if c.HomeAssistant.StatusTopic == "" {
+		c.HomeAssistant.StatusTopic = DefaultHAStatusTopic
 	}
 }
 
@@ -246,6 +259,14 @@ func (c *Config) Validate() error {
 	if c.discovery() {
 		if err := validatePrefix(c.HomeAssistant.Prefix); err != nil {
 			p.Addf("homeassistant.prefix", "%v", err)
+		}
+		if err := ValidateTopic(c.HomeAssistant.StatusTopic); err != nil {
+			p.Addf("homeassistant.status_topic", "%v", err)
+		}
+		if u := c.HomeAssistant.ConfigurationURL; u != "" {
+			if pu, err := url.Parse(u); err != nil || pu.Scheme == "" || pu.Host == "" {
+				p.Addf("homeassistant.configuration_url", "%q: want an absolute URL such as http://pi.local:8080/", u)
+			}
 		}
 	}
 	for i, f := range c.BridgeAllow {
