@@ -134,6 +134,7 @@ type Client struct {
 	stale      func(string) bool
 	panelURL   func() string
 	avail      availability  // sessionLoop's
+	homie      *homie        // nil unless homie.enabled
 	wake       chan struct{} // a reading was appended to the outbox
 	lost       chan struct{} // paho lost the connection
 	sessions   chan struct{} // a connection is ready: publish online, meta, discovery
@@ -218,6 +219,11 @@ func newClient(o Options, tm timing) (*Client, error) {
 	opts, err := c.pahoOptions()
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	if cfg.Homie.Enabled {
+		if c.homie, err = newHomie(c, o.StateDir); err != nil {
+			return nil, fmt.Errorf("mqtt: %w", err)
+		}
 	}
 	switch {
 	case c.outbox != nil:
@@ -407,6 +413,10 @@ func (c *Client) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); c.sessionLoop(ctx) }()
 	go func() { defer wg.Done(); c.commandLoop(ctx) }()
 	go func() { defer wg.Done(); (&publisher{c: c}).run(ctx) }()
+	if c.homie != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.homie.run(ctx) }()
+	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
 

@@ -28,6 +28,7 @@ const (
 	DefaultQueueMax       = 100000
 	DefaultHAPrefix       = "homeassistant"
 	DefaultHAStatusTopic  = "homeassistant/status"
+	DefaultHomiePrefix    = "homie"
 
 	// MaxQueueMax bounds queue_max while the outbox lives in memory
 	// (about 100 bytes a reading).
@@ -51,6 +52,7 @@ type Config struct {
 	QoS            *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
 	QueueMax       int           `yaml:"queue_max"`
 	HomeAssistant  HomeAssistant `yaml:"homeassistant"`
+	Homie          Homie         `yaml:"homie"`
 	// BridgeAllow are the topic filters browsers may subscribe and publish
 	// to through the WebSocket (SPEC §5).
 	BridgeAllow []string `yaml:"bridge_allow"`
@@ -82,6 +84,13 @@ type HomeAssistant struct {
 	// ConfigurationURL is the device's link in Home Assistant; default
 	// the panel's address.
 	ConfigurationURL string `yaml:"configuration_url"`
+}
+
+// Homie turns on the Homie v5 convention (README "Homie").
+type Homie struct {
+	Enabled bool `yaml:"enabled"`
+	// Prefix is the Homie domain: topics are <prefix>/5/<device>/….
+	Prefix string `yaml:"prefix"`
 }
 
 // Brokers is the broker list. In YAML it is one string or a list of strings.
@@ -138,6 +147,9 @@ func (c *Config) Defaults(deviceID string) {
 	}
 	if c.HomeAssistant.StatusTopic == "" {
 		c.HomeAssistant.StatusTopic = DefaultHAStatusTopic
+	}
+	if c.Homie.Prefix == "" {
+		c.Homie.Prefix = DefaultHomiePrefix
 	}
 }
 
@@ -268,6 +280,9 @@ func (c *Config) Validate() error {
 				p.Addf("homeassistant.configuration_url", "%q: want an absolute URL such as http://pi.local:8080/", u)
 			}
 		}
+	}
+	if c.Homie.Enabled && !homieIDOK(c.Homie.Prefix) {
+		p.Addf("homie.prefix", "%q: must be one topic level of a-z, 0-9 and - (Homie's ID format)", c.Homie.Prefix)
 	}
 	for i, f := range c.BridgeAllow {
 		if err := ValidateFilter(f); err != nil {
