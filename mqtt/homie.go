@@ -482,3 +482,20 @@ func (h *homie) handleSet(ctx context.Context, in inbound) {
 		h.publishPending(ctx)
 	}
 }
+
+// ValidateSignals checks what the section asks of the signal table: with
+// Homie on, a device ID in Homie's format and no two signals on one Homie
+// property. -check and the start both run it.
+func (c *Config) ValidateSignals(deviceID string, signals []pibridge.Signal) error {
+	if !c.Homie.Enabled {
+		return nil
+	}
+	var p pibridge.Problems
+	if !homieIDOK(homieID(deviceID)) {
+		p.Addf("homie", "device id %q is not a Homie ID ([a-z0-9-])", deviceID)
+	}
+	if _, err := homieProps("", signals); err != nil {
+		p.Add("homie", err)
+	}
+	return p.Err()
+}
