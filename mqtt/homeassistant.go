@@ -376,7 +376,7 @@ func (c *Client) discover(ctx context.Context) {
 	}
 	plan, current := c.discoveryPlan(old)
 	c.haCurrent = current
-	if bytes.Equal(plan[0][0].payload, migrateMarker) {
+	if len(plan) > 1 && bytes.Equal(plan[0][0].payload, migrateMarker) {
 		c.log.Info("moving Home Assistant entities to another discovery form; their ids and settings stay",
 			"per_entity", c.cfg.HomeAssistant.PerEntity, "configs", len(plan[0]))
 	}
@@ -455,8 +455,10 @@ func (c *Client) collectRetained(ctx context.Context) (old retainedConfigs, ok b
 				drop = append(drop, f)
 			}
 		}
-		if err := await(ctx, c.paho.Unsubscribe(drop...), c.tm.writeTimeout); err != nil && ctx.Err() == nil {
-			c.log.Debug("unsubscribing from discovery configs", "err", err)
+		if len(drop) > 0 {
+			if err := await(ctx, c.paho.Unsubscribe(drop...), c.tm.writeTimeout); err != nil && ctx.Err() == nil {
+				c.log.Debug("unsubscribing from discovery configs", "err", err)
+			}
 		}
 		for {
 			select {
