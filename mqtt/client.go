@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -31,6 +32,16 @@ type Options struct {
 	Outbox Outbox
 	// StateDir is the bridge's state_dir (SPEC §3).
 	StateDir string
+	// Stale reports whether a sensor signal's sensor keeps failing; its
+	// availability topic then says offline. Nil: never stale.
+	Stale func(signal string) bool
+	// Host is the root file system, read for the board model and serial
+	// number shown in Home Assistant; nil is the real one.
+	Host fs.FS
+	// PanelURL is the panel's address without credentials, the device's
+	// link in Home Assistant unless homeassistant.configuration_url says
+	// otherwise; asked when discovery is published. Nil or "": no link.
+	PanelURL func() string
 }
 
 // Stats are the client's counters, for /metrics.
@@ -70,6 +81,7 @@ type timing struct {
 	shutdown       time.Duration // Run's bound for offline and in-flight after ctx ends
 	haDelayMin     time.Duration // pause before answering Home Assistant's birth message…
 	haDelayMax     time.Duration // …random between the two
+	availEvery     time.Duration // how often sensor availability is checked
 }
 
 var defaultTiming = timing{
@@ -98,6 +110,9 @@ var defaultTiming = timing{
 	shutdown:   2 * time.Second,
 	haDelayMin: time.Second,
 	haDelayMax: 5 * time.Second,
+	// A sensor goes stale after several failed reads with backoff: a
+	// second's delay in saying so is nothing.
+	availEvery: time.Second,
 }
 
 // Client publishes the core's readings and takes commands over MQTT.
@@ -112,18 +127,24 @@ type Client struct {
 	paho   paho.Client
 	outbox Outbox
 
-	haStatus  string        // <ha prefix>/status, "" without discovery
-	discovery []haConfig    // Home Assistant discovery, built once
-	wake      chan struct{} // a reading was appended to the outbox
-	lost      chan struct{} // paho lost the connection
-	sessions  chan struct{} // a connection is ready: publish online, meta, discovery
-	statesReq chan struct{} // publish the current state of every signal
-	haOnline  chan struct{} // Home Assistant restarted
-	inbox     chan inbound  // messages from paho's handler to the command worker
-	sweep     chan inbound  // discovery configs seen while sweepDiscovery runs
-	sweeping  atomic.Bool
-	sweepLost atomic.Bool // sweep was full: a config was not seen
-	gate      *gate       // open while connected and paho's resend is done
+	haStatus   string     // Home Assistant's status topic, "" without discovery
+	haEntities []haItem   // one per signal, built once
+	haCurrent  []haConfig // the discovery configs in force; sessionLoop's
+	host       hostInfo
+	stale      func(string) bool
+	panelURL   func() string
+	avail      availability  // sessionLoop's
+	homie      *homie        // nil unless homie.enabled
+	wake       chan struct{} // a reading was appended to the outbox
+	lost       chan struct{} // paho lost the connection
+	sessions   chan struct{} // a connection is ready: publish online, meta, discovery
+	statesReq  chan struct{} // publish the current state of every signal
+	haOnline   chan struct{} // Home Assistant restarted
+	inbox      chan inbound  // messages from paho's handler to the command worker
+	sweep      chan inbound  // discovery configs seen while collectRetained runs
+	sweeping   atomic.Bool
+	sweepLost  atomic.Bool // sweep was full: a config was not seen
+	gate       *gate       // open while connected and paho's resend is done
 	// pubMu keeps publishes out of a Connect in progress: paho resends
 	// what is stored while it connects, and a publish racing with that
 	// goes out twice (see connectLoop).
@@ -187,14 +208,22 @@ func newClient(o Options, tm timing) (*Client, error) {
 		inbox:     make(chan inbound, inboxSize),
 		sweep:     make(chan inbound, 512),
 		gate:      newGate(),
+		stale:     o.Stale,
+		panelURL:  o.PanelURL,
 	}
 	if cfg.discovery() {
-		c.haStatus = cfg.HomeAssistant.Prefix + "/status"
-		c.discovery = c.discoveryConfigs()
+		c.haStatus = cfg.HomeAssistant.StatusTopic
+		c.host = readHostInfo(o.Host)
+		c.haEntities = c.haItems()
 	}
 	opts, err := c.pahoOptions()
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
+	}
+	if cfg.Homie.Enabled {
+		if c.homie, err = newHomie(c, o.StateDir); err != nil {
+			return nil, fmt.Errorf("mqtt: %w", err)
+		}
 	}
 	switch {
 	case c.outbox != nil:
@@ -214,7 +243,15 @@ func newClient(o Options, tm timing) (*Client, error) {
 	if c.qos == 0 {
 		log.Warn("qos 0: readings published while the connection drops are lost without notice")
 	}
-	_, c.unsubscribe = o.Core.Subscribe(subscriber{c})
+	var snapshot []pibridge.Reading
+	snapshot, c.unsubscribe = o.Core.Subscribe(subscriber{c})
+	// Readings from before go out as states, not through the outbox:
+	// counted as delivered, as far as ackedUpTo is concerned.
+	for _, r := range snapshot {
+		if r.Seq > c.lastSeq.Load() {
+			c.lastSeq.Store(r.Seq)
+		}
+	}
 	return c, nil
 }
 
@@ -376,6 +413,10 @@ func (c *Client) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); c.sessionLoop(ctx) }()
 	go func() { defer wg.Done(); c.commandLoop(ctx) }()
 	go func() { defer wg.Done(); (&publisher{c: c}).run(ctx) }()
+	if c.homie != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.homie.run(ctx) }()
+	}
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()
 

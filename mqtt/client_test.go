@@ -31,8 +31,13 @@ func TestClient(t *testing.T) {
 		{"commands keep their order", testCommandOrder},
 		{"outage: queued readings arrive in order", testOutage},
 		{"queue_max drops the oldest", testQueueOverflow},
-		{"home assistant discovery", testHomeAssistant},
-		{"home assistant: removed entities", testHomeAssistantRemoved},
+		{"home assistant per-entity discovery", testHomeAssistant},
+		{"home assistant per-entity: removed entities", testHomeAssistantRemoved},
+		{"home assistant device config", testHADeviceConfig},
+		{"home assistant migration", testHAMigration},
+		{"home assistant removed component", testHARemovedComponent},
+		{"home assistant back to per-entity", testHARollback},
+		{"home assistant restart: stale and stopped", testHARestartStale},
 		{"stopping sends what is queued, then offline", testStopFlushes},
 	}
 	for _, kind := range brokerKinds {
@@ -86,7 +91,7 @@ func isReadingTopic(topic string) bool {
 	case "status", "meta", "ack":
 		return false
 	}
-	return !strings.HasSuffix(rest, "/set") && !strings.HasSuffix(rest, "/pulse")
+	return !strings.HasSuffix(rest, "/set") && !strings.HasSuffix(rest, "/pulse") && !strings.HasSuffix(rest, "/available")
 }
 
 func readingSeqs(t *testing.T, ms []msg) []uint64 {
@@ -491,13 +496,13 @@ func discoveryConfigs(ms []msg) []msg {
 	return out
 }
 
-// testHomeAssistant checks every discovery config field by field, and the
-// answer to Home Assistant's birth message.
+// testHomeAssistant checks every per-entity discovery config field by
+// field, and the answer to Home Assistant's birth message.
 func testHomeAssistant(t *testing.T, addr string) {
 	core, _ := newCore(t)
 	core.Emit("cpu", pibridge.Number(41), time.Time{})
 	w := watch(t, addr, "homeassistant/#", base+"/cpu")
-	startClient(t, core, "tcp://"+addr, nil)
+	startClient(t, core, "tcp://"+addr, perEntity)
 	ms := discoveryConfigs(w.waitFor("discovery", func(ms []msg) bool { return len(discoveryConfigs(ms)) == len(testSignals) }))
 	got := map[string]map[string]any{}
 	for _, m := range ms {
@@ -510,14 +515,12 @@ func testHomeAssistant(t *testing.T, addr string) {
 	}
 	common := func(name, object, state string) map[string]any {
 		return map[string]any{
-			"name":                  name,
-			"unique_id":             "pibridge_dev1_" + object,
-			"state_topic":           "pibridge/dev1/" + state,
-			"value_template":        "{{ value_json.value }}",
-			"availability_topic":    "pibridge/dev1/status",
-			"payload_available":     "online",
-			"payload_not_available": "offline",
-			"qos":                   1.0,
+			"name":           name,
+			"unique_id":      "pibridge_dev1_" + object,
+			"state_topic":    "pibridge/dev1/" + state,
+			"value_template": "{{ value_json.value }}",
+			"availability":   []any{map[string]any{"topic": "pibridge/dev1/status"}},
+			"qos":            1.0,
 			"device": map[string]any{"identifiers": []any{"pibridge_dev1"}, "name": "Test Pi",
 				"model": "pibridge", "manufacturer": "pibridge", "sw_version": "1.2.3"},
 			"origin": map[string]any{"name": "pibridge", "sw_version": "1.2.3"},
@@ -537,7 +540,8 @@ func testHomeAssistant(t *testing.T, addr string) {
 	}
 	sensorOf := func(name, object, state, class, unit string) map[string]any {
 		return with(common(name, object, state), "device_class", class, "unit_of_measurement", unit,
-			"state_class", "measurement", "expire_after", 900.0)
+			"state_class", "measurement", "availability_mode", "all",
+			"availability", []any{map[string]any{"topic": "pibridge/dev1/status"}, map[string]any{"topic": "pibridge/dev1/" + state + "/available"}})
 	}
 	want := map[string]map[string]any{
 		"homeassistant/binary_sensor/dev1/door/config": with(common("door", "door", "door"),
@@ -605,7 +609,7 @@ func testHomeAssistantRemoved(t *testing.T, addr string) {
 	w.sync()
 
 	core, _ := newCore(t)
-	startClient(t, core, "tcp://"+addr, nil)
+	startClient(t, core, "tcp://"+addr, perEntity)
 	w.waitFor("the old configs emptied", func(ms []msg) bool {
 		cleared := 0
 		for _, m := range ms {

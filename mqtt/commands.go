@@ -33,7 +33,7 @@ type inbound struct {
 // publish (paho #453): it copies the message into the inbox or drops it.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	bridged := c.deliverBridge(m)
-	if c.sweeping.Load() && TopicMatches(c.sweepFilter(), m.Topic()) {
+	if c.sweeping.Load() && c.inSweep(m.Topic()) {
 		c.toSweep(m)
 		return
 	}

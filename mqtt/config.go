@@ -27,6 +27,8 @@ const (
 	DefaultQoS            = 1
 	DefaultQueueMax       = 100000
 	DefaultHAPrefix       = "homeassistant"
+	DefaultHAStatusTopic  = "homeassistant/status"
+	DefaultHomiePrefix    = "homie"
 
 	// MaxQueueMax bounds queue_max while the outbox lives in memory
 	// (about 100 bytes a reading).
@@ -50,6 +52,7 @@ type Config struct {
 	QoS            *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
 	QueueMax       int           `yaml:"queue_max"`
 	HomeAssistant  HomeAssistant `yaml:"homeassistant"`
+	Homie          Homie         `yaml:"homie"`
 	// BridgeAllow are the topic filters browsers may subscribe and publish
 	// to through the WebSocket (SPEC §5).
 	BridgeAllow []string `yaml:"bridge_allow"`
@@ -68,10 +71,26 @@ type TLSConfig struct {
 
 func (t TLSConfig) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
-// HomeAssistant configures MQTT discovery.
+// HomeAssistant configures MQTT discovery (README "Home Assistant").
 type HomeAssistant struct {
 	Discovery *bool  `yaml:"discovery"` // nil until Defaults: default on
 	Prefix    string `yaml:"prefix"`
+	// StatusTopic is where Home Assistant announces itself (its birth
+	// message): its own setting, not derived from the discovery prefix.
+	StatusTopic string `yaml:"status_topic"`
+	// PerEntity publishes one config per entity, for Home Assistant
+	// before 2024.11, instead of one device config.
+	PerEntity bool `yaml:"per_entity"`
+	// ConfigurationURL is the device's link in Home Assistant; default
+	// the panel's address.
+	ConfigurationURL string `yaml:"configuration_url"`
+}
+
+// Homie turns on the Homie v5 convention (README "Homie").
+type Homie struct {
+	Enabled bool `yaml:"enabled"`
+	// Prefix is the Homie domain: topics are <prefix>/5/<device>/….
+	Prefix string `yaml:"prefix"`
 }
 
 // Brokers is the broker list. In YAML it is one string or a list of strings.
@@ -125,6 +144,12 @@ func (c *Config) Defaults(deviceID string) {
 	}
 	if c.HomeAssistant.Prefix == "" {
 		c.HomeAssistant.Prefix = DefaultHAPrefix
+	}
+	if c.HomeAssistant.StatusTopic == "" {
+		c.HomeAssistant.StatusTopic = DefaultHAStatusTopic
+	}
+	if c.Homie.Prefix == "" {
+		c.Homie.Prefix = DefaultHomiePrefix
 	}
 }
 
@@ -247,6 +272,17 @@ func (c *Config) Validate() error {
 		if err := validatePrefix(c.HomeAssistant.Prefix); err != nil {
 			p.Addf("homeassistant.prefix", "%v", err)
 		}
+		if err := ValidateTopic(c.HomeAssistant.StatusTopic); err != nil {
+			p.Addf("homeassistant.status_topic", "%v", err)
+		}
+		if u := c.HomeAssistant.ConfigurationURL; u != "" {
+			if pu, err := url.Parse(u); err != nil || pu.Scheme == "" || pu.Host == "" {
+				p.Addf("homeassistant.configuration_url", "%q: want an absolute URL such as http://pi.local:8080/", u)
+			}
+		}
+	}
+	if c.Homie.Enabled && !homieIDOK(c.Homie.Prefix) {
+		p.Addf("homie.prefix", "%q: must be one topic level of a-z, 0-9 and - (Homie's ID format)", c.Homie.Prefix)
 	}
 	for i, f := range c.BridgeAllow {
 		if err := ValidateFilter(f); err != nil {

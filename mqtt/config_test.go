@@ -80,7 +80,8 @@ func TestConfigDefaults(t *testing.T) {
 		TopicPrefix:    "pibridge",
 		QoS:            intp(1),
 		QueueMax:       100000,
-		HomeAssistant:  HomeAssistant{Discovery: boolp(true), Prefix: "homeassistant"},
+		HomeAssistant:  HomeAssistant{Discovery: boolp(true), Prefix: "homeassistant", StatusTopic: "homeassistant/status"},
+		Homie:          Homie{Prefix: "homie"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got  %+v\n want %+v", c, want)
@@ -134,6 +135,10 @@ func TestConfigValidate(t *testing.T) {
 		{"prefix nested", func(c *Config) { c.TopicPrefix = "site/greenhouse" }, nil},
 		{"prefix empty", func(c *Config) { c.TopicPrefix = "" }, []string{`topic_prefix: must not be empty`}},
 		{"ha prefix", func(c *Config) { c.HomeAssistant.Prefix = "ha/#" }, []string{`homeassistant.prefix: "ha/#": must not contain + or #`}},
+		{"ha status topic", func(c *Config) { c.HomeAssistant.StatusTopic = "ha/+/status" }, []string{`homeassistant.status_topic: "ha/+/status": must not contain + or #`}},
+		{"ha configuration url", func(c *Config) { c.HomeAssistant.ConfigurationURL = "pi.local:8080" }, []string{`homeassistant.configuration_url: "pi.local:8080": want an absolute URL such as http://pi.local:8080/`}},
+		{"homie prefix", func(c *Config) { c.Homie = Homie{Enabled: true, Prefix: "Homie/x"} }, []string{`homie.prefix: "Homie/x": must be one topic level of a-z, 0-9 and - (Homie's ID format)`}},
+		{"homie prefix, homie off", func(c *Config) { c.Homie.Prefix = "Homie/x" }, nil},
 		{"ha prefix, discovery off", func(c *Config) { c.HomeAssistant.Prefix = "ha/#"; c.HomeAssistant.Discovery = boolp(false) }, nil},
 		{"bridge_allow", func(c *Config) { c.BridgeAllow = []string{"home/+/temp", "#", "a/#/b", "a/b+", "", "$SYS/#"} }, []string{
 			`bridge_allow[2]: "a/#/b": # must be alone in the last level`,

@@ -123,11 +123,13 @@ func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 // discovery, so that `online` means commands are being listened to. (It
 // subscribes here rather than in paho's OnConnect handler, which runs
 // while paho is still resending and could not order `online` after the
-// SUBACK.) It also answers Home Assistant's birth message. The publisher
-// sends the states.
+// SUBACK.) It also answers Home Assistant's birth message and keeps the
+// sensors' availability topics current. The publisher sends the states.
 func (c *Client) sessionLoop(ctx context.Context) {
 	var haTimer *time.Timer
 	var haDue <-chan time.Time
+	avail := time.NewTicker(c.tm.availEvery)
+	defer avail.Stop()
 	defer func() {
 		if haTimer != nil {
 			haTimer.Stop()
@@ -139,15 +141,16 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			return
 		case <-c.sessions:
 			c.subscribe(ctx)
-			toks := []paho.Token{
+			c.awaitAll(ctx, []paho.Token{
 				c.publish(c.topics.status, 1, true, "online"),
 				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals())),
+			}, "online and meta")
+			if c.haStatus != "" {
+				c.discover(ctx)
 			}
-			toks = append(toks, c.publishDiscovery()...)
-			c.awaitAll(ctx, toks, "online, meta and discovery")
-			if c.sweeping.Load() {
-				c.sweepDiscovery(ctx)
-			}
+			c.publishAvailability(ctx, true)
+		case <-avail.C:
+			c.publishAvailability(ctx, false)
 		case <-c.haOnline:
 			if haDue == nil {
 				haTimer = time.NewTimer(c.haDelay())
@@ -170,8 +173,10 @@ func (c *Client) subscribe(ctx context.Context) {
 	filters := map[string]byte{c.topics.set: 0, c.topics.pulse: 0, c.topics.setQuantity: 0, c.topics.pulseQuantity: 0}
 	if c.haStatus != "" {
 		filters[c.haStatus] = 0
-		// For sweepDiscovery, which unsubscribes when done.
-		filters[c.sweepFilter()] = 0
+		// For collectRetained, which unsubscribes when done.
+		for _, f := range c.sweepFilters() {
+			filters[f] = 0
+		}
 		c.sweeping.Store(true)
 	}
 	for _, f := range c.bridgeFilters() {
@@ -198,16 +203,19 @@ func (c *Client) checkSubscription(ctx context.Context, tok paho.Token) {
 	}
 }
 
-func (c *Client) awaitAll(ctx context.Context, toks []paho.Token, what string) {
+// awaitAll waits for the tokens, together bounded by the write timeout,
+// and reports whether all succeeded.
+func (c *Client) awaitAll(ctx context.Context, toks []paho.Token, what string) bool {
 	deadline := time.Now().Add(c.tm.writeTimeout)
 	for _, tok := range toks {
 		if err := await(ctx, tok, time.Until(deadline)); err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("publishing "+what+" failed; it is repeated on the next connection", "err", err)
 			}
-			return
+			return false
 		}
 	}
+	return true
 }
 
 // gate is open while the client may publish: connected, and paho's resend

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -37,6 +38,7 @@ var testTiming = timing{
 	shutdown:       2 * time.Second,
 	haDelayMin:     10 * time.Millisecond,
 	haDelayMax:     30 * time.Millisecond,
+	availEvery:     20 * time.Millisecond,
 }
 
 const waitLong = 15 * time.Second
@@ -407,13 +409,24 @@ const outboxEnv = "PIBRIDGE_TEST_OUTBOX"
 
 func newTestClient(t testing.TB, core *pibridge.Core, broker string, edit func(*Config)) *Client {
 	t.Helper()
+	return newTestClientOpts(t, core, broker, edit, nil)
+}
+
+// newTestClientOpts is newTestClient that can also change the Options.
+// The host file system is empty unless editOpts says otherwise, so that
+// the device card does not depend on the machine the tests run on.
+func newTestClientOpts(t testing.TB, core *pibridge.Core, broker string, edit func(*Config), editOpts func(*Options)) *Client {
+	t.Helper()
 	cfg := Config{Broker: Brokers{broker}}
 	if edit != nil {
 		edit(&cfg)
 	}
-	o := Options{Config: cfg, Core: core, Logger: testLogger(t), Version: "1.2.3"}
+	o := Options{Config: cfg, Core: core, Logger: testLogger(t), Version: "1.2.3", Host: fstest.MapFS{}}
 	if os.Getenv(outboxEnv) == "disk" {
 		o.StateDir = t.TempDir()
+	}
+	if editOpts != nil {
+		editOpts(&o)
 	}
 	c, err := newClient(o, testTiming)
 	if err != nil {

@@ -22,6 +22,9 @@ type topics struct {
 	setQuantity   string // P/D/+/+/set
 	pulseQuantity string // P/D/+/+/pulse
 	signal        map[string]string
+	// available is each sensor's availability topic (README "Home
+	// Assistant"): only sensors can go stale while the bridge runs.
+	available map[string]string
 }
 
 func newTopics(prefix, device string, signals []pibridge.Signal) (*topics, error) {
@@ -36,6 +39,7 @@ func newTopics(prefix, device string, signals []pibridge.Signal) (*topics, error
 		setQuantity:   base + "/+/+/set",
 		pulseQuantity: base + "/+/+/pulse",
 		signal:        make(map[string]string, len(signals)),
+		available:     make(map[string]string),
 	}
 	if err := ValidateTopic(t.status); err != nil {
 		return nil, fmt.Errorf("topic %w", err)
@@ -46,6 +50,18 @@ func newTopics(prefix, device string, signals []pibridge.Signal) (*topics, error
 			return nil, fmt.Errorf("signal %s: topic %w", s.Name, err)
 		}
 		t.signal[s.Name] = topic
+		if s.Kind == pibridge.KindSensor {
+			t.available[s.Name] = availableTopic(base, s)
+		}
+	}
+	owner := make(map[string]string, len(t.signal))
+	for name, topic := range t.signal {
+		owner[topic] = name
+	}
+	for name, topic := range t.available {
+		if other, taken := owner[topic]; taken {
+			return nil, fmt.Errorf("signal %s: its topic %s is the availability topic of signal %s", other, topic, name)
+		}
 	}
 	return t, nil
 }

@@ -150,7 +150,11 @@ func (c *Config) validate(p *pibridge.Problems) {
 	}
 	p.Add("http", c.HTTP.Validate())
 	p.Add("mqtt", c.MQTT.Validate())
-	p.Add("", c.GPIO.Validate())
+	gpioErr := c.GPIO.Validate()
+	p.Add("", gpioErr)
+	if gpioErr == nil {
+		p.Add("mqtt", c.MQTT.ValidateSignals(c.Device.ID, c.GPIO.Signals()))
+	}
 }
 
 // checkFiles reads the files the configuration names, as -check and the

@@ -67,6 +67,11 @@ func TestBrokenConfigs(t *testing.T) {
 			},
 		},
 		{
+			name: "two signals on one Homie property",
+			yaml: "board: sim\nmqtt: {homie: {enabled: true}}\noutputs:\n  - {name: a_b, pin: GPIO22}\n  - {name: a-b, pin: GPIO23}\n",
+			want: []string{`mqtt.homie: signals a_b and a-b both map to Homie node "outputs" property "a-b"; rename one`},
+		},
+		{
 			name: "wrong type",
 			yaml: "board: sim\noutputs: {name: led}\nmqtt: {queue_max: lots}\n",
 			want: []string{`outputs: want a list, not a mapping`, `mqtt.queue_max: "lots": want a whole number`},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -128,11 +129,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		cfg.MQTT.SetEmbeddedAddr(broker.Addr())
 		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
 	}
-	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version, StateDir: cfg.StateDir})
+	var live *ws.Server
+	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version, StateDir: cfg.StateDir,
+		Stale: board.Stale, PanelURL: func() string { return publicPanelURL(live) }})
 	if err != nil {
 		return err
 	}
-	live, err := ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
+	live, err = ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
 		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow})
 	if err != nil {
 		return err
@@ -276,4 +279,22 @@ func healthHandler(client *mqtt.Client, board *gpio.Board, alive func() bool) ht
 		w.WriteHeader(code)
 		json.NewEncoder(w).Encode(h)
 	})
+}
+
+// publicPanelURL is the panel's address for Home Assistant's device card:
+// without the generated token, which must not go to the broker, and
+// nothing for a panel on loopback, which no other machine can open.
+func publicPanelURL(live *ws.Server) string {
+	if live == nil {
+		return ""
+	}
+	u, err := url.Parse(live.PanelURL())
+	if err != nil {
+		return ""
+	}
+	u.Fragment = ""
+	if h := u.Hostname(); h == "localhost" || net.ParseIP(h).IsLoopback() {
+		return ""
+	}
+	return u.String()
 }
