@@ -562,4 +562,3 @@ func (l *lockedFile) grep(s string) string {
 	}
 	return ""
 }
-
