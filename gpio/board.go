@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
@@ -168,6 +169,11 @@ func Open(cfg Config, o Options) (*Board, error) {
 		openPin = func(name string) (pgpio.PinIO, error) {
 			p := gpioreg.ByName(name)
 			if p == nil {
+				// The kernel names some header lines by function (ID_SDA,
+				// SDA1, SPI_MOSI…): take the line by its offset instead.
+				p = headerLine(name)
+			}
+			if p == nil {
 				return nil, fmt.Errorf("pin %s not found: is this a Raspberry Pi, and may this user open /dev/gpiochip*?", name)
 			}
 			return p, nil
@@ -181,6 +187,9 @@ func Open(cfg Config, o Options) (*Board, error) {
 	}
 	if err := b.openPins(openPin); err != nil {
 		b.Close()
+		if errors.Is(err, syscall.EBUSY) || strings.Contains(err.Error(), syscall.EBUSY.Error()) {
+			err = fmt.Errorf("%w: the line is in use by another process (is another bridge running on these pins?)", err)
+		}
 		return nil, err
 	}
 	if err := b.openSensors(); err != nil {
@@ -271,6 +280,7 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 		if err != nil {
 			return err
 		}
+		p = asLineOutput(p)
 		o, err := newOutput(b, c, p, sp)
 		if err != nil {
 			return err
@@ -293,6 +303,7 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 		if err != nil {
 			return err
 		}
+		p = asLineOutput(p)
 		w, err := newPWM(b, c, p, sp)
 		if err != nil {
 			return err
