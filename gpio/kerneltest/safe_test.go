@@ -75,6 +75,14 @@ func TestStopDrivesSafe(t *testing.T) {
 		r.pull(t, l, p)
 	}
 	b := r.startBridge(t, "stop", cfg)
+	// -check warns about the outputs whose safe level a released line
+	// does not keep: light and relay (high on a pulled-down line).
+	check := r.sh(t, "bridge -check -config /etc/stop.yaml")
+	for name, want := range map[string]bool{"light": true, "relay": true, "pump": false} {
+		if got := strings.Contains(check, "warning: outputs["); !got || strings.Contains(check, "] "+name+": safe") != want {
+			t.Errorf("-check: warning for %s = %v, want %v:\n%s", name, !want, want, check)
+		}
+	}
 	for _, s := range []string{"pump", "relay"} {
 		if code, body := r.post(t, s, "on"); code != 200 {
 			t.Fatalf("POST %s on: %d %s", s, code, body)
