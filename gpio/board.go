@@ -57,16 +57,21 @@ type Options struct {
 // Run there is no Emitter to confirm them through.
 var ErrNotRunning = errors.New("the board is not running")
 
-// edgeSlice bounds one WaitForEdge on hardware so an input goroutine
-// notices that its context ended, and re-reads the pin: on some kernels
-// edges get lost (sysfs WaitForEdge broke with Linux 6.6, periph/conn#40),
-// and a periodic read puts the input right again. periph's drivers give no
-// portable way to wait without one: -1 is "forever" to sysfs and gpiotest
-// but an already-passed deadline to gpioioctl (host v3.8.5), which spins,
-// and gpioioctl's Halt is undone by a WaitForEdge that starts after it.
-// Simulated pins lose no edges and are woken at shutdown (input.wake), so
-// they wait without a timeout (simEdgeWait) and cost nothing while idle.
+// edgeSlice bounds one WaitForEdge on sysfs and memory-mapped pins so an
+// input goroutine notices that its context ended, and re-reads the pin: on
+// some kernels their edges get lost (sysfs WaitForEdge broke with Linux
+// 6.6, periph/conn#40), and a periodic read puts the input right again.
+// GPIO character device lines (periph's gpioioctl) queue every edge in the
+// kernel, so they wait with no timeout (0 to gpioioctl; -1 would be an
+// already-passed deadline, which spins) and cost nothing while idle; as
+// their Halt is undone by a WaitForEdge that starts after it, shutdown
+// repeats it until the goroutine has returned (haltInputs). Simulated pins
+// lose no edges and are woken at shutdown (input.wake), so they wait
+// without a timeout too (simEdgeWait).
 const edgeSlice = 250 * time.Millisecond
+
+// lineEdgeWait is WaitForEdge's "no timeout" for gpioioctl lines.
+const lineEdgeWait time.Duration = 0
 
 // simEdgeWait is WaitForEdge's "no timeout" for gpiotest pins.
 const simEdgeWait time.Duration = -1
@@ -388,11 +393,34 @@ func (b *Board) Run(ctx context.Context, emit pibridge.Emitter) error {
 			in.wake()
 		}
 	}
+	stopped := make(chan struct{})
+	go b.haltInputs(stopped)
 	wg.Wait()
+	close(stopped)
 	if err := b.Halt(); err != nil {
 		b.log.Error("outputs not all safe at shutdown", "err", err)
 	}
 	return nil
+}
+
+// haltInputs wakes the inputs that wait for edges with no timeout, again
+// and again until stopped is closed: a Halt that lands just before
+// WaitForEdge starts is undone by it.
+func (b *Board) haltInputs(stopped <-chan struct{}) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, in := range b.inputs {
+			if in.edges && in.sim == nil && in.edgeWait() == lineEdgeWait {
+				in.pin.Halt()
+			}
+		}
+		select {
+		case <-stopped:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Set moves an output (v: Bool or Toggle) or a pwm (v: Number 0..1). It

@@ -74,6 +74,15 @@ type lineOutput struct {
 	level pgpio.Level
 }
 
+// isLine reports whether p is a periph gpioioctl line.
+func isLine(p pgpio.PinIO) bool {
+	if rp, ok := p.(pgpio.RealPin); ok {
+		p, _ = rp.Real().(pgpio.PinIO)
+	}
+	_, ok := p.(*gpioioctl.GPIOLine)
+	return ok
+}
+
 // asLineOutput returns p as a lineOutput when it is a periph gpioioctl
 // line, and p unchanged otherwise.
 func asLineOutput(p pgpio.PinIO) pgpio.PinIO {

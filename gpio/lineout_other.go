@@ -9,3 +9,6 @@ func asLineOutput(p pgpio.PinIO) pgpio.PinIO { return p }
 
 // headerLine: GPIO character devices are Linux only.
 func headerLine(string) pgpio.PinIO { return nil }
+
+// isLine: GPIO character devices are Linux only.
+func isLine(pgpio.PinIO) bool { return false }
