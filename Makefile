@@ -15,8 +15,13 @@ ARCHS    := armv6 armv7 arm64
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Debian packages the tests drive for real (see README "Tests").
 TEST_DEPS := mosquitto:mosquitto chromium:chromium qemu-arm-static:qemu-user-static qemu-aarch64-static:qemu-user-static systemd-analyze:systemd
+# The kernel GPIO rig (gpio/kerneltest): QEMU, and what builds gpio-sim for
+# Debian's arm64 kernel from its arm64 packages (a path where a package
+# installs no command).
+TEST_DEPS += qemu-system-aarch64:qemu-system-arm aarch64-linux-gnu-gcc-12:gcc-12-aarch64-linux-gnu \
+  /usr/lib/linux-kbuild-6.1/scripts:linux-kbuild-6.1 make:make
 
-.PHONY: all build run test test-deps vet cross pi-zero pi pi64 dist dist-pack deploy bench bench-deps clean
+.PHONY: all build run test test-deps test-kernel vet cross pi-zero pi pi64 dist dist-pack deploy bench bench-deps clean
 
 ifneq ($(filter deploy,$(MAKECMDGOALS)),)
 ifeq ($(PI),)
@@ -89,12 +94,14 @@ deploy: $(if $(DRY_RUN),,$(if $(ARCH),$(BIN)/bridge-$(ARCH),cross))
 test-deps:
 	@missing=""; for pair in $(TEST_DEPS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -e $$cmd ] || missing="$$missing $$pkg"; \
 	done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
-	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
+	arm64=$$(dpkg --print-foreign-architectures 2>/dev/null | grep -qx arm64 || echo no); \
+	if [ -n "$$(echo $$missing | tr -d ' ')" ] || [ -n "$$arm64" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
-	  else echo "make test needs: $$missing— install them with: apt-get install -y $$missing" >&2; exit 1; fi; \
+	  else echo "make test needs: $$missing$${arm64:+(and the arm64 architecture for the kernel rig) }— install them with: dpkg --add-architecture arm64 && apt-get update && apt-get install -y $$missing" >&2; exit 1; fi; \
+	  [ -z "$$arm64" ] || { echo "adding the arm64 architecture (the kernel rig downloads Debian's arm64 kernel)"; $$SUDO dpkg --add-architecture arm64; }; \
 	  echo "installing $$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
 	    { echo "could not install: $$missing" >&2; exit 1; }; \
@@ -110,6 +117,12 @@ vet:
 # WebSocket clients), fuzz seed corpora, and the ARM binaries under qemu.
 test: test-deps vet cross
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
+
+# The kernel GPIO rig alone: bridge-arm64 on Debian's arm64 kernel with
+# gpio-sim under qemu-system-aarch64 (see README "Test"). Its cache lives in
+# $$XDG_CACHE_HOME/pibridge/kernel-rig (~/.cache/…), built on first use.
+test-kernel: test-deps $(BIN)/bridge-arm64
+	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./gpio/kerneltest/
 
 # Benchmarks (issue 8): the real binary as a child process on loopback,
 # pinned apart from the load generator with taskset, beside its peers

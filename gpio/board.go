@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
@@ -56,16 +57,21 @@ type Options struct {
 // Run there is no Emitter to confirm them through.
 var ErrNotRunning = errors.New("the board is not running")
 
-// edgeSlice bounds one WaitForEdge on hardware so an input goroutine
-// notices that its context ended, and re-reads the pin: on some kernels
-// edges get lost (sysfs WaitForEdge broke with Linux 6.6, periph/conn#40),
-// and a periodic read puts the input right again. periph's drivers give no
-// portable way to wait without one: -1 is "forever" to sysfs and gpiotest
-// but an already-passed deadline to gpioioctl (host v3.8.5), which spins,
-// and gpioioctl's Halt is undone by a WaitForEdge that starts after it.
-// Simulated pins lose no edges and are woken at shutdown (input.wake), so
-// they wait without a timeout (simEdgeWait) and cost nothing while idle.
+// edgeSlice bounds one WaitForEdge on sysfs and memory-mapped pins so an
+// input goroutine notices that its context ended, and re-reads the pin: on
+// some kernels their edges get lost (sysfs WaitForEdge broke with Linux
+// 6.6, periph/conn#40), and a periodic read puts the input right again.
+// GPIO character device lines (periph's gpioioctl) queue every edge in the
+// kernel, so they wait with no timeout (0 to gpioioctl; -1 would be an
+// already-passed deadline, which spins) and cost nothing while idle; as
+// their Halt is undone by a WaitForEdge that starts after it, shutdown
+// repeats it until the goroutine has returned (haltInputs). Simulated pins
+// lose no edges and are woken at shutdown (input.wake), so they wait
+// without a timeout too (simEdgeWait).
 const edgeSlice = 250 * time.Millisecond
+
+// lineEdgeWait is WaitForEdge's "no timeout" for gpioioctl lines.
+const lineEdgeWait time.Duration = 0
 
 // simEdgeWait is WaitForEdge's "no timeout" for gpiotest pins.
 const simEdgeWait time.Duration = -1
@@ -168,6 +174,11 @@ func Open(cfg Config, o Options) (*Board, error) {
 		openPin = func(name string) (pgpio.PinIO, error) {
 			p := gpioreg.ByName(name)
 			if p == nil {
+				// The kernel names some header lines by function (ID_SDA,
+				// SDA1, SPI_MOSI…): take the line by its offset instead.
+				p = headerLine(name)
+			}
+			if p == nil {
 				return nil, fmt.Errorf("pin %s not found: is this a Raspberry Pi, and may this user open /dev/gpiochip*?", name)
 			}
 			return p, nil
@@ -181,6 +192,9 @@ func Open(cfg Config, o Options) (*Board, error) {
 	}
 	if err := b.openPins(openPin); err != nil {
 		b.Close()
+		if errors.Is(err, syscall.EBUSY) || strings.Contains(err.Error(), syscall.EBUSY.Error()) {
+			err = fmt.Errorf("%w: the line is in use by another process (is another bridge running on these pins?)", err)
+		}
 		return nil, err
 	}
 	if err := b.openSensors(); err != nil {
@@ -271,6 +285,7 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 		if err != nil {
 			return err
 		}
+		p = asLineOutput(p)
 		o, err := newOutput(b, c, p, sp)
 		if err != nil {
 			return err
@@ -293,6 +308,7 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 		if err != nil {
 			return err
 		}
+		p = asLineOutput(p)
 		w, err := newPWM(b, c, p, sp)
 		if err != nil {
 			return err
@@ -377,11 +393,34 @@ func (b *Board) Run(ctx context.Context, emit pibridge.Emitter) error {
 			in.wake()
 		}
 	}
+	stopped := make(chan struct{})
+	go b.haltInputs(stopped)
 	wg.Wait()
+	close(stopped)
 	if err := b.Halt(); err != nil {
 		b.log.Error("outputs not all safe at shutdown", "err", err)
 	}
 	return nil
+}
+
+// haltInputs wakes the inputs that wait for edges with no timeout, again
+// and again until stopped is closed: a Halt that lands just before
+// WaitForEdge starts is undone by it.
+func (b *Board) haltInputs(stopped <-chan struct{}) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, in := range b.inputs {
+			if in.edges && in.sim == nil && in.edgeWait() == lineEdgeWait {
+				in.pin.Halt()
+			}
+		}
+		select {
+		case <-stopped:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Set moves an output (v: Bool or Toggle) or a pwm (v: Number 0..1). It

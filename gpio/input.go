@@ -69,11 +69,19 @@ func (in *input) run(ctx context.Context) {
 	}
 }
 
-func (in *input) runEdges(ctx context.Context) {
-	wait := edgeSlice
-	if in.sim != nil {
-		wait = simEdgeWait
+// edgeWait is the timeout of one WaitForEdge while the input is quiet.
+func (in *input) edgeWait() time.Duration {
+	switch {
+	case in.sim != nil:
+		return simEdgeWait
+	case isLine(in.pin):
+		return lineEdgeWait
 	}
+	return edgeSlice
+}
+
+func (in *input) runEdges(ctx context.Context) {
+	wait := in.edgeWait()
 	for ctx.Err() == nil {
 		if !in.pin.WaitForEdge(wait) && in.read() == in.last {
 			continue // quiet; a change without an edge is a lost edge and goes on below

@@ -293,6 +293,9 @@ func (w *pwmOut) drive(f float64) error {
 	if err != nil && (f == 0 || f == 1) {
 		w.noPWM = err
 		err = w.pin.Out(pgpio.Level(f == 1))
+	} else if err != nil {
+		// The pin cannot do this duty cycle here: the command is refused, not the bridge broken.
+		return fmt.Errorf("%w: %s has no PWM here, only 0 and 1 work (%v)", pibridge.ErrBadValue, w.pin.Name(), err)
 	}
 	if err != nil {
 		return err

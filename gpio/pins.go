@@ -108,3 +108,43 @@ func smallNumber(s string) (int, bool) {
 	}
 	return n, true
 }
+
+// powerOnPullUp reports whether a GPIO is pulled up at power-on (GPIO0 to
+// GPIO8 on the BCM283x/BCM2711; the others are pulled down): the level a
+// released line falls back to when nothing else is wired to it.
+func powerOnPullUp(n int) bool { return n <= 8 }
+
+// ReleaseWarnings names the outputs whose safe state drives the pin to the
+// level opposite its power-on pull, on board periph: the bridge holds that
+// level while it runs, but once it exits or crashes the kernel may release
+// the line and nothing drives it there (a pull resistor must).
+func (c Config) ReleaseWarnings() []string {
+	if c.Board == BoardSim {
+		return nil
+	}
+	var w []string
+	for i, o := range c.Outputs {
+		n, err := pinNumber(o.Pin)
+		if err != nil {
+			continue
+		}
+		high := (o.Safe == "on") != o.Invert
+		if high == powerOnPullUp(n) {
+			continue
+		}
+		level, pull, resistor := "high", "down", "pull-up to 3.3V"
+		if !high {
+			level, pull, resistor = "low", "up", "pull-down to GND"
+		}
+		w = append(w, fmt.Sprintf("outputs[%d] %s: safe %s drives %s %s; after the bridge exits or crashes nothing holds it there and it may fall back to its pull (%s at power-on): wire a %s so it is safe undriven",
+			i, o.Name, safeWord(o.Safe), gpioName(n), level, pull, resistor))
+	}
+	return w
+}
+
+func safeWord(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return s
+}

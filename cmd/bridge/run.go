@@ -51,6 +51,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return &configError{err}
 		}
 		printTable(stdout, cfg, cfg.GPIO.Signals())
+		if ws := cfg.GPIO.ReleaseWarnings(); len(ws) > 0 {
+			fmt.Fprintln(stdout)
+			for _, w := range ws {
+				fmt.Fprintln(stdout, "warning: "+w)
+			}
+		}
 		fmt.Fprintln(stdout, "\nconfiguration is valid")
 		return nil
 	}
