@@ -41,7 +41,8 @@ type Stats struct {
 	Published       uint64 // readings the broker has acknowledged
 	Connects        uint64 // successful connections, the first included
 	Commands        uint64 // commands received on /set and /pulse
-	CommandsDropped uint64 // commands dropped because the command queue was full
+	CommandsDropped uint64 // commands refused busy because the command queue was full
+	AcksDropped     uint64 // busy acks not published: their own queue was full, or no connection
 	// OutboxFailing is true while the disk outbox cannot write (disk
 	// full, read-only): readings wait in memory, a bounded number.
 	OutboxFailing bool
@@ -120,6 +121,7 @@ type Client struct {
 	statesReq chan struct{} // publish the current state of every signal
 	haOnline  chan struct{} // Home Assistant restarted
 	inbox     chan inbound  // messages from paho's handler to the command worker
+	refusals  chan refusal  // busy acks from paho's handler to refusalLoop
 	sweep     chan inbound  // discovery configs seen while sweepDiscovery runs
 	sweeping  atomic.Bool
 	sweepLost atomic.Bool // sweep was full: a config was not seen
@@ -141,6 +143,7 @@ type Client struct {
 	connects        atomic.Uint64
 	commands        atomic.Uint64
 	commandsDropped atomic.Uint64
+	acksDropped     atomic.Uint64
 }
 
 // New checks the configuration, prepares the paho client and subscribes to
@@ -185,6 +188,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 		statesReq: make(chan struct{}, 1),
 		haOnline:  make(chan struct{}, 1),
 		inbox:     make(chan inbound, inboxSize),
+		refusals:  make(chan refusal, refusalsSize),
 		sweep:     make(chan inbound, 512),
 		gate:      newGate(),
 	}
@@ -339,6 +343,7 @@ func (c *Client) Stats() Stats {
 		Connects:        c.connects.Load(),
 		Commands:        c.commands.Load(),
 		CommandsDropped: c.commandsDropped.Load(),
+		AcksDropped:     c.acksDropped.Load(),
 		OutboxFailing:   c.outboxFailing(),
 	}
 	if l, ok := c.outbox.(interface {
@@ -371,10 +376,11 @@ func (c *Client) Run(ctx context.Context) error {
 		"topics", c.topics.base+"/#", "queue_max", c.cfg.QueueMax)
 
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); c.connectLoop(ctx) }()
 	go func() { defer wg.Done(); c.sessionLoop(ctx) }()
 	go func() { defer wg.Done(); c.commandLoop(ctx) }()
+	go func() { defer wg.Done(); c.refusalLoop(ctx) }()
 	go func() { defer wg.Done(); (&publisher{c: c}).run(ctx) }()
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()

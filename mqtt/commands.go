@@ -14,8 +14,15 @@ import (
 
 const (
 	// inboxSize bounds the commands waiting for the worker; a client
-	// flooding /set loses its excess, not the bridge its memory.
+	// flooding /set gets its excess refused busy, and the bridge keeps
+	// its memory.
 	inboxSize = 64
+	// refusalsSize bounds the busy acks waiting to be published; past it
+	// the refusal itself is dropped and counted (acks_dropped).
+	refusalsSize = 1024
+	// refusalBatch is how many busy acks are published before their
+	// tokens are awaited: a flood's answers keep up with the flood.
+	refusalBatch = 32
 	// maxCommandPayload is far above any command form; longer payloads are
 	// refused without being copied.
 	maxCommandPayload = 1024
@@ -29,8 +36,12 @@ type inbound struct {
 	tooLong  bool
 }
 
+// refusal is a command refused busy, waiting for its ack.
+type refusal struct{ id, name string }
+
 // onMessage is paho's handler for every message. It must neither block nor
-// publish (paho #453): it copies the message into the inbox or drops it.
+// publish (paho #453): it copies the message into the inbox, or, when the
+// inbox is full, hands a busy refusal to the refusal worker.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	bridged := c.deliverBridge(m)
 	if c.sweeping.Load() && TopicMatches(c.sweepFilter(), m.Topic()) {
@@ -49,11 +60,93 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	select {
 	case c.inbox <- in:
 	default:
-		// Log the first drop and then every 100th, not a line per message of a flood.
-		if n := c.commandsDropped.Add(1); n%100 == 1 {
-			c.log.Warn("command queue full; message dropped", "topic", clip(in.topic), "dropped", n)
+		c.refuseBusy(in)
+	}
+}
+
+// refuseBusy answers a command the full inbox cannot take with a busy ack,
+// without blocking: the ack is published by refusalLoop. Messages that are
+// not commands (Home Assistant's status) are dropped.
+func (c *Client) refuseBusy(in inbound) {
+	name, op, ok := c.topics.command(in.topic)
+	if !ok || (len(in.payload) == 0 && !in.tooLong) {
+		return // not a command, or the clearing of a retained one: no answer either way
+	}
+	cmd := pibridge.Command{Name: name, Op: op, Source: "mqtt"}
+	if !in.tooLong {
+		// Only the id is wanted; a payload that does not parse is refused busy all the same.
+		if op == pibridge.OpPulse {
+			_, cmd.ID, _ = pibridge.ParsePulsePayload(in.payload)
+		} else {
+			_, cmd.ID, _ = pibridge.ParseSetPayload(in.payload)
 		}
 	}
+	c.core.Refused(cmd, fmt.Errorf("%s: %w", clip(name), pibridge.ErrBusy))
+	n := c.commandsDropped.Add(1)
+	select {
+	case c.refusals <- refusal{id: cmd.ID, name: clip(name)}:
+	default:
+		c.acksDropped.Add(1)
+	}
+	// Log the first refusal and then every 100th, not a line per message of a flood.
+	if n%100 == 1 {
+		c.log.Warn("command queue full; command refused busy", "topic", clip(in.topic), "refused", n, "acks_dropped", c.acksDropped.Load())
+	}
+}
+
+// refusalLoop publishes the busy acks, a batch at a time, apart from the
+// command worker so that refusing never waits for a command.
+func (c *Client) refusalLoop(ctx context.Context) {
+	batch := make([]refusal, 0, refusalBatch)
+	toks := make([]paho.Token, 0, refusalBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-c.refusals:
+			batch = append(batch[:0], r)
+		}
+	fill:
+		for len(batch) < refusalBatch {
+			select {
+			case r := <-c.refusals:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		if !c.awaitConnected(ctx) {
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("busy acks not published: not connected", "acks", len(batch))
+			c.acksDropped.Add(uint64(len(batch)))
+			continue
+		}
+		toks = toks[:0]
+		for _, r := range batch {
+			toks = append(toks, c.publish(c.topics.ack, c.qos, false, ackJSON(r.id, r.name, fmt.Errorf("%s: %w", r.name, pibridge.ErrBusy))))
+		}
+		for i, tok := range toks {
+			if err := await(ctx, tok, c.tm.writeTimeout); err != nil && ctx.Err() == nil {
+				c.log.Warn("busy ack not published", "id", batch[i].id, "signal", batch[i].name, "err", err)
+			}
+		}
+	}
+}
+
+// awaitConnected waits, at most the write timeout, for a connection to
+// publish on; false when none came in time or ctx ended.
+func (c *Client) awaitConnected(ctx context.Context) bool {
+	t := time.NewTimer(c.tm.writeTimeout)
+	defer t.Stop()
+	select {
+	case <-c.gate.open():
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
 }
 
 // forTheBridge reports whether topic is a command or Home Assistant's
@@ -152,14 +245,10 @@ func (c *Client) ack(ctx context.Context, id, name string, err error) {
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return // stopping: nobody is listening to this answer any more
 	}
-	t := time.NewTimer(c.tm.writeTimeout)
-	defer t.Stop()
-	select { // between connections: wait (bounded) for the next one
-	case <-c.gate.open():
-	case <-ctx.Done():
-		return
-	case <-t.C:
-		c.log.Warn("ack not published: not connected", "id", id, "signal", clip(name))
+	if !c.awaitConnected(ctx) { // between connections: wait (bounded) for the next one
+		if ctx.Err() == nil {
+			c.log.Warn("ack not published: not connected", "id", id, "signal", clip(name))
+		}
 		return
 	}
 	tok := c.publish(c.topics.ack, c.qos, false, ackJSON(id, clip(name), err))
