@@ -57,6 +57,9 @@ type Config struct {
 	// embeddedAddr is where the embedded broker really listens, once it
 	// does (embedded_listen may say port 0).
 	embeddedAddr string
+	// deviceID is the device's id, given to Defaults: Validate needs it
+	// for the bridge's own topics.
+	deviceID string
 }
 
 // TLSConfig names the files for ssl:// and wss:// brokers.
@@ -100,6 +103,7 @@ func (b *Brokers) UnmarshalYAML(n *yaml.Node) error {
 
 // Defaults fills in what the file left out. deviceID is device.id.
 func (c *Config) Defaults(deviceID string) {
+	c.deviceID = deviceID
 	if len(c.Broker) == 0 {
 		c.Broker = Brokers{DefaultBroker}
 	}
@@ -249,8 +253,18 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, f := range c.BridgeAllow {
+		path := fmt.Sprintf("bridge_allow[%d]", i)
 		if err := ValidateFilter(f); err != nil {
-			p.Addf(fmt.Sprintf("bridge_allow[%d]", i), "%v", err)
+			p.Addf(path, "%v", err)
+			continue
+		}
+		// Browsers must not write what clients take for the bridge's own
+		// truth (status, readings, discovery), nor read its acks.
+		for _, own := range c.ownFilters() {
+			if FiltersOverlap(f, own) {
+				p.Addf(path, "%q overlaps the bridge's own topics %s", f, own)
+				break
+			}
 		}
 	}
 	return p.Err()
