@@ -42,8 +42,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "bridge: %v\n", err)
 		return err
 	}
-	cfg, err := loadConfig(o.configPath, getenv)
+	cfg, err := loadConfigCtx(ctx, o.configPath, getenv)
 	if err != nil {
+		if ctx.Err() != nil {
+			return err // a signal, not a problem of the file
+		}
 		return &configError{err}
 	}
 	if o.check {
