@@ -273,6 +273,9 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetConnectionNotificationHandler(c.onNotification)
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
+	} else if c.cfg.embeddedPassword != "" {
+		o.SetUsername(EmbeddedBridgeUser)
+		o.SetPassword(c.cfg.embeddedPassword)
 	}
 	if c.cfg.PasswordFile != "" {
 		b, err := os.ReadFile(c.cfg.PasswordFile)

@@ -40,16 +40,20 @@ const (
 type Config struct {
 	// Broker is one URL or an ordered fallback list; "embedded" is the
 	// broker inside this process.
-	Broker         Brokers       `yaml:"broker"`
-	EmbeddedListen string        `yaml:"embedded_listen"`
-	ClientID       string        `yaml:"client_id"`
-	Username       string        `yaml:"username"`
-	PasswordFile   string        `yaml:"password_file"`
-	TLS            TLSConfig     `yaml:"tls"`
-	TopicPrefix    string        `yaml:"topic_prefix"`
-	QoS            *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
-	QueueMax       int           `yaml:"queue_max"`
-	HomeAssistant  HomeAssistant `yaml:"homeassistant"`
+	Broker         Brokers `yaml:"broker"`
+	EmbeddedListen string  `yaml:"embedded_listen"`
+	// EmbeddedUsersFile lists the embedded broker's users, one
+	// "user:password" a line; beyond loopback without it, a password is
+	// generated in state_dir (README "Home Assistant").
+	EmbeddedUsersFile string        `yaml:"embedded_users_file"`
+	ClientID          string        `yaml:"client_id"`
+	Username          string        `yaml:"username"`
+	PasswordFile      string        `yaml:"password_file"`
+	TLS               TLSConfig     `yaml:"tls"`
+	TopicPrefix       string        `yaml:"topic_prefix"`
+	QoS               *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
+	QueueMax          int           `yaml:"queue_max"`
+	HomeAssistant     HomeAssistant `yaml:"homeassistant"`
 	// BridgeAllow are the topic filters browsers may subscribe and publish
 	// to through the WebSocket (SPEC §5).
 	BridgeAllow []string `yaml:"bridge_allow"`
@@ -60,6 +64,9 @@ type Config struct {
 	// deviceID is the device's id, given to Defaults: Validate needs it
 	// for the bridge's own topics.
 	deviceID string
+	// embeddedPassword is the bridge's own password on an embedded broker
+	// that asks for one (SetEmbeddedCredentials).
+	embeddedPassword string
 }
 
 // TLSConfig names the files for ssl:// and wss:// brokers.
@@ -299,6 +306,17 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 		if why := listenProblem(c.EmbeddedListen); why != "" {
 			p.Addf("embedded_listen", "%q: %s", c.EmbeddedListen, why)
 		}
+		if c.EmbeddedUsersFile != "" {
+			checkFile(p, "embedded_users_file", c.EmbeddedUsersFile)
+		}
+		// The bridge's client has one identity for every broker it lists:
+		// an internal one must not go to another broker, so it is the
+		// configured one.
+		if c.EmbeddedNeedsAuth() && len(c.Broker) > 1 && (c.Username == "" || c.PasswordFile == "") {
+			p.Addf("username", "the embedded broker asks for credentials and another broker is listed: set username and password_file, the bridge's identity on both")
+		}
+	} else if c.EmbeddedUsersFile != "" {
+		p.Addf("embedded_users_file", "set, but the embedded broker is not used")
 	}
 }
 

@@ -109,7 +109,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	}()
 	var broker *mqtt.Broker
 	if cfg.MQTT.UsesEmbedded() {
-		broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
+		if cfg.MQTT.EmbeddedNeedsAuth() {
+			var a mqtt.BrokerAuth
+			if a, err = embeddedAuth(cfg, log, stderr); err != nil {
+				return err
+			}
+			broker, err = mqtt.NewAuthBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"), a)
+		} else {
+			broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
+		}
 		if err != nil {
 			return err
 		}
