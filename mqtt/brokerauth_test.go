@@ -103,7 +103,7 @@ func TestEmbeddedBrokerACL(t *testing.T) {
 		t.Errorf("a user's pulse: ack %s", got)
 	}
 	w.publish("homeassistant/status", "offline", false) // Home Assistant's birth topic is open
-	w.publish("lab/x", "hi", true)                       // and so is everything not the bridge's
+	w.publish("lab/x", "hi", true)                      // and so is everything not the bridge's
 
 	// Forgeries, at QoS 0 (dropped) and QoS 1 (mochi disconnects an MQTT
 	// 3.1.1 client for it), each from a fresh connection.
