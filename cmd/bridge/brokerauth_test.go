@@ -38,7 +38,9 @@ func TestEmbeddedBrokerUsersEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
-	go func() { done <- run(ctx, []string{"-config", cfgPath}, func(k string) string { return env[k] }, io.Discard, logs) }()
+	go func() {
+		done <- run(ctx, []string{"-config", cfgPath}, func(k string) string { return env[k] }, io.Discard, logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -64,8 +66,8 @@ func TestEmbeddedBrokerUsersEndToEnd(t *testing.T) {
 	})
 
 	connect := func(user, pw string) (paho.Client, error) {
-		o := paho.NewClientOptions().AddBroker("tcp://"+mqttAddr).SetClientID(fmt.Sprintf("t-%d", time.Now().UnixNano())).
-			SetConnectTimeout(5*time.Second).SetUsername(user).SetPassword(pw)
+		o := paho.NewClientOptions().AddBroker("tcp://" + mqttAddr).SetClientID(fmt.Sprintf("t-%d", time.Now().UnixNano())).
+			SetConnectTimeout(5 * time.Second).SetUsername(user).SetPassword(pw)
 		c := paho.NewClient(o)
 		tok := c.Connect()
 		if !tok.WaitTimeout(5 * time.Second) {
