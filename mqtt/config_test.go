@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -157,6 +158,23 @@ func TestConfigValidate(t *testing.T) {
 		{"bridge_allow on Home Assistant's topics, discovery off", func(c *Config) {
 			c.HomeAssistant.Discovery = boolp(false)
 			c.BridgeAllow = []string{"homeassistant/#"}
+		}, nil},
+		{"embedded_users_file without the embedded broker", func(c *Config) { c.EmbeddedUsersFile = pw }, []string{
+			`embedded_users_file: set, but the embedded broker is not used`,
+		}},
+		{"embedded_users_file missing", func(c *Config) { c.Broker = Brokers{"embedded"}; c.EmbeddedUsersFile = pw + ".nope" }, []string{
+			fmt.Sprintf(`embedded_users_file: %q: no such file`, pw+".nope"),
+		}},
+		{"embedded beyond loopback beside another broker", func(c *Config) {
+			c.Broker = Brokers{"embedded", "tcp://nas:1883"}
+			c.EmbeddedListen = "0.0.0.0:1883"
+		}, []string{
+			`username: the embedded broker asks for credentials and another broker is listed: set username and password_file, the bridge's identity on both`,
+		}},
+		{"embedded beyond loopback beside another broker, with a user", func(c *Config) {
+			c.Broker = Brokers{"embedded", "tcp://nas:1883"}
+			c.EmbeddedListen = "0.0.0.0:1883"
+			c.Username, c.PasswordFile = "bridge", pw
 		}, nil},
 		{"client_id", func(c *Config) { c.ClientID = "" }, []string{`client_id: must not be empty`}},
 		{"password without user", func(c *Config) { c.PasswordFile = pw }, []string{
