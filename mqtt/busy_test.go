@@ -105,8 +105,8 @@ func TestBusyRefusalNeverBlocks(t *testing.T) {
 	for range inboxSize {
 		c.inbox <- inbound{}
 	}
-	for range refusalsSize {
-		c.refusals <- refusal{}
+	for range acksSize {
+		c.acks <- pendingAck{}
 	}
 	done := make(chan struct{})
 	go func() {

@@ -42,7 +42,7 @@ type Stats struct {
 	Connects        uint64 // successful connections, the first included
 	Commands        uint64 // commands received on /set and /pulse
 	CommandsDropped uint64 // commands refused busy because the command queue was full
-	AcksDropped     uint64 // busy acks not published: their own queue was full, or no connection
+	AcksDropped     uint64 // acks not published: their queue was full (busy acks only), or no connection
 	// OutboxFailing is true while the disk outbox cannot write (disk
 	// full, read-only): readings wait in memory, a bounded number.
 	OutboxFailing bool
@@ -113,16 +113,16 @@ type Client struct {
 	paho   paho.Client
 	outbox Outbox
 
-	haStatus  string        // <ha prefix>/status, "" without discovery
-	discovery []haConfig    // Home Assistant discovery, built once
-	wake      chan struct{} // a reading was appended to the outbox
-	lost      chan struct{} // paho lost the connection
-	sessions  chan struct{} // a connection is ready: publish online, meta, discovery
-	statesReq chan struct{} // publish the current state of every signal
-	haOnline  chan struct{} // Home Assistant restarted
-	inbox     chan inbound  // messages from paho's handler to the command worker
-	refusals  chan refusal  // busy acks from paho's handler to refusalLoop
-	sweep     chan inbound  // discovery configs seen while sweepDiscovery runs
+	haStatus  string          // <ha prefix>/status, "" without discovery
+	discovery []haConfig      // Home Assistant discovery, built once
+	wake      chan struct{}   // a reading was appended to the outbox
+	lost      chan struct{}   // paho lost the connection
+	sessions  chan struct{}   // a connection is ready: publish online, meta, discovery
+	statesReq chan struct{}   // publish the current state of every signal
+	haOnline  chan struct{}   // Home Assistant restarted
+	inbox     chan inbound    // messages from paho's handler to the command worker
+	acks      chan pendingAck // answers to commands, for ackLoop to publish
+	sweep     chan inbound    // discovery configs seen while sweepDiscovery runs
 	sweeping  atomic.Bool
 	sweepLost atomic.Bool // sweep was full: a config was not seen
 	gate      *gate       // open while connected and paho's resend is done
@@ -188,7 +188,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 		statesReq: make(chan struct{}, 1),
 		haOnline:  make(chan struct{}, 1),
 		inbox:     make(chan inbound, inboxSize),
-		refusals:  make(chan refusal, refusalsSize),
+		acks:      make(chan pendingAck, acksSize),
 		sweep:     make(chan inbound, 512),
 		gate:      newGate(),
 	}
@@ -383,7 +383,7 @@ func (c *Client) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); c.connectLoop(ctx) }()
 	go func() { defer wg.Done(); c.sessionLoop(ctx) }()
 	go func() { defer wg.Done(); c.commandLoop(ctx) }()
-	go func() { defer wg.Done(); c.refusalLoop(ctx) }()
+	go func() { defer wg.Done(); c.ackLoop(ctx) }()
 	go func() { defer wg.Done(); (&publisher{c: c}).run(ctx) }()
 	stopped := make(chan struct{})
 	go func() { wg.Wait(); close(stopped) }()

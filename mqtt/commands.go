@@ -17,12 +17,13 @@ const (
 	// flooding /set gets its excess refused busy, and the bridge keeps
 	// its memory.
 	inboxSize = 64
-	// refusalsSize bounds the busy acks waiting to be published; past it
-	// the refusal itself is dropped and counted (acks_dropped).
-	refusalsSize = 1024
-	// refusalBatch is how many busy acks are published before their
-	// tokens are awaited: a flood's answers keep up with the flood.
-	refusalBatch = 32
+	// acksSize bounds the acks waiting to be published. The command
+	// worker waits for room; paho's handler, refusing busy, never does:
+	// past it a busy ack is dropped and counted (acks_dropped).
+	acksSize = 4096
+	// ackBatch is how many acks are published before their tokens are
+	// awaited: answers keep up with a flood of commands.
+	ackBatch = 64
 	// maxCommandPayload is far above any command form; longer payloads are
 	// refused without being copied.
 	maxCommandPayload = 1024
@@ -36,12 +37,15 @@ type inbound struct {
 	tooLong  bool
 }
 
-// refusal is a command refused busy, waiting for its ack.
-type refusal struct{ id, name string }
+// pendingAck is an answer to a command, waiting to be published.
+type pendingAck struct {
+	id, name string
+	err      error
+}
 
 // onMessage is paho's handler for every message. It must neither block nor
 // publish (paho #453): it copies the message into the inbox, or, when the
-// inbox is full, hands a busy refusal to the refusal worker.
+// inbox is full, hands a busy refusal to the ack worker.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	bridged := c.deliverBridge(m)
 	if c.sweeping.Load() && TopicMatches(c.sweepFilter(), m.Topic()) {
@@ -65,7 +69,7 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 }
 
 // refuseBusy answers a command the full inbox cannot take with a busy ack,
-// without blocking: the ack is published by refusalLoop. Messages that are
+// without blocking: the ack is published by ackLoop. Messages that are
 // not commands (Home Assistant's status) are dropped.
 func (c *Client) refuseBusy(in inbound) {
 	name, op, ok := c.topics.command(in.topic)
@@ -81,10 +85,11 @@ func (c *Client) refuseBusy(in inbound) {
 			_, cmd.ID, _ = pibridge.ParseSetPayload(in.payload)
 		}
 	}
-	c.core.Refused(cmd, fmt.Errorf("%s: %w", clip(name), pibridge.ErrBusy))
+	err := fmt.Errorf("%s: %w", clip(name), pibridge.ErrBusy)
+	c.core.Refused(cmd, err)
 	n := c.commandsDropped.Add(1)
 	select {
-	case c.refusals <- refusal{id: cmd.ID, name: clip(name)}:
+	case c.acks <- pendingAck{id: cmd.ID, name: clip(name), err: err}:
 	default:
 		c.acksDropped.Add(1)
 	}
@@ -94,42 +99,43 @@ func (c *Client) refuseBusy(in inbound) {
 	}
 }
 
-// refusalLoop publishes the busy acks, a batch at a time, apart from the
-// command worker so that refusing never waits for a command.
-func (c *Client) refusalLoop(ctx context.Context) {
-	batch := make([]refusal, 0, refusalBatch)
-	toks := make([]paho.Token, 0, refusalBatch)
+// ackLoop publishes the acks, a batch at a time, apart from the command
+// worker: neither refusing busy nor carrying out the next command waits
+// for an ack's PUBACK.
+func (c *Client) ackLoop(ctx context.Context) {
+	batch := make([]pendingAck, 0, ackBatch)
+	toks := make([]paho.Token, 0, ackBatch)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case r := <-c.refusals:
-			batch = append(batch[:0], r)
+		case a := <-c.acks:
+			batch = append(batch[:0], a)
 		}
 	fill:
-		for len(batch) < refusalBatch {
+		for len(batch) < ackBatch {
 			select {
-			case r := <-c.refusals:
-				batch = append(batch, r)
+			case a := <-c.acks:
+				batch = append(batch, a)
 			default:
 				break fill
 			}
 		}
-		if !c.awaitConnected(ctx) {
+		if !c.awaitConnected(ctx) { // between connections: wait (bounded) for the next one
 			if ctx.Err() != nil {
 				return
 			}
-			c.log.Warn("busy acks not published: not connected", "acks", len(batch))
+			c.log.Warn("acks not published: not connected", "acks", len(batch), "first_id", batch[0].id)
 			c.acksDropped.Add(uint64(len(batch)))
 			continue
 		}
 		toks = toks[:0]
-		for _, r := range batch {
-			toks = append(toks, c.publish(c.topics.ack, c.qos, false, ackJSON(r.id, r.name, fmt.Errorf("%s: %w", r.name, pibridge.ErrBusy))))
+		for _, a := range batch {
+			toks = append(toks, c.publish(c.topics.ack, c.qos, false, ackJSON(a.id, a.name, a.err)))
 		}
 		for i, tok := range toks {
 			if err := await(ctx, tok, c.tm.writeTimeout); err != nil && ctx.Err() == nil {
-				c.log.Warn("busy ack not published", "id", batch[i].id, "signal", batch[i].name, "err", err)
+				c.log.Warn("ack not published", "id", batch[i].id, "signal", batch[i].name, "err", err)
 			}
 		}
 	}
@@ -237,7 +243,9 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 	}
 }
 
-// ack publishes the answer to a command on P/D/ack, not retained.
+// ack queues the answer to a command for ackLoop, which publishes it on
+// P/D/ack, not retained. It waits for room in the queue, not for the
+// publish.
 func (c *Client) ack(ctx context.Context, id, name string, err error) {
 	if err == nil && id == "" {
 		return
@@ -245,15 +253,9 @@ func (c *Client) ack(ctx context.Context, id, name string, err error) {
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return // stopping: nobody is listening to this answer any more
 	}
-	if !c.awaitConnected(ctx) { // between connections: wait (bounded) for the next one
-		if ctx.Err() == nil {
-			c.log.Warn("ack not published: not connected", "id", id, "signal", clip(name))
-		}
-		return
-	}
-	tok := c.publish(c.topics.ack, c.qos, false, ackJSON(id, clip(name), err))
-	if werr := await(ctx, tok, c.tm.writeTimeout); werr != nil && ctx.Err() == nil {
-		c.log.Warn("ack not published", "id", id, "signal", clip(name), "err", werr)
+	select {
+	case c.acks <- pendingAck{id: id, name: clip(name), err: err}:
+	case <-ctx.Done():
 	}
 }
 
