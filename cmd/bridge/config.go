@@ -120,7 +120,10 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 			}
 		}
 	}
-	return cfg, capProblems(p.Err(), decodeErrs.more)
+	if err := capProblems(p.Err(), decodeErrs.more); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // capProblems keeps the first maxProblems of err's problems and says how
