@@ -22,6 +22,9 @@ func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (mqtt.BrokerA
 			return mqtt.BrokerAuth{}, &configError{fmt.Errorf("mqtt.%w", err)}
 		}
 		users = u
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("mqtt.embedded_users_file holds passwords and others may read it: chmod 600", "file", f, "mode", fi.Mode().Perm())
+		}
 	} else {
 		pw, created, err := mqtt.LoadOrCreateEmbeddedPassword(cfg.StateDir)
 		if err != nil {
