@@ -66,7 +66,14 @@ var (
 	// ErrRetained is for MQTT commands delivered because they were
 	// retained: possibly hours old, never carried out.
 	ErrRetained = errors.New("retained command ignored")
+	// ErrBusy refuses a command at once when too many are already waiting:
+	// the client gets an answer and may try again, instead of silence.
+	ErrBusy = errors.New("busy: too many commands waiting, try again")
 )
+
+// DefaultMaxCommands bounds the commands being carried out at once, all
+// doors together, unless Options.MaxCommands says otherwise.
+const DefaultMaxCommands = 64
 
 // Options configure a Core.
 type Options struct {
@@ -77,6 +84,10 @@ type Options struct {
 	// defaults keep one hour at one point a second, 16 bytes a point.
 	HistorySize int
 	HistoryStep time.Duration
+	// MaxCommands bounds the commands in Execute at once (waiting for an
+	// interlock or a pin's lock included); beyond it Execute fails with
+	// ErrBusy at once. Default DefaultMaxCommands.
+	MaxCommands int
 	Now         func() time.Time
 	Logger      *slog.Logger
 }
@@ -94,6 +105,8 @@ type Core struct {
 	observer atomic.Pointer[func(Command, error)]
 	subs     atomic.Pointer[[]*subscription]
 	emitted  atomic.Uint64
+	inFlight atomic.Int64 // commands in Execute, bounded by maxCmds
+	maxCmds  int64
 	lastEmit atomic.Int64 // unix ns of the last reading, for liveness checks
 
 	mu      sync.Mutex // guards everything below; held for a reading's bookkeeping only
@@ -120,6 +133,9 @@ func New(o Options) (*Core, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MaxCommands <= 0 {
+		o.MaxCommands = DefaultMaxCommands
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -133,6 +149,7 @@ func New(o Options) (*Core, error) {
 		index:   make(map[string]int, len(o.Signals)),
 		now:     o.Now,
 		log:     o.Logger,
+		maxCmds: int64(o.MaxCommands),
 		seq:     seq,
 		state:   make([]Reading, len(o.Signals)),
 		history: make([]*history, len(o.Signals)),
@@ -285,6 +302,11 @@ func (c *Core) Execute(ctx context.Context, cmd Command) (r Reading, err error) 
 	if f := c.observer.Load(); f != nil {
 		defer func() { (*f)(cmd, err) }()
 	}
+	if c.inFlight.Add(1) > c.maxCmds {
+		c.inFlight.Add(-1)
+		return Reading{}, fmt.Errorf("%s: %w", clip(cmd.Name), ErrBusy)
+	}
+	defer c.inFlight.Add(-1)
 	return c.execute(ctx, cmd)
 }
 

@@ -245,3 +245,84 @@ func BenchmarkEmit(b *testing.B) {
 type discard struct{}
 
 func (discard) Deliver(Reading) {}
+
+// gateActuator holds every Set until release is closed.
+type gateActuator struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (a *gateActuator) Set(ctx context.Context, _ string, _ Value) error {
+	a.entered <- struct{}{}
+	select {
+	case <-a.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *gateActuator) Pulse(ctx context.Context, name string, _ time.Duration) error {
+	return a.Set(ctx, name, Value{})
+}
+
+// Beyond MaxCommands in flight, Execute refuses at once with ErrBusy
+// rather than queueing without bound; the bound frees as commands end.
+func TestExecuteBusyBeyondMaxCommands(t *testing.T) {
+	const max = 3
+	c, err := New(Options{Device: Device{ID: "t"}, Signals: testSignals, StateDir: t.TempDir(), MaxCommands: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &gateActuator{entered: make(chan struct{}, max+1), release: make(chan struct{})}
+	c.SetActuator(a)
+	var observed []error
+	var mu sync.Mutex
+	c.ObserveCommands(func(_ Command, err error) { mu.Lock(); observed = append(observed, err); mu.Unlock() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, max)
+	for range max {
+		go func() {
+			_, err := c.Execute(ctx, Command{Name: "led", Op: OpSet, Value: Bool(true)})
+			done <- err
+		}()
+		<-a.entered
+	}
+	for _, cmd := range []Command{
+		{Name: "led", Op: OpSet, Value: Bool(true), ID: "x"},
+		{Name: "led", Op: OpPulse, For: time.Second},
+	} {
+		start := time.Now()
+		_, err := c.Execute(ctx, cmd)
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("command %d over the bound: err %v, want ErrBusy", max+1, err)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Errorf("busy refusal took %s, want at once", took)
+		}
+		if want := "led: busy"; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
+			t.Errorf("error %q does not start with %q", err, want)
+		}
+	}
+	close(a.release)
+	for range max {
+		if err := <-done; err != nil {
+			t.Errorf("a command within the bound failed: %v", err)
+		}
+	}
+	if _, err := c.Execute(ctx, Command{Name: "led", Op: OpSet, Value: Bool(false)}); err != nil {
+		t.Errorf("after the bound freed: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var busy int
+	for _, err := range observed {
+		if errors.Is(err, ErrBusy) {
+			busy++
+		}
+	}
+	if busy != 2 {
+		t.Errorf("observer saw %d busy refusals, want 2", busy)
+	}
+}

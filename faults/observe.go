@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +46,8 @@ type watcher struct {
 	acks               map[string]ack
 	ackWait            map[string]chan ack // id → who waits for its ack
 	acksOK, acksBad    int                 // every ack, with or without an id
+	acksWithID         int                 // acks that carry an id
+	acksBusy           int                 // refused busy: too many commands waiting
 	online             bool
 	since              time.Time // when it last came online
 	connects           int
@@ -160,6 +163,12 @@ func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
 				w.acksOK++
 			} else {
 				w.acksBad++
+			}
+			if a.ID != "" {
+				w.acksWithID++
+			}
+			if strings.Contains(a.Error, ": busy") {
+				w.acksBusy++
 			}
 			if ch, ok := w.ackWait[a.ID]; ok {
 				ch <- a

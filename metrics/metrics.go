@@ -35,7 +35,8 @@ type MQTT struct {
 	Published       uint64 // readings the broker acknowledged
 	Connects        uint64
 	Commands        uint64 // commands received on /set and /pulse
-	CommandsDropped uint64 // commands dropped because the command queue was full
+	CommandsDropped uint64 // commands refused busy because the command queue was full
+	AcksDropped     uint64 // acks that could not be published
 	OutboxFailing   bool   // the disk outbox cannot write (disk full, read-only)
 	LogFailures     uint64 // readings whose write to the outbox's log failed
 	Replayed        uint64 // readings replayed from the outbox's log at start
@@ -160,7 +161,7 @@ func (m *Metrics) ObserveCommandSource(cmd pibridge.Command, err error) {
 	result := "ok"
 	switch {
 	case errors.Is(err, pibridge.ErrUnknownSignal), errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, pibridge.ErrBadValue),
-		errors.Is(err, pibridge.ErrRetained):
+		errors.Is(err, pibridge.ErrRetained), errors.Is(err, pibridge.ErrBusy):
 		result = "refused"
 	case err != nil:
 		result = "error"
@@ -266,7 +267,8 @@ func (m *Metrics) pibridge(fs *families) {
 		fs.add("pibridge_mqtt_published_total", "Readings the broker acknowledged.", counter).sample(float64(s.Published))
 		fs.add("pibridge_mqtt_connects_total", "Successful connections to a broker, the first included.", counter).sample(float64(s.Connects))
 		fs.add("pibridge_mqtt_commands_total", "Commands received on /set and /pulse topics.", counter).sample(float64(s.Commands))
-		fs.add("pibridge_mqtt_commands_dropped_total", "Commands dropped because the command queue was full.", counter).sample(float64(s.CommandsDropped))
+		fs.add("pibridge_mqtt_commands_dropped_total", "Commands refused busy because the MQTT command queue was full (each answered with a busy ack).", counter).sample(float64(s.CommandsDropped))
+		fs.add("pibridge_mqtt_acks_dropped_total", "Acks not published: their queue was full (busy refusals only), or there was no connection.", counter).sample(float64(s.AcksDropped))
 		fs.add("pibridge_mqtt_outbox_failing", "1 while the disk outbox cannot write (disk full or read-only): readings wait in memory, a bounded number.", gauge).sample(b2f(s.OutboxFailing))
 		fs.add("pibridge_mqtt_outbox_log_write_failures_total", "Readings whose write to the outbox's log failed: kept in memory only, a crash would lose them.", counter).sample(float64(s.LogFailures))
 		fs.add("pibridge_mqtt_outbox_replayed_total", "Readings replayed from the outbox's log at start (some may go out twice).", counter).sample(float64(s.Replayed))

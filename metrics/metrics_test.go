@@ -50,7 +50,7 @@ func TestFamiliesAndValues(t *testing.T) {
 		Version: "v1.2.3",
 		Core:    core,
 		MQTT: func() MQTT {
-			return MQTT{Connected: true, Queued: 7, Dropped: 3, Published: 42, Connects: 2, Commands: 5, CommandsDropped: 1,
+			return MQTT{Connected: true, Queued: 7, Dropped: 3, Published: 42, Connects: 2, Commands: 5, CommandsDropped: 1, AcksDropped: 4,
 				OutboxFailing: true, LogFailures: 6, Replayed: 11}
 		},
 		WS: func() WS { return WS{Clients: 4, SlowClosed: 2, AuthFailures: 9} },
@@ -88,6 +88,7 @@ func TestFamiliesAndValues(t *testing.T) {
 		{"pibridge_mqtt_connects_total", nil, 2},
 		{"pibridge_mqtt_commands_total", nil, 5},
 		{"pibridge_mqtt_commands_dropped_total", nil, 1},
+		{"pibridge_mqtt_acks_dropped_total", nil, 4},
 		{"pibridge_mqtt_outbox_failing", nil, 1},
 		{"pibridge_mqtt_outbox_log_write_failures_total", nil, 6},
 		{"pibridge_mqtt_outbox_replayed_total", nil, 11},
@@ -226,6 +227,7 @@ var wantFamilies = map[string]struct {
 	"pibridge_core_readings_emitted_total":          {dto.MetricType_COUNTER, ""},
 	"pibridge_http_auth_failures_total":             {dto.MetricType_COUNTER, ""},
 	"pibridge_mqtt_commands_dropped_total":          {dto.MetricType_COUNTER, ""},
+	"pibridge_mqtt_acks_dropped_total":              {dto.MetricType_COUNTER, ""},
 	"pibridge_mqtt_commands_total":                  {dto.MetricType_COUNTER, ""},
 	"pibridge_mqtt_connected":                       {dto.MetricType_GAUGE, ""},
 	"pibridge_mqtt_connects_total":                  {dto.MetricType_COUNTER, ""},

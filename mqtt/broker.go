@@ -13,7 +13,6 @@ import (
 	"unsafe"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -27,8 +26,8 @@ const closeTimeout = 2 * time.Second
 const sysTopicInterval = 60
 
 // Broker is an MQTT broker inside the process (mochi-mqtt), for a bridge
-// that has no broker of its own to talk to. It accepts every client: keep
-// it on loopback, or behind a firewall.
+// that has no broker of its own to talk to. Made by NewBroker it accepts
+// every client, on loopback only; NewAuthBroker asks for credentials.
 type Broker struct {
 	srv       *mochi.Server
 	tcp       *tcpListener
@@ -39,8 +38,10 @@ type Broker struct {
 
 // NewBroker binds a TCP listener on listen ("127.0.0.1:1883"; port 0 picks
 // a free port, see Addr). Start serves it. log receives mochi's records,
-// its chatter (Info) lowered to Debug.
-func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
+// its chatter (Info) lowered to Debug. listen must be on loopback.
+func NewBroker(listen string, log *slog.Logger) (*Broker, error) { return newBroker(listen, log, nil) }
+
+func newBroker(listen string, log *slog.Logger, a *BrokerAuth) (*Broker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,7 +64,11 @@ func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
 		// delay) tick every second and are not configurable in v2.7.9.
 		SysTopicResendInterval: sysTopicInterval,
 	})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	authz, err := authHook(listen, a, log)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.AddHook(authz, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	busy := &busyHook{busy: make(map[*mochi.Client]time.Time)}
@@ -76,13 +81,7 @@ func NewBroker(listen string, log *slog.Logger) (*Broker, error) {
 		srv.Close()
 		return nil, fmt.Errorf("embedded broker: listen on %s: %w", listen, err)
 	}
-	b := &Broker{srv: srv, tcp: tcp, log: log}
-	if host, _, err := net.SplitHostPort(b.Addr()); err == nil {
-		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-			log.Warn("embedded broker accepts every client without authentication on a non-loopback address", "addr", b.Addr())
-		}
-	}
-	return b, nil
+	return &Broker{srv: srv, tcp: tcp, log: log}, nil
 }
 
 // Addr is the address the broker listens on, with the real port.

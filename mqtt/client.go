@@ -52,7 +52,8 @@ type Stats struct {
 	Published       uint64 // readings the broker has acknowledged
 	Connects        uint64 // successful connections, the first included
 	Commands        uint64 // commands received on /set and /pulse
-	CommandsDropped uint64 // commands dropped because the command queue was full
+	CommandsDropped uint64 // commands refused busy because the command queue was full
+	AcksDropped     uint64 // acks not published: their queue was full (busy acks only), or no connection
 	// OutboxFailing is true while the disk outbox cannot write (disk
 	// full, read-only): readings wait in memory, a bounded number.
 	OutboxFailing bool
@@ -133,15 +134,16 @@ type Client struct {
 	host       hostInfo
 	stale      func(string) bool
 	panelURL   func() string
-	avail      availability  // sessionLoop's
-	homie      *homie        // nil unless homie.enabled
-	wake       chan struct{} // a reading was appended to the outbox
-	lost       chan struct{} // paho lost the connection
-	sessions   chan struct{} // a connection is ready: publish online, meta, discovery
-	statesReq  chan struct{} // publish the current state of every signal
-	haOnline   chan struct{} // Home Assistant restarted
-	inbox      chan inbound  // messages from paho's handler to the command worker
-	sweep      chan inbound  // discovery configs seen while collectRetained runs
+	avail      availability    // sessionLoop's
+	homie      *homie          // nil unless homie.enabled
+	wake       chan struct{}   // a reading was appended to the outbox
+	lost       chan struct{}   // paho lost the connection
+	sessions   chan struct{}   // a connection is ready: publish online, meta, discovery
+	statesReq  chan struct{}   // publish the current state of every signal
+	haOnline   chan struct{}   // Home Assistant restarted
+	inbox      chan inbound    // messages from paho's handler to the command worker
+	acks       chan pendingAck // answers to commands, for ackLoop to publish
+	sweep      chan inbound    // discovery configs seen while collectRetained runs
 	sweeping   atomic.Bool
 	sweepLost  atomic.Bool // sweep was full: a config was not seen
 	gate       *gate       // open while connected and paho's resend is done
@@ -162,6 +164,7 @@ type Client struct {
 	connects        atomic.Uint64
 	commands        atomic.Uint64
 	commandsDropped atomic.Uint64
+	acksDropped     atomic.Uint64
 }
 
 // New checks the configuration, prepares the paho client and subscribes to
@@ -206,6 +209,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 		statesReq: make(chan struct{}, 1),
 		haOnline:  make(chan struct{}, 1),
 		inbox:     make(chan inbound, inboxSize),
+		acks:      make(chan pendingAck, acksSize),
 		sweep:     make(chan inbound, 512),
 		gate:      newGate(),
 		stale:     o.Stale,
@@ -306,6 +310,9 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetConnectionNotificationHandler(c.onNotification)
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
+	} else if c.cfg.embeddedPassword != "" {
+		o.SetUsername(EmbeddedBridgeUser)
+		o.SetPassword(c.cfg.embeddedPassword)
 	}
 	if c.cfg.PasswordFile != "" {
 		b, err := os.ReadFile(c.cfg.PasswordFile)
@@ -376,6 +383,7 @@ func (c *Client) Stats() Stats {
 		Connects:        c.connects.Load(),
 		Commands:        c.commands.Load(),
 		CommandsDropped: c.commandsDropped.Load(),
+		AcksDropped:     c.acksDropped.Load(),
 		OutboxFailing:   c.outboxFailing(),
 	}
 	if l, ok := c.outbox.(interface {
@@ -408,10 +416,11 @@ func (c *Client) Run(ctx context.Context) error {
 		"topics", c.topics.base+"/#", "queue_max", c.cfg.QueueMax)
 
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
 	go func() { defer wg.Done(); c.connectLoop(ctx) }()
 	go func() { defer wg.Done(); c.sessionLoop(ctx) }()
 	go func() { defer wg.Done(); c.commandLoop(ctx) }()
+	go func() { defer wg.Done(); c.ackLoop(ctx) }()
 	go func() { defer wg.Done(); (&publisher{c: c}).run(ctx) }()
 	if c.homie != nil {
 		wg.Add(1)

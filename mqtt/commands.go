@@ -14,8 +14,16 @@ import (
 
 const (
 	// inboxSize bounds the commands waiting for the worker; a client
-	// flooding /set loses its excess, not the bridge its memory.
+	// flooding /set gets its excess refused busy, and the bridge keeps
+	// its memory.
 	inboxSize = 64
+	// acksSize bounds the acks waiting to be published. The command
+	// worker waits for room; paho's handler, refusing busy, never does:
+	// past it a busy ack is dropped and counted (acks_dropped).
+	acksSize = 4096
+	// ackBatch is how many acks are published before their tokens are
+	// awaited: answers keep up with a flood of commands.
+	ackBatch = 64
 	// maxCommandPayload is far above any command form; longer payloads are
 	// refused without being copied.
 	maxCommandPayload = 1024
@@ -29,8 +37,15 @@ type inbound struct {
 	tooLong  bool
 }
 
+// pendingAck is an answer to a command, waiting to be published.
+type pendingAck struct {
+	id, name string
+	err      error
+}
+
 // onMessage is paho's handler for every message. It must neither block nor
-// publish (paho #453): it copies the message into the inbox or drops it.
+// publish (paho #453): it copies the message into the inbox, or, when the
+// inbox is full, hands a busy refusal to the ack worker.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	bridged := c.deliverBridge(m)
 	if c.sweeping.Load() && c.inSweep(m.Topic()) {
@@ -49,11 +64,95 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	select {
 	case c.inbox <- in:
 	default:
-		// Log the first drop and then every 100th, not a line per message of a flood.
-		if n := c.commandsDropped.Add(1); n%100 == 1 {
-			c.log.Warn("command queue full; message dropped", "topic", clip(in.topic), "dropped", n)
+		c.refuseBusy(in)
+	}
+}
+
+// refuseBusy answers a command the full inbox cannot take with a busy ack,
+// without blocking: the ack is published by ackLoop. Messages that are
+// not commands (Home Assistant's status) are dropped.
+func (c *Client) refuseBusy(in inbound) {
+	name, op, ok := c.topics.command(in.topic)
+	if !ok || (len(in.payload) == 0 && !in.tooLong) {
+		return // not a command, or the clearing of a retained one: no answer either way
+	}
+	cmd := pibridge.Command{Name: name, Op: op, Source: "mqtt"}
+	if !in.tooLong {
+		// Only the id is wanted; a payload that does not parse is refused busy all the same.
+		if op == pibridge.OpPulse {
+			_, cmd.ID, _ = pibridge.ParsePulsePayload(in.payload)
+		} else {
+			_, cmd.ID, _ = pibridge.ParseSetPayload(in.payload)
 		}
 	}
+	err := fmt.Errorf("%s: %w", clip(name), pibridge.ErrBusy)
+	c.core.Refused(cmd, err)
+	n := c.commandsDropped.Add(1)
+	select {
+	case c.acks <- pendingAck{id: cmd.ID, name: clip(name), err: err}:
+	default:
+		c.acksDropped.Add(1)
+	}
+	// Log the first refusal and then every 100th, not a line per message of a flood.
+	if n%100 == 1 {
+		c.log.Warn("command queue full; command refused busy", "topic", clip(in.topic), "refused", n, "acks_dropped", c.acksDropped.Load())
+	}
+}
+
+// ackLoop publishes the acks, a batch at a time, apart from the command
+// worker: neither refusing busy nor carrying out the next command waits
+// for an ack's PUBACK.
+func (c *Client) ackLoop(ctx context.Context) {
+	batch := make([]pendingAck, 0, ackBatch)
+	toks := make([]paho.Token, 0, ackBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-c.acks:
+			batch = append(batch[:0], a)
+		}
+	fill:
+		for len(batch) < ackBatch {
+			select {
+			case a := <-c.acks:
+				batch = append(batch, a)
+			default:
+				break fill
+			}
+		}
+		if !c.awaitConnected(ctx) { // between connections: wait (bounded) for the next one
+			if ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("acks not published: not connected", "acks", len(batch), "first_id", batch[0].id)
+			c.acksDropped.Add(uint64(len(batch)))
+			continue
+		}
+		toks = toks[:0]
+		for _, a := range batch {
+			toks = append(toks, c.publish(c.topics.ack, c.qos, false, ackJSON(a.id, a.name, a.err)))
+		}
+		for i, tok := range toks {
+			if err := await(ctx, tok, c.tm.writeTimeout); err != nil && ctx.Err() == nil {
+				c.log.Warn("ack not published", "id", batch[i].id, "signal", batch[i].name, "err", err)
+			}
+		}
+	}
+}
+
+// awaitConnected waits, at most the write timeout, for a connection to
+// publish on; false when none came in time or ctx ended.
+func (c *Client) awaitConnected(ctx context.Context) bool {
+	t := time.NewTimer(c.tm.writeTimeout)
+	defer t.Stop()
+	select {
+	case <-c.gate.open():
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
 }
 
 // forTheBridge reports whether topic is a command or Home Assistant's
@@ -144,7 +243,9 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 	}
 }
 
-// ack publishes the answer to a command on P/D/ack, not retained.
+// ack queues the answer to a command for ackLoop, which publishes it on
+// P/D/ack, not retained. It waits for room in the queue, not for the
+// publish.
 func (c *Client) ack(ctx context.Context, id, name string, err error) {
 	if err == nil && id == "" {
 		return
@@ -152,19 +253,9 @@ func (c *Client) ack(ctx context.Context, id, name string, err error) {
 	if err != nil && errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return // stopping: nobody is listening to this answer any more
 	}
-	t := time.NewTimer(c.tm.writeTimeout)
-	defer t.Stop()
-	select { // between connections: wait (bounded) for the next one
-	case <-c.gate.open():
+	select {
+	case c.acks <- pendingAck{id: id, name: clip(name), err: err}:
 	case <-ctx.Done():
-		return
-	case <-t.C:
-		c.log.Warn("ack not published: not connected", "id", id, "signal", clip(name))
-		return
-	}
-	tok := c.publish(c.topics.ack, c.qos, false, ackJSON(id, clip(name), err))
-	if werr := await(ctx, tok, c.tm.writeTimeout); werr != nil && ctx.Err() == nil {
-		c.log.Warn("ack not published", "id", id, "signal", clip(name), "err", werr)
 	}
 }
 

@@ -42,17 +42,21 @@ const (
 type Config struct {
 	// Broker is one URL or an ordered fallback list; "embedded" is the
 	// broker inside this process.
-	Broker         Brokers       `yaml:"broker"`
-	EmbeddedListen string        `yaml:"embedded_listen"`
-	ClientID       string        `yaml:"client_id"`
-	Username       string        `yaml:"username"`
-	PasswordFile   string        `yaml:"password_file"`
-	TLS            TLSConfig     `yaml:"tls"`
-	TopicPrefix    string        `yaml:"topic_prefix"`
-	QoS            *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
-	QueueMax       int           `yaml:"queue_max"`
-	HomeAssistant  HomeAssistant `yaml:"homeassistant"`
-	Homie          Homie         `yaml:"homie"`
+	Broker         Brokers `yaml:"broker"`
+	EmbeddedListen string  `yaml:"embedded_listen"`
+	// EmbeddedUsersFile lists the embedded broker's users, one
+	// "user:password" a line; beyond loopback without it, a password is
+	// generated in state_dir (README "Home Assistant").
+	EmbeddedUsersFile string        `yaml:"embedded_users_file"`
+	ClientID          string        `yaml:"client_id"`
+	Username          string        `yaml:"username"`
+	PasswordFile      string        `yaml:"password_file"`
+	TLS               TLSConfig     `yaml:"tls"`
+	TopicPrefix       string        `yaml:"topic_prefix"`
+	QoS               *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
+	QueueMax          int           `yaml:"queue_max"`
+	HomeAssistant     HomeAssistant `yaml:"homeassistant"`
+	Homie             Homie         `yaml:"homie"`
 	// BridgeAllow are the topic filters browsers may subscribe and publish
 	// to through the WebSocket (SPEC §5).
 	BridgeAllow []string `yaml:"bridge_allow"`
@@ -60,6 +64,12 @@ type Config struct {
 	// embeddedAddr is where the embedded broker really listens, once it
 	// does (embedded_listen may say port 0).
 	embeddedAddr string
+	// deviceID is the device's id, given to Defaults: Validate needs it
+	// for the bridge's own topics.
+	deviceID string
+	// embeddedPassword is the bridge's own password on an embedded broker
+	// that asks for one (SetEmbeddedCredentials).
+	embeddedPassword string
 }
 
 // TLSConfig names the files for ssl:// and wss:// brokers.
@@ -119,6 +129,7 @@ func (b *Brokers) UnmarshalYAML(n *yaml.Node) error {
 
 // Defaults fills in what the file left out. deviceID is device.id.
 func (c *Config) Defaults(deviceID string) {
+	c.deviceID = deviceID
 	if len(c.Broker) == 0 {
 		c.Broker = Brokers{DefaultBroker}
 	}
@@ -285,8 +296,18 @@ func (c *Config) Validate() error {
 		p.Addf("homie.prefix", "%q: must be one topic level of a-z, 0-9 and - (Homie's ID format)", c.Homie.Prefix)
 	}
 	for i, f := range c.BridgeAllow {
+		path := fmt.Sprintf("bridge_allow[%d]", i)
 		if err := ValidateFilter(f); err != nil {
-			p.Addf(fmt.Sprintf("bridge_allow[%d]", i), "%v", err)
+			p.Addf(path, "%v", err)
+			continue
+		}
+		// Browsers must not write what clients take for the bridge's own
+		// truth (status, readings, discovery), nor read its acks.
+		for _, own := range c.ownFilters() {
+			if FiltersOverlap(f, own) {
+				p.Addf(path, "%q overlaps the bridge's own topics %s", f, own)
+				break
+			}
 		}
 	}
 	return p.Err()
@@ -321,6 +342,17 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 		if why := listenProblem(c.EmbeddedListen); why != "" {
 			p.Addf("embedded_listen", "%q: %s", c.EmbeddedListen, why)
 		}
+		if c.EmbeddedUsersFile != "" {
+			checkFile(p, "embedded_users_file", c.EmbeddedUsersFile)
+		}
+		// The bridge's client has one identity for every broker it lists:
+		// an internal one must not go to another broker, so it is the
+		// configured one.
+		if c.EmbeddedNeedsAuth() && len(c.Broker) > 1 && (c.Username == "" || c.PasswordFile == "") {
+			p.Addf("username", "the embedded broker asks for credentials and another broker is listed: set username and password_file, the bridge's identity on both")
+		}
+	} else if c.EmbeddedUsersFile != "" {
+		p.Addf("embedded_users_file", "set, but the embedded broker is not used")
 	}
 }
 

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -82,6 +83,7 @@ func TestConfigDefaults(t *testing.T) {
 		QueueMax:       100000,
 		HomeAssistant:  HomeAssistant{Discovery: boolp(true), Prefix: "homeassistant", StatusTopic: "homeassistant/status"},
 		Homie:          Homie{Prefix: "homie"},
+		deviceID:       "dev1",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got  %+v\n want %+v", c, want)
@@ -141,10 +143,44 @@ func TestConfigValidate(t *testing.T) {
 		{"homie prefix, homie off", func(c *Config) { c.Homie.Prefix = "Homie/x" }, nil},
 		{"ha prefix, discovery off", func(c *Config) { c.HomeAssistant.Prefix = "ha/#"; c.HomeAssistant.Discovery = boolp(false) }, nil},
 		{"bridge_allow", func(c *Config) { c.BridgeAllow = []string{"home/+/temp", "#", "a/#/b", "a/b+", "", "$SYS/#"} }, []string{
+			`bridge_allow[1]: "#" overlaps the bridge's own topics pibridge/dev1/#`,
 			`bridge_allow[2]: "a/#/b": # must be alone in the last level`,
 			`bridge_allow[3]: "a/b+": + must fill a whole level`,
 			`bridge_allow[4]: must not be empty`,
 		}},
+		{"bridge_allow over the bridge's own topics", func(c *Config) {
+			c.BridgeAllow = []string{"pibridge/other/#", "+/dev1/#", "pibridge/+/status", "pibridge/dev1/pump/set", "pibridge/dev1", "homeassistant/switch/#", "+/+/x/config", "pibridge/+", "homeassistant"}
+		}, []string{
+			`bridge_allow[1]: "+/dev1/#" overlaps the bridge's own topics pibridge/dev1/#`,
+			`bridge_allow[2]: "pibridge/+/status" overlaps the bridge's own topics pibridge/dev1/#`,
+			`bridge_allow[3]: "pibridge/dev1/pump/set" overlaps the bridge's own topics pibridge/dev1/#`,
+			`bridge_allow[4]: "pibridge/dev1" overlaps the bridge's own topics pibridge/dev1/#`,
+			`bridge_allow[5]: "homeassistant/switch/#" overlaps the bridge's own topics homeassistant/#`,
+			`bridge_allow[6]: "+/+/x/config" overlaps the bridge's own topics pibridge/dev1/#`,
+			`bridge_allow[7]: "pibridge/+" overlaps the bridge's own topics pibridge/dev1/#`,
+			`bridge_allow[8]: "homeassistant" overlaps the bridge's own topics homeassistant/#`,
+		}},
+		{"bridge_allow on Home Assistant's topics, discovery off", func(c *Config) {
+			c.HomeAssistant.Discovery = boolp(false)
+			c.BridgeAllow = []string{"homeassistant/#"}
+		}, nil},
+		{"embedded_users_file without the embedded broker", func(c *Config) { c.EmbeddedUsersFile = pw }, []string{
+			`embedded_users_file: set, but the embedded broker is not used`,
+		}},
+		{"embedded_users_file missing", func(c *Config) { c.Broker = Brokers{"embedded"}; c.EmbeddedUsersFile = pw + ".nope" }, []string{
+			fmt.Sprintf(`embedded_users_file: %q: no such file`, pw+".nope"),
+		}},
+		{"embedded beyond loopback beside another broker", func(c *Config) {
+			c.Broker = Brokers{"embedded", "tcp://nas:1883"}
+			c.EmbeddedListen = "0.0.0.0:1883"
+		}, []string{
+			`username: the embedded broker asks for credentials and another broker is listed: set username and password_file, the bridge's identity on both`,
+		}},
+		{"embedded beyond loopback beside another broker, with a user", func(c *Config) {
+			c.Broker = Brokers{"embedded", "tcp://nas:1883"}
+			c.EmbeddedListen = "0.0.0.0:1883"
+			c.Username, c.PasswordFile = "bridge", pw
+		}, nil},
 		{"client_id", func(c *Config) { c.ClientID = "" }, []string{`client_id: must not be empty`}},
 		{"password without user", func(c *Config) { c.PasswordFile = pw }, []string{
 			`password_file: set, but username is empty (MQTT sends a password only with a user name)`,

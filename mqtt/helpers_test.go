@@ -484,11 +484,20 @@ var watcherN atomic.Int64
 
 func watch(t *testing.T, addr string, filters ...string) *watcher {
 	t.Helper()
+	return watchWith(t, addr, nil, filters...)
+}
+
+// watchWith is watch with the client's options edited (credentials).
+func watchWith(t *testing.T, addr string, edit func(*paho.ClientOptions), filters ...string) *watcher {
+	t.Helper()
 	w := &watcher{t: t, id: fmt.Sprintf("watcher-%d-%d", os.Getpid(), watcherN.Add(1)),
 		signal: make(chan struct{}, 1), barrier: make(chan string, 16)}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).
 		SetClientID(w.id).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+	if edit != nil {
+		edit(opts)
+	}
 	w.client = paho.NewClient(opts)
 	mustToken(t, w.client.Connect(), "watcher connect")
 	t.Cleanup(func() { w.client.Disconnect(100) })

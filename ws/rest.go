@@ -30,7 +30,8 @@ func (s *Server) ServeState(w http.ResponseWriter, r *http.Request) {
 // /set takes it (on, off, toggle, a number, or {"value":…}); the answer is
 // the reading that confirms the command, or {"error":…} with 400 (bad
 // value), 403 (read-only token), 404 (no such signal), 409 (not writable,
-// or refused for a reason of state), 504 (the actuator took too long).
+// or refused for a reason of state), 503 (busy: too many commands waiting,
+// with Retry-After; or outputs not ready), 504 (the actuator took too long).
 func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
 	role, ok := s.restGuard(w, r)
 	if !ok || !allowMethod(w, r, http.MethodPost) {
@@ -68,6 +69,9 @@ func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
 	reading, err := s.core.Execute(ctx, pibridge.Command{ID: id, Name: name, Op: pibridge.OpSet, Value: v, Source: "http"})
 	if err != nil {
 		s.log.Debug("command failed", "source", "http", "remote", r.RemoteAddr, "signal", name, "err", err)
+		if errors.Is(err, pibridge.ErrBusy) {
+			w.Header().Set("Retry-After", "1")
+		}
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
@@ -142,7 +146,7 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
-	case errors.Is(err, pibridge.ErrNotReady):
+	case errors.Is(err, pibridge.ErrNotReady), errors.Is(err, pibridge.ErrBusy):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -36,12 +37,63 @@ type DeviceConfig struct {
 	Name string `yaml:"name"`
 }
 
+const (
+	// maxConfigSize bounds the file read: a real config is a few KiB, and
+	// decoding costs far more memory than the bytes themselves.
+	maxConfigSize = 1 << 20
+	// maxProblems bounds the problems listed; the rest are counted.
+	maxProblems = 50
+)
+
+// loadConfigCtx is loadConfig that gives up when ctx ends (SIGINT,
+// SIGTERM), even while a hostile file is being decoded: the decoder takes
+// no context, so it is left to finish on its own as the process exits.
+func loadConfigCtx(ctx context.Context, path string, getenv func(string) string) (*Config, error) {
+	type result struct {
+		cfg *Config
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cfg, err := loadConfig(path, getenv)
+		done <- result{cfg, err}
+	}()
+	select {
+	case r := <-done:
+		return r.cfg, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("loading the configuration: %w", context.Cause(ctx))
+	}
+}
+
+// readConfigFile reads at most maxConfigSize bytes of path.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxConfigSize {
+		size := "more than 1 MiB"
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			size = fmt.Sprintf("%d bytes", fi.Size())
+		}
+		return nil, &pibridge.FieldError{Msg: fmt.Sprintf("%s: the file is %s; a config file may be at most %d bytes (1 MiB)", path, size, maxConfigSize)}
+	}
+	return b, nil
+}
+
 // loadConfig reads the file at path, or the built-in demo when path is "".
-// Every problem is reported at once, each naming its field.
+// Every problem is reported at once, each naming its field, up to
+// maxProblems of them.
 func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	src := demoYAML
 	if path != "" {
-		b, err := os.ReadFile(path)
+		b, err := readConfigFile(path)
 		if err != nil {
 			return nil, err
 		}
@@ -54,7 +106,7 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	cfg.applyEnv(getenv)
 	cfg.defaults(getenv)
 	var p pibridge.Problems
-	for _, e := range decodeErrs {
+	for _, e := range decodeErrs.errs {
 		p.Add("", e)
 	}
 	// A field that failed to decode is already reported; what validation
@@ -68,28 +120,58 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 			}
 		}
 	}
-	if err := p.Err(); err != nil {
+	if err := capProblems(p.Err(), decodeErrs.more); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// fieldErrors are the decoding problems, by path.
-type fieldErrors []*pibridge.FieldError
-
-func (f fieldErrors) covers(path string) bool {
-	for _, e := range f {
-		if e.Path == path {
-			return true
-		}
+// capProblems keeps the first maxProblems of err's problems and says how
+// many more there were; more were left out before err was built.
+func capProblems(err error, more int) error {
+	if err == nil {
+		return nil
 	}
-	return false
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	if len(errs) > maxProblems {
+		more += len(errs) - maxProblems
+		errs = errs[:maxProblems]
+	}
+	if more > 0 {
+		errs = append(errs[:len(errs):len(errs)], &pibridge.FieldError{Msg: fmt.Sprintf("… and %d more", more)})
+	}
+	return errors.Join(errs...)
 }
+
+// fieldErrors are the decoding problems, by path, and how many more were
+// not described (beyond maxProblems).
+type fieldErrors struct {
+	errs  []*pibridge.FieldError
+	more  int
+	paths map[string]bool
+}
+
+func (f *fieldErrors) add(e *pibridge.FieldError) {
+	if len(f.errs) >= maxProblems {
+		f.more++
+		return
+	}
+	if f.paths == nil {
+		f.paths = map[string]bool{}
+	}
+	f.errs = append(f.errs, e)
+	f.paths[e.Path] = true
+}
+
+func (f *fieldErrors) covers(path string) bool { return f.paths[path] }
 
 // parseConfig decodes strictly. Type errors do not stop it: they come
 // back as fieldErrors beside the partly filled config, so that validation
 // can still report everything else in the same run.
-func parseConfig(src []byte) (*Config, fieldErrors, error) {
+func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
 		return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
@@ -97,21 +179,35 @@ func parseConfig(src []byte) (*Config, fieldErrors, error) {
 	if len(root.Content) == 0 {
 		return nil, nil, &pibridge.FieldError{Msg: "the file is empty"}
 	}
+	errs := &fieldErrors{}
+	// yaml.v3 reports a repeated key once per pair of its occurrences (n
+	// copies, n(n-1)/2 messages): drop the repeats here, one problem per
+	// key, and decode what is left.
+	lines := map[int]int(nil) // line in what is decoded → line in the file
+	if dropDuplicateKeys(&root, "", errs) {
+		var err error
+		if src, lines, err = reencode(&root); err != nil {
+			return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		}
+	}
 	cfg := &Config{HTTP: ws.Defaults()}
 	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	err := dec.Decode(cfg)
 	if err == nil || errors.Is(err, io.EOF) {
-		return cfg, nil, nil
+		return cfg, errs, nil
 	}
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
+	if len(te.Errors) > maxProblems-len(errs.errs) {
+		errs.more += len(te.Errors) - max(0, maxProblems-len(errs.errs))
+		te.Errors = te.Errors[:max(0, maxProblems-len(errs.errs))]
+	}
 	spots := indexYAML(&root)
-	var errs fieldErrors
 	for _, msg := range te.Errors {
-		errs = append(errs, describeYAMLError(spots, msg))
+		errs.add(describeYAMLError(spots, fileLine(msg, lines)))
 	}
 	return cfg, errs, nil
 }

@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestBrokenConfigs(t *testing.T) {
@@ -158,5 +163,127 @@ func TestFlags(t *testing.T) {
 				t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr: %s", code, tt.code, stdout.String(), stderr.String())
 			}
 		})
+	}
+}
+
+// Hostile files cost little: a size cap, one problem per repeated key,
+// a bound on the keys of a mapping and on the problems listed.
+func TestHostileConfigs(t *testing.T) {
+	keys := func(n int, key func(i int) string) string {
+		var b strings.Builder
+		b.WriteString("board: sim\n")
+		for i := range n {
+			b.WriteString(key(i) + ": 1\n")
+		}
+		return b.String()
+	}
+	tests := []struct {
+		name  string
+		yaml  string
+		first []string // the first lines of stderr
+		last  string   // the last line, "" for none in particular
+		lines int      // the number of lines, 0 for any up to maxProblems+1
+	}{
+		{
+			name:  "3,000 copies of one key",
+			yaml:  keys(3000, func(int) string { return "a" }),
+			first: []string{"config: a: defined 3000 times (lines 2, 3, 4, 5, 6, …); a key may appear once", "config: a: unknown key (line 2)"},
+			lines: 2,
+		},
+		{
+			name: "keys repeated in a section, once each",
+			yaml: "board: sim\nmqtt:\n  qos: 1\n  qos: 2\n  topic_prefix: a\n  qos: 0\n  topic_prefix: b\n",
+			first: []string{
+				"config: mqtt.qos: defined 3 times (lines 3, 4, 6); a key may appear once",
+				"config: mqtt.topic_prefix: defined 2 times (lines 5, 7); a key may appear once",
+			},
+			lines: 2,
+		},
+		{
+			name:  "100,000 distinct unknown keys",
+			yaml:  keys(100000, func(i int) string { return fmt.Sprintf("k%d", i) }),
+			first: []string{"config: the top level: 100001 keys; at most 256 are read (the rest from line 257 on are ignored)", "config: k0: unknown key (line 2)"},
+			last:  "config: … and 206 more",
+			lines: maxProblems + 1,
+		},
+		{
+			name:  "a problem for each of 500 outputs",
+			yaml:  "board: sim\noutputs:\n" + strings.Repeat("  - {name: o, pin: GPIO99}\n", 500),
+			first: []string{`config: outputs[0].pin: "GPIO99": no such pin`},
+			last:  fmt.Sprintf("config: … and %d more", 500*2-1-maxProblems),
+			lines: maxProblems + 1,
+		},
+		{
+			name:  "over 1 MiB",
+			yaml:  "board: sim\n#" + strings.Repeat("x", 2<<20) + "\n",
+			first: []string{"config: CONFIG: the file is 2097165 bytes; a config file may be at most 1048576 bytes (1 MiB)"},
+			lines: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := run(ctx, []string{"-check", "-config", path}, envOf(map[string]string{"PIBRIDGE_STATE_DIR": t.TempDir()}), &stdout, &stderr)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("-check took %s", took)
+			}
+			if code := exitStatus(err, &stderr); code != 2 {
+				t.Fatalf("exit status %d, want 2 (err %v)", code, err)
+			}
+			got := strings.Split(strings.TrimSpace(strings.ReplaceAll(stderr.String(), path, "CONFIG")), "\n")
+			if tt.lines != 0 && len(got) != tt.lines {
+				t.Errorf("%d lines, want %d; the first: %q", len(got), tt.lines, got[:min(len(got), 5)])
+			}
+			for i, w := range tt.first {
+				if i >= len(got) || got[i] != w {
+					t.Errorf("line %d = %q, want %q", i, got[min(i, len(got)-1)], w)
+				}
+			}
+			if tt.last != "" && got[len(got)-1] != tt.last {
+				t.Errorf("last line %q, want %q", got[len(got)-1], tt.last)
+			}
+		})
+	}
+}
+
+// A signal ends -check even while the file cannot be read: here a FIFO
+// that nobody writes, so the read would wait forever.
+func TestCheckHonoursSignals(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "config.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	t.Cleanup(func() { // lets the abandoned reader go
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		var stdout, stderr bytes.Buffer
+		done <- run(ctx, []string{"-check", "-config", fifo}, envOf(map[string]string{"PIBRIDGE_STATE_DIR": t.TempDir()}), &stdout, &stderr)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("run returned before the signal: %v", err)
+	case <-time.After(200 * time.Millisecond): // the read is under way: nothing to poll for
+	}
+	cancel()
+	select {
+	case err := <-done:
+		var ce *configError
+		if err == nil || errors.As(err, &ce) {
+			t.Errorf("run = %v, want the signal's error, not a config problem", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("-check did not end within 5 s of the signal")
 	}
 }

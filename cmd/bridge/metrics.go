@@ -21,7 +21,7 @@ func newMetrics(core *pibridge.Core, board *gpio.Board, client *mqtt.Client, liv
 			s := client.Stats()
 			return metrics.MQTT{
 				Connected: s.Connected, Queued: s.Queued, Dropped: s.Dropped, Published: s.Published,
-				Connects: s.Connects, Commands: s.Commands, CommandsDropped: s.CommandsDropped,
+				Connects: s.Connects, Commands: s.Commands, CommandsDropped: s.CommandsDropped, AcksDropped: s.AcksDropped,
 				OutboxFailing: s.OutboxFailing, LogFailures: s.OutboxLogFailures, Replayed: s.OutboxReplayed,
 			}
 		},

@@ -43,8 +43,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "bridge: %v\n", err)
 		return err
 	}
-	cfg, err := loadConfig(o.configPath, getenv)
+	cfg, err := loadConfigCtx(ctx, o.configPath, getenv)
 	if err != nil {
+		if ctx.Err() != nil {
+			return err // a signal, not a problem of the file
+		}
 		return &configError{err}
 	}
 	if o.check {
@@ -120,7 +123,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	}()
 	var broker *mqtt.Broker
 	if cfg.MQTT.UsesEmbedded() {
-		broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
+		if cfg.MQTT.EmbeddedNeedsAuth() {
+			var a mqtt.BrokerAuth
+			if a, err = embeddedAuth(cfg, log, stderr); err != nil {
+				return err
+			}
+			broker, err = mqtt.NewAuthBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"), a)
+		} else {
+			broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
+		}
 		if err != nil {
 			return err
 		}
