@@ -490,7 +490,7 @@ func (s *Server) join(conn *websocket.Conn, acc access, remote, authID string) *
 	}
 	// The hello goes first; until it is queued no writer starts, so the
 	// readings the hub queues meanwhile wait behind it.
-	c.mb.setFirst(textFrame(s.appendHello(newFrame(len(s.helloHead)+48+len(state)*96), state, c.readOnly)), c.writeLoop)
+	c.mb.setFirst(textFrame(s.appendHello(newFrame(len(s.helloHead)+80+len(state)*96), state, c.readOnly)), c.writeLoop)
 	if authID != "" {
 		// The hello answers the auth message; one that carries an id gets
 		// its ack too, written right after the hello.
@@ -576,6 +576,7 @@ func (s *Server) appendHello(b []byte, state []pibridge.Reading, readOnly bool) 
 		b = append(b, `"readonly":true,`...)
 	}
 	b = append(b, s.helloHead[len(helloPrefix):]...)
+	b = pibridge.AppendClock(append(b, ','), s.core.ClockState())
 	b = append(b, `,"state":`...)
 	b = appendState(b, state)
 	return append(b, '}')
