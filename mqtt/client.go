@@ -70,6 +70,7 @@ type timing struct {
 	shutdown       time.Duration // Run's bound for offline and in-flight after ctx ends
 	haDelayMin     time.Duration // pause before answering Home Assistant's birth message…
 	haDelayMax     time.Duration // …random between the two
+	clockCheck     time.Duration // how often meta's clock state is compared with the kernel's
 }
 
 var defaultTiming = timing{
@@ -98,6 +99,7 @@ var defaultTiming = timing{
 	shutdown:   2 * time.Second,
 	haDelayMin: time.Second,
 	haDelayMax: 5 * time.Second,
+	clockCheck: 30 * time.Second,
 }
 
 // Client publishes the core's readings and takes commands over MQTT.

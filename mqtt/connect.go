@@ -125,6 +125,9 @@ func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 // while paho is still resending and could not order `online` after the
 // SUBACK.) It also answers Home Assistant's birth message. The publisher
 // sends the states.
+//
+// meta says whether the board's clock is synchronised; sessionLoop
+// publishes it again when that changes (NTP came, or went).
 func (c *Client) sessionLoop(ctx context.Context) {
 	var haTimer *time.Timer
 	var haDue <-chan time.Time
@@ -133,15 +136,26 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			haTimer.Stop()
 		}
 	}()
+	clockTick := time.NewTicker(c.tm.clockCheck)
+	defer clockTick.Stop()
+	metaSynced, metaOut := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-clockTick.C:
+			if cs := c.core.ClockState(); metaOut && cs.Synced != metaSynced && c.gate.isOpen() {
+				c.log.Info("publishing meta again: the clock's state changed", "clock", cs.String())
+				metaSynced = cs.Synced
+				c.awaitAll(ctx, []paho.Token{c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), cs))}, "meta")
+			}
 		case <-c.sessions:
 			c.subscribe(ctx)
+			cs := c.core.ClockState()
+			metaSynced, metaOut = cs.Synced, true
 			toks := []paho.Token{
 				c.publish(c.topics.status, 1, true, "online"),
-				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), c.core.ClockState())),
+				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), cs)),
 			}
 			toks = append(toks, c.publishDiscovery()...)
 			c.awaitAll(ctx, toks, "online, meta and discovery")

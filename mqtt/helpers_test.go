@@ -37,6 +37,7 @@ var testTiming = timing{
 	shutdown:       2 * time.Second,
 	haDelayMin:     10 * time.Millisecond,
 	haDelayMax:     30 * time.Millisecond,
+	clockCheck:     20 * time.Millisecond,
 }
 
 const waitLong = 15 * time.Second

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"pibridge"
 )
 
 // mute is a TCP proxy whose client-to-broker direction can be muted:
@@ -153,4 +155,30 @@ func TestRunReturnsAfterItsGoroutines(t *testing.T) {
 		runtime.Gosched()
 		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// TestMetaFollowsClock: meta says whether the board's clock is
+// synchronised, and is published again when that changes, as when NTP
+// sets a Pi's clock minutes after boot.
+func TestMetaFollowsClock(t *testing.T) {
+	var synced atomic.Bool
+	core, err := pibridge.New(pibridge.Options{
+		Device: pibridge.Device{ID: "dev1", Name: "Test Pi"}, Signals: testSignals, StateDir: t.TempDir(),
+		KernelClock: func() (bool, bool, time.Duration) { return synced.Load(), true, 0 },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { core.Close() })
+	addr := startEmbedded(t)
+	w := watch(t, addr, base+"/meta")
+	startClient(t, core, "tcp://"+addr, nil)
+	has := func(want string) func([]msg) bool {
+		return func(ms []msg) bool {
+			return len(ms) > 0 && strings.Contains(ms[len(ms)-1].Payload, want)
+		}
+	}
+	w.waitFor("meta saying the clock is not synchronised", has(`"clock":{"synced":false}`))
+	synced.Store(true)
+	w.waitFor("meta again, saying it is", has(`"clock":{"synced":true}`))
 }
