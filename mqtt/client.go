@@ -142,6 +142,8 @@ type Client struct {
 	bg        sync.WaitGroup
 	bgClosed  bool
 	quit      chan struct{}
+	dials     dials                      // paho's connections, for Run to end (dial.go)
+	connect   atomic.Pointer[paho.Token] // the last connection attempt
 	closeOnce sync.Once
 	ownOutbox *DiskOutbox // opened by New from StateDir, closed by Close
 	bridge    passthrough // browsers' subscriptions (passthrough.go)
@@ -276,7 +278,8 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetWill(c.topics.status, "offline", 1, true).
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionLostHandler(c.onConnectionLost).
-		SetConnectionNotificationHandler(c.onNotification)
+		SetConnectionNotificationHandler(c.onNotification).
+		SetCustomOpenConnectionFn(c.openConn)
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
 	}
@@ -424,6 +427,14 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	c.gate.set(false)
 	c.paho.Disconnect(250)
+	// A connection attempt still waiting for a broker's answer ends when
+	// its connection does; paho's goroutines with it.
+	c.dials.stop()
+	if tok := c.connect.Load(); tok != nil {
+		if err := await(context.Background(), *tok, c.tm.connectTimeout); errors.Is(err, errNoAck) {
+			c.log.Warn("a connection attempt did not end", "err", err)
+		}
+	}
 	c.bgMu.Lock()
 	c.bgClosed = true
 	close(c.quit)

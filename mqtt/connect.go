@@ -41,6 +41,7 @@ func (c *Client) connectLoop(ctx context.Context) {
 			c.log.Info("waited for a publish stuck on the lost connection", "wait", d.Round(time.Millisecond))
 		}
 		tok := c.paho.Connect()
+		c.connect.Store(&tok) // Run waits for the last attempt to end
 		var err error
 		select {
 		case <-ctx.Done():

@@ -21,12 +21,13 @@ import (
 // what the client sends is then read and dropped, so the broker never
 // answers it while the connection stays up.
 type mute struct {
-	ln     net.Listener
-	target string
-	muted  atomic.Bool
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
+	ln       net.Listener
+	target   string
+	muted    atomic.Bool
+	accepted atomic.Int32
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	conns    []net.Conn
 }
 
 func newMute(t *testing.T, target string) *mute {
@@ -43,6 +44,7 @@ func newMute(t *testing.T, target string) *mute {
 			if err != nil {
 				return
 			}
+			m.accepted.Add(1)
 			up, err := net.Dial("tcp", target)
 			if err != nil {
 				down.Close()
@@ -114,46 +116,61 @@ func ownGoroutines() (int, string) {
 
 // TestRunReturnsAfterItsGoroutines: when Run returns, nothing it started
 // (its loops, the watcher of the connection during `offline`, a browser's
-// unsubscribe waiting for the broker's answer, paho's own) still runs,
-// even when the broker has stopped answering: a browser left while the
-// broker was silent, and the bridge stops.
+// unsubscribe waiting for the broker's answer, paho's own, a connection
+// attempt) still runs, even when the broker does not answer: it stopped
+// answering after a browser subscribed, or it accepts connections and
+// never answers CONNECT (paho alone would wait connect_timeout for it).
 func TestRunReturnsAfterItsGoroutines(t *testing.T) {
-	core, _ := newCore(t)
-	m := newMute(t, startEmbedded(t))
-	c := newTestClient(t, core, "tcp://"+m.addr(), func(c *Config) { c.BridgeAllow = []string{"lab/#"} })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	eventually(t, "connected", c.Connected)
-
-	cancelSub, err := c.Subscribe("lab/#", func(string, []byte, bool) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.muted.Store(true)
-	cancelSub() // its unsubscribe now waits for an answer that never comes
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return")
-	}
-	// paho's last goroutines may be a moment behind Run; Run is not
-	// allowed to leave one that waits for seconds.
-	deadline := time.Now().Add(300 * time.Millisecond)
-	for {
-		n, stacks := ownGoroutines()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines of the client still run after Run returned:\n%s", n, stacks)
-		}
-		runtime.Gosched()
-		time.Sleep(5 * time.Millisecond) // polling with a deadline
+	for _, tt := range []struct {
+		name      string
+		connected bool // the broker answers until the browser has subscribed
+	}{
+		{"the broker stops answering", true},
+		{"the broker never answers CONNECT", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			core, _ := newCore(t)
+			m := newMute(t, startEmbedded(t))
+			m.muted.Store(!tt.connected)
+			c := newTestClient(t, core, "tcp://"+m.addr(), func(c *Config) { c.BridgeAllow = []string{"lab/#"} })
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			if tt.connected {
+				eventually(t, "connected", c.Connected)
+				cancelSub, err := c.Subscribe("lab/#", func(string, []byte, bool) {})
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.muted.Store(true)
+				cancelSub() // its unsubscribe now waits for an answer that never comes
+			} else {
+				eventually(t, "a connection attempt", func() bool { return m.accepted.Load() > 0 })
+			}
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return")
+			}
+			// paho's last goroutines may be a moment behind Run; Run is not
+			// allowed to leave one that waits for seconds.
+			deadline := time.Now().Add(300 * time.Millisecond)
+			for {
+				n, stacks := ownGoroutines()
+				if n == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d goroutines of the client still run after Run returned:\n%s", n, stacks)
+				}
+				runtime.Gosched()
+				time.Sleep(5 * time.Millisecond) // polling with a deadline
+			}
+		})
 	}
 }
 
