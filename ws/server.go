@@ -83,7 +83,11 @@ type Server struct {
 	started atomic.Bool
 	running chan struct{} // closed when Run has subscribed
 	stopped chan struct{} // closed when Run is shutting down
-	ctx     context.Context
+
+	// Commands in flight, cancelled when Run's context ends.
+	cmdMu      sync.Mutex
+	cmdCancels map[*context.CancelFunc]struct{}
+	cmdStopped bool
 
 	tune tuning
 }
@@ -298,9 +302,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	snapshot, unsubscribe := s.core.Subscribe(s.hub)
 	s.hub.start(snapshot)
-	s.ctx = ctx
 	close(s.running)
 	s.hub.run(ctx, s.tune.pingPeriod)
+	s.cancelCommands()
 	unsubscribe()
 	s.shutdown()
 	return nil
@@ -349,6 +353,40 @@ func (s *Server) shutdown() {
 		conn.Close()
 	}
 	<-done
+}
+
+// commandContext bounds a command by commandTimeout; Run's end cancels it
+// too (cancelCommands).
+func (s *Server) commandContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.tune.commandTimeout)
+	s.cmdMu.Lock()
+	defer s.cmdMu.Unlock()
+	if s.cmdStopped {
+		cancel()
+		return ctx, cancel
+	}
+	if s.cmdCancels == nil {
+		s.cmdCancels = make(map[*context.CancelFunc]struct{})
+	}
+	key := &cancel
+	s.cmdCancels[key] = struct{}{}
+	return ctx, func() {
+		cancel()
+		s.cmdMu.Lock()
+		delete(s.cmdCancels, key)
+		s.cmdMu.Unlock()
+	}
+}
+
+// cancelCommands cancels the commands in flight and every later one.
+func (s *Server) cancelCommands() {
+	s.cmdMu.Lock()
+	defer s.cmdMu.Unlock()
+	s.cmdStopped = true
+	for cancel := range s.cmdCancels {
+		(*cancel)()
+	}
+	clear(s.cmdCancels)
 }
 
 // stopping reports whether Run is shutting down.
