@@ -370,7 +370,8 @@ func (c *Client) outboxFailing() bool {
 // Run connects, retrying until a broker answers and reconnecting whenever
 // the connection drops, and publishes until ctx ends. Then it finishes the
 // readings in flight and publishes `offline`, together bounded by 2 s,
-// disconnects and returns nil. Run may be called once.
+// disconnects and returns nil once every goroutine it started, and paho's
+// for it, has ended. Run may be called once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("mqtt: Run called twice")
