@@ -89,6 +89,13 @@ type Options struct {
 	// ErrBusy at once. Default DefaultMaxCommands.
 	MaxCommands int
 	Now         func() time.Time
+	// Mono is the monotonic clock (time since an arbitrary origin), which
+	// tells a step of Now from time passing. Default: the runtime's; none
+	// when Now is set without it (tests with a fake wall clock).
+	Mono func() time.Duration
+	// KernelClock says whether the wall clock is synchronised. Default:
+	// adjtimex on Linux.
+	KernelClock KernelClock
 	Logger      *slog.Logger
 }
 
@@ -100,6 +107,7 @@ type Core struct {
 	index   map[string]int
 	now     func() time.Time
 	log     *slog.Logger
+	kclock  KernelClock
 
 	actuator atomic.Pointer[actuatorBox]
 	observer atomic.Pointer[func(Command, error)]
@@ -114,6 +122,7 @@ type Core struct {
 	state   []Reading
 	history []*history
 	seqErrs uint64
+	clock   *clockWatch
 }
 
 type actuatorBox struct{ Actuator }
@@ -132,6 +141,13 @@ func New(o Options) (*Core, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+		if o.Mono == nil {
+			origin := time.Now()
+			o.Mono = func() time.Duration { return time.Since(origin) }
+		}
+	}
+	if o.KernelClock == nil {
+		o.KernelClock = kernelClock
 	}
 	if o.MaxCommands <= 0 {
 		o.MaxCommands = DefaultMaxCommands
@@ -153,6 +169,8 @@ func New(o Options) (*Core, error) {
 		seq:     seq,
 		state:   make([]Reading, len(o.Signals)),
 		history: make([]*history, len(o.Signals)),
+		kclock:  o.KernelClock,
+		clock:   newClockWatch(o.Now, o.Mono),
 	}
 	for i, s := range c.signals {
 		if _, dup := c.index[s.Name]; dup {
@@ -203,6 +221,9 @@ func (c *Core) Emit(name string, v Value, ts time.Time) {
 	}
 	r := Reading{Name: sig.Name, Value: v, Unit: sig.Unit, TS: ts, Seq: seq}
 	c.state[i] = r
+	if step := c.clock.check(); step != 0 {
+		c.clockStepped(step)
+	}
 	c.history[i].add(Point{T: ts.UnixMilli(), V: v.Float()})
 	for _, s := range *c.subs.Load() {
 		s.Deliver(r)
@@ -275,9 +296,12 @@ func (c *Core) History(name string, since time.Duration) ([]Point, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", name, ErrUnknownSignal)
 	}
-	from := c.now().Add(-since).UnixMilli()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if step := c.clock.check(); step != 0 {
+		c.clockStepped(step)
+	}
+	from := c.now().Add(-since).UnixMilli()
 	return c.history[i].since(nil, from), nil
 }
 

@@ -33,6 +33,10 @@ func newHistory(capacity int, step time.Duration) *history {
 func (h *history) add(p Point) {
 	if h.n > 0 {
 		last := &h.points[(h.start+h.n-1)%len(h.points)]
+		// Never back in time: a reading stamped just before a step of the
+		// clock was seen, but added after the re-dating, joins the last
+		// point instead of breaking the order since relies on.
+		p.T = max(p.T, last.T)
 		if p.T/h.step == last.T/h.step {
 			// One point per step: the newest value of the step wins.
 			*last = p
@@ -77,4 +81,12 @@ func (h *history) since(dst []Point, t int64) []Point {
 		dst = append(dst, h.points[(h.start+i)%len(h.points)])
 	}
 	return dst
+}
+
+// shift moves every point by d ms: the wall clock stepped by d, and the
+// points were stamped by the clock before the step.
+func (h *history) shift(d int64) {
+	for i := range h.n {
+		h.points[(h.start+i)%len(h.points)].T += d
+	}
 }

@@ -11,7 +11,13 @@ import (
 // sleeping. Input debounce is not on it: it runs on the pin's own
 // WaitForEdge timeouts, which are physical time.
 type Clock interface {
+	// Now is the wall clock, for readings' ts. It may step (a Pi has no
+	// RTC: NTP sets it some time after boot); time.Now's monotonic
+	// reading keeps Now().Sub right across a step.
 	Now() time.Time
+	// Mono is time since an arbitrary origin that never steps: sensor
+	// intervals and max_interval heartbeats are measured on it.
+	Mono() time.Duration
 	// AfterFunc calls f in its own goroutine after d, like time.AfterFunc.
 	AfterFunc(d time.Duration, f func()) Timer
 }
@@ -25,6 +31,11 @@ type Timer interface {
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
+
+// monoOrigin is the origin of systemClock.Mono.
+var monoOrigin = time.Now()
+
+func (systemClock) Mono() time.Duration { return time.Since(monoOrigin) }
 
 func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 

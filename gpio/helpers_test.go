@@ -24,12 +24,13 @@ import (
 type fakeClock struct {
 	mu     sync.Mutex
 	now    time.Time
+	mono   time.Duration
 	timers []*fakeTimer
 }
 
 type fakeTimer struct {
 	c      *fakeClock
-	at     time.Time
+	at     time.Duration // on the monotonic clock
 	f      func()
 	active bool
 }
@@ -42,6 +43,20 @@ func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
+}
+
+func (c *fakeClock) Mono() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mono
+}
+
+// Step sets the wall clock by d, as NTP does; the monotonic clock and the
+// timers do not move.
+func (c *fakeClock) Step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
@@ -68,7 +83,7 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 		go t.f()
 		return was
 	}
-	t.at = c.now.Add(d)
+	t.at = c.mono + d
 	if !t.active {
 		t.active = true
 		c.timers = append(c.timers, t)
@@ -81,13 +96,14 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
-	now := c.now
+	c.mono += d
+	now := c.mono
 	var due []*fakeTimer
 	keep := c.timers[:0]
 	for _, t := range c.timers {
 		switch {
 		case !t.active:
-		case !t.at.After(now):
+		case t.at <= now:
 			t.active = false
 			due = append(due, t)
 		default:
@@ -96,7 +112,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 	c.timers = keep
 	c.mu.Unlock()
-	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	sort.SliceStable(due, func(i, j int) bool { return due[i].at < due[j].at })
 	for _, t := range due {
 		t.f()
 	}
@@ -148,6 +164,19 @@ func (r *recorder) of(name string) []pibridge.Value {
 	for _, rd := range r.all {
 		if rd.name == name {
 			out = append(out, rd.v)
+		}
+	}
+	return out
+}
+
+// times returns the ts of the readings of one signal, in order.
+func (r *recorder) times(name string) []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Time
+	for _, rd := range r.all {
+		if rd.name == name {
+			out = append(out, rd.ts)
 		}
 	}
 	return out

@@ -117,19 +117,21 @@ func (b *Board) StaleSignals() []string {
 // gate decides which readings are emitted: all of them, unless min_delta or
 // max_interval is set; then one that moved by more than min_delta since the
 // last emitted value, or any once max_interval has passed since then.
+// Times are on the monotonic clock (Clock.Mono), so that a step of the
+// wall clock neither delays a heartbeat nor sends one early.
 type gate struct {
 	minDelta    float64
 	maxInterval time.Duration
 	last        float64
-	at          time.Time
+	at          time.Duration
 	seen        bool
 }
 
-func (g *gate) pass(v float64, now time.Time) bool {
+func (g *gate) pass(v float64, now time.Duration) bool {
 	ok := !g.seen ||
 		g.minDelta == 0 && g.maxInterval == 0 ||
 		math.Abs(v-g.last) > g.minDelta ||
-		g.maxInterval > 0 && now.Sub(g.at) >= g.maxInterval
+		g.maxInterval > 0 && now-g.at >= g.maxInterval
 	if ok {
 		g.last, g.at, g.seen = v, now, true
 	}
@@ -233,7 +235,7 @@ func (s *sensor) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		start := clock.Now()
+		start := clock.Mono()
 		began := time.Now()
 		err := s.readOnce(ctx)
 		s.lastDur.Store(int64(time.Since(began)))
@@ -274,7 +276,7 @@ func (s *sensor) run(ctx context.Context) {
 				s.gates[i].seen = false
 			}
 		}
-		now := clock.Now()
+		now := clock.Mono()
 		for i, v := range s.vals {
 			if s.gates[i].pass(v, now) {
 				s.b.emit(s.names[i], pibridge.Number(v))
@@ -284,7 +286,7 @@ func (s *sensor) run(ctx context.Context) {
 		// count also finds the values.
 		s.failing.Store(false)
 		s.reads.Add(1)
-		t.reset(max(s.interval-now.Sub(start), 0))
+		t.reset(max(s.interval-(now-start), 0))
 	}
 }
 

@@ -38,8 +38,7 @@ func hardware(root string, bus *i2ctest.Playback, clock Clock) Options {
 }
 
 func TestGate(t *testing.T) {
-	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	at := func(s int) time.Duration { return time.Duration(s) * time.Second }
 	type step struct {
 		t    int
 		v    float64
@@ -533,5 +532,56 @@ func TestSensorReadsDoNotAllocate(t *testing.T) {
 	defer f.close()
 	if n := testing.AllocsPerRun(100, func() { f.read(ctx, dst) }); n != 0 {
 		t.Errorf("file read allocates %v times", n)
+	}
+}
+
+// TestHeartbeatAcrossClockStep: max_interval is measured on the monotonic
+// clock. When NTP sets the wall clock (back by an hour, or forward by a
+// day, as after a Pi's power cut), an unchanging sensor still sends its
+// heartbeat exactly max_interval after the last one: not an hour late,
+// not at once.
+func TestHeartbeatAcrossClockStep(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		step time.Duration
+	}{
+		{"set back an hour", -time.Hour},
+		{"set forward a day", 24 * time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			const zone = "sys/class/thermal/thermal_zone0/temp"
+			writeFile(t, root, zone, "48312\n")
+			clock := newFakeClock()
+			cfg := Config{Board: BoardPeriph, Sensors: []SensorConfig{
+				{Name: "cpu", Type: TypeCPUTemp, Interval: ms(5000), MinDelta: 0.5, MaxInterval: ms(60_000)},
+			}}
+			r := start(t, cfg, hardware(root, nil, clock))
+			reads := func() uint64 { return r.SensorStats()[0].Reads }
+			eventually(t, "the first reading", func() bool { return reads() == 1 && clock.Pending() == 1 })
+			tick := func() {
+				t.Helper()
+				n := reads()
+				clock.Advance(5 * time.Second)
+				eventually(t, "the next read", func() bool { return reads() == n+1 && clock.Pending() == 1 })
+			}
+			tick()
+			clock.Step(tt.step)
+			for range 10 {
+				tick() // 55 s after the first reading
+			}
+			if n := len(r.rec.of("cpu.temperature")); n != 1 {
+				t.Fatalf("%d readings 55 s after the first, want the first alone", n)
+			}
+			tick() // 60 s
+			got := r.rec.of("cpu.temperature")
+			if len(got) != 2 {
+				t.Fatalf("%d readings 60 s after the first, want the heartbeat too", len(got))
+			}
+			ts := r.rec.times("cpu.temperature")
+			if want := ts[0].Add(60 * time.Second).Add(tt.step); !ts[1].Equal(want) {
+				t.Errorf("the heartbeat's ts is %v, want the stepped wall clock %v", ts[1], want)
+			}
+		})
 	}
 }

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"reflect"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-	"unsafe"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -75,7 +73,11 @@ func newBroker(listen string, log *slog.Logger, a *BrokerAuth) (*Broker, error) 
 	if err := srv.AddHook(busy, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	tcp := &tcpListener{srv: srv, addr: listen, busy: busy}
+	queued := &queueHook{srv: srv, queued: make(map[*mochi.Client]int)}
+	if err := srv.AddHook(queued, nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	tcp := &tcpListener{srv: srv, addr: listen, busy: busy, queued: queued}
 	// AddListener binds now, so a busy port fails here and Addr is real.
 	if err := srv.AddListener(tcp); err != nil {
 		srv.Close()
@@ -120,16 +122,17 @@ func (b *Broker) Close() error {
 			defer close(done)
 			b.srv.Close()
 		}()
-		// The listener bounds its own wait; this bounds mochi's.
+		// The listener bounds its own wait (closeTimeout); what mochi does
+		// after it (stopping its hooks) does not block, so Close waits for
+		// it rather than leave a goroutine behind, and says so if it is late.
 		t := time.NewTimer(closeTimeout + 500*time.Millisecond)
 		defer t.Stop()
 		select {
 		case <-done:
 		case <-t.C:
-			// The process is stopping: leave mochi to finish on its own
-			// rather than hang the shutdown.
 			b.closeErr = errors.New("embedded broker: not stopped after 2.5 s")
-			b.log.Warn("embedded broker did not stop in time", "err", b.closeErr)
+			b.log.Warn("embedded broker is slow to stop; waiting for it", "err", b.closeErr)
+			<-done
 		}
 	})
 	return b.closeErr
@@ -146,11 +149,12 @@ func (b *Broker) Close() error {
 // done with mochi, so Server.Close finds nothing left to wait for. The
 // test suite hit both.
 type tcpListener struct {
-	srv  *mochi.Server
-	busy *busyHook
-	addr string
-	ln   net.Listener
-	log  *slog.Logger
+	srv    *mochi.Server
+	busy   *busyHook
+	queued *queueHook
+	addr   string
+	ln     net.Listener
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	closing bool
@@ -253,12 +257,7 @@ func (l *tcpListener) Close(listeners.CloseFn) {
 // queued for it before the connections are cut: the bridge's own retained
 // `offline`, published while it disconnects, sits in its subscribers'
 // queues for a moment after mochi acknowledged it, and mochi's Stop
-// closes the socket without flushing. mochi does not export its count of
-// queued packets (State.outboundQty: incremented when a packet is queued,
-// decremented once its write has returned), so it is read through
-// reflection with an atomic load, as mochi updates it (reading, never
-// writing, an unexported field of the pinned v2.7.9; a mochi that renamed
-// it is simply not waited for).
+// closes the socket without flushing.
 func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 	deadline := time.Now().Add(drainTimeout)
 	// First the packets mochi is still handling: it acknowledges a QoS 1
@@ -268,15 +267,84 @@ func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 		time.Sleep(time.Millisecond) // polling mochi's handlers: they have no signal to wait on
 	}
 	for _, cl := range clients {
-		f := reflect.ValueOf(cl).Elem().FieldByName("State").FieldByName("outboundQty")
-		if !f.IsValid() || f.Kind() != reflect.Int32 || !f.CanAddr() {
-			continue
-		}
-		queued := (*int32)(unsafe.Pointer(f.UnsafeAddr()))
-		for atomic.LoadInt32(queued) > 0 && !cl.Closed() && time.Now().Before(deadline) {
+		for l.queued.pending(cl) > 0 && !cl.Closed() && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond) // polling mochi's queue: it has no signal to wait on
 		}
 	}
+}
+
+// queueHook counts, through mochi's public hooks, the publishes queued for
+// each client and not yet written: +1 for each subscriber of a routed
+// publish (mochi routes before OnPublished, to the clients Topics.Subscribers
+// names) and for each retained message sent on subscribe; −1 when one is
+// written (OnPacketSent) or dropped. The count errs only on the safe side
+// of a bounded wait, except for shared subscriptions (mochi picks their
+// client at random) and for $SYS topics, which mochi routes without a hook:
+// neither is counted.
+type queueHook struct {
+	mochi.HookBase
+	srv    *mochi.Server
+	mu     sync.Mutex
+	queued map[*mochi.Client]int
+}
+
+func (h *queueHook) ID() string { return "pibridge-queued" }
+
+func (h *queueHook) Provides(b byte) bool {
+	switch b {
+	case mochi.OnPublished, mochi.OnRetainPublished, mochi.OnPacketSent, mochi.OnPublishDropped, mochi.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// OnPublished runs after mochi has queued pk for its subscribers.
+func (h *queueHook) OnPublished(_ *mochi.Client, pk packets.Packet) {
+	if pk.Ignore {
+		return
+	}
+	subs := h.srv.Topics.Subscribers(pk.TopicName)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, sub := range subs.Subscriptions {
+		if sub.NoLocal && pk.Origin == id {
+			continue
+		}
+		if cl, ok := h.srv.Clients.Get(id); ok && !cl.Closed() && !cl.Net.Inline {
+			h.queued[cl]++
+		}
+	}
+}
+
+func (h *queueHook) OnRetainPublished(cl *mochi.Client, _ packets.Packet) { h.add(cl, 1) }
+
+func (h *queueHook) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
+	// A resend (Dup) was counted when it first went out.
+	if pk.FixedHeader.Type == packets.Publish && !pk.FixedHeader.Dup && !strings.HasPrefix(pk.TopicName, "$SYS") {
+		h.add(cl, -1)
+	}
+}
+
+func (h *queueHook) OnPublishDropped(cl *mochi.Client, _ packets.Packet) { h.add(cl, -1) }
+
+func (h *queueHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
+	h.mu.Lock()
+	delete(h.queued, cl)
+	h.mu.Unlock()
+}
+
+func (h *queueHook) add(cl *mochi.Client, d int) {
+	h.mu.Lock()
+	h.queued[cl] += d
+	h.mu.Unlock()
+}
+
+// pending is how many publishes queued for cl are not written yet; only
+// meaningful once mochi is handling no packet (see drain).
+func (h *queueHook) pending(cl *mochi.Client) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.queued[cl]
 }
 
 // busyHook knows which clients' packets mochi is handling right now: from

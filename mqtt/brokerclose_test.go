@@ -183,3 +183,58 @@ func TestBrokerIdleClientsAreNotBusy(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling with a deadline
 	}
 }
+
+// TestBrokerCountsQueuedPublishes: the count Close waits on, kept through
+// mochi's public hooks, follows its queue: a subscriber that does not read
+// has publishes pending (retained on subscribe and routed alike), and once
+// it reads everything the count is back to zero, never below.
+func TestBrokerCountsQueuedPublishes(t *testing.T) {
+	b, err := NewBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("count-pub").
+		SetAutoReconnect(false))
+	if tok := pub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("publisher connect: %v", tok.Error())
+	}
+	defer pub.Disconnect(0)
+	if tok := pub.Publish("count/retained", 1, true, "r"); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	sub := rawSubscriber(t, b.Addr(), "count-sub", "count/#")
+	defer sub.Close()
+	cl, ok := b.srv.Clients.Get("count-sub")
+	if !ok {
+		t.Fatal("the subscriber is not among mochi's clients")
+	}
+	const n = 200
+	payload := bytes.Repeat([]byte("x"), 64<<10) // 12.5 MiB: more than loopback buffers hold, so the queue stays non-empty
+	for i := range n {
+		if tok := pub.Publish("count/x", 1, false, payload); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	waitIdle := func() {
+		deadline := time.Now().Add(waitLong)
+		for !b.tcp.busy.idle() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond) // polling with a deadline
+		}
+	}
+	waitIdle()
+	if p := b.tcp.queued.pending(cl); p <= 0 || p > n+1 {
+		t.Fatalf("pending = %d for a subscriber that reads nothing, want 1..%d", p, n+1)
+	}
+	go io.Copy(io.Discard, sub)
+	deadline := time.Now().Add(waitLong)
+	for b.tcp.queued.pending(cl) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending = %d after the subscriber read everything, want 0", b.tcp.queued.pending(cl))
+		}
+		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+}

@@ -83,6 +83,7 @@ type timing struct {
 	haDelayMin     time.Duration // pause before answering Home Assistant's birth message…
 	haDelayMax     time.Duration // …random between the two
 	availEvery     time.Duration // how often sensor availability is checked
+	clockCheck     time.Duration // how often meta's clock state is compared with the kernel's
 }
 
 var defaultTiming = timing{
@@ -114,6 +115,7 @@ var defaultTiming = timing{
 	// A sensor goes stale after several failed reads with backoff: a
 	// second's delay in saying so is nothing.
 	availEvery: time.Second,
+	clockCheck: 30 * time.Second,
 }
 
 // Client publishes the core's readings and takes commands over MQTT.
@@ -156,9 +158,18 @@ type Client struct {
 
 	running     atomic.Bool
 	unsubscribe func()
-	closeOnce   sync.Once
-	ownOutbox   *DiskOutbox // opened by New from StateDir, closed by Close
-	bridge      passthrough // browsers' subscriptions (passthrough.go)
+	// Goroutines that outlive the call that started them (a browser's
+	// unsubscribe) join bg, so that Run can wait for them; quit tells
+	// them Run is ending, and once it has, spawn starts none.
+	bgMu      sync.Mutex
+	bg        sync.WaitGroup
+	bgClosed  bool
+	quit      chan struct{}
+	dials     dials                      // paho's connections, for Run to end (dial.go)
+	connect   atomic.Pointer[paho.Token] // the last connection attempt
+	closeOnce sync.Once
+	ownOutbox *DiskOutbox // opened by New from StateDir, closed by Close
+	bridge    passthrough // browsers' subscriptions (passthrough.go)
 
 	published       atomic.Uint64
 	connects        atomic.Uint64
@@ -205,6 +216,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 		outbox:    o.Outbox,
 		wake:      make(chan struct{}, 1),
 		lost:      make(chan struct{}, 1),
+		quit:      make(chan struct{}),
 		sessions:  make(chan struct{}, 1),
 		statesReq: make(chan struct{}, 1),
 		haOnline:  make(chan struct{}, 1),
@@ -307,7 +319,8 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetWill(c.topics.status, "offline", 1, true).
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionLostHandler(c.onConnectionLost).
-		SetConnectionNotificationHandler(c.onNotification)
+		SetConnectionNotificationHandler(c.onNotification).
+		SetCustomOpenConnectionFn(c.openConn)
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
 	} else if c.cfg.embeddedPassword != "" {
@@ -402,7 +415,8 @@ func (c *Client) outboxFailing() bool {
 // Run connects, retrying until a broker answers and reconnecting whenever
 // the connection drops, and publishes until ctx ends. Then it finishes the
 // readings in flight and publishes `offline`, together bounded by 2 s,
-// disconnects and returns nil. Run may be called once.
+// disconnects and returns nil once every goroutine it started, and paho's
+// for it, has ended. Run may be called once.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("mqtt: Run called twice")
@@ -432,8 +446,8 @@ func (c *Client) Run(ctx context.Context) error {
 	<-ctx.Done()
 	// The publisher finishes what is in flight within its share of the
 	// budget. A paho call stuck on a dead socket can hold a goroutine up to
-	// the write timeout; Run does not wait for that, the goroutine exits
-	// on its own when paho lets go.
+	// paho's write timeout: `offline` does not wait for it, Run does
+	// (after the disconnect, which lets it go).
 	deadline := time.Now().Add(c.tm.shutdown)
 	budget := time.NewTimer(c.tm.shutdown * (2*flushShare + 1) / 8) // the publisher's share and a margin
 	select {
@@ -446,7 +460,9 @@ func (c *Client) Run(ctx context.Context) error {
 		// connectLoop has returned: a loss reported now is Run's to see,
 		// and there is no point waiting for an answer after it.
 		lostCtx, cancel := context.WithCancel(context.Background())
+		watched := make(chan struct{})
 		go func() {
+			defer close(watched)
 			select {
 			case <-c.lost:
 				cancel()
@@ -458,11 +474,52 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Warn("offline not confirmed by the broker", "err", err)
 		}
 		cancel()
+		<-watched
 	}
 	c.gate.set(false)
 	c.paho.Disconnect(250)
+	// A connection attempt still waiting for a broker's answer ends when
+	// its connection does; paho's goroutines with it.
+	c.dials.stop()
+	if tok := c.connect.Load(); tok != nil {
+		if err := await(context.Background(), *tok, c.tm.connectTimeout); errors.Is(err, errNoAck) {
+			c.log.Warn("a connection attempt did not end", "err", err)
+		}
+	}
+	c.bgMu.Lock()
+	c.bgClosed = true
+	close(c.quit)
+	c.bgMu.Unlock()
+	c.bg.Wait()
+	// Disconnected, paho lets a call stuck on the dead socket go within
+	// its write timeout.
+	straggle := time.NewTimer(c.tm.pahoWrite + time.Second)
+	defer straggle.Stop()
+	select {
+	case <-stopped:
+	case <-straggle.C:
+		c.log.Warn("a goroutine still stuck in paho; waiting for it")
+		<-stopped
+	}
 	c.log.Info("disconnected", "queued", c.outbox.Len())
 	return nil
+}
+
+// spawn runs f on a goroutine that Run waits for before it returns; f
+// must end soon after quit is closed. Once Run has ended it starts
+// nothing and returns false.
+func (c *Client) spawn(f func()) bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.bgClosed {
+		return false
+	}
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		f()
+	}()
+	return true
 }
 
 // publish is the only way to paho's Publish; see pubMu.

@@ -41,6 +41,7 @@ func (c *Client) connectLoop(ctx context.Context) {
 			c.log.Info("waited for a publish stuck on the lost connection", "wait", d.Round(time.Millisecond))
 		}
 		tok := c.paho.Connect()
+		c.connect.Store(&tok) // Run waits for the last attempt to end
 		var err error
 		select {
 		case <-ctx.Done():
@@ -125,6 +126,9 @@ func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 // while paho is still resending and could not order `online` after the
 // SUBACK.) It also answers Home Assistant's birth message and keeps the
 // sensors' availability topics current. The publisher sends the states.
+//
+// meta says whether the board's clock is synchronised; sessionLoop
+// publishes it again when that changes (NTP came, or went).
 func (c *Client) sessionLoop(ctx context.Context) {
 	var haTimer *time.Timer
 	var haDue <-chan time.Time
@@ -135,15 +139,26 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			haTimer.Stop()
 		}
 	}()
+	clockTick := time.NewTicker(c.tm.clockCheck)
+	defer clockTick.Stop()
+	metaSynced, metaOut := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-clockTick.C:
+			if cs := c.core.ClockState(); metaOut && cs.Synced != metaSynced && c.gate.isOpen() {
+				c.log.Info("publishing meta again: the clock's state changed", "clock", cs.String())
+				metaSynced = cs.Synced
+				c.awaitAll(ctx, []paho.Token{c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), cs))}, "meta")
+			}
 		case <-c.sessions:
 			c.subscribe(ctx)
+			cs := c.core.ClockState()
+			metaSynced, metaOut = cs.Synced, true
 			c.awaitAll(ctx, []paho.Token{
 				c.publish(c.topics.status, 1, true, "online"),
-				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals())),
+				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), cs)),
 			}, "online and meta")
 			if c.haStatus != "" {
 				c.discover(ctx)

@@ -39,6 +39,7 @@ var testTiming = timing{
 	haDelayMin:     10 * time.Millisecond,
 	haDelayMax:     30 * time.Millisecond,
 	availEvery:     20 * time.Millisecond,
+	clockCheck:     20 * time.Millisecond,
 }
 
 const waitLong = 15 * time.Second

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
@@ -88,13 +89,24 @@ func (c *Client) dropBridge(filter string, id uint64) {
 		return
 	}
 	tok := c.paho.Unsubscribe(filter)
-	go func() {
-		// The caller is a browser going away; it does not wait for the
-		// broker's answer, but a failure is still worth a line.
-		if err := await(context.Background(), tok, c.tm.writeTimeout); err != nil {
+	// The caller is a browser going away; it does not wait for the
+	// broker's answer, but a failure is still worth a line.
+	c.spawn(func() {
+		t := time.NewTimer(c.tm.writeTimeout)
+		defer t.Stop()
+		var err error
+		select {
+		case <-tok.Done():
+			err = tok.Error()
+		case <-t.C:
+			err = errNoAck
+		case <-c.quit:
+			return // Run has ended: nobody is left to tell
+		}
+		if err != nil {
 			c.log.Debug("unsubscribing a browser filter failed", "filter", filter, "err", err)
 		}
-	}()
+	})
 }
 
 // servesCommands reports whether filter is one the bridge itself needs:

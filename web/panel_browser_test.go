@@ -37,6 +37,8 @@ type fakeBridge struct {
 	// bridgeOff answers subscribe as today's server does without
 	// mqtt.bridge_allow: an error naming the id, "not enabled: …".
 	bridgeOff atomic.Bool
+	// clock is what /healthz says of the bridge's clock.
+	clock atomic.Value // string
 
 	mu    sync.Mutex
 	conn  *websocket.Conn
@@ -95,6 +97,13 @@ func (b *fakeBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{}`)
+	case "/healthz":
+		clock, _ := b.clock.Load().(string)
+		if clock == "" {
+			clock = "synced"
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"ok","clock":%q}`, clock)
 	case "/api/login":
 		var body struct{ Token string }
 		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&body) != nil {
@@ -692,4 +701,46 @@ func TestPanelMQTT(t *testing.T) {
 			t.Error("publish form usable in view-only mode")
 		}
 	})
+}
+
+// TestPanelClock: a bridge whose clock is not synchronised (a Pi without
+// RTC before NTP) shows a badge; when its clock is set, the readings' ts
+// jump, and the panel reloads the charts' history (which the bridge has
+// re-dated) and drops the badge once /healthz says synced.
+func TestPanelClock(t *testing.T) {
+	bridge := newFakeBridge()
+	bridge.hello["clock"] = map[string]any{"synced": false}
+	bridge.clock.Store("unsynced")
+	srv := httptest.NewServer(bridge)
+	t.Cleanup(srv.Close)
+	b := startBrowser(t, srv.URL)
+	b.waitFor(t, `document.querySelector('#conn').dataset.state === 'live'`)
+	for range 2 {
+		nextOf(t, bridge.history, "history request")
+	}
+	if !eval[bool](t, b, `document.querySelector('#clock').hidden === false`) {
+		t.Fatal("no clock badge for a bridge whose clock is not synchronised")
+	}
+	reading := func(ts time.Time, seq int) map[string]any {
+		return map[string]any{"type": "reading", "name": "air.temperature", "value": 21.5, "unit": "°C",
+			"ts": ts.UTC().Format("2006-01-02T15:04:05.000Z07:00"), "seq": seq}
+	}
+	bridge.send(t, reading(time.Now(), 10))
+	b.waitFor(t, `pibridge.state.values['air.temperature'].seq === 10`)
+	if eval[int](t, b, `pibridge.state.clockSteps`) != 0 {
+		t.Fatal("a reading on time counted as a clock step")
+	}
+
+	// NTP sets the bridge's clock a day forward.
+	bridge.clock.Store("synced")
+	bridge.send(t, reading(time.Now().Add(24*time.Hour), 11))
+	b.waitFor(t, `pibridge.state.clockSteps === 1`)
+	asked := map[string]bool{}
+	for range 2 {
+		asked[nextOf(t, bridge.history, "history request after the clock step")["name"].(string)] = true
+	}
+	if !asked["air.temperature"] || !asked["air.pressure"] {
+		t.Errorf("history asked again for %v, want both charts", asked)
+	}
+	b.waitFor(t, `document.querySelector('#clock').hidden === true`)
 }

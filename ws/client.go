@@ -15,9 +15,9 @@ import (
 // client is one WebSocket connection: a reader goroutine (it also runs
 // commands) and, while its mailbox holds something, exactly one writer
 // goroutine. The writer frames and writes to the net.Conn itself, so
-// nothing else may write there: pongs are queued for it (see readLoop);
-// gorilla writes only close frames (ours, from the writer, and its own
-// replies and protocol errors from the reader when the connection ends).
+// nothing else may write there: pongs and the reply to the client's close
+// frame are queued for it (see readLoop); gorilla itself writes only the
+// close frame of a protocol error (from the reader, as the connection ends).
 // A close frame is one Write call of a whole frame and so is every write
 // of ours: the socket never interleaves two Writes.
 type client struct {
@@ -82,6 +82,9 @@ func (c *client) readLoop() error {
 		c.reply(controlFrame(opPong, data), 0)
 		return nil
 	})
+	// gorilla's own handler would write the close reply from here too,
+	// mid-flush of the writer, and move its write deadline.
+	c.conn.SetCloseHandler(c.closeReply)
 	for {
 		// ReadMessage is these two calls, and one frame deeper (see serve).
 		mt, r, err := c.conn.NextReader()
@@ -267,6 +270,22 @@ func (c *client) sendClose(code int, text string) {
 		return
 	}
 	c.conn.SetReadDeadline(time.Now().Add(c.s.tune.closeGrace))
+}
+
+// closeReply answers the client's close frame through the writer, which
+// drops what is queued and sends the reply as its last frame, and waits
+// for it (bounded by the writer's deadlines) so that finish does not cut
+// the reply off. Once our own close frame is out, the client's is the
+// answer to it and needs none.
+func (c *client) closeReply(code int, _ string) error {
+	if c.closing.Load() {
+		return nil
+	}
+	// The code is echoed as gorilla does; 1005 (no code) becomes an empty
+	// close payload.
+	c.mb.close(code, "")
+	c.mb.writers.Wait()
+	return nil
 }
 
 // finish runs in the reader goroutine once reading has ended.

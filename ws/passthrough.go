@@ -118,7 +118,7 @@ func (c *client) publish(m *message) {
 		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", clip(m.topic)))
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.tune.commandTimeout)
+	ctx, cancel := c.s.commandContext()
 	err := c.s.pass.Publish(ctx, m.topic, []byte(m.payload), m.retain)
 	cancel()
 	if err != nil {

@@ -35,7 +35,7 @@ func TestPassthroughSubscribe(t *testing.T) {
 	pass.retained["home/kitchen/temp"] = "21.5"
 	h := bridgeHarness(t, pass, setup{})
 	c := h.dial(dialOpt{})
-	if !strings.Contains(c.hello.raw, `,"bridge_allow":["home/+/temp","home/lamp/#","$SYS/broker/#"],"state":`) {
+	if !strings.Contains(c.hello.raw, `,"bridge_allow":["home/+/temp","home/lamp/#","$SYS/broker/#"],"clock":`) {
 		t.Errorf("the hello does not list bridge_allow: %s", c.hello)
 	}
 	if !strings.Contains(h.dial(dialOpt{}).hello.raw, "bridge_allow") {

@@ -1,7 +1,6 @@
 package ws
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"time"
@@ -96,7 +95,7 @@ func (c *client) execute(cmd pibridge.Command) {
 		c.ack(cmd.ID, cmd.Name, fmt.Errorf("%s: %w", clip(cmd.Name), errReadOnly), 0)
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.tune.commandTimeout)
+	ctx, cancel := c.s.commandContext()
 	r, err := c.s.core.Execute(ctx, cmd)
 	cancel()
 	if err != nil {

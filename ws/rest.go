@@ -12,15 +12,16 @@ import (
 	"pibridge"
 )
 
-// ServeState serves GET /api/state: {"device":…,"signals":[…],"state":{…}},
+// ServeState serves GET /api/state: {"device":…,"signals":[…],"clock":{…},"state":{…}},
 // the same shapes as the WebSocket hello.
 func (s *Server) ServeState(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.restGuard(w, r); !ok || !allowMethod(w, r, http.MethodGet) {
 		return
 	}
 	state := s.core.State()
-	b := make([]byte, 0, len(s.metaHead)+32+len(state)*96)
+	b := make([]byte, 0, len(s.metaHead)+64+len(state)*96)
 	b = append(b, s.metaHead...)
+	b = pibridge.AppendClock(append(b, ','), s.core.ClockState())
 	b = append(b, `,"state":`...)
 	b = appendState(b, state)
 	writeJSON(w, http.StatusOK, append(b, '}'))

@@ -44,6 +44,7 @@ func TestRESTState(t *testing.T) {
 	var got struct {
 		Device  pibridge.Device
 		Signals []map[string]any
+		Clock   struct{ Synced bool }
 		State   map[string]struct {
 			Value float64
 			TS    string

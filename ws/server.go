@@ -86,7 +86,11 @@ type Server struct {
 	started atomic.Bool
 	running chan struct{} // closed when Run has subscribed
 	stopped chan struct{} // closed when Run is shutting down
-	ctx     context.Context
+
+	// Commands in flight, cancelled when Run's context ends.
+	cmdMu      sync.Mutex
+	cmdCancels map[*context.CancelFunc]struct{}
+	cmdStopped bool
 
 	tune tuning
 }
@@ -311,9 +315,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	snapshot, unsubscribe := s.core.Subscribe(s.hub)
 	s.hub.start(snapshot)
-	s.ctx = ctx
 	close(s.running)
 	s.hub.run(ctx, s.tune.pingPeriod)
+	s.cancelCommands()
 	unsubscribe()
 	s.shutdown()
 	return nil
@@ -362,6 +366,40 @@ func (s *Server) shutdown() {
 		conn.Close()
 	}
 	<-done
+}
+
+// commandContext bounds a command by commandTimeout; Run's end cancels it
+// too (cancelCommands).
+func (s *Server) commandContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.tune.commandTimeout)
+	s.cmdMu.Lock()
+	defer s.cmdMu.Unlock()
+	if s.cmdStopped {
+		cancel()
+		return ctx, cancel
+	}
+	if s.cmdCancels == nil {
+		s.cmdCancels = make(map[*context.CancelFunc]struct{})
+	}
+	key := &cancel
+	s.cmdCancels[key] = struct{}{}
+	return ctx, func() {
+		cancel()
+		s.cmdMu.Lock()
+		delete(s.cmdCancels, key)
+		s.cmdMu.Unlock()
+	}
+}
+
+// cancelCommands cancels the commands in flight and every later one.
+func (s *Server) cancelCommands() {
+	s.cmdMu.Lock()
+	defer s.cmdMu.Unlock()
+	s.cmdStopped = true
+	for cancel := range s.cmdCancels {
+		(*cancel)()
+	}
+	clear(s.cmdCancels)
 }
 
 // stopping reports whether Run is shutting down.
@@ -517,7 +555,7 @@ func (s *Server) join(conn *websocket.Conn, acc access, remote, authID string) *
 	}
 	// The hello goes first; until it is queued no writer starts, so the
 	// readings the hub queues meanwhile wait behind it.
-	c.mb.setFirst(textFrame(s.appendHello(newFrame(len(s.helloHead)+48+len(state)*96), state, c.readOnly)), c.writeLoop)
+	c.mb.setFirst(textFrame(s.appendHello(newFrame(len(s.helloHead)+80+len(state)*96), state, c.readOnly)), c.writeLoop)
 	if authID != "" {
 		// The hello answers the auth message; one that carries an id gets
 		// its ack too, written right after the hello.
@@ -612,6 +650,7 @@ func (s *Server) appendHello(b []byte, state []pibridge.Reading, readOnly bool) 
 		b = append(b, `"readonly":true,`...)
 	}
 	b = append(b, s.helloHead[len(helloPrefix):]...)
+	b = pibridge.AppendClock(append(b, ','), s.core.ClockState())
 	b = append(b, `,"state":`...)
 	b = appendState(b, state)
 	return append(b, '}')

@@ -360,6 +360,14 @@ func TestSystemdUnit(t *testing.T) {
 		"DeviceAllow":              "char-gpiochip rw|/dev/gpiomem rw|/dev/gpiomem0 rw|char-i2c rw|char-spi rw",
 		"ExecStart":                "/usr/local/bin/bridge -config /etc/pibridge/config.yaml",
 		"ExecStopPost":             "/usr/local/bin/bridge -safe-state -config /etc/pibridge/config.yaml",
+		// After a clock that is synchronised where the time service can
+		// tell, never waiting for one that will not come (no Wants).
+		"After": "network-online.target time-sync.target",
+		"Wants": "network-online.target",
+		// The bridge reads the clock's sync state (adjtimex), which
+		// ProtectClock would deny.
+		"SystemCallFilter": "@system-service|adjtimex",
+		"ProtectClock":     "",
 	} {
 		if got := strings.Join(keys[k], "|"); got != want {
 			t.Errorf("%s=%q, want %q", k, got, want)

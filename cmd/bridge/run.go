@@ -173,7 +173,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	live.Routes(mux)
 	// Both stay open without a token (SPEC §6): they tell numbers, never
 	// state or commands.
-	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive))
+	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive, core.ClockState))
 	mux.Handle("GET /metrics", met.Handler())
 	mux.Handle("/", web.Handler())
 	const readHeaderTimeout = 5 * time.Second
@@ -276,15 +276,22 @@ type healthReport struct {
 	// Stale lists signals whose sensor keeps failing; the bridge itself
 	// is fine, so the status stays ok.
 	Stale []string `json:"stale,omitempty"`
+	// Clock is synced, unsynced (readings' ts may be wrong: no time
+	// source yet) or unknown; ClockSteps counts the wall clock's jumps
+	// since the start. Neither makes the status degraded.
+	Clock      string `json:"clock"`
+	ClockSteps uint64 `json:"clock_steps,omitempty"`
 }
 
 // healthHandler serves /healthz: 200 while the core is alive, 503
 // "degraded" when it is stuck (the same test as the systemd watchdog's), so
 // that a load balancer or a monitor sees what systemd sees. A broker that
 // is away is not a failure of the bridge: its outbox is there for that.
-func healthHandler(client *mqtt.Client, board *gpio.Board, alive func() bool) http.Handler {
+func healthHandler(client *mqtt.Client, board *gpio.Board, alive func() bool, clock func() pibridge.ClockState) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := healthReport{Status: "ok", Core: "ok", MQTT: "disconnected", Queue: client.Queued(), Stale: board.StaleSignals()}
+		cs := clock()
+		h.Clock, h.ClockSteps = cs.String(), cs.Steps
 		if client.Connected() {
 			h.MQTT = "connected"
 		}

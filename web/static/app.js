@@ -31,6 +31,7 @@ const DEFAULT_RANGE = '10m';
 const RANGE_KEY = 'pibridge.range'; // localStorage: the chosen chart range
 const MQTT_MAX_TOPICS = 200; // the least recently updated topic goes first
 const MQTT_PAYLOAD_MAX = 300; // characters shown of a payload
+const CLOCK_STEP_MS = 30000; // a reading's ts this far off the estimate: the bridge's clock was set
 
 const STATUS_TEXT = {live: 'live', reconnecting: 'reconnecting…', offline: 'offline'};
 
@@ -55,6 +56,9 @@ const state = {
   idPrefix: randomPrefix(),
   nextId: 0,
   clockSkew: null, // browser clock minus bridge clock, estimated from readings
+  clockSynced: true, // false: hello (or /healthz) said the bridge's clock is not synchronised
+  clockSteps: 0, // steps of the bridge's clock seen on readings (charts reloaded)
+  clockTimer: 0,
 
   range: DEFAULT_RANGE, // chart range, one of RANGES[].since
   requests: new Map(), // history/subscribe/publish id → {type, name, ms, timer}
@@ -226,6 +230,7 @@ function onHello(msg) {
   state.signals = Array.isArray(msg.signals) ? msg.signals.filter(isSignal) : [];
   state.values = {...(msg.state || {})};
   state.clockSkew = null;
+  state.clockSynced = !(msg.clock && msg.clock.synced === false);
   state.retryDelay = RETRY_MIN_MS;
   hideLogin();
 
@@ -237,6 +242,7 @@ function onHello(msg) {
     buildTiles();
   }
   renderHeader();
+  if (!state.clockSynced) refreshClock();
   setConnected(true);
   setStatus('live');
   for (const tile of state.tiles.values()) {
@@ -881,7 +887,45 @@ function bridgeNow() {
 function noteClockSkew(ts) {
   const skew = Date.now() - Date.parse(ts);
   if (Number.isNaN(skew)) return;
+  if (state.clockSkew !== null && Math.abs(skew - state.clockSkew) > CLOCK_STEP_MS) {
+    clockStepped(skew);
+    return;
+  }
   state.clockSkew = state.clockSkew === null ? skew : Math.min(state.clockSkew, skew);
+}
+
+// clockStepped: the bridge's clock was set (NTP after a boot without a
+// clock, or by hand). The bridge re-dates its history by the step, so the
+// charts start again from it, and /healthz tells whether the clock is
+// synchronised now.
+function clockStepped(skew) {
+  state.clockSkew = skew;
+  state.clockSteps++;
+  for (const tile of state.tiles.values()) {
+    if (!tile.chart) continue;
+    tile.chart.clear();
+    tile.loadedMs = 0;
+    requestHistory(tile);
+  }
+  refreshClock();
+}
+
+// refreshClock asks /healthz (open without a token) whether the bridge's
+// clock is synchronised; while it is not, again every minute.
+function refreshClock() {
+  clearTimeout(state.clockTimer);
+  fetch('/healthz', {cache: 'no-store'})
+    .then((res) => res.json())
+    .then((h) => {
+      if (typeof h.clock === 'string') {
+        state.clockSynced = h.clock !== 'unsynced';
+        renderHeader();
+      }
+    })
+    .catch(() => {})
+    .finally(() => {
+      if (!state.clockSynced) state.clockTimer = setTimeout(refreshClock, 60000);
+    });
 }
 
 function flash(tile) {
@@ -930,6 +974,7 @@ function renderHeader() {
   const meta = [device.id, device.version && `pibridge ${device.version}`].filter(Boolean);
   document.getElementById('device-meta').textContent = meta.join(' · ');
   document.getElementById('readonly').hidden = !state.readonly;
+  document.getElementById('clock').hidden = state.clockSynced;
   document.getElementById('panel').dataset.readonly = String(state.readonly);
 }
 

@@ -279,6 +279,14 @@ export class Chart {
     if (this.plot) this.plot.redraw(true, true);
   }
 
+  // clear forgets every point: the bridge's clock was set, and the history
+  // it re-dated replaces them.
+  clear() {
+    this.t = [];
+    this.v = [];
+    this.schedule();
+  }
+
   destroy() {
     cancelAnimationFrame(this.frame);
     this.frame = 0;
