@@ -46,6 +46,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return &configError{err}
 	}
+	if cfg.Gateway != nil {
+		if o.check {
+			printGateway(stdout, cfg)
+			fmt.Fprintln(stdout, "\nconfiguration is valid")
+			return nil
+		}
+		return serveGateway(ctx, cfg, log, stderr)
+	}
 	if o.check {
 		printTable(stdout, cfg, cfg.GPIO.Signals())
 		fmt.Fprintln(stdout, "\nconfiguration is valid")
