@@ -1,0 +1,305 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
+
+	"pibridge/internal/harness"
+)
+
+// fakeDevice is a device made of MQTT messages: retained meta, status and
+// readings, and an answer to every /set with an ack and the echo.
+type fakeDevice struct {
+	id  string
+	c   paho.Client
+	mu  sync.Mutex
+	seq uint64
+	set map[string]string // last value set per signal
+}
+
+const fakeMeta = `{"device":{"id":"%s","name":"Fake %s","version":"v1"},"signals":[{"name":"led","kind":"output","writable":true},{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}],"run":{"first_seq":1,"previous_last_seq":0,"clean":true}}`
+
+func startFakeDevice(t *testing.T, broker, id string) *fakeDevice {
+	t.Helper()
+	f := &fakeDevice{id: id, set: map[string]string{}}
+	opts := paho.NewClientOptions().AddBroker("tcp://"+broker).SetClientID("fake-"+id).
+		SetWill("pibridge/"+id+"/status", "offline", 1, true)
+	f.c = paho.NewClient(opts)
+	if tok := f.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("fake %s: %v", id, tok.Error())
+	}
+	t.Cleanup(func() { f.c.Disconnect(50) })
+	commands := make(chan paho.Message, 256)
+	tok := f.c.Subscribe("pibridge/"+id+"/+/set", 1, func(_ paho.Client, m paho.Message) { commands <- m })
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-commands:
+				f.answer(m)
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	f.pub(t, "meta", fmt.Sprintf(fakeMeta, id, id), true)
+	f.pub(t, "status", "online", true)
+	f.reading(t, "air/temperature", "21.5")
+	return f
+}
+
+func (f *fakeDevice) pub(t *testing.T, tail, payload string, retained bool) {
+	t.Helper()
+	if tok := f.c.Publish("pibridge/"+f.id+"/"+tail, 1, retained, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", tail, tok.Error())
+	}
+}
+
+func (f *fakeDevice) reading(t *testing.T, tail, value string) {
+	f.mu.Lock()
+	f.seq++
+	p := fmt.Sprintf(`{"value":%s,"ts":"%s","seq":%d}`, value, time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), f.seq)
+	f.mu.Unlock()
+	f.pub(t, tail, p, true)
+}
+
+func (f *fakeDevice) answer(m paho.Message) {
+	var cmd struct {
+		Value json.RawMessage
+		ID    string
+	}
+	json.Unmarshal(m.Payload(), &cmd)
+	name := strings.TrimSuffix(strings.TrimPrefix(m.Topic(), "pibridge/"+f.id+"/"), "/set")
+	f.mu.Lock()
+	f.set[name] = string(cmd.Value)
+	f.seq++
+	echo := fmt.Sprintf(`{"value":%s,"ts":"%s","seq":%d}`, cmd.Value, time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), f.seq)
+	f.mu.Unlock()
+	f.c.Publish("pibridge/"+f.id+"/"+name, 1, true, echo)
+	f.c.Publish("pibridge/"+f.id+"/ack", 1, false, fmt.Sprintf(`{"id":%q,"name":%q,"ok":true}`, cmd.ID, name))
+}
+
+func startGateway(t *testing.T, broker string) (*Gateway, func()) {
+	t.Helper()
+	g, err := New(Config{CommandTimeout: 0, HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "none"},
+		MQTT: MQTTConfig{Brokers: []string{"tcp://" + broker}}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	stop := func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return within 10 s")
+		}
+	}
+	return g, stop
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type frame struct {
+	Type, ID, Name, Error string
+	OK                    *bool
+	Devices               []DeviceInfo
+	Status                string
+}
+
+// TestGatewayConcurrent runs the gateway in this process (under -race)
+// with fake devices: browsers sending commands at the same time each get
+// exactly their acks, a status change reaches the fleet socket, a meta
+// change closes the device's browsers with 1012, and Run ends with every
+// connection closed.
+func TestGatewayConcurrent(t *testing.T) {
+	mosq, err := harness.StartMosquitto(t.TempDir(), harness.MosquittoOptions{})
+	if err != nil {
+		t.Skipf("mosquitto: %v", err)
+	}
+	defer mosq.Kill()
+	devs := []*fakeDevice{startFakeDevice(t, mosq.Addr, "d1"), startFakeDevice(t, mosq.Addr, "d2")}
+	g, stop := startGateway(t, mosq.Addr)
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	waitFor(t, 10*time.Second, "two online devices", func() bool {
+		n := 0
+		for _, d := range g.Devices() {
+			if d.Online {
+				n++
+			}
+		}
+		return n == 2
+	})
+	base := "ws://" + g.Addr().String()
+	fleet, _, err := websocket.DefaultDialer.Dial(base+"/fleet/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first frame
+	if err := fleet.ReadJSON(&first); err != nil || first.Type != "fleet" || len(first.Devices) != 2 {
+		t.Fatalf("fleet first frame %+v (%v)", first, err)
+	}
+
+	const browsers, perBrowser = 4, 20
+	conns := make([]*websocket.Conn, browsers)
+	var wg sync.WaitGroup
+	for b := range browsers {
+		c, _, err := websocket.DefaultDialer.Dial(base+"/d/d1/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[b] = c
+		var hello map[string]any
+		if err := c.ReadJSON(&hello); err != nil || hello["type"] != "hello" || hello["run"] == nil {
+			t.Fatalf("hello %v (%v); want the meta's run in it", hello, err)
+		}
+		wg.Go(func() {
+			for i := range perBrowser {
+				c.WriteJSON(map[string]any{"type": "set", "id": fmt.Sprintf("b%d-%d", b, i), "name": "led", "value": i%2 == 0})
+			}
+			acks := map[string]bool{}
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for len(acks) < perBrowser {
+				var f frame
+				if err := c.ReadJSON(&f); err != nil {
+					t.Errorf("browser %d: %v after %d acks", b, err, len(acks))
+					return
+				}
+				if f.Type == "ack" {
+					if !strings.HasPrefix(f.ID, fmt.Sprintf("b%d-", b)) || f.OK == nil || !*f.OK || acks[f.ID] {
+						t.Errorf("browser %d got ack %+v", b, f)
+					}
+					acks[f.ID] = true
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	devs[1].pub(t, "status", "offline", true)
+	fleet.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		var f frame
+		if err := fleet.ReadJSON(&f); err != nil {
+			t.Fatalf("fleet socket: %v before d2 went offline", err)
+		}
+		if f.Type == "device" && f.ID == "d2" && f.Status == "offline" {
+			break
+		}
+	}
+
+	devs[0].pub(t, "meta", strings.Replace(fmt.Sprintf(fakeMeta, "d1", "d1"), `"v1"`, `"v2"`, 1), true)
+	for b, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			if _, _, err := c.ReadMessage(); err != nil {
+				if !websocket.IsCloseError(err, websocket.CloseServiceRestart) {
+					t.Errorf("browser %d after a meta change: %v; want close 1012", b, err)
+				}
+				break
+			}
+		}
+		c.Close()
+	}
+	if got := metric(t, "http://"+g.Addr().String()+"/metrics", `pibridge_gateway_commands_total{result="ok"}`); got != browsers*perBrowser {
+		t.Errorf("commands ok = %v; want %d", got, browsers*perBrowser)
+	}
+	stop()
+	stopped = true
+	fleet.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, _, err := fleet.ReadMessage(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+				t.Errorf("fleet socket at shutdown: %v; want 1001", err)
+			}
+			break
+		}
+	}
+}
+
+func metric(t *testing.T, url, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf strings.Builder
+	b := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(b)
+		buf.Write(b[:n])
+		if err != nil {
+			break
+		}
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	t.Fatalf("%s not in /metrics", series)
+	return 0
+}
+
+// TestConfigValidate names every bad field of the section.
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		c    Config
+		want string
+	}{
+		{Config{}, ""},
+		{Config{TopicPrefix: "$SYS"}, `gateway.topic_prefix: "$SYS": must not start with $`},
+		{Config{TopicPrefix: "a//b"}, `gateway.topic_prefix: "a//b": must not start or end with / or hold an empty level`},
+		{Config{History: 1}, "gateway.history: 1ns: must be from 1m to 24h0m0s"},
+		{Config{MaxDevices: -2}, "gateway.max_devices: -2: must not be negative"},
+	} {
+		err := tc.c.Validate()
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("%+v: %q; want %q", tc.c, got, tc.want)
+		}
+	}
+	if _, err := New(Config{}, Deps{}); err == nil || !strings.Contains(err.Error(), "mqtt.broker") {
+		t.Errorf("New without brokers: %v; want an error naming mqtt.broker", err)
+	}
+}
