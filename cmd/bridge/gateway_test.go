@@ -19,6 +19,7 @@ import (
 
 	"pibridge/internal/harness"
 	"pibridge/internal/testkit"
+	"pibridge/web/paneltest"
 )
 
 const gatewayToken = "fleet-secret-token"
@@ -489,5 +490,51 @@ func TestGatewayConfig(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "tcp://n1:1883, tcp://n2:1883") || !strings.Contains(stdout.String(), "configuration is valid") {
 		t.Errorf("-check output:\n%s", stdout.String())
+	}
+}
+
+// TestGatewayInChromium opens the fleet page and one device's panel
+// through the gateway in headless Chromium (strict CSP, no console error):
+// the token from the URL fragment signs in, the fleet lists every device
+// live, search filters, and the panel under /d/<id>/ moves the device's
+// pin. PIBRIDGE_SCREENSHOTS=1 writes docs/fleet-desktop.png.
+func TestGatewayInChromium(t *testing.T) {
+	f := startFleet(t, 3)
+	f.awaitOnline(t, map[string]bool{"board-1": true, "board-2": true, "board-3": true})
+	br := paneltest.Start(t, 2*time.Minute)
+	br.SetViewport(t, paneltest.Desktop)
+	br.Navigate(t, f.gw.HTTPURL+"/#token="+gatewayToken)
+	br.WaitFor(t, `document.querySelectorAll('#devices tbody tr').length === 3`)
+	br.WaitFor(t, `document.querySelector('#conn').dataset.state === 'online'`)
+	if got := br.Text(t, "#counts"); got != "3 of 3 online" {
+		t.Errorf("counts %q; want 3 of 3 online", got)
+	}
+	if got := br.Text(t, "#fleet-name"); got != "Test fleet" {
+		t.Errorf("fleet name %q", got)
+	}
+	br.WaitFor(t, `/s ago$/.test(document.querySelector('tr[data-id="board-1"] td.age').textContent)`)
+	if os.Getenv("PIBRIDGE_SCREENSHOTS") == "1" {
+		br.Screenshot(t, filepath.Join("..", "..", "docs", "fleet-desktop.png"))
+	}
+	br.Keys(t, "#search", "board-2")
+	br.WaitFor(t, `[...document.querySelectorAll('#devices tbody tr')].filter(r => !r.hidden).map(r => r.dataset.id).join() === 'board-2'`)
+
+	// A device goes away: its row says offline without a reload.
+	if err := f.bridges["board-3"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	br.WaitFor(t, `document.querySelector('tr[data-id="board-3"] td.status').dataset.status === 'offline'`)
+
+	br.Navigate(t, f.gw.HTTPURL+"/d/board-1/")
+	br.WaitFor(t, `pibridge.state.status === 'live'`)
+	if got := br.Text(t, "#device-name"); got != "Board board-1" {
+		t.Errorf("panel device name %q", got)
+	}
+	br.WaitFor(t, `document.querySelector('[data-signal="led"] .value').textContent === 'OFF'`)
+	br.Click(t, tileSel("led", ".switch"))
+	br.WaitFor(t, `document.querySelector('[data-signal="led"]').dataset.state === 'confirmed'`)
+	eventually(t, 5*time.Second, "board-1's led did not move", func() bool { return deviceState(t, f.bridges["board-1"], "led") == "true" })
+	if os.Getenv("PIBRIDGE_SCREENSHOTS") == "1" {
+		br.Screenshot(t, filepath.Join("..", "..", "docs", "fleet-device.png"))
 	}
 }

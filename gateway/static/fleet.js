@@ -1,0 +1,176 @@
+// The fleet page: one WebSocket to fleet/ws. The first frame lists every
+// device ({"type":"fleet","devices":[…]}); each later {"type":"device",…}
+// replaces one row (or removes it). Ages tick locally once a second.
+// URLs are relative so the page works behind a reverse proxy's prefix.
+
+const devices = new Map(); // id → device as the gateway last described it
+const rows = new Map();    // id → <tr>
+let socket = null;
+let retry = 500;
+let needLogin = false;
+
+const $ = (id) => document.getElementById(id);
+
+function wsURL(path) {
+  const u = new URL(path, location.href);
+  u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.hash = '';
+  return u.href;
+}
+
+async function start() {
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (token !== null) {
+    history.replaceState(null, '', location.pathname + location.search);
+    await login(token);
+  }
+  if (await checkAuth()) return;
+  connect();
+}
+
+// checkAuth shows the login form when the API wants a token.
+async function checkAuth() {
+  try {
+    const res = await fetch('api/devices', {credentials: 'same-origin', cache: 'no-store'});
+    if (res.status === 401) {
+      showLogin('');
+      return true;
+    }
+  } catch (err) { /* the socket will retry */ }
+  return false;
+}
+
+function connect() {
+  if (socket || needLogin) return;
+  const ws = new WebSocket(wsURL('fleet/ws'));
+  socket = ws;
+  ws.addEventListener('open', () => { retry = 500; setConn(true); });
+  ws.addEventListener('message', (ev) => onFrame(JSON.parse(ev.data)));
+  ws.addEventListener('close', async (ev) => {
+    socket = null;
+    setConn(false);
+    if (ev.code === 4401 || await checkAuth()) {
+      showLogin(ev.code === 4401 ? 'Wrong token.' : '');
+      return;
+    }
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 10000);
+  });
+}
+
+function setConn(up) {
+  const c = $('conn');
+  c.dataset.state = up ? 'online' : 'offline';
+  c.textContent = up ? 'live' : 'offline';
+}
+
+function onFrame(f) {
+  if (f.type === 'fleet') {
+    if (f.name) {
+      $('fleet-name').textContent = f.name;
+      document.title = f.name;
+    }
+    devices.clear();
+    for (const d of f.devices) devices.set(d.id, d);
+    $('placeholder').hidden = true;
+    $('fleet').hidden = false;
+    render();
+  } else if (f.type === 'device') {
+    if (f.removed) devices.delete(f.id);
+    else devices.set(f.id, f);
+    render();
+  }
+}
+
+function render() {
+  const body = document.querySelector('#devices tbody');
+  const q = $('search').value.trim().toLowerCase();
+  const ids = [...devices.keys()].sort();
+  let shown = 0;
+  let online = 0;
+  for (const [id, row] of rows) {
+    if (!devices.has(id)) { row.remove(); rows.delete(id); }
+  }
+  for (const id of ids) {
+    const d = devices.get(id);
+    if (d.online) online++;
+    let row = rows.get(id);
+    if (!row) {
+      row = document.createElement('tr');
+      row.dataset.id = id;
+      for (let i = 0; i < 6; i++) row.appendChild(document.createElement('td'));
+      const a = document.createElement('a');
+      a.href = 'd/' + encodeURIComponent(id) + '/';
+      row.cells[0].appendChild(a);
+      row.cells[2].className = 'status';
+      row.cells[3].className = 'age';
+      rows.set(id, row);
+    }
+    body.appendChild(row); // keeps the rows in id order
+    row.cells[0].firstChild.textContent = d.name || id;
+    row.cells[1].textContent = id;
+    row.cells[2].dataset.status = d.status;
+    row.cells[2].textContent = d.status;
+    row.cells[3].dataset.ts = d.last_reading || '';
+    row.cells[4].textContent = d.version || '';
+    row.cells[5].textContent = d.signals;
+    const hay = `${d.name} ${id} ${d.version} ${d.status}`.toLowerCase();
+    row.hidden = q !== '' && !hay.includes(q);
+    if (!row.hidden) shown++;
+  }
+  $('counts').textContent = `${online} of ${devices.size} online`;
+  $('empty').hidden = shown > 0 || devices.size === 0;
+  ages();
+}
+
+function ages() {
+  const now = Date.now();
+  for (const cell of document.querySelectorAll('#devices td.age')) {
+    const ts = cell.dataset.ts;
+    cell.textContent = ts ? age(now - Date.parse(ts)) : '—';
+  }
+}
+
+function age(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+function showLogin(msg) {
+  needLogin = true;
+  $('placeholder').hidden = true;
+  $('login-panel').hidden = false;
+  const e = $('login-error');
+  e.textContent = msg;
+  e.hidden = !msg;
+  $('token').focus();
+}
+
+async function login(token) {
+  try {
+    const res = await fetch('api/login', {
+      method: 'POST', credentials: 'same-origin',
+      headers: {'Content-Type': 'application/json'}, body: JSON.stringify({token}),
+    });
+    if (res.ok) return '';
+    return res.status === 401 ? 'Wrong token.' : `Sign-in failed (${res.status}).`;
+  } catch (err) {
+    return 'The gateway cannot be reached.';
+  }
+}
+
+$('login').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const err = await login($('token').value);
+  if (err) { showLogin(err); return; }
+  $('token').value = '';
+  $('login-panel').hidden = true;
+  needLogin = false;
+  connect();
+});
+$('search').addEventListener('input', render);
+setInterval(ages, 1000);
+start();
