@@ -73,7 +73,7 @@ func (f *fleetHub) leave(c *conn) {
 
 func (g *Gateway) fleetFrame() []byte {
 	mqtt := "disconnected"
-	if g.connected.Load() {
+	if g.Connected() {
 		mqtt = "connected"
 	}
 	b, _ := json.Marshal(struct {

@@ -55,8 +55,9 @@ type Gateway struct {
 	idBase string // this gateway's command id prefix
 	nextID atomic.Uint64
 
-	connected atomic.Bool
-	onConnect chan struct{} // a connection is up: subscribe
+	connected  atomic.Bool
+	subscribed atomic.Bool   // the filters are in place on this connection
+	onConnect  chan struct{} // a connection is up: subscribe
 
 	mu      sync.RWMutex // guards devices
 	devices map[string]*device
@@ -182,6 +183,7 @@ func (g *Gateway) pahoOptions() (*paho.ClientOptions, error) {
 		SetWriteTimeout(5 * time.Second).
 		SetDefaultPublishHandler(g.onMessage).
 		SetOnConnectHandler(func(paho.Client) {
+			g.subscribed.Store(false)
 			g.connected.Store(true)
 			g.stats.connects.Add(1)
 			select {
@@ -191,6 +193,7 @@ func (g *Gateway) pahoOptions() (*paho.ClientOptions, error) {
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			g.connected.Store(false)
+			g.subscribed.Store(false)
 			g.log.Warn("broker connection lost; reconnecting", "err", err)
 			g.fleet.kick()
 		})
@@ -224,8 +227,8 @@ func (g *Gateway) PanelURL() string {
 	return u
 }
 
-// Connected reports whether the broker connection is up.
-func (g *Gateway) Connected() bool { return g.connected.Load() }
+// Connected reports whether the broker connection is up and subscribed.
+func (g *Gateway) Connected() bool { return g.connected.Load() && g.subscribed.Load() }
 
 // Run connects to the broker, serves HTTP and follows the fleet until ctx
 // ends; then it closes every browser with 1001 and returns once all its
@@ -266,32 +269,59 @@ func (g *Gateway) Run(ctx context.Context) error {
 }
 
 // subscriber subscribes after every connection: with a clean session the
-// broker forgets our subscriptions when the connection drops.
+// broker forgets our subscriptions when the connection drops. A refused
+// or unanswered SUBSCRIBE is tried again while the connection lasts: a
+// cluster electing new leaders after a node died may not answer at once.
+//
+// The filters are QoS 0. The retained topics give the whole fleet again on
+// every connection, so a message lost with a connection costs nothing
+// lasting; and QoS 1 would make some brokers (NATS) back each gateway's
+// subscription with a persistent stream consumer, which stalls while the
+// cluster elects leaders and adds a hop to every command's ack.
 func (g *Gateway) subscriber(ctx context.Context) {
 	p := g.cfg.TopicPrefix
-	filters := map[string]byte{p + "/+/+": 1, p + "/+/+/+": 1}
+	filters := map[string]byte{p + "/+/+": 0, p + "/+/+/+": 0}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-g.onConnect:
 		}
-		tok := g.paho.SubscribeMultiple(filters, nil)
-		t := time.NewTimer(10 * time.Second)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-tok.Done():
-			if err := tok.Error(); err != nil {
-				g.log.Warn("subscribing", "err", err)
-			} else {
-				g.log.Info("connected and subscribed", "filters", len(filters))
+		for g.connected.Load() {
+			tok := g.paho.SubscribeMultiple(filters, nil)
+			t := time.NewTimer(5 * time.Second)
+			var err error
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-tok.Done():
+				err = tok.Error()
+				if err == nil {
+					if st, ok := tok.(*paho.SubscribeToken); ok {
+						for f, code := range st.Result() {
+							if code == 0x80 {
+								err = fmt.Errorf("the broker refused %s", f)
+							}
+						}
+					}
+				}
+			case <-t.C:
+				err = errors.New("no answer within 5s")
 			}
-		case <-t.C:
-			g.log.Warn("subscribing: no answer within 10s")
+			t.Stop()
+			if err == nil {
+				g.subscribed.Store(true)
+				g.log.Info("connected and subscribed", "filters", len(filters))
+				break
+			}
+			g.log.Warn("subscribing; trying again", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
-		t.Stop()
 		g.fleet.kick()
 	}
 }

@@ -242,7 +242,7 @@ type healthReport struct {
 
 func (g *Gateway) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	h := healthReport{Status: "ok", MQTT: "disconnected", Queue: len(g.inbox)}
-	if g.connected.Load() {
+	if g.Connected() {
 		h.MQTT = "connected"
 	}
 	for _, d := range g.Devices() {
@@ -278,7 +278,7 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	b = append(b, "# HELP pibridge_gateway_devices Devices the gateway follows, by status.\n# TYPE pibridge_gateway_devices gauge\n"...)
 	b = append(b, "pibridge_gateway_devices{status=\"online\"} "+itoa(online)+"\npibridge_gateway_devices{status=\"offline\"} "+itoa(offline)+"\n"...)
-	gauge("pibridge_mqtt_connected", "Whether the broker connection is up.", b2f(g.connected.Load()), "")
+	gauge("pibridge_mqtt_connected", "Whether the broker connection is up.", b2f(g.Connected()), "")
 	counter("pibridge_mqtt_connects_total", "Connections made to the broker.", s.connects.Load())
 	counter("pibridge_gateway_messages_total", "MQTT messages received.", s.messages.Load())
 	counter("pibridge_gateway_readings_total", "Readings applied to the device table.", s.readings.Load())
