@@ -60,6 +60,8 @@ type options struct {
 	killed    int
 	keepAlive time.Duration // the bridges' MQTT keepalive (mqtt/client.go)
 	keep      bool
+	scale     int
+	scaleFor  time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.killed, "kill-bridges", 5, "bridges SIGKILLed in step 4")
 	fs.DurationVar(&o.keepAlive, "keepalive", 30*time.Second, "the bridges' MQTT keepalive, for step 4's bound (1.5 × keepalive)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch directory (configs, logs)")
+	fs.IntVar(&o.scale, "scale", 0, "run only the scale step: one gateway following this many simulated devices (9 signals, 1 reading/s each)")
+	fs.DurationVar(&o.scaleFor, "scale-for", 20*time.Second, "scale step: the measurement window")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := &fleetRun{o: o, out: stdout, scratch: scratch}
 	defer f.stop()
 	steps := []func(context.Context) error{f.start, f.commands, f.killNode, f.killBridges, f.killGateway}
+	if o.scale > 0 {
+		steps = []func(context.Context) error{f.scaleStep}
+	}
 	failed := false
 	for _, step := range steps {
 		if err := step(ctx); err != nil {

@@ -52,12 +52,11 @@ func startCluster(dir string, n int) ([]*natsNode, error) {
 	nodes := make([]*natsNode, n)
 	for i := range n {
 		name := fmt.Sprintf("n%d", i+1)
-		conf := fmt.Sprintf(`server_name: %s
-listen: %s
-jetstream { store_dir: %q }
-cluster { name: fleet, listen: %s, routes: [%s] }
-mqtt { listen: %s }
-`, name, ports[i][0], filepath.Join(dir, "js-"+name), ports[i][1], strings.Join(routes, ", "), ports[i][2])
+		conf := fmt.Sprintf("server_name: %s\nlisten: %s\njetstream { store_dir: %q }\nmqtt { listen: %s }\n",
+			name, ports[i][0], filepath.Join(dir, "js-"+name), ports[i][2])
+		if n > 1 {
+			conf += fmt.Sprintf("cluster { name: fleet, listen: %s, routes: [%s] }\n", ports[i][1], strings.Join(routes, ", "))
+		}
 		nd := &natsNode{Name: name, MQTT: ports[i][2], conf: filepath.Join(dir, name+".conf"), log: filepath.Join(dir, name+".log")}
 		if err := os.WriteFile(nd.conf, []byte(conf), 0o600); err != nil {
 			return nil, err
@@ -95,7 +94,7 @@ func (nd *natsNode) awaitMQTT(within time.Duration) error {
 		}
 		if c, err := net.DialTimeout("tcp", nd.MQTT, 200*time.Millisecond); err == nil {
 			c.Close()
-			cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + nd.MQTT).SetClientID("probe-" + nd.Name).SetConnectTimeout(3 * time.Second))
+			cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + nd.MQTT).SetClientID("probe-" + nd.Name).SetProtocolVersion(4).SetConnectTimeout(3 * time.Second))
 			tok := cl.Connect()
 			if tok.WaitTimeout(4*time.Second) && tok.Error() == nil {
 				cl.Disconnect(10)

@@ -74,60 +74,104 @@ function onFrame(f) {
     for (const d of f.devices) devices.set(d.id, d);
     $('placeholder').hidden = true;
     $('fleet').hidden = false;
-    render();
+    membership = true;
+    for (const id of devices.keys()) dirty.add(id);
   } else if (f.type === 'device') {
-    if (f.removed) devices.delete(f.id);
-    else devices.set(f.id, f);
-    render();
+    if (f.removed) {
+      devices.delete(f.id);
+      membership = true;
+    } else {
+      if (!devices.has(f.id)) membership = true;
+      devices.set(f.id, f);
+      dirty.add(f.id);
+    }
   }
+  schedule();
+}
+
+// Frames are applied at most once per animation frame: a fleet of a
+// thousand devices sends a thousand "last seen" updates a second.
+const dirty = new Set();
+let membership = false;
+let scheduled = false;
+
+function schedule() {
+  if (scheduled) return;
+  scheduled = true;
+  requestAnimationFrame(render);
 }
 
 function render() {
+  scheduled = false;
   const body = document.querySelector('#devices tbody');
+  if (membership) {
+    membership = false;
+    for (const [id, row] of rows) {
+      if (!devices.has(id)) { row.remove(); rows.delete(id); }
+    }
+    const frag = document.createDocumentFragment();
+    for (const id of [...devices.keys()].sort()) frag.appendChild(rowOf(id)); // keeps id order
+    body.appendChild(frag);
+  }
+  for (const id of dirty) {
+    const d = devices.get(id);
+    if (d) update(rowOf(id), d);
+  }
+  dirty.clear();
+  filter();
+  ages();
+}
+
+function rowOf(id) {
+  let row = rows.get(id);
+  if (!row) {
+    row = document.createElement('tr');
+    row.dataset.id = id;
+    for (let i = 0; i < 6; i++) row.appendChild(document.createElement('td'));
+    const a = document.createElement('a');
+    a.href = 'd/' + encodeURIComponent(id) + '/';
+    row.cells[0].appendChild(a);
+    row.cells[1].textContent = id;
+    row.cells[2].className = 'status';
+    row.cells[3].className = 'age';
+    rows.set(id, row);
+  }
+  return row;
+}
+
+function update(row, d) {
+  row.cells[0].firstChild.textContent = d.name || d.id;
+  if (row.cells[2].dataset.status !== d.status) {
+    row.cells[2].dataset.status = d.status;
+    row.cells[2].textContent = d.status;
+  }
+  row.cells[3].dataset.ts = d.last_reading || '';
+  row.cells[4].textContent = d.version || '';
+  row.cells[5].textContent = d.signals;
+  row.dataset.hay = `${d.name} ${d.id} ${d.version} ${d.status}`.toLowerCase();
+}
+
+function filter() {
   const q = $('search').value.trim().toLowerCase();
-  const ids = [...devices.keys()].sort();
   let shown = 0;
   let online = 0;
   for (const [id, row] of rows) {
-    if (!devices.has(id)) { row.remove(); rows.delete(id); }
-  }
-  for (const id of ids) {
-    const d = devices.get(id);
-    if (d.online) online++;
-    let row = rows.get(id);
-    if (!row) {
-      row = document.createElement('tr');
-      row.dataset.id = id;
-      for (let i = 0; i < 6; i++) row.appendChild(document.createElement('td'));
-      const a = document.createElement('a');
-      a.href = 'd/' + encodeURIComponent(id) + '/';
-      row.cells[0].appendChild(a);
-      row.cells[2].className = 'status';
-      row.cells[3].className = 'age';
-      rows.set(id, row);
-    }
-    body.appendChild(row); // keeps the rows in id order
-    row.cells[0].firstChild.textContent = d.name || id;
-    row.cells[1].textContent = id;
-    row.cells[2].dataset.status = d.status;
-    row.cells[2].textContent = d.status;
-    row.cells[3].dataset.ts = d.last_reading || '';
-    row.cells[4].textContent = d.version || '';
-    row.cells[5].textContent = d.signals;
-    const hay = `${d.name} ${id} ${d.version} ${d.status}`.toLowerCase();
-    row.hidden = q !== '' && !hay.includes(q);
-    if (!row.hidden) shown++;
+    if (devices.get(id).online) online++;
+    const hide = q !== '' && !row.dataset.hay.includes(q);
+    if (row.hidden !== hide) row.hidden = hide;
+    if (!hide) shown++;
   }
   $('counts').textContent = `${online} of ${devices.size} online`;
   $('empty').hidden = shown > 0 || devices.size === 0;
-  ages();
 }
 
 function ages() {
   const now = Date.now();
-  for (const cell of document.querySelectorAll('#devices td.age')) {
+  for (const row of rows.values()) {
+    const cell = row.cells[3];
     const ts = cell.dataset.ts;
-    cell.textContent = ts ? age(now - Date.parse(ts)) : '—';
+    const text = ts ? age(now - Date.parse(ts)) : '—';
+    if (cell.textContent !== text) cell.textContent = text;
   }
 }
 
@@ -171,6 +215,6 @@ $('login').addEventListener('submit', async (ev) => {
   needLogin = false;
   connect();
 });
-$('search').addEventListener('input', render);
+$('search').addEventListener('input', filter);
 setInterval(ages, 1000);
 start();
