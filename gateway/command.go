@@ -19,6 +19,12 @@ var (
 	ErrNoBroker      = errors.New("the gateway is not connected to the broker")
 )
 
+// pendingCommand waits for the ack of the device it was sent to.
+type pendingCommand struct {
+	device string
+	ch     chan ackJSON
+}
+
 // deviceError is a refusal in the device's own words (its ack's error).
 type deviceError struct{ msg string }
 
@@ -68,7 +74,7 @@ func (g *Gateway) command(ctx context.Context, d *device, name string, op pibrid
 	}
 	ch := make(chan ackJSON, 1)
 	g.pmu.Lock()
-	g.pending[id] = ch
+	g.pending[id] = pendingCommand{device: d.id, ch: ch}
 	g.pmu.Unlock()
 	defer func() {
 		g.pmu.Lock()

@@ -63,7 +63,7 @@ type Gateway struct {
 	devices map[string]*device
 
 	pmu     sync.Mutex // guards pending
-	pending map[string]chan ackJSON
+	pending map[string]pendingCommand
 
 	fleet *fleetHub
 
@@ -115,7 +115,7 @@ func New(c Config, d Deps) (*Gateway, error) {
 		inbox:     make(chan inMsg, inboxSize),
 		onConnect: make(chan struct{}, 1),
 		devices:   map[string]*device{},
-		pending:   map[string]chan ackJSON{},
+		pending:   map[string]pendingCommand{},
 		open:      map[*conn]struct{}{},
 		idBase:    "gw-" + randomHex(4) + "-",
 	}
@@ -380,11 +380,13 @@ func (g *Gateway) handle(m inMsg) {
 			return
 		}
 		g.pmu.Lock()
-		ch := g.pending[a.ID]
-		delete(g.pending, a.ID)
+		p, ok := g.pending[a.ID]
+		if ok && p.device == id { // only the device commanded answers for it
+			delete(g.pending, a.ID)
+		}
 		g.pmu.Unlock()
-		if ch != nil {
-			ch <- a // capacity one, and removed from pending: never blocks
+		if ok && p.device == id {
+			p.ch <- a // capacity one, and removed from pending: never blocks
 		}
 		return
 	}
@@ -396,7 +398,7 @@ func (g *Gateway) handle(m inMsg) {
 	}
 	if tail == "status" {
 		s := string(m.payload)
-		if s != "online" && s != "offline" {
+		if s != "online" && s != "offline" && s != "" { // "": the retained status was cleared
 			g.stats.junk.Add(1)
 			return
 		}

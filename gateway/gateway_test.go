@@ -303,3 +303,56 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("New without brokers: %v; want an error naming mqtt.broker", err)
 	}
 }
+
+// TestHandleOrder feeds the device table directly: retained topics arrive
+// in any order, an ack counts only from the device commanded, and an
+// empty retained meta removes the device.
+func TestHandleOrder(t *testing.T) {
+	g, err := New(Config{HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "none"}, MQTT: MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.ln.Close() })
+	msg := func(topic, payload string, retained bool) { g.handle(inMsg{topic: topic, payload: []byte(payload), retained: retained}) }
+
+	msg("pibridge/d3/status", "online", true)
+	msg("pibridge/d3/air/temperature", `{"value":21.5,"unit":"°C","ts":"2026-01-01T00:00:00.000Z","seq":4}`, true)
+	if len(g.Devices()) != 0 {
+		t.Fatalf("listed before its meta: %+v", g.Devices())
+	}
+	msg("pibridge/d3/meta", fmt.Sprintf(fakeMeta, "d3", "d3"), true)
+	list := g.Devices()
+	if len(list) != 1 || !list[0].Online || list[0].Signals != 2 || list[0].Version != "v1" {
+		t.Fatalf("after the meta: %+v; want d3 online with 2 signals", list)
+	}
+	d := g.deviceByID("d3")
+	d.mu.Lock()
+	hello := string(d.helloLocked())
+	d.mu.Unlock()
+	if !strings.Contains(hello, `"state":{"air.temperature":{"value":21.5,"unit":"°C","ts":"2026-01-01T00:00:00.000Z","seq":4}}`) {
+		t.Errorf("hello %s lacks the reading that came before the meta", hello)
+	}
+
+	ch := make(chan ackJSON, 1)
+	g.pending["gw-x-1"] = pendingCommand{device: "d3", ch: ch}
+	msg("pibridge/d9/ack", `{"id":"gw-x-1","name":"led","ok":true}`, false)
+	select {
+	case a := <-ch:
+		t.Fatalf("another device's ack %+v answered the command", a)
+	default:
+	}
+	msg("pibridge/d3/ack", `{"id":"gw-x-1","name":"led","ok":false,"error":"led: busy"}`, false)
+	select {
+	case a := <-ch:
+		if a.OK || a.Error != "led: busy" {
+			t.Errorf("ack %+v", a)
+		}
+	default:
+		t.Fatal("the device's own ack did not answer the command")
+	}
+
+	msg("pibridge/d3/meta", "", true)
+	if g.deviceByID("d3") != nil || len(g.Devices()) != 0 {
+		t.Errorf("still listed after an empty retained meta: %+v", g.Devices())
+	}
+}
