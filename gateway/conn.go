@@ -125,6 +125,9 @@ func (g *Gateway) closeConns() {
 	g.connMu.Unlock()
 	for _, c := range list {
 		c.kill(websocket.CloseGoingAway, "going away")
+		// Readers end now, those waiting for an auth frame included; each
+		// writer still sends its close frame first.
+		c.ws.NetConn().SetReadDeadline(time.Now())
 	}
 }
 

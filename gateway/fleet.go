@@ -65,6 +65,20 @@ func (f *fleetHub) join(c *conn) bool {
 	return true
 }
 
+// resync sends every client the whole list again: the broker connection
+// came or went, which the list's "mqtt" says.
+func (f *fleetHub) resync() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.clients) == 0 {
+		return
+	}
+	frame := f.g.fleetFrame()
+	for c := range f.clients {
+		c.push(frame)
+	}
+}
+
 func (f *fleetHub) leave(c *conn) {
 	f.mu.Lock()
 	delete(f.clients, c)

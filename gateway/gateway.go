@@ -195,7 +195,7 @@ func (g *Gateway) pahoOptions() (*paho.ClientOptions, error) {
 			g.connected.Store(false)
 			g.subscribed.Store(false)
 			g.log.Warn("broker connection lost; reconnecting", "err", err)
-			g.fleet.kick()
+			g.fleet.resync()
 		})
 	if g.cfg.MQTT.Username != "" {
 		o.SetUsername(g.cfg.MQTT.Username)
@@ -313,6 +313,7 @@ func (g *Gateway) subscriber(ctx context.Context) {
 			if err == nil {
 				g.subscribed.Store(true)
 				g.log.Info("connected and subscribed", "filters", len(filters))
+				g.fleet.resync()
 				break
 			}
 			g.log.Warn("subscribing; trying again", "err", err)

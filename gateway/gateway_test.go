@@ -313,7 +313,9 @@ func TestHandleOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.ln.Close() })
-	msg := func(topic, payload string, retained bool) { g.handle(inMsg{topic: topic, payload: []byte(payload), retained: retained}) }
+	msg := func(topic, payload string, retained bool) {
+		g.handle(inMsg{topic: topic, payload: []byte(payload), retained: retained})
+	}
 
 	msg("pibridge/d3/status", "online", true)
 	msg("pibridge/d3/air/temperature", `{"value":21.5,"unit":"°C","ts":"2026-01-01T00:00:00.000Z","seq":4}`, true)

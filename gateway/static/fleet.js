@@ -70,6 +70,9 @@ function onFrame(f) {
       $('fleet-name').textContent = f.name;
       document.title = f.name;
     }
+    // The gateway without its broker shows the last it knew, marked so.
+    $('conn').textContent = f.mqtt === 'connected' ? 'live' : 'no broker';
+    $('conn').dataset.state = f.mqtt === 'connected' ? 'online' : 'offline';
     devices.clear();
     for (const d of f.devices) devices.set(d.id, d);
     $('placeholder').hidden = true;
