@@ -358,3 +358,35 @@ func TestHandleOrder(t *testing.T) {
 		t.Errorf("still listed after an empty retained meta: %+v", g.Devices())
 	}
 }
+
+// TestShutdownWithPendingAuth: a socket still waiting for its auth frame
+// does not hold Run for its 10 s; it is told 1001 or 4401 and Run returns.
+func TestShutdownWithPendingAuth(t *testing.T) {
+	g, err := New(Config{HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "s3cret-token"},
+		MQTT: MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/fleet/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, 5*time.Second, "the socket was not tracked", func() bool { return g.nconns.Load() == 1 })
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s with a socket waiting for its auth frame")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Run took %v to return", d)
+	}
+}
