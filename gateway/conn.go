@@ -210,7 +210,7 @@ func (c *conn) join() bool {
 	if !d.listed {
 		return false
 	}
-	c.push(d.helloLocked())
+	c.push(d.helloLocked(c.role == roleRead))
 	d.clients[c] = struct{}{}
 	return true
 }

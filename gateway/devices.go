@@ -159,10 +159,14 @@ func (d *device) appendStateLocked(b []byte) []byte {
 	return append(b, '}')
 }
 
-// helloLocked is the first frame of /d/<id>/ws.
-func (d *device) helloLocked() []byte {
+// helloLocked is the first frame of /d/<id>/ws; readOnly tells the panel
+// to disable its controls, as a bridge's hello does for the read token.
+func (d *device) helloLocked(readOnly bool) []byte {
 	b := make([]byte, 0, len(d.desc)+64+len(d.state)*96)
 	b = append(b, `{"type":"hello","protocol":1,`...)
+	if readOnly {
+		b = append(b, `"readonly":true,`...)
+	}
 	b = append(b, d.desc...)
 	b = append(b, `,"state":`...)
 	b = d.appendStateLocked(b)

@@ -329,7 +329,7 @@ func TestHandleOrder(t *testing.T) {
 	}
 	d := g.deviceByID("d3")
 	d.mu.Lock()
-	hello := string(d.helloLocked())
+	hello := string(d.helloLocked(false))
 	d.mu.Unlock()
 	if !strings.Contains(hello, `"state":{"air.temperature":{"value":21.5,"unit":"°C","ts":"2026-01-01T00:00:00.000Z","seq":4}}`) {
 		t.Errorf("hello %s lacks the reading that came before the meta", hello)
@@ -388,5 +388,50 @@ func TestShutdownWithPendingAuth(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Run took %v to return", d)
+	}
+}
+
+// TestReadToken: the read token sees a device (hello says readonly, as a
+// bridge's does) and cannot command it; the control token can.
+func TestReadToken(t *testing.T) {
+	g, err := New(Config{HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "control-token", ReadToken: "viewer-token"},
+		MQTT: MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	g.inbox <- inMsg{topic: "pibridge/d1/meta", payload: []byte(fmt.Sprintf(fakeMeta, "d1", "d1")), retained: true}
+	g.inbox <- inMsg{topic: "pibridge/d1/status", payload: []byte("online"), retained: true}
+	waitFor(t, 5*time.Second, "d1 listed", func() bool { return g.deviceByID("d1") != nil })
+	for _, tc := range []struct {
+		token    string
+		readonly bool
+		errPart  string
+	}{
+		{"viewer-token", true, "read-only access"},
+		{"control-token", false, "not connected to the broker"},
+	} {
+		h := http.Header{"Authorization": {"Bearer " + tc.token}}
+		conn, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/d/d1/ws", h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hello map[string]any
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := conn.ReadJSON(&hello); err != nil {
+			t.Fatal(err)
+		}
+		if ro, _ := hello["readonly"].(bool); ro != tc.readonly {
+			t.Errorf("%s: hello readonly = %v; want %v", tc.token, hello["readonly"], tc.readonly)
+		}
+		conn.WriteJSON(map[string]any{"type": "set", "id": "r1", "name": "led", "value": true})
+		var ack frame
+		if err := conn.ReadJSON(&ack); err != nil || ack.Type != "ack" || ack.OK == nil || *ack.OK || !strings.Contains(ack.Error, tc.errPart) {
+			t.Errorf("%s: ack %+v (%v); want ok:false with %q", tc.token, ack, err, tc.errPart)
+		}
+		conn.Close()
 	}
 }
