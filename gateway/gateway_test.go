@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"pibridge/internal/harness"
+	"pibridge/internal/promtest"
 )
 
 // fakeDevice is a device made of MQTT messages: retained meta, status and
@@ -235,8 +236,12 @@ func TestGatewayConcurrent(t *testing.T) {
 		}
 		c.Close()
 	}
-	if got := metric(t, "http://"+g.Addr().String()+"/metrics", `pibridge_gateway_commands_total{result="ok"}`); got != browsers*perBrowser {
+	fams := promtest.Get(t, "http://"+g.Addr().String()+"/metrics")
+	if got := promtest.Value(t, fams, "pibridge_gateway_commands_total", map[string]string{"result": "ok"}); got != browsers*perBrowser {
 		t.Errorf("commands ok = %v; want %d", got, browsers*perBrowser)
+	}
+	if got := promtest.Value(t, fams, "pibridge_gateway_devices", map[string]string{"status": "online"}); got != 1 {
+		t.Errorf("devices online = %v; want 1 (d2 went offline)", got)
 	}
 	stop()
 	stopped = true
@@ -249,33 +254,6 @@ func TestGatewayConcurrent(t *testing.T) {
 			break
 		}
 	}
-}
-
-func metric(t *testing.T, url, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf strings.Builder
-	b := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(b)
-		buf.Write(b[:n])
-		if err != nil {
-			break
-		}
-	}
-	for _, line := range strings.Split(buf.String(), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	t.Fatalf("%s not in /metrics", series)
-	return 0
 }
 
 // TestConfigValidate names every bad field of the section.
