@@ -182,5 +182,30 @@ faults-deps:
 	    { echo "could not install:$$missing — install it with: apt-get install -y$$missing" >&2; exit 1; }; \
 	fi
 
+# Gateway mode on a real broker cluster: 3 NATS nodes on loopback
+# (JetStream and the MQTT listener on each), 50 bridge processes, 2
+# gateways; node, bridge and gateway SIGKILLs (README "Many boards").
+# Not part of `make test`; figures in BENCHMARKS.md. Short run:
+# make fleet FLEET_FLAGS='-bridges 9 -commands 4'.
+FLEET_DEPS  := nats-server:nats-server
+FLEET_FLAGS ?=
+.PHONY: fleet fleet-deps
+fleet: fleet-deps build
+	$(GO) run ./fleet -bridge $(BIN)/bridge $(FLEET_FLAGS)
+
+# Installs nats-server when it is missing, as test-deps does.
+fleet-deps:
+	@missing=""; for pair in $(FLEET_DEPS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	  else echo "make fleet needs:$$missing — install it with: apt-get install -y$$missing" >&2; exit 1; fi; \
+	  echo "installing$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+	    { echo "could not install:$$missing — install it with: apt-get install -y$$missing" >&2; exit 1; }; \
+	fi
+
 clean:
 	rm -rf $(BIN) dist

@@ -90,3 +90,22 @@ func (h *history) shift(d int64) {
 		h.points[(h.start+i)%len(h.points)].T += d
 	}
 }
+
+// History is the same ring for a reader that does not own a Core: a
+// gateway keeps one per signal of every device it follows. It is not safe
+// for concurrent use; its owner locks.
+type History struct{ h *history }
+
+// NewHistory returns a ring of at most capacity points, one per step.
+func NewHistory(capacity int, step time.Duration) *History {
+	return &History{newHistory(max(capacity, 1), max(step, time.Millisecond))}
+}
+
+// Add records a point; a point within the step of the previous one replaces it.
+func (h *History) Add(p Point) { h.h.add(p) }
+
+// Since appends the points at or after t (Unix ms), oldest first.
+func (h *History) Since(dst []Point, t int64) []Point { return h.h.since(dst, t) }
+
+// Len is the number of points held.
+func (h *History) Len() int { return h.h.n }

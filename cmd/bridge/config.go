@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pibridge"
+	"pibridge/gateway"
 	"pibridge/gpio"
 	"pibridge/mqtt"
 	"pibridge/ws"
@@ -30,6 +31,8 @@ type Config struct {
 	HTTP     ws.Config    `yaml:"http"`
 	MQTT     mqtt.Config  `yaml:"mqtt"`
 	GPIO     gpio.Config  `yaml:",inline"`
+	// Gateway, when present, makes this process a gateway (gateway.go).
+	Gateway *gateway.Config `yaml:"gateway"`
 }
 
 type DeviceConfig struct {
@@ -227,6 +230,10 @@ func (c *Config) applyEnv(getenv func(string) string) {
 }
 
 func (c *Config) defaults(getenv func(string) string) {
+	if c.Gateway != nil {
+		c.gatewayDefaults(getenv)
+		return
+	}
 	if c.Device.ID == "" {
 		c.Device.ID = "pibridge"
 	}
@@ -241,6 +248,10 @@ func (c *Config) defaults(getenv func(string) string) {
 }
 
 func (c *Config) validate(p *pibridge.Problems) {
+	if c.Gateway != nil {
+		c.validateGateway(p)
+		return
+	}
 	if why := pibridge.ValidName(c.Device.ID, 64); why != "" {
 		p.Addf("device.id", "%s", why)
 	}

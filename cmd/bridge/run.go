@@ -50,6 +50,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return &configError{err}
 	}
+	if cfg.Gateway != nil {
+		if o.check {
+			printGateway(stdout, cfg)
+			fmt.Fprintln(stdout, "\nconfiguration is valid")
+			return nil
+		}
+		return serveGateway(ctx, cfg, log, stderr)
+	}
 	if o.check {
 		if err := checkFiles(cfg); err != nil {
 			return &configError{err}

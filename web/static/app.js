@@ -112,10 +112,14 @@ function connect() {
   clearTimeout(state.retryTimer);
   state.retryTimer = 0;
   if (state.socket || state.needLogin) return;
-  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  // Relative to the page, so that the panel also works under a prefix (a
+  // gateway serves each device's panel at /d/<id>/).
+  const url = new URL('ws', location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.hash = '';
   let ws;
   try {
-    ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    ws = new WebSocket(url.href);
   } catch (err) {
     scheduleReconnect();
     return;
@@ -166,7 +170,7 @@ function scheduleReconnect() {
 // checkAuth resolves to true when /api/state answers 401 (login form shown).
 async function checkAuth() {
   try {
-    const res = await fetch('/api/state', {credentials: 'same-origin', cache: 'no-store'});
+    const res = await fetch('api/state', {credentials: 'same-origin', cache: 'no-store'});
     if (res.status === 401) {
       showLogin('');
       return true;
@@ -1048,7 +1052,7 @@ async function loginAndConnect(token) {
 async function login(token) {
   let res;
   try {
-    res = await fetch('/api/login', {
+    res = await fetch('api/login', {
       method: 'POST',
       credentials: 'same-origin',
       headers: {'Content-Type': 'application/json'},
