@@ -141,7 +141,7 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			c.subscribe(ctx)
 			toks := []paho.Token{
 				c.publish(c.topics.status, 1, true, "online"),
-				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals())),
+				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), c.core.RunInfo())),
 			}
 			toks = append(toks, c.publishDiscovery()...)
 			c.awaitAll(ctx, toks, "online, meta and discovery")

@@ -6,8 +6,9 @@ import (
 
 // metaJSON is the retained payload of P/D/meta: the hello without state,
 // from the same encoder as the hello so the two cannot drift apart.
-func metaJSON(d pibridge.Device, signals []pibridge.Signal) []byte {
-	return append(pibridge.AppendDescription([]byte("{"), d, signals), '}')
+func metaJSON(d pibridge.Device, signals []pibridge.Signal, run pibridge.RunInfo) []byte {
+	b := pibridge.AppendDescription([]byte("{"), d, signals)
+	return append(pibridge.AppendRunJSON(append(b, ','), run), '}')
 }
 
 // ackJSON is the payload of P/D/ack: {"id":…,"name":…,"ok":true} or

@@ -19,15 +19,17 @@ import (
 )
 
 func TestMetaJSON(t *testing.T) {
-	got := string(metaJSON(pibridge.Device{ID: "d"}, testSignals[2:5]))
+	got := string(metaJSON(pibridge.Device{ID: "d"}, testSignals[2:5], pibridge.RunInfo{FirstSeq: 1, Clean: true}))
 	want := `{"device":{"id":"d","name":"","version":""},"signals":[{"name":"stuck","kind":"output","writable":true},` +
 		`{"name":"fan","kind":"pwm","writable":true,"min":0,"max":1},` +
-		`{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}]}`
+		`{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}],` +
+		`"run":{"first_seq":1,"previous_last_seq":0,"clean":true}}`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	meta := metaJSON(pibridge.Device{ID: "d", Name: `say "hi"`, Version: "1"}, testSignals[:1])
-	if want := `{"device":{"id":"d","name":"say \"hi\"","version":"1"},"signals":[{"name":"door","kind":"input","writable":false}]}`; string(meta) != want {
+	meta := metaJSON(pibridge.Device{ID: "d", Name: `say "hi"`, Version: "1"}, testSignals[:1], pibridge.RunInfo{FirstSeq: 4098, PreviousLastSeq: 1609})
+	if want := `{"device":{"id":"d","name":"say \"hi\"","version":"1"},"signals":[{"name":"door","kind":"input","writable":false}],` +
+		`"run":{"first_seq":4098,"previous_last_seq":1609,"clean":false}}`; string(meta) != want {
 		t.Errorf("meta %s\nwant %s", meta, want)
 	}
 	if !json.Valid(meta) {

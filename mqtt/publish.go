@@ -240,8 +240,13 @@ func (p *publisher) queueStates() {
 // budget is spent.
 func (p *publisher) flush() {
 	c := p.c
-	until := c.lastSeq.Load()
 	t := time.NewTimer(c.tm.shutdown * flushShare / 4)
+	// The last readings (the safe state's) may still wait for the core's
+	// journal goroutine, which appends them to the outbox.
+	jctx, cancel := context.WithTimeout(context.Background(), c.tm.shutdown*flushShare/8)
+	c.core.AwaitJournal(jctx)
+	cancel()
+	until := c.lastSeq.Load()
 	defer t.Stop()
 	p.states = nil
 	for {

@@ -250,6 +250,8 @@ func New(o Options) (*Server, error) {
 	}
 	d := o.Core.Device()
 	s.helloHead = pibridge.AppendDescription([]byte(helloPrefix), d, o.Core.Signals())
+	// Fixed for the run: how its seqs join the previous run's.
+	s.helloHead = pibridge.AppendRunJSON(append(s.helloHead, ','), o.Core.RunInfo())
 	if s.bridgeOn() {
 		// The panel's MQTT view subscribes to exactly these.
 		s.helloHead = append(s.helloHead, `,"bridge_allow":[`...)
