@@ -30,9 +30,9 @@ type journalRun struct {
 	// maxPending); progress is closed, and replaced, when it moves.
 	recorded uint64
 	progress chan struct{}
-	timer   *time.Timer
-	kick    chan struct{}
-	done    chan struct{}
+	timer    *time.Timer
+	kick     chan struct{}
+	done     chan struct{}
 }
 
 // AttachJournal makes j the core's journal and starts its goroutine;
