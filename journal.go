@@ -3,6 +3,7 @@ package pibridge
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,12 +20,15 @@ const maxPending = 4096
 // journalRun is the hand-off between Emit and the journal's goroutine;
 // guarded by the core's mu.
 type journalRun struct {
-	j       Journal
-	pend    readingQueue // emitted, not yet recorded; seq order
-	shown   int          // pend[:shown] were delivered ahead of the journal
-	since   time.Time    // when pend[shown] arrived
-	writing time.Time    // when the current write began; zero: none
-	armed   bool         // timer is set
+	j     Journal
+	pend  readingQueue // emitted, not yet recorded; seq order
+	shown int          // pend[:shown] were delivered ahead of the journal
+	// writing is when the write under way began (nanoseconds since
+	// epoch; 0: none), set before each record, so that only one slow
+	// write, not a long batch or a busy CPU, counts as a stall.
+	writing atomic.Int64
+	epoch   time.Time
+	armed   bool // timer is set
 	stop    bool
 	// recorded is the seq of the last reading recorded (or given up, see
 	// maxPending); progress is closed, and replaced, when it moves.
@@ -50,7 +54,7 @@ func (c *Core) AttachJournal(j Journal) (detach func(), err error) {
 	} else if last >= c.next {
 		c.log.Error("journal attached after the first reading holds later seqs", "journal_last_seq", last, "next_seq", c.next)
 	}
-	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), progress: make(chan struct{})}
+	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), progress: make(chan struct{}), epoch: time.Now()}
 	jr.timer = time.AfterFunc(time.Hour, func() { c.overdue(jr) })
 	jr.timer.Stop()
 	c.jr = jr
@@ -134,19 +138,23 @@ func (c *Core) handOffLocked(jr *journalRun, r Reading) {
 		return
 	}
 	jr.pend.push(r)
-	now := time.Now()
 	switch {
-	case !jr.writing.IsZero() && now.Sub(jr.writing) >= stallAfter:
+	case jr.stalled():
 		c.showLocked(jr)
-	case jr.shown == jr.pend.n-1:
-		jr.since = now
-		if !jr.armed {
-			jr.armed = true
-			jr.timer.Reset(stallAfter)
-		}
+	case jr.shown == jr.pend.n-1 && !jr.armed:
+		jr.armed = true
+		jr.timer.Reset(stallAfter)
 	}
 	signal(jr.kick)
 }
+
+// stalled reports whether the write under way has taken stallAfter.
+func (jr *journalRun) stalled() bool {
+	w := jr.writing.Load()
+	return w != 0 && time.Since(jr.epoch)-time.Duration(w) >= stallAfter
+}
+
+func (jr *journalRun) startWrite() { jr.writing.Store(int64(max(time.Since(jr.epoch), 1))) }
 
 // showLocked delivers every queued reading not delivered yet.
 func (c *Core) showLocked(jr *journalRun) {
@@ -156,20 +164,21 @@ func (c *Core) showLocked(jr *journalRun) {
 	}
 }
 
-// overdue delivers what has waited stallAfter for the journal.
+// overdue delivers what waits for a write that has taken stallAfter.
+// While the journal's goroutine merely waits for the CPU, readings wait
+// with it: showing them would not be faster, only less safe.
 func (c *Core) overdue(jr *journalRun) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	jr.armed = false
-	if jr.shown == jr.pend.n {
-		return
-	}
-	if wait := stallAfter - time.Since(jr.since); wait > 0 {
+	switch {
+	case jr.shown == jr.pend.n:
+	case jr.stalled():
+		c.showLocked(jr)
+	default:
 		jr.armed = true
-		jr.timer.Reset(wait)
-		return
+		jr.timer.Reset(stallAfter / 2)
 	}
-	c.showLocked(jr)
 }
 
 // journalLoop records the queued readings in seq order, delivers them,
@@ -182,7 +191,7 @@ func (c *Core) journalLoop(jr *journalRun) {
 		if c.next+seqLease/2 > c.limit && time.Since(c.leaseFail) > time.Second {
 			lease := seqFile{n: c.next + seqLease, first: c.run.FirstSeq, boot: c.boot}
 			c.mu.Unlock()
-			c.extendLease(lease)
+			c.extendLease(lease, jr)
 			continue
 		}
 		if jr.pend.n == 0 {
@@ -198,14 +207,16 @@ func (c *Core) journalLoop(jr *journalRun) {
 		for i := 0; i < min(jr.pend.n, 256); i++ {
 			batch = append(batch, *jr.pend.at(i))
 		}
-		jr.writing = time.Now()
 		c.mu.Unlock()
+		jr.startWrite()
 		if c.gate != nil {
 			c.gate()
 		}
 		for _, r := range batch {
+			jr.startWrite()
 			jr.j.Record(r)
 		}
+		jr.writing.Store(0)
 		c.mu.Lock()
 		k := len(batch)
 		for i := jr.shown; i < k; i++ {
@@ -215,10 +226,6 @@ func (c *Core) journalLoop(jr *journalRun) {
 		for range k {
 			jr.pend.popFront()
 		}
-		if jr.shown < jr.pend.n {
-			jr.since = jr.writing // they arrived during the write
-		}
-		jr.writing = time.Time{}
 		jr.recorded = batch[k-1].Seq
 		close(jr.progress)
 		jr.progress = make(chan struct{})
@@ -226,11 +233,13 @@ func (c *Core) journalLoop(jr *journalRun) {
 	}
 }
 
-func (c *Core) extendLease(lease seqFile) {
+func (c *Core) extendLease(lease seqFile, jr *journalRun) {
+	jr.startWrite()
 	if c.gate != nil {
 		c.gate()
 	}
 	err := writeSeqFile(c.seqPath, lease)
+	jr.writing.Store(0)
 	c.mu.Lock()
 	if err != nil {
 		c.leaseFail = time.Now()

@@ -128,7 +128,10 @@ func resumeSeq(prev seqFile, found bool, last uint64, journal bool, boot string)
 		return RunInfo{FirstSeq: next, PreviousLastSeq: next - 1, Clean: true}
 	}
 	known := max(last, prev.first-min(prev.first, 1))
-	if journal && boot != "" && boot == prev.boot {
+	// A journal with nothing of the previous run cannot say where it
+	// stopped: its log failed or was lost, or the run crashed before its
+	// first reading (then the skip is needless, but announced).
+	if journal && boot != "" && boot == prev.boot && last >= prev.first {
 		return RunInfo{FirstSeq: known + 1, PreviousLastSeq: known}
 	}
 	return RunInfo{FirstSeq: max(prev.n, known+1), PreviousLastSeq: known}
