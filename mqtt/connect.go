@@ -70,6 +70,9 @@ func (c *Client) connectLoop(ctx context.Context) {
 		failing, pause = false, c.tm.connectRetry
 		c.connects.Add(1) // before the gate opens: the publisher reads it as "a new connection"
 		c.gate.set(true)
+		// An idle publisher sees the new connection now and re-publishes
+		// the states, not at the next reading.
+		signal(c.wake)
 		broker := ""
 		if b := c.broker.Load(); b != nil {
 			broker = *b

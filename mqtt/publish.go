@@ -213,18 +213,22 @@ func (p *publisher) fail(ctx context.Context, err error) {
 }
 
 // queueStates puts every signal's current state ahead of the outbox,
-// except the signals that have a reading waiting in the outbox: that
-// reading is newer, and will be published after anything queued here.
+// except the signals that have a reading waiting in the outbox, or not
+// yet in it (the core's journal goroutine appends it soon, later while
+// the disk stalls): that reading is newer, and will be published after
+// anything queued here. So MQTT never carries a seq the outbox's log
+// does not have.
 //
-// The snapshot comes first, the outbox's head second: a state older than
-// the head is then neither waiting in the outbox nor newer than anything
-// in it. (Read the other way round, a reading emitted in between would be
-// sent as a state ahead of the older readings still queued.)
+// The snapshot comes first, the outbox's head and last seq second: a
+// state older than both is then neither waiting in the outbox nor newer
+// than anything in it. (Read the other way round, a reading emitted in
+// between would be sent as a state ahead of the older readings still
+// queued.)
 func (p *publisher) queueStates() {
 	state := p.c.core.State()
-	head := ^uint64(0)
+	head := p.c.lastSeq.Load() + 1
 	if r, ok := p.c.outbox.Next(0); ok {
-		head = r.Seq
+		head = min(head, r.Seq)
 	}
 	p.states = p.states[:0]
 	for _, r := range state {
