@@ -37,6 +37,9 @@ type journalRun struct {
 	timer    *time.Timer
 	kick     chan struct{}
 	done     chan struct{}
+	// lease asks leaseLoop to extend the reservation; leaseDone is
+	// closed when it has ended.
+	lease, leaseDone chan struct{}
 }
 
 // AttachJournal makes j the core's journal and starts its goroutine;
@@ -54,11 +57,13 @@ func (c *Core) AttachJournal(j Journal) (detach func(), err error) {
 	} else if last >= c.next {
 		c.log.Error("journal attached after the first reading holds later seqs", "journal_last_seq", last, "next_seq", c.next)
 	}
-	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), progress: make(chan struct{}), epoch: time.Now()}
+	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), progress: make(chan struct{}), epoch: time.Now(),
+		lease: make(chan struct{}, 1), leaseDone: make(chan struct{})}
 	jr.timer = time.AfterFunc(time.Hour, func() { c.overdue(jr) })
 	jr.timer.Stop()
 	c.jr = jr
 	go c.journalLoop(jr)
+	go c.leaseLoop(jr)
 	return func() { c.detach(jr) }, nil
 }
 
@@ -188,11 +193,8 @@ func (c *Core) journalLoop(jr *journalRun) {
 	batch := make([]Reading, 0, 64)
 	for {
 		c.mu.Lock()
-		if c.next+seqLease/2 > c.limit && time.Since(c.leaseFail) > time.Second {
-			lease := seqFile{n: c.next + seqLease, first: c.run.FirstSeq, boot: c.boot}
-			c.mu.Unlock()
-			c.extendLease(lease, jr)
-			continue
+		if c.next+seqLease/2 > c.limit {
+			signal(jr.lease)
 		}
 		if jr.pend.n == 0 {
 			stop := jr.stop
@@ -233,23 +235,38 @@ func (c *Core) journalLoop(jr *journalRun) {
 	}
 }
 
-func (c *Core) extendLease(lease seqFile, jr *journalRun) {
-	jr.startWrite()
-	if c.gate != nil {
-		c.gate()
-	}
-	err := writeSeqFile(c.seqPath, lease)
-	jr.writing.Store(0)
-	c.mu.Lock()
-	if err != nil {
-		c.leaseFail = time.Now()
-		c.seqErrs++
-	} else {
-		c.limit = max(c.limit, lease.n)
-	}
-	c.mu.Unlock()
-	if err != nil {
-		c.log.Warn("seq reservation not saved; retrying in 1 s", "err", err)
+// leaseLoop extends the seq reservation when the journal's goroutine asks
+// for it: its fsync then holds up no record. It ends with that goroutine.
+func (c *Core) leaseLoop(jr *journalRun) {
+	defer close(jr.leaseDone)
+	for {
+		select {
+		case <-jr.done:
+			return
+		case <-jr.lease:
+		}
+		c.mu.Lock()
+		due := c.next+seqLease/2 > c.limit && time.Since(c.leaseFail) > time.Second
+		lease := seqFile{n: c.next + seqLease, first: c.run.FirstSeq, boot: c.boot}
+		c.mu.Unlock()
+		if !due {
+			continue
+		}
+		if c.gate != nil {
+			c.gate()
+		}
+		err := writeSeqFile(c.seqPath, lease)
+		c.mu.Lock()
+		if err != nil {
+			c.leaseFail = time.Now()
+			c.seqErrs++
+		} else {
+			c.limit = max(c.limit, lease.n)
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.log.Warn("seq reservation not saved; retrying in 1 s", "err", err)
+		}
 	}
 }
 
@@ -268,6 +285,7 @@ func (c *Core) detach(jr *journalRun) {
 	c.mu.Unlock()
 	signal(jr.kick)
 	<-jr.done
+	<-jr.leaseDone
 	jr.timer.Stop()
 }
 

@@ -107,7 +107,17 @@ func TestSeqAcrossRestarts(t *testing.T) {
 			j.truncate(990)
 		}, "boot-2", RunInfo{FirstSeq: 1 + seqLease, PreviousLastSeq: 990, Clean: false}, true},
 		{"power loss, past the first reservation", func(t *testing.T, c *Core, j *memJournal) {
-			emitN(c, 3*seqLease) // the journal's goroutine extends the reservation
+			// Extending the reservation (an fsync) is asynchronous: at
+			// most seqLease/2 readings may outrun it, far more than a Pi
+			// emits during one fsync, but not more than this loop.
+			for range 3 * seqLease / 1024 {
+				emitN(c, 1024)
+				waitFor(t, "the reservation extended", func() bool {
+					c.mu.Lock()
+					defer c.mu.Unlock()
+					return c.limit > c.next
+				})
+			}
 			crash(t, c)
 			j.truncate(3000)
 		}, "boot-2", RunInfo{PreviousLastSeq: 3000, Clean: false}, true},
@@ -310,6 +320,18 @@ func TestHealthyJournalBeforeSubscribers(t *testing.T) {
 	}
 	if len(bad) > 20 {
 		t.Errorf("%d of 2000 readings seen before the journal had them", len(bad))
+	}
+}
+
+// waitFor polls cond until it holds, for at most 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
