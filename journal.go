@@ -90,6 +90,17 @@ func (c *Core) AwaitJournal(ctx context.Context) error {
 	}
 }
 
+// Unrecorded returns the lowest seq still waiting for the journal; ok is
+// false when none waits.
+func (c *Core) Unrecorded() (seq uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if jr := c.jr; jr != nil && jr.pend.n > 0 {
+		return jr.pend.at(0).Seq, true
+	}
+	return 0, false
+}
+
 // RunInfo says how this run's seqs join the previous run's.
 func (c *Core) RunInfo() RunInfo {
 	c.mu.Lock()
@@ -121,7 +132,7 @@ func (c *Core) resolveLocked(last uint64, journal bool) {
 	args := []any{"first_seq", c.run.FirstSeq, "previous_last_seq", c.run.PreviousLastSeq, "clean", c.run.Clean}
 	switch {
 	case c.run.FirstSeq > c.run.PreviousLastSeq+1:
-		c.log.Warn("seq skips: the previous run did not stop cleanly and the disk may have lost its last records (power loss)", args...)
+		c.log.Warn("seq skips above the previous run's reservation: it did not stop cleanly and its last seq is not known for sure (a power loss, or no record of its readings)", args...)
 	case !c.run.Clean:
 		c.log.Warn("seq continues after the previous run's last recorded reading; it did not stop cleanly", args...)
 	default:

@@ -213,20 +213,23 @@ func (p *publisher) fail(ctx context.Context, err error) {
 }
 
 // queueStates puts every signal's current state ahead of the outbox,
-// except the signals that have a reading waiting in the outbox, or not
-// yet in it (the core's journal goroutine appends it soon, later while
-// the disk stalls): that reading is newer, and will be published after
-// anything queued here. So MQTT never carries a seq the outbox's log
-// does not have.
+// except the signals that have a reading waiting in the outbox, or still
+// waiting for the core's journal goroutine to append it (later while the
+// disk stalls): that reading is newer, and will be published after
+// anything queued here. So MQTT never carries a seq ahead of an older one
+// still queued, nor one the outbox's log does not have.
 //
-// The snapshot comes first, the outbox's head and last seq second: a
-// state older than both is then neither waiting in the outbox nor newer
-// than anything in it. (Read the other way round, a reading emitted in
-// between would be sent as a state ahead of the older readings still
-// queued.)
+// The snapshot comes first, then the core's first unrecorded seq, then
+// the outbox's head: a state older than both is then neither waiting nor
+// newer than anything waiting. (Read the other way round, a reading
+// emitted, or moved into the outbox, in between would be sent as a state
+// ahead of the older readings still queued.)
 func (p *publisher) queueStates() {
 	state := p.c.core.State()
-	head := p.c.lastSeq.Load() + 1
+	head := ^uint64(0)
+	if s, ok := p.c.core.Unrecorded(); ok {
+		head = s
+	}
 	if r, ok := p.c.outbox.Next(0); ok {
 		head = min(head, r.Seq)
 	}
