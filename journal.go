@@ -30,8 +30,8 @@ type journalRun struct {
 	epoch   time.Time
 	armed   bool // timer is set
 	stop    bool
-	// recorded is the seq of the last reading recorded (or given up, see
-	// maxPending); progress is closed, and replaced, when it moves.
+	// recorded is the seq of the last reading recorded; progress, made
+	// by a waiter (AwaitJournal) only, is closed when it moves.
 	recorded uint64
 	progress chan struct{}
 	timer    *time.Timer
@@ -57,7 +57,7 @@ func (c *Core) AttachJournal(j Journal) (detach func(), err error) {
 	} else if last >= c.next {
 		c.log.Error("journal attached after the first reading holds later seqs", "journal_last_seq", last, "next_seq", c.next)
 	}
-	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), progress: make(chan struct{}), epoch: time.Now(),
+	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), epoch: time.Now(),
 		lease: make(chan struct{}, 1), leaseDone: make(chan struct{})}
 	jr.timer = time.AfterFunc(time.Hour, func() { c.overdue(jr) })
 	jr.timer.Stop()
@@ -79,6 +79,9 @@ func (c *Core) AwaitJournal(ctx context.Context) error {
 		if jr == nil || jr.recorded+1 >= target || jr.pend.n == 0 {
 			c.mu.Unlock()
 			return nil
+		}
+		if jr.progress == nil {
+			jr.progress = make(chan struct{})
 		}
 		ch := jr.progress
 		c.mu.Unlock()
@@ -240,8 +243,10 @@ func (c *Core) journalLoop(jr *journalRun) {
 			jr.pend.popFront()
 		}
 		jr.recorded = batch[k-1].Seq
-		close(jr.progress)
-		jr.progress = make(chan struct{})
+		if jr.progress != nil {
+			close(jr.progress)
+			jr.progress = nil
+		}
 		c.mu.Unlock()
 	}
 }
