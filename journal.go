@@ -338,7 +338,7 @@ func (q *readingQueue) popFront() {
 	*q.at(0) = Reading{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
-	if q.n == 0 && len(q.buf) > 256 {
-		q.buf, q.head = nil, 0
+	if q.n == 0 && len(q.buf) > 1024 {
+		q.buf, q.head = nil, 0 // the memory of a long stall (90 bytes a reading)
 	}
 }
