@@ -28,7 +28,6 @@ type journalRun struct {
 	// write, not a long batch or a busy CPU, counts as a stall.
 	writing atomic.Int64
 	epoch   time.Time
-	armed   bool // timer is set
 	stop    bool
 	// recorded is the seq of the last reading recorded; progress, made
 	// by a waiter (AwaitJournal) only, is closed when it moves.
@@ -157,12 +156,8 @@ func (c *Core) handOffLocked(jr *journalRun, r Reading) {
 		return
 	}
 	jr.pend.push(r)
-	switch {
-	case jr.stalled():
+	if jr.stalled() {
 		c.showLocked(jr)
-	case jr.shown == jr.pend.n-1 && !jr.armed:
-		jr.armed = true
-		jr.timer.Reset(stallAfter)
 	}
 	signal(jr.kick)
 }
@@ -183,20 +178,22 @@ func (c *Core) showLocked(jr *journalRun) {
 	}
 }
 
-// overdue delivers what waits for a write that has taken stallAfter.
-// While the journal's goroutine merely waits for the CPU, readings wait
-// with it: showing them would not be faster, only less safe.
+// overdue runs when a batch's writes have taken stallAfter (the journal's
+// goroutine sets the timer for each batch, and stops it after): it
+// delivers what waits if the write under way has taken that long, and
+// looks again when it will have. While the journal's goroutine merely
+// waits for the CPU, readings wait with it: showing them would not be
+// faster, only less safe.
 func (c *Core) overdue(jr *journalRun) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	jr.armed = false
+	w := jr.writing.Load()
 	switch {
-	case jr.shown == jr.pend.n:
+	case w == 0:
 	case jr.stalled():
-		c.showLocked(jr)
+		c.showLocked(jr) // later ones go with Emit's own check
 	default:
-		jr.armed = true
-		jr.timer.Reset(stallAfter / 2)
+		jr.timer.Reset(stallAfter - (time.Since(jr.epoch) - time.Duration(w)))
 	}
 }
 
@@ -225,6 +222,7 @@ func (c *Core) journalLoop(jr *journalRun) {
 		}
 		c.mu.Unlock()
 		jr.startWrite()
+		jr.timer.Reset(stallAfter)
 		if c.gate != nil {
 			c.gate()
 		}
@@ -248,6 +246,7 @@ func (c *Core) journalLoop(jr *journalRun) {
 			jr.progress = nil
 		}
 		c.mu.Unlock()
+		jr.timer.Stop() // after writing went 0: overdue then sets it no more
 	}
 }
 
