@@ -12,7 +12,8 @@ import (
 // commitWindow is the disk outbox's fsync window (mqtt.CommitWindow,
 // 100 ms) plus a margin for the WebSocket's lag and the commit itself.
 // The outbox also writes every reading to its append-only log before the
-// core lets it go, which survives a SIGKILL without an fsync, so both rows
+// core shows it (while the disk answers), which survives a SIGKILL
+// without an fsync, so both rows
 // must be 0; the split says which mechanism failed if one is not: the log
 // (readings in the window) or the group commit (older ones).
 const commitWindow = 150 * time.Millisecond
