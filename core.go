@@ -36,6 +36,19 @@ type Subscriber interface {
 	Deliver(Reading)
 }
 
+// Journal keeps every reading on disk for the consumers that must not lose
+// one (the MQTT outbox), and tells after a crash where seq stopped. The
+// core hands readings to it through a bounded queue and one goroutine of
+// its own, so a disk that stalls holds up no Emit, fan-out or command.
+type Journal interface {
+	// LastSeq is the highest seq the journal kept from earlier runs (0:
+	// none). It is asked once, when the journal is attached.
+	LastSeq() uint64
+	// Record keeps r; it may wait for the disk. It is called from one
+	// goroutine, in seq order, with no lock of the core's held.
+	Record(r Reading)
+}
+
 // Op is what a command asks for.
 type Op uint8
 
@@ -80,6 +93,14 @@ type Options struct {
 	Device   Device
 	Signals  []Signal
 	StateDir string // where the seq counter lives
+	// BootID identifies the running kernel, to tell a crash (same boot:
+	// the journal has every record) from a power loss; "" reads
+	// /proc/sys/kernel/random/boot_id. Tests set it.
+	BootID string
+	// DiskGate, when set, is called by the journal's goroutine before each
+	// disk write: the fault suite's stalling disk. Nil in the bridge
+	// unless PIBRIDGE_FAULT_DISK_STALL is set.
+	DiskGate func()
 	// HistorySize points per signal, one per HistoryStep at most: the
 	// defaults keep one hour at one point a second, 16 bytes a point.
 	HistorySize int
@@ -117,17 +138,35 @@ type Core struct {
 	maxCmds  int64
 	lastEmit atomic.Int64 // unix ns of the last reading, for liveness checks
 
-	mu      sync.Mutex // guards everything below; held for a reading's bookkeeping only
-	seq     *seqStore
-	state   []Reading
-	history []*history
-	seqErrs uint64
-	clock   *clockWatch
+	ahead    atomic.Uint64 // readings shown before the journal had them
+	overflow atomic.Uint64 // readings the journal's queue had no room for
+
+	mu        sync.Mutex // guards everything below; held for a reading's bookkeeping only
+	state     []Reading
+	history   []*history
+	seqPath   string
+	boot      string
+	gate      func()
+	prev      seqFile // state_dir/seq as the previous run left it
+	prevFound bool
+	resolved  bool    // run, next and limit are set
+	run       RunInfo // how this run's seqs join the previous run's
+	next      uint64  // the next seq to hand out
+	limit     uint64  // seqs below limit are reserved on disk
+	leaseFail time.Time
+	jr        *journalRun // nil without a journal
+	seqErrs   uint64
+	clock     *clockWatch
 }
 
 type actuatorBox struct{ Actuator }
 
-type subscription struct{ Subscriber }
+// subscription skips readings below from: they were emitted before the
+// subscriber joined, so its snapshot has them.
+type subscription struct {
+	Subscriber
+	from uint64
+}
 
 // New returns a core for the given signals. Signal names must be unique and
 // valid; configuration has checked them, New checks again because a core
@@ -155,22 +194,30 @@ func New(o Options) (*Core, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	seq, err := openSeqStore(o.StateDir)
+	path := seqPath(o.StateDir)
+	prev, found, err := readSeqFile(path)
 	if err != nil {
 		return nil, err
 	}
+	if o.BootID == "" {
+		o.BootID = bootID()
+	}
 	c := &Core{
-		device:  o.Device,
-		signals: append([]Signal(nil), o.Signals...),
-		index:   make(map[string]int, len(o.Signals)),
-		now:     o.Now,
-		log:     o.Logger,
-		maxCmds: int64(o.MaxCommands),
-		seq:     seq,
-		state:   make([]Reading, len(o.Signals)),
-		history: make([]*history, len(o.Signals)),
-		kclock:  o.KernelClock,
-		clock:   newClockWatch(o.Now, o.Mono),
+		device:    o.Device,
+		signals:   append([]Signal(nil), o.Signals...),
+		index:     make(map[string]int, len(o.Signals)),
+		now:       o.Now,
+		log:       o.Logger,
+		seqPath:   path,
+		boot:      o.BootID,
+		gate:      o.DiskGate,
+		prev:      prev,
+		prevFound: found,
+		state:     make([]Reading, len(o.Signals)),
+		history:   make([]*history, len(o.Signals)),
+		maxCmds:   int64(o.MaxCommands),
+		kclock:    o.KernelClock,
+		clock:     newClockWatch(o.Now, o.Mono),
 	}
 	for i, s := range c.signals {
 		if _, dup := c.index[s.Name]; dup {
@@ -201,8 +248,14 @@ func (c *Core) Signal(name string) (Signal, bool) {
 }
 
 // Emit records a new value: it assigns the next seq, updates state and
-// history, and hands the reading to every subscriber. Unknown names are
-// dropped and logged: they are a wiring bug, not a client's mistake.
+// history, and hands the reading to the journal and to every subscriber.
+// Unknown names are dropped and logged: they are a wiring bug, not a
+// client's mistake.
+//
+// With a journal, subscribers get the reading once the journal has it, so
+// that nothing is seen that a crash would forget; if the journal's write
+// takes longer than stallAfter (the disk stalls), they get it without
+// waiting. No disk I/O happens here then.
 func (c *Core) Emit(name string, v Value, ts time.Time) {
 	i, ok := c.index[name]
 	if !ok {
@@ -215,24 +268,44 @@ func (c *Core) Emit(name string, v Value, ts time.Time) {
 	ts = ts.UTC()
 	sig := &c.signals[i]
 	c.mu.Lock()
-	seq, err := c.seq.take()
-	if err != nil {
-		c.seqErrs++
+	if !c.resolved {
+		c.resolveLocked(0, false)
 	}
+	seq := c.next
+	c.next++
 	r := Reading{Name: sig.Name, Value: v, Unit: sig.Unit, TS: ts, Seq: seq}
 	c.state[i] = r
 	if step := c.clock.check(); step != 0 {
 		c.clockStepped(step)
 	}
 	c.history[i].add(Point{T: ts.UnixMilli(), V: v.Float()})
-	for _, s := range *c.subs.Load() {
-		s.Deliver(r)
+	var err error
+	if jr := c.jr; jr != nil {
+		c.handOffLocked(jr, r)
+	} else {
+		if seq >= c.limit {
+			// No journal (tests, or after it was detached at shutdown):
+			// the reservation is written here.
+			c.limit = seq + seqLease
+			if err = writeSeqFile(c.seqPath, c.leaseLocked()); err != nil {
+				c.seqErrs++
+			}
+		}
+		c.deliverLocked(r)
 	}
 	c.mu.Unlock()
 	c.emitted.Add(1)
 	c.lastEmit.Store(ts.UnixNano())
 	if err != nil {
-		c.log.Warn("seq counter not saved; seq stays unique in this run", "err", err)
+		c.log.Warn("seq reservation not saved; seq stays unique in this run", "err", err)
+	}
+}
+
+func (c *Core) deliverLocked(r Reading) {
+	for _, s := range *c.subs.Load() {
+		if r.Seq >= s.from {
+			s.Deliver(r)
+		}
 	}
 }
 
@@ -240,8 +313,8 @@ func (c *Core) Emit(name string, v Value, ts time.Time) {
 // The snapshot it also returns and the readings s receives afterwards join
 // without a gap or an overlap: nothing is emitted between the two.
 func (c *Core) Subscribe(s Subscriber) (snapshot []Reading, cancel func()) {
-	sub := &subscription{s}
 	c.mu.Lock()
+	sub := &subscription{Subscriber: s, from: c.next}
 	snapshot = c.stateLocked()
 	old := *c.subs.Load()
 	next := append(append(make([]*subscription, 0, len(old)+1), old...), sub)
@@ -412,9 +485,20 @@ func article(k Kind) string {
 	return "a " + k.String()
 }
 
-// Close saves the seq counter so a clean restart continues without a gap.
+// Close detaches the journal (after it has written what waits) and saves
+// the exact next seq, so a clean restart continues without a gap and says
+// so (RunInfo.Clean).
 func (c *Core) Close() error {
 	c.mu.Lock()
+	jr := c.jr
+	c.mu.Unlock()
+	if jr != nil {
+		c.detach(jr)
+	}
+	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.seq.close()
+	if !c.resolved {
+		return nil // nothing was emitted: the file stays as it was
+	}
+	return writeSeqFile(c.seqPath, seqFile{clean: true, n: c.next, boot: c.boot})
 }

@@ -7,6 +7,7 @@
 //  4. random concurrent commands to an interlocked pair of outputs
 //  5. malformed and oversize input on every door
 //  6. a soak: RSS drift, goroutines back to baseline
+//  7. the state dir's writes stalling 2 s at a time under WebSocket load
 //
 // It exits non-zero when any fault misses a target. Not part of `make
 // test`: run it with `make faults`, or
@@ -62,7 +63,7 @@ type options struct {
 
 var faultNames = map[int]string{
 	1: "broker killed", 2: "bridge killed", 3: "slow clients",
-	4: "interlock", 5: "malformed input", 6: "soak",
+	4: "interlock", 5: "malformed input", 6: "soak", 7: "disk stall",
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -71,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	var only string
 	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary under test")
-	fs.StringVar(&only, "only", "1,2,3,4,5,6", "faults to run, by number: 1 broker killed, 2 bridge killed, 3 slow clients, 4 interlock, 5 malformed input, 6 soak")
+	fs.StringVar(&only, "only", "1,2,3,4,5,6,7", "faults to run, by number: 1 broker killed, 2 bridge killed, 3 slow clients, 4 interlock, 5 malformed input, 6 soak, 7 disk stall")
 	fs.IntVar(&o.kills, "kills", 20, "fault 1: mosquitto SIGKILLs")
 	fs.IntVar(&o.crashes, "crashes", 20, "fault 2: bridge SIGKILLs")
 	fs.IntVar(&o.slow, "slow", 500, "fault 3: slowloris HTTP clients, and as many WebSocket clients that never read")
@@ -95,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	for f := range strings.SplitSeq(only, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || faultNames[n] == "" {
-			return o, fmt.Errorf("-only %q: want fault numbers 1 to 6 separated by commas", only)
+			return o, fmt.Errorf("-only %q: want fault numbers 1 to 7 separated by commas", only)
 		}
 		o.only[n] = true
 	}
@@ -142,9 +143,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout)
 	s := &suite{o: o, spec: harness.DaemonSpec{Bin: o.bridge, Procs: o.procs, Pin: pin, Scratch: scratch}, scratch: scratch, out: stdout}
 
-	faults := []fault{1: brokerKilled, 2: bridgeKilled, 3: slowClients, 4: interlock, 5: malformed, 6: soak}
+	faults := []fault{1: brokerKilled, 2: bridgeKilled, 3: slowClients, 4: interlock, 5: malformed, 6: soak, 7: diskStalled}
 	var failed []string
-	for n := 1; n <= 6; n++ {
+	for n := 1; n <= 7; n++ {
 		if !o.only[n] {
 			continue
 		}

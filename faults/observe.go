@@ -49,9 +49,15 @@ type watcher struct {
 	acksWithID         int                 // acks that carry an id
 	acksBusy           int                 // refused busy: too many commands waiting
 	online             bool
-	since              time.Time // when it last came online
-	connects           int
-	change             chan struct{}
+	// stamps is each seq's ts (and value) as first received: the same
+	// seq again with another is a reused seq, never a redelivery.
+	stamps map[uint64]string
+	reused int
+	// runs are the distinct `run` objects of P/D/meta, in arrival order.
+	runs     []runInfo
+	since    time.Time // when it last came online
+	connects int
+	change   chan struct{}
 }
 
 type reading struct {
@@ -68,6 +74,13 @@ func (r reading) TS() time.Time {
 	return t
 }
 
+// runInfo is P/D/meta's and the hello's `run`.
+type runInfo struct {
+	FirstSeq        uint64 `json:"first_seq"`
+	PreviousLastSeq uint64 `json:"previous_last_seq"`
+	Clean           bool   `json:"clean"`
+}
+
 type ack struct {
 	ID    string `json:"id"`
 	Name  string `json:"name"`
@@ -76,7 +89,7 @@ type ack struct {
 }
 
 func newWatcher(ctx context.Context, addr, filter string, keep bool) (*watcher, error) {
-	w := &watcher{counts: map[uint64]int{}, first: map[uint64]time.Time{}, latest: map[string]uint64{},
+	w := &watcher{counts: map[uint64]int{}, first: map[uint64]time.Time{}, latest: map[string]uint64{}, stamps: map[uint64]string{},
 		acks: map[string]ack{}, ackWait: map[string]chan ack{}, keep: keep, change: make(chan struct{}, 1)}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + addr).
 		SetClientID(fmt.Sprintf("faults-watch-%d", rand.Int64())).
@@ -179,15 +192,35 @@ func (w *watcher) onMessage(_ paho.Client, m paho.Message) {
 		}
 		return
 	}
+	if topic == base+"/meta" {
+		var meta struct {
+			Run *runInfo `json:"run"`
+		}
+		if json.Unmarshal(m.Payload(), &meta) == nil && meta.Run != nil {
+			w.mu.Lock()
+			if k := len(w.runs); k == 0 || w.runs[k-1] != *meta.Run {
+				w.runs = append(w.runs, *meta.Run)
+			}
+			w.mu.Unlock()
+			notify(w.change)
+		}
+		return
+	}
 	var r struct {
 		Value any    `json:"value"`
 		TS    string `json:"ts"`
 		Seq   uint64 `json:"seq"`
 	}
 	if err := json.Unmarshal(m.Payload(), &r); err != nil || r.Seq == 0 {
-		return // status, meta: not readings
+		return // status: not a reading
 	}
+	stamp := topic + " " + r.TS + " " + fmt.Sprint(r.Value)
 	w.mu.Lock()
+	if old, ok := w.stamps[r.Seq]; ok && old != stamp {
+		w.reused++
+	} else if !ok {
+		w.stamps[r.Seq] = stamp
+	}
 	if w.counts[r.Seq] == 0 {
 		w.first[r.Seq] = now
 		if w.keep {

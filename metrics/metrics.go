@@ -255,6 +255,9 @@ func (m *Metrics) pibridge(fs *families) {
 		}
 		fs.add("pibridge_core_last_reading_timestamp_seconds", "When the core emitted its last reading (0: none yet).", gauge).sample(last)
 		fs.add("pibridge_core_readings_emitted_total", "Readings the core emitted since the start, all signals.", counter).sample(float64(core.Emitted()))
+		ahead, overflow := core.JournalStats()
+		fs.add("pibridge_disk_writer_ahead_total", "Readings shown on the WebSocket before the disk writer had them in the outbox's log (a write took over 5 ms: the disk stalls). Shown in seq order all the same.", counter).sample(float64(ahead))
+		fs.add("pibridge_disk_writer_overflow_total", "Readings the disk writer's queue (4096) had no room for during a long stall: shown on the WebSocket, never logged, never published on MQTT.", counter).sample(float64(overflow))
 	}
 	if o.Alive != nil {
 		fs.add("pibridge_core_alive", "1 when the core's lock answers a probe in time (readings can be emitted), 0 when it is stuck.", gauge).sample(b2f(o.Alive()))

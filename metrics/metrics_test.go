@@ -225,6 +225,8 @@ var wantFamilies = map[string]struct {
 	"pibridge_core_alive":                           {dto.MetricType_GAUGE, ""},
 	"pibridge_core_last_reading_timestamp_seconds":  {dto.MetricType_GAUGE, ""},
 	"pibridge_core_readings_emitted_total":          {dto.MetricType_COUNTER, ""},
+	"pibridge_disk_writer_ahead_total":              {dto.MetricType_COUNTER, ""},
+	"pibridge_disk_writer_overflow_total":           {dto.MetricType_COUNTER, ""},
 	"pibridge_http_auth_failures_total":             {dto.MetricType_COUNTER, ""},
 	"pibridge_mqtt_commands_dropped_total":          {dto.MetricType_COUNTER, ""},
 	"pibridge_mqtt_acks_dropped_total":              {dto.MetricType_COUNTER, ""},

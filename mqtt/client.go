@@ -259,14 +259,11 @@ func newClient(o Options, tm timing) (*Client, error) {
 	if c.qos == 0 {
 		log.Warn("qos 0: readings published while the connection drops are lost without notice")
 	}
-	var snapshot []pibridge.Reading
-	snapshot, c.unsubscribe = o.Core.Subscribe(subscriber{c})
-	// Readings from before go out as states, not through the outbox:
-	// counted as delivered, as far as ackedUpTo is concerned.
-	for _, r := range snapshot {
-		if r.Seq > c.lastSeq.Load() {
-			c.lastSeq.Store(r.Seq)
+	if c.unsubscribe, err = o.Core.AttachJournal(journal{c}); err != nil {
+		if c.ownOutbox != nil {
+			c.ownOutbox.Close()
 		}
+		return nil, fmt.Errorf("mqtt: %w", err)
 	}
 	return c, nil
 }
@@ -367,17 +364,26 @@ func tlsConfig(t TLSConfig) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// subscriber adapts the client to pibridge.Subscriber without exporting Deliver.
-type subscriber struct{ c *Client }
+// journal makes the outbox the core's pibridge.Journal without exporting
+// Record: the outbox's log is where seq resumes after a crash.
+type journal struct{ c *Client }
 
-// Deliver runs with the core's lock held: append, nudge the publisher, return.
-func (s subscriber) Deliver(r pibridge.Reading) {
-	s.c.outbox.Append(r)
-	s.c.lastSeq.Store(r.Seq)
+// Record runs on the core's journal goroutine, never under its lock: the
+// outbox's log write may wait for the disk here and nowhere else.
+func (j journal) Record(r pibridge.Reading) {
+	j.c.outbox.Append(r)
+	j.c.lastSeq.Store(r.Seq)
 	select {
-	case s.c.wake <- struct{}{}:
+	case j.c.wake <- struct{}{}:
 	default:
 	}
+}
+
+func (j journal) LastSeq() uint64 {
+	if o, ok := j.c.outbox.(interface{ Newest() uint64 }); ok {
+		return o.Newest()
+	}
+	return 0
 }
 
 // Connected reports whether the client has a live connection to a broker.

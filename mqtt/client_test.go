@@ -410,6 +410,7 @@ func testOutage(t *testing.T, addr string) {
 	for i := 0; i < n; i++ {
 		core.Emit("cpu", pibridge.Number(float64(40+i)), time.Time{})
 	}
+	awaitJournal(t, core)
 	if q := c.Queued(); q != n {
 		t.Errorf("Queued() = %d with the broker away, want %d", q, n)
 	}
@@ -475,6 +476,7 @@ func testQueueOverflow(t *testing.T, addr string) {
 	for i := 0; i < 12; i++ {
 		core.Emit("cpu", pibridge.Number(float64(i)), time.Time{})
 	}
+	awaitJournal(t, core)
 	if s := c.Stats(); s.Queued != 5 || s.Dropped != 7 {
 		t.Errorf("Queued %d, Dropped %d; want 5 and 7", s.Queued, s.Dropped)
 	}

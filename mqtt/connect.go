@@ -71,6 +71,9 @@ func (c *Client) connectLoop(ctx context.Context) {
 		failing, pause = false, c.tm.connectRetry
 		c.connects.Add(1) // before the gate opens: the publisher reads it as "a new connection"
 		c.gate.set(true)
+		// An idle publisher sees the new connection now and re-publishes
+		// the states, not at the next reading.
+		signal(c.wake)
 		broker := ""
 		if b := c.broker.Load(); b != nil {
 			broker = *b
@@ -150,7 +153,7 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			if cs := c.core.ClockState(); metaOut && cs.Synced != metaSynced && c.gate.isOpen() {
 				c.log.Info("publishing meta again: the clock's state changed", "clock", cs.String())
 				metaSynced = cs.Synced
-				c.awaitAll(ctx, []paho.Token{c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), cs))}, "meta")
+				c.awaitAll(ctx, []paho.Token{c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), c.core.RunInfo(), cs))}, "meta")
 			}
 		case <-c.sessions:
 			c.subscribe(ctx)
@@ -158,7 +161,7 @@ func (c *Client) sessionLoop(ctx context.Context) {
 			metaSynced, metaOut = cs.Synced, true
 			c.awaitAll(ctx, []paho.Token{
 				c.publish(c.topics.status, 1, true, "online"),
-				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), cs)),
+				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), c.core.RunInfo(), cs)),
 			}, "online and meta")
 			if c.haStatus != "" {
 				c.discover(ctx)

@@ -19,8 +19,9 @@ import (
 // Append puts the reading in memory and hands its record to the kernel
 // with one write(2) to an append-only log (walLog, no fsync): a crash or
 // SIGKILL of the process loses nothing the kernel has, and the next open
-// replays the log. It never waits for the disk's fsync, because the core
-// calls it with its lock held. A writer
+// replays the log. It never waits for an fsync; the write(2) itself may
+// wait for a stalling disk, which holds up only the core's journal
+// goroutine that calls Append (publishing reads memory meanwhile). A writer
 // goroutine commits what waits in one transaction (group commit) once the
 // oldest waiting reading has waited CommitWindow, or CommitBatch readings
 // wait, whichever comes first; bbolt fsyncs on every commit. A reading the
@@ -57,6 +58,11 @@ type DiskOutbox struct {
 	p    diskParams
 	open storeOpener
 
+	// walMu serialises the log and is held across its writes, which may
+	// wait for the disk; mu is taken after it, never held across a write,
+	// so Next, Commit, Len and the stats never wait for the disk.
+	walMu sync.Mutex
+
 	// dbMu guards st against being replaced while a transaction uses it.
 	dbMu sync.RWMutex
 	st   outboxStore // nil until the file could be opened
@@ -87,7 +93,8 @@ type DiskOutbox struct {
 	commits  atomic.Uint64
 	commitNS atomic.Int64 // duration of the last commit
 
-	// The log (guarded by mu; nil without one or when it cannot be opened).
+	// The log (the pointer guarded by mu, the walLog by walMu; nil without
+	// one or when it cannot be opened).
 	wal         *walLog
 	walPaths    [2]string // the log's files; "" without one
 	walSwitched time.Time // when the active log file was last switched in
@@ -247,6 +254,8 @@ func (o *DiskOutbox) setWake(f func()) {
 // commits them; the others are in the file already (or were
 // acknowledged or dropped before the crash). Replaying twice is harmless.
 func (o *DiskOutbox) openWAL() {
+	o.walMu.Lock()
+	defer o.walMu.Unlock()
 	w, recs, err := openWAL(o.walPaths)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -280,26 +289,30 @@ func (o *DiskOutbox) openWAL() {
 	}
 }
 
-// Append adds r in memory, writes it to the log, and returns; the writer
-// stores it in the file.
+// Append writes r to the log, adds it in memory, and returns; the writer
+// stores it in the file. The log write may wait for the disk (the core
+// calls Append from its journal goroutine, never under its lock), but
+// holds only walMu meanwhile.
 func (o *DiskOutbox) Append(r pibridge.Reading) {
+	o.walMu.Lock()
+	defer o.walMu.Unlock()
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if r.Seq <= o.newest {
-		// Only when the seq counter went back (state_dir/seq lost while
-		// the outbox survived): held readings would be overtaken.
-		o.dropped++
-		if !o.logged.order {
-			o.logged.order = true
-			o.log.Error("outbox: reading with a seq not above the outbox's newest dropped (was state_dir/seq reset?)",
-				"seq", r.Seq, "newest", o.newest)
-		}
+	if o.behindLocked(r) {
+		o.mu.Unlock()
 		return
 	}
-	if w := o.wal; w != nil {
+	w := o.wal
+	o.mu.Unlock()
+	var n int
+	var err error
+	if w != nil {
 		// Before appendLocked kicks the writer: the record is in the
 		// active file when the writer next looks at the log.
-		n, err := w.append(r)
+		n, err = w.append(r)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if w != nil {
 		o.walBytes += uint64(n)
 		if err != nil {
 			o.walFails++
@@ -315,7 +328,35 @@ func (o *DiskOutbox) Append(r pibridge.Reading) {
 			signal(o.kick)
 		}
 	}
+	if o.behindLocked(r) {
+		return // the file, opened meanwhile, held later seqs
+	}
 	o.appendLocked(r)
+}
+
+// behindLocked drops r when its seq is not above every seq held.
+func (o *DiskOutbox) behindLocked(r pibridge.Reading) bool {
+	if r.Seq > o.newest {
+		return false
+	}
+	// Only when the seq counter went back (state_dir lost while the
+	// outbox survived): held readings would be overtaken.
+	o.dropped++
+	if !o.logged.order {
+		o.logged.order = true
+		o.log.Error("outbox: reading with a seq not above the outbox's newest dropped (was state_dir/seq reset?)",
+			"seq", r.Seq, "newest", o.newest)
+	}
+	return true
+}
+
+// Newest is the highest seq held, appended or found at open: right after
+// the open, the last reading the previous run handed to the log, which is
+// where seq resumes after a crash.
+func (o *DiskOutbox) Newest() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.newest
 }
 
 // walSwitchBytes is the size at which the writer switches log files
@@ -537,6 +578,8 @@ func (o *DiskOutbox) Close() error {
 			o.st = nil
 		}
 		o.dbMu.Unlock()
+		o.walMu.Lock()
+		defer o.walMu.Unlock()
 		o.mu.Lock()
 		if n := o.mem.n - o.written; n > 0 {
 			if o.wal != nil {
@@ -689,12 +732,14 @@ func (o *DiskOutbox) commit() error {
 		o.failed(err)
 		return err
 	}
+	o.walMu.Lock() // the log may switch files below
 	o.mu.Lock()
 	if o.idleLocked() {
 		// bbolt writes and fsyncs its meta page even for an empty
 		// transaction.
 		o.workSince = time.Time{}
 		o.mu.Unlock()
+		o.walMu.Unlock()
 		return nil
 	}
 	n := min(o.mem.n-o.written, o.p.maxBatch)
@@ -717,6 +762,7 @@ func (o *DiskOutbox) commit() error {
 		o.workSince = time.Now() // the rest go in the next transaction
 	}
 	o.mu.Unlock()
+	o.walMu.Unlock()
 
 	start := time.Now()
 	o.dbMu.RLock()
@@ -776,13 +822,18 @@ func (o *DiskOutbox) commit() error {
 // no commit, and this bounds both the log and what a crash publishes
 // twice to a window or two. Only the writer goroutine calls it.
 func (o *DiskOutbox) tidyWAL() {
+	o.walMu.Lock()
+	defer o.walMu.Unlock()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	w := o.wal
 	if w == nil {
 		return
 	}
-	if in := w.inactive(); (in.size > 0 || in.bad) && o.syncedLocked() >= in.last {
+	// The newest record stays until a newer one is in the active file:
+	// after a crash, seq resumes after it (Newest).
+	act := &w.f[w.active]
+	if in := w.inactive(); (in.size > 0 || in.bad) && o.syncedLocked() >= in.last && (act.size > 0 || in.bad) {
 		o.mu.Unlock()
 		err := in.truncate()
 		o.mu.Lock()
@@ -792,7 +843,6 @@ func (o *DiskOutbox) tidyWAL() {
 			in.size, in.last, in.bad = 0, 0, false
 		}
 	}
-	act := &w.f[w.active]
 	if (act.size > 0 || act.bad) && w.canSwitch() &&
 		(act.size >= walSwitchBytes || act.bad || time.Since(o.walSwitched) >= o.p.window) {
 		w.switchFiles()

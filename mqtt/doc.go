@@ -1,8 +1,9 @@
 // Package mqtt publishes readings to an MQTT broker and takes commands from it;
 // it can also embed a broker.
 //
-// A Client subscribes to the core's readings and keeps them in an Outbox
-// until the broker has acknowledged them: a DiskOutbox in state_dir (bbolt,
+// A Client is the core's journal (pibridge.Journal): the core hands it
+// every reading from a goroutine of its own, and it keeps them in an
+// Outbox until the broker has acknowledged them: a DiskOutbox in state_dir (bbolt,
 // group commit every 100 ms) so that they survive outages, restarts and
 // crashes, or one in memory. One publisher goroutine sends them, retained,
 // in seq order, with at most 20 awaiting their PUBACK; on a failure or a

@@ -6,8 +6,9 @@ import (
 
 // metaJSON is the retained payload of P/D/meta: the hello without state,
 // from the same encoder as the hello so the two cannot drift apart.
-func metaJSON(d pibridge.Device, signals []pibridge.Signal, clock pibridge.ClockState) []byte {
+func metaJSON(d pibridge.Device, signals []pibridge.Signal, run pibridge.RunInfo, clock pibridge.ClockState) []byte {
 	b := pibridge.AppendDescription([]byte("{"), d, signals)
+	b = pibridge.AppendRunJSON(append(b, ','), run)
 	return append(pibridge.AppendClock(append(b, ','), clock), '}')
 }
 

@@ -19,15 +19,17 @@ import (
 )
 
 func TestMetaJSON(t *testing.T) {
-	got := string(metaJSON(pibridge.Device{ID: "d"}, testSignals[2:5], pibridge.ClockState{Synced: true, Known: true}))
+	got := string(metaJSON(pibridge.Device{ID: "d"}, testSignals[2:5], pibridge.RunInfo{FirstSeq: 1, Clean: true}, pibridge.ClockState{Synced: true, Known: true}))
 	want := `{"device":{"id":"d","name":"","version":""},"signals":[{"name":"stuck","kind":"output","writable":true},` +
 		`{"name":"fan","kind":"pwm","writable":true,"min":0,"max":1},` +
-		`{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}],"clock":{"synced":true}}`
+		`{"name":"air.temperature","kind":"sensor","unit":"°C","writable":false}],` +
+		`"run":{"first_seq":1,"previous_last_seq":0,"clean":true},"clock":{"synced":true}}`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	meta := metaJSON(pibridge.Device{ID: "d", Name: `say "hi"`, Version: "1"}, testSignals[:1], pibridge.ClockState{Known: true})
-	if want := `{"device":{"id":"d","name":"say \"hi\"","version":"1"},"signals":[{"name":"door","kind":"input","writable":false}],"clock":{"synced":false}}`; string(meta) != want {
+	meta := metaJSON(pibridge.Device{ID: "d", Name: `say "hi"`, Version: "1"}, testSignals[:1], pibridge.RunInfo{FirstSeq: 4098, PreviousLastSeq: 1609}, pibridge.ClockState{Known: true})
+	if want := `{"device":{"id":"d","name":"say \"hi\"","version":"1"},"signals":[{"name":"door","kind":"input","writable":false}],` +
+		`"run":{"first_seq":4098,"previous_last_seq":1609,"clean":false},"clock":{"synced":false}}`; string(meta) != want {
 		t.Errorf("meta %s\nwant %s", meta, want)
 	}
 	if !json.Valid(meta) {

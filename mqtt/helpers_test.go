@@ -341,6 +341,17 @@ var testSignals = []pibridge.Signal{
 	{Name: "cpu", Kind: pibridge.KindSensor, Unit: "°C", DeviceClass: "temperature"},
 }
 
+// awaitJournal waits until the readings emitted so far are in the
+// client's outbox: the core hands them over on a goroutine of its own.
+func awaitJournal(t testing.TB, core *pibridge.Core) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := core.AwaitJournal(ctx); err != nil {
+		t.Fatalf("readings not handed to the outbox: %v", err)
+	}
+}
+
 func newCore(t testing.TB) (*pibridge.Core, *fakeActuator) {
 	t.Helper()
 	core, err := pibridge.New(pibridge.Options{

@@ -13,9 +13,10 @@ import (
 // are dropped for room. The memory outbox is the first implementation; a
 // disk one (SPEC §4: readings survive a restart) fits the same methods.
 type Outbox interface {
-	// Append adds a reading whose seq is above every seq held. It must
-	// not block: the core calls it with its lock held. When the outbox is
-	// full it drops the oldest reading and counts it.
+	// Append adds a reading whose seq is above every seq held. It may
+	// wait for the disk: the core's journal goroutine calls it, in seq
+	// order. When the outbox is full it drops the oldest reading and
+	// counts it.
 	Append(r pibridge.Reading)
 	// Next returns the oldest reading with a seq above after.
 	Next(after uint64) (pibridge.Reading, bool)

@@ -213,18 +213,25 @@ func (p *publisher) fail(ctx context.Context, err error) {
 }
 
 // queueStates puts every signal's current state ahead of the outbox,
-// except the signals that have a reading waiting in the outbox: that
-// reading is newer, and will be published after anything queued here.
+// except the signals that have a reading waiting in the outbox, or still
+// waiting for the core's journal goroutine to append it (later while the
+// disk stalls): that reading is newer, and will be published after
+// anything queued here. So MQTT never carries a seq ahead of an older one
+// still queued, nor one the outbox's log does not have.
 //
-// The snapshot comes first, the outbox's head second: a state older than
-// the head is then neither waiting in the outbox nor newer than anything
-// in it. (Read the other way round, a reading emitted in between would be
-// sent as a state ahead of the older readings still queued.)
+// The snapshot comes first, then the core's first unrecorded seq, then
+// the outbox's head: a state older than both is then neither waiting nor
+// newer than anything waiting. (Read the other way round, a reading
+// emitted, or moved into the outbox, in between would be sent as a state
+// ahead of the older readings still queued.)
 func (p *publisher) queueStates() {
 	state := p.c.core.State()
 	head := ^uint64(0)
+	if s, ok := p.c.core.Unrecorded(); ok {
+		head = s
+	}
 	if r, ok := p.c.outbox.Next(0); ok {
-		head = r.Seq
+		head = min(head, r.Seq)
 	}
 	p.states = p.states[:0]
 	for _, r := range state {
@@ -240,8 +247,13 @@ func (p *publisher) queueStates() {
 // budget is spent.
 func (p *publisher) flush() {
 	c := p.c
-	until := c.lastSeq.Load()
 	t := time.NewTimer(c.tm.shutdown * flushShare / 4)
+	// The last readings (the safe state's) may still wait for the core's
+	// journal goroutine, which appends them to the outbox.
+	jctx, cancel := context.WithTimeout(context.Background(), c.tm.shutdown*flushShare/8)
+	c.core.AwaitJournal(jctx)
+	cancel()
+	until := c.lastSeq.Load()
 	defer t.Stop()
 	p.states = nil
 	for {

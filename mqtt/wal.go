@@ -31,9 +31,10 @@ import (
 // garbage tail (power loss, a short write on a full disk) fails the CRC
 // or the length, and the file is read up to there only.
 //
-// The walLog itself is not safe for concurrent use: the DiskOutbox's mu
-// guards it, except truncate of the inactive file, which only the writer
-// goroutine calls and which no Append writes to.
+// The walLog itself is not safe for concurrent use: the DiskOutbox's
+// walMu guards it. The newest record is kept until a newer one is written
+// (tidyWAL), so that after a crash seq resumes after it even when every
+// reading had been acknowledged.
 type walLog struct {
 	f      [2]walFile
 	active int

@@ -45,6 +45,7 @@ func TestRESTState(t *testing.T) {
 		Device  pibridge.Device
 		Signals []map[string]any
 		Clock   struct{ Synced bool }
+		Run     pibridge.RunInfo
 		State   map[string]struct {
 			Value float64
 			TS    string
@@ -56,7 +57,8 @@ func TestRESTState(t *testing.T) {
 	if err := dec.Decode(&got); err != nil {
 		t.Fatalf("%s: %v", resp.body, err)
 	}
-	if got.Device.ID != "test" || len(got.Signals) != len(testSignals) || len(got.State) != 1 || got.State["fan"].Value != 0.75 {
+	if got.Device.ID != "test" || len(got.Signals) != len(testSignals) || len(got.State) != 1 || got.State["fan"].Value != 0.75 ||
+		got.Run != (pibridge.RunInfo{FirstSeq: 1, Clean: true}) {
 		t.Errorf("state %s", resp.body)
 	}
 	// The same shapes as hello: compare byte for byte.

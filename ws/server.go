@@ -267,6 +267,9 @@ func New(o Options) (*Server, error) {
 	}
 	d := o.Core.Device()
 	s.helloHead = pibridge.AppendDescription([]byte(helloPrefix), d, o.Core.Signals())
+	// Fixed for the run: how its seqs join the previous run's.
+	run := o.Core.RunInfo()
+	s.helloHead = pibridge.AppendRunJSON(append(s.helloHead, ','), run)
 	if s.bridgeOn() {
 		// The panel's MQTT view subscribes to exactly these.
 		s.helloHead = append(s.helloHead, `,"bridge_allow":[`...)
@@ -279,6 +282,7 @@ func New(o Options) (*Server, error) {
 		s.helloHead = append(s.helloHead, ']')
 	}
 	s.metaHead = pibridge.AppendDescription([]byte(`{`), d, o.Core.Signals())
+	s.metaHead = pibridge.AppendRunJSON(append(s.metaHead, ','), run)
 	return s, nil
 }
 

@@ -115,11 +115,16 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 			}
 		}()
 	}
+	stall, err := diskStall(getenv(diskStallEnv))
+	if err != nil {
+		return err
+	}
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: cfg.Device.ID, Name: cfg.Device.Name, Version: version},
 		Signals:  board.Signals(),
 		StateDir: cfg.StateDir,
 		Logger:   log.With("part", "core"),
+		DiskGate: stall,
 	})
 	if err != nil {
 		return err
