@@ -265,6 +265,12 @@ func newClient(o Options, tm timing) (*Client, error) {
 		}
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
+	// Readings from before the journal was attached go out as states, not
+	// through the outbox: delivered, as far as ackedUpTo is concerned.
+	for _, r := range o.Core.State() {
+		for last := c.lastSeq.Load(); r.Seq > last && !c.lastSeq.CompareAndSwap(last, r.Seq); last = c.lastSeq.Load() {
+		}
+	}
 	return c, nil
 }
 

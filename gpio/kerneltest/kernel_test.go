@@ -113,7 +113,11 @@ func TestOutputs(t *testing.T) {
 	r.waitLevel(t, 22, 0, "pump after max_on 2s")
 	r.waitState(t, "pump", false, "pump after max_on")
 
-	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + r.mqtt).SetClientID("rig"))
+	// The embedded broker listens beyond loopback, so it asks for the
+	// password it generated into the state directory at start.
+	password := strings.TrimSpace(r.sh(t, "cat /scratch/"+b.name+"/mqtt-password"))
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + r.mqtt).SetClientID("rig").
+		SetUsername("pibridge").SetPassword(password))
 	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
 		t.Fatalf("mqtt connect to the guest's embedded broker: %v", tok.Error())
 	}
