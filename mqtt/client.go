@@ -266,7 +266,8 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetWill(c.topics.status, "offline", 1, true).
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionLostHandler(c.onConnectionLost).
-		SetConnectionNotificationHandler(c.onNotification)
+		SetConnectionNotificationHandler(c.onNotification).
+		SetCustomOpenConnectionFn(openConnection) // reads through a buffer
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
 	}
