@@ -57,7 +57,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var procs, clients string
 	peerFlags := registerPeerFlags(fs)
 	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary to measure")
-	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event, roundtrip, outbox, mqttws, fanout, slow or idleconns")
+	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event, roundtrip, outbox, mqttws, fanout, slow, idleconns or command")
 	fs.IntVar(&o.samples, "samples", 20000, "command round trips, and edges with one client, to time (after -warmup)")
 	fs.IntVar(&o.warmup, "warmup", 2000, "command round trips and edges discarded before timing")
 	fs.StringVar(&procs, "procs", "1,2", "GOMAXPROCS values to run the daemon with")
@@ -71,9 +71,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	switch o.scenario {
 	case "all", "idle", "event", "roundtrip", "outbox":
-	case "mqttws", "fanout", "slow", "idleconns":
+	case "mqttws", "fanout", "slow", "idleconns", "command":
 	default:
-		return o, fmt.Errorf("-scenario %q: want all, idle, event, roundtrip, outbox, mqttws, fanout, slow or idleconns", o.scenario)
+		return o, fmt.Errorf("-scenario %q: want all, idle, event, roundtrip, outbox, mqttws, fanout, slow, idleconns or command", o.scenario)
 	}
 	if o.inject != "flood" && o.inject != "windowed" {
 		return o, fmt.Errorf("-inject %q: want flood or windowed", o.inject)

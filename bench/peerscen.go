@@ -11,7 +11,7 @@ import (
 )
 
 // peerScenarios are issue 8's scenarios 3–6, in the order they run.
-var peerScenarios = []string{"mqttws", "fanout", "slow", "idleconns"}
+var peerScenarios = []string{"mqttws", "fanout", "slow", "idleconns", "command"}
 
 // preparePeers checks, before anything runs, that the peers asked for
 // are installed, and raises this process's open-file limit to its hard
@@ -59,6 +59,7 @@ func runPeerScenarios(ctx context.Context, e peerEnv, d harness.DaemonSpec, scen
 		{"fanout", fanoutScenario},
 		{"slow", one(slowScenario)},
 		{"idleconns", one(idleConnsScenario)},
+		{"command", one(commandScenario)},
 	} {
 		if scenario != "all" && scenario != s.name {
 			continue

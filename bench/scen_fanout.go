@@ -33,6 +33,24 @@ func (c fanCell) share() float64 {
 
 func (c fanCell) perSec() float64 { return float64(c.received) / c.window.Seconds() }
 
+// cpuPerFrame is the subject's CPU time over the cell ÷ the frames its
+// subscribers received.
+func (c fanCell) cpuPerFrame() string {
+	if c.received == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f µs", float64(c.use.cpu)/float64(c.received)/1e3)
+}
+
+// syscallsPerMessage is the subject's read and write system calls over
+// the cell ÷ the messages published.
+func (c fanCell) syscallsPerMessage() string {
+	if c.sent == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f r + %.2f w", float64(c.use.syscr)/float64(c.sent), float64(c.use.syscw)/float64(c.sent))
+}
+
 func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	names := subjectNames(e.o, true)
 	cells := map[string][]fanCell{}
@@ -60,7 +78,7 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 				t.Rows = append(t.Rows, harness.R(head+": "+name, "failed: "+p.err, "", "missed"))
 				continue
 			}
-			v := fmt.Sprintf("%.1f %% delivered, %s, CPU %.0f %%, RSS %s", 100*p.share(), rate(p.perSec()), p.use.cpuPct, harness.MiB(p.use.rss))
+			v := fmt.Sprintf("%.1f %% delivered, %s, CPU %.0f %%, RSS %s; CPU per frame %s; syscalls per message %s", 100*p.share(), rate(p.perSec()), p.use.cpuPct, harness.MiB(p.use.rss), p.cpuPerFrame(), p.syscallsPerMessage())
 			if p.closed > 0 {
 				v += fmt.Sprintf(", %d closed", p.closed)
 			}
@@ -104,6 +122,7 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	}
 	t.Notes = append(t.Notes,
 		"delivered = samples received ÷ (sent × clients) by the end of a drain (all arrived, none for 0.5 s, or 5 s); deliveries/s = samples received ÷ (publishing window + that drain): a subject that falls behind is charged the time it took",
+		"CPU per frame: the subject's utime+stime over publishing and drain (10 ms ticks) ÷ frames received; syscalls per message: syscr and syscw of /proc/<pid>/io over the same span ÷ messages published (reads include the MQTT input, writes every frame out)",
 		"CPU % and RSS: the subject's process (utime+stime over publishing and drain; RSS at the end of the cell); for pibridge and Node-RED the feeding mosquitto runs on the load generator's core and is not counted",
 		"mosquitto as the subject keeps its default max_queued_messages (1000 per client): beyond that it drops; the bridge closes a subscriber that falls behind (1008) — \"closed\" counts them",
 		"the load generator (one publisher, every subscriber) shares its core with the feeding broker: cells beyond a few hundred thousand deliveries/s may measure the client, not the subject",
