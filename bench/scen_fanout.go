@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"pibridge/internal/harness"
@@ -39,8 +40,10 @@ func (c fanCell) cpuPerFrame() string {
 	if c.received == 0 {
 		return "n/a"
 	}
-	return fmt.Sprintf("%.1f µs", float64(c.use.cpu)/float64(c.received)/1e3)
+	return fmt.Sprintf("%.1f µs", c.cpuFrame()/1e3)
 }
+
+func (c fanCell) cpuFrame() float64 { return float64(c.use.cpu) / float64(max(c.received, 1)) }
 
 // syscallsPerMessage is the subject's read and write system calls over
 // the cell ÷ the messages published.
@@ -86,6 +89,23 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 				v += fmt.Sprintf(" — pibridge delivers %s, uses %s the CPU", ratio(c.perSec(), p.perSec()), ratio(c.use.cpuPct, p.use.cpuPct))
 			}
 			t.Rows = append(t.Rows, harness.R(head+": "+name, v, "", ""))
+		}
+		if c.err != "" || c.received == 0 {
+			continue
+		}
+		for _, name := range order[1:] {
+			p := cells[name][i]
+			if p.err != "" || p.received == 0 {
+				continue
+			}
+			target, verdict := "", ""
+			switch {
+			case strings.HasPrefix(name, "mosquitto"):
+				target, verdict = "≤ 1×", harness.Verdict(c.cpuFrame() <= p.cpuFrame())
+			case strings.HasPrefix(name, "Node-RED"):
+				target, verdict = "≤ 0.5×", harness.Verdict(c.cpuFrame() <= p.cpuFrame()/2)
+			}
+			t.Rows = append(t.Rows, harness.R(head+": CPU per frame, pibridge ÷ "+name, ratio(c.cpuFrame(), p.cpuFrame()), target, verdict))
 		}
 	}
 	if ours == subjectBridge {
