@@ -142,7 +142,7 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	}
 	t.Notes = append(t.Notes,
 		"delivered = samples received ÷ (sent × clients) by the end of a drain (all arrived, none for 0.5 s, or 5 s); deliveries/s = samples received ÷ (publishing window + that drain): a subject that falls behind is charged the time it took",
-		"CPU per frame: the subject's utime+stime over publishing and drain (10 ms ticks) ÷ frames received; syscalls per message: syscr and syscw of /proc/<pid>/io over the same span ÷ messages published (reads include the MQTT input, writes every frame out)",
+		"CPU per frame: the subject's utime+stime over publishing and drain (10 ms ticks) ÷ frames received; syscalls per message: syscr and syscw of /proc/<pid>/io over the same span ÷ messages published (reads include the MQTT input, writes every frame out); the kernel counts read/readv/write/writev and the like there, not sendto/recvfrom, epoll or futex: mosquitto's frames go out with sendto and show as 0 w (strace -c -f -p <pid> counts every call)",
 		"CPU % and RSS: the subject's process (utime+stime over publishing and drain; RSS at the end of the cell); for pibridge and Node-RED the feeding mosquitto runs on the load generator's core and is not counted",
 		"mosquitto as the subject keeps its default max_queued_messages (1000 per client): beyond that it drops; the bridge closes a subscriber that falls behind (1008) — \"closed\" counts them",
 		"the load generator (one publisher, every subscriber) shares its core with the feeding broker: cells beyond a few hundred thousand deliveries/s may measure the client, not the subject",
