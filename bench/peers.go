@@ -43,6 +43,7 @@ type peerOptions struct {
 	fanClients []int
 	fanMax     int
 	fanWindow  time.Duration
+	fanRepeat  int
 	slowRate   int
 	slowWindow time.Duration
 	idleConns  []int
@@ -65,6 +66,7 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 	fs.StringVar(&clients, "fanout-clients", "1,10,100", "fanout: subscribed clients (the issue's grid: 1,10,100,1000)")
 	fs.StringVar(&fanMax, "fanout-max", "1000000", "fanout: skip cells whose offered deliveries (rate × clients) exceed this per second; 0: none skipped")
 	fs.DurationVar(&o.fanWindow, "fanout-window", 3*time.Second, "fanout: publishing window per cell")
+	fs.IntVar(&o.fanRepeat, "fanout-repeat", 1, "fanout: rounds over all subjects; each cell reports the round with the median CPU per frame")
 	fs.IntVar(&o.slowRate, "slow-rate", 300, "slow: messages per second into 100 clients")
 	fs.DurationVar(&o.slowWindow, "slow-window", 20*time.Second, "slow: window per run (without, then with the slow client)")
 	fs.StringVar(&idle, "idle-conns", "1000,10000", "idleconns: connection counts")
@@ -95,8 +97,8 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 		if o.fanMax, err = strconv.Atoi(fanMax); err != nil || o.fanMax < 0 {
 			return o, fmt.Errorf("-fanout-max %q: want a count ≥ 0", fanMax)
 		}
-		if o.latSamples < 1 || o.latRate < 1 || o.slowRate < 1 || o.cmdSamples < 1 || o.cmdRate < 1 {
-			return o, errors.New("-mqtt-samples, -mqtt-rate, -slow-rate, -cmd-samples and -cmd-rate must be at least 1")
+		if o.latSamples < 1 || o.latRate < 1 || o.slowRate < 1 || o.cmdSamples < 1 || o.cmdRate < 1 || o.fanRepeat < 1 {
+			return o, errors.New("-mqtt-samples, -mqtt-rate, -slow-rate, -cmd-samples, -cmd-rate and -fanout-repeat must be at least 1")
 		}
 		return o, nil
 	}

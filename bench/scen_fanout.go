@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +47,21 @@ func (c fanCell) cpuPerFrame() string {
 
 func (c fanCell) cpuFrame() float64 { return float64(c.use.cpu) / float64(max(c.received, 1)) }
 
+// medianCells picks, for each cell, the round with the median CPU per
+// frame (the lower middle one of an even count).
+func medianCells(rounds [][]fanCell) []fanCell {
+	out := slices.Clone(rounds[0])
+	for i := range out {
+		col := make([]fanCell, 0, len(rounds))
+		for _, r := range rounds {
+			col = append(col, r[i])
+		}
+		slices.SortFunc(col, func(a, b fanCell) int { return cmp.Compare(a.cpuFrame(), b.cpuFrame()) })
+		out[i] = col[(len(col)-1)/2]
+	}
+	return out
+}
+
 // syscallsPerMessage is the subject's read and write system calls over
 // the cell ÷ the messages published.
 func (c fanCell) syscallsPerMessage() string {
@@ -56,18 +73,32 @@ func (c fanCell) syscallsPerMessage() string {
 
 func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	names := subjectNames(e.o, true)
-	cells := map[string][]fanCell{}
+	runs := map[string][][]fanCell{}
 	var order []string
-	for _, name := range names {
-		cs, sname, err := fanoutSubject(ctx, e, name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+	// Rounds take turns over the subjects, so that a machine whose load
+	// drifts charges every subject alike; each cell reports its median
+	// round by CPU per frame.
+	for round := range e.o.fanRepeat {
+		for _, name := range names {
+			cs, sname, err := fanoutSubject(ctx, e, name)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			runs[sname] = append(runs[sname], cs)
+			if round == 0 {
+				order = append(order, sname)
+			}
 		}
-		cells[sname] = cs
-		order = append(order, sname)
+	}
+	cells := map[string][]fanCell{}
+	for name, rs := range runs {
+		cells[name] = medianCells(rs)
 	}
 	ours := order[0]
 	t := harness.Table{Title: fmt.Sprintf("fan-out: MQTT publisher → subject → N WebSocket subscribers of lab/#, %s per cell, GOMAXPROCS=%d", e.o.fanWindow, e.d.Procs)}
+	if e.o.fanRepeat > 1 {
+		t.Notes = append(t.Notes, fmt.Sprintf("%d rounds, taking turns over the subjects; each row is the round with the median CPU per frame", e.o.fanRepeat))
+	}
 	for i := range cells[ours] {
 		c := cells[ours][i]
 		head := fmt.Sprintf("%s × %d client(s)", rate(float64(c.rate)), c.clients)
