@@ -198,19 +198,26 @@ func dialAll[T any](ctx context.Context, n int, dial func(ctx context.Context, i
 
 // usage is a subject's CPU time over a window and its RSS at the end.
 type usage struct {
-	cpuPct float64
-	rss    int64
+	cpuPct       float64
+	cpu          time.Duration // utime+stime over the window
+	rss          int64
+	syscr, syscw int64 // read and write system calls over the window (/proc/<pid>/io)
 }
 
 type cpuMark struct {
-	pid int
-	cpu time.Duration
-	t   time.Time
+	pid          int
+	cpu          time.Duration
+	syscr, syscw int64
+	t            time.Time
 }
 
 func markCPU(pid int) (cpuMark, error) {
 	c, err := harness.CPUTime(pid)
-	return cpuMark{pid, c, time.Now()}, err
+	if err != nil {
+		return cpuMark{}, err
+	}
+	r, w, err := harness.Syscalls(pid)
+	return cpuMark{pid, c, r, w, time.Now()}, err
 }
 
 func (m cpuMark) since() (usage, error) {
@@ -218,11 +225,16 @@ func (m cpuMark) since() (usage, error) {
 	if err != nil {
 		return usage{}, err
 	}
+	r, w, err := harness.Syscalls(m.pid)
+	if err != nil {
+		return usage{}, err
+	}
 	mem, err := harness.ReadMemory(m.pid)
 	if err != nil {
 		return usage{}, err
 	}
-	return usage{cpuPct: 100 * float64(c-m.cpu) / float64(time.Since(m.t)), rss: mem.RSS}, nil
+	return usage{cpuPct: 100 * float64(c-m.cpu) / float64(time.Since(m.t)), cpu: c - m.cpu, rss: mem.RSS,
+		syscr: r - m.syscr, syscw: w - m.syscw}, nil
 }
 
 func ratio(a, b float64) string {

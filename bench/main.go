@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,7 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var procs, clients string
 	peerFlags := registerPeerFlags(fs)
 	fs.StringVar(&o.bridge, "bridge", "bin/bridge", "the bridge binary to measure")
-	fs.StringVar(&o.scenario, "scenario", "all", "all, idle, event, roundtrip, outbox, mqttws, fanout, slow or idleconns")
+	fs.StringVar(&o.scenario, "scenario", "all", "all, or a comma-separated list of: idle, event, roundtrip, outbox, mqttws, fanout, slow, idleconns, command")
 	fs.IntVar(&o.samples, "samples", 20000, "command round trips, and edges with one client, to time (after -warmup)")
 	fs.IntVar(&o.warmup, "warmup", 2000, "command round trips and edges discarded before timing")
 	fs.StringVar(&procs, "procs", "1,2", "GOMAXPROCS values to run the daemon with")
@@ -69,11 +70,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	switch o.scenario {
-	case "all", "idle", "event", "roundtrip", "outbox":
-	case "mqttws", "fanout", "slow", "idleconns":
-	default:
-		return o, fmt.Errorf("-scenario %q: want all, idle, event, roundtrip, outbox, mqttws, fanout, slow or idleconns", o.scenario)
+	for sc := range strings.SplitSeq(o.scenario, ",") {
+		switch sc {
+		case "all", "idle", "event", "roundtrip", "outbox":
+		case "mqttws", "fanout", "slow", "idleconns", "command":
+		default:
+			return o, fmt.Errorf("-scenario %q: want all, or a comma-separated list of idle, event, roundtrip, outbox, mqttws, fanout, slow, idleconns, command", sc)
+		}
 	}
 	if o.inject != "flood" && o.inject != "windowed" {
 		return o, fmt.Errorf("-inject %q: want flood or windowed", o.inject)
@@ -92,6 +95,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-samples must be at least 1 and -warmup not negative")
 	}
 	return o, nil
+}
+
+// runs reports whether -scenario selects name.
+func (o options) runs(name string) bool { return selects(o.scenario, name) }
+
+func selects(scenario, name string) bool {
+	return scenario == "all" || slices.Contains(strings.Split(scenario, ","), name)
 }
 
 func intList(s string) ([]int, error) {
@@ -132,14 +142,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "note: could not pin the load generator: %v\n", err)
 		}
 		d := harness.DaemonSpec{Bin: o.bridge, Procs: p, Pin: pin, Scratch: scratch}
-		if o.scenario == "all" || o.scenario == "idle" {
+		if o.runs("idle") {
 			r, err := idleScenario(ctx, d, o)
 			if err != nil {
 				return fmt.Errorf("idle, GOMAXPROCS=%d: %w", p, err)
 			}
 			r.Print(stdout)
 		}
-		if o.scenario == "all" || o.scenario == "event" {
+		if o.runs("event") {
 			for _, n := range o.clients {
 				r, err := edgeScenario(ctx, d, o, n)
 				if err != nil {
@@ -148,14 +158,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				r.Print(stdout)
 			}
 		}
-		if o.scenario == "all" || o.scenario == "roundtrip" {
+		if o.runs("roundtrip") {
 			r, err := roundTripScenario(ctx, d, o)
 			if err != nil {
 				return fmt.Errorf("roundtrip, GOMAXPROCS=%d: %w", p, err)
 			}
 			r.Print(stdout)
 		}
-		if o.scenario == "all" || o.scenario == "outbox" {
+		if o.runs("outbox") {
 			r, err := outboxScenario(ctx, d, o)
 			if err != nil {
 				return fmt.Errorf("outbox, GOMAXPROCS=%d: %w", p, err)

@@ -43,9 +43,14 @@ type peerOptions struct {
 	fanClients []int
 	fanMax     int
 	fanWindow  time.Duration
+	fanRepeat  int
 	slowRate   int
 	slowWindow time.Duration
 	idleConns  []int
+	baseline   string // another bridge binary measured beside -bridge
+	idleFilter string // idleconns: what each idle connection subscribes to; "" none
+	cmdSamples int
+	cmdRate    int
 }
 
 func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
@@ -61,9 +66,14 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 	fs.StringVar(&clients, "fanout-clients", "1,10,100", "fanout: subscribed clients (the issue's grid: 1,10,100,1000)")
 	fs.StringVar(&fanMax, "fanout-max", "1000000", "fanout: skip cells whose offered deliveries (rate × clients) exceed this per second; 0: none skipped")
 	fs.DurationVar(&o.fanWindow, "fanout-window", 3*time.Second, "fanout: publishing window per cell")
+	fs.IntVar(&o.fanRepeat, "fanout-repeat", 1, "fanout: rounds over all subjects; each cell reports the round with the median CPU per frame")
 	fs.IntVar(&o.slowRate, "slow-rate", 300, "slow: messages per second into 100 clients")
 	fs.DurationVar(&o.slowWindow, "slow-window", 20*time.Second, "slow: window per run (without, then with the slow client)")
 	fs.StringVar(&idle, "idle-conns", "1000,10000", "idleconns: connection counts")
+	fs.StringVar(&o.idleFilter, "idle-subscribe", "lab/#", "idleconns: the filter each idle connection subscribes to (the bridge's and MQTT-over-WebSocket ones); \"\" for none")
+	fs.IntVar(&o.cmdSamples, "cmd-samples", 20000, "command: commands timed per subject")
+	fs.IntVar(&o.cmdRate, "cmd-rate", 1000, "command: commands per second")
+	fs.StringVar(&o.baseline, "baseline", "", "a second bridge binary (say, built from an older commit) measured as one more subject in scenarios fanout, idleconns and command, in the same run")
 	return func() (peerOptions, error) {
 		var err error
 		if peers != "none" && peers != "" {
@@ -87,8 +97,8 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 		if o.fanMax, err = strconv.Atoi(fanMax); err != nil || o.fanMax < 0 {
 			return o, fmt.Errorf("-fanout-max %q: want a count ≥ 0", fanMax)
 		}
-		if o.latSamples < 1 || o.latRate < 1 || o.slowRate < 1 {
-			return o, errors.New("-mqtt-samples, -mqtt-rate and -slow-rate must be at least 1")
+		if o.latSamples < 1 || o.latRate < 1 || o.slowRate < 1 || o.cmdSamples < 1 || o.cmdRate < 1 || o.fanRepeat < 1 {
+			return o, errors.New("-mqtt-samples, -mqtt-rate, -slow-rate, -cmd-samples, -cmd-rate and -fanout-repeat must be at least 1")
 		}
 		return o, nil
 	}
@@ -162,6 +172,7 @@ type subject struct {
 	logPath  string
 	httpURL  string // the bridge's, for /metrics
 	wsURL    string // the bridge's
+	cmdURL   string // MQTT over WebSocket, for a publishing client
 }
 
 func (s *subject) stop() {
@@ -179,10 +190,16 @@ type peerEnv struct {
 	maxClients int
 }
 
-const subjectBridge = "pibridge"
+const (
+	subjectBridge   = "pibridge"
+	subjectBaseline = "pibridge-baseline"
+)
 
 func subjectNames(o peerOptions, withMQTTPeers bool) []string {
 	names := []string{subjectBridge}
+	if o.baseline != "" && withMQTTPeers {
+		names = append(names, subjectBaseline)
+	}
 	for _, p := range []string{peerNodeRED, peerMosquitto, peerMochi} {
 		if o.has(p) && (withMQTTPeers || p == peerNodeRED) {
 			names = append(names, p)
@@ -195,6 +212,13 @@ func (e peerEnv) start(ctx context.Context, name, tag string) (*subject, error) 
 	switch name {
 	case subjectBridge:
 		return e.startBridge(ctx, tag, cmp.Or(e.maxClients, 256))
+	case subjectBaseline:
+		e.d.Bin = e.o.baseline
+		s, err := e.startBridge(ctx, tag, cmp.Or(e.maxClients, 256))
+		if s != nil {
+			s.name = "pibridge baseline (" + filepath.Base(e.o.baseline) + ")"
+		}
+		return s, err
 	case peerNodeRED:
 		return e.startNodeRED(ctx, tag)
 	case peerMosquitto:
@@ -262,6 +286,13 @@ func (e peerEnv) startBridge(ctx context.Context, tag string, maxClients int) (*
 	s.stops = append(s.stops, func() { _ = dm.Stop() })
 	s.dial = func(ctx context.Context, _ int) (receiver, error) { return dialBridge(ctx, dm.WSURL, "lab/#") }
 	s.dialIdle = func(ctx context.Context, _ int) (io.Closer, error) {
+		if e.o.idleFilter != "" {
+			r, err := dialBridge(ctx, dm.WSURL, e.o.idleFilter)
+			if err != nil {
+				return nil, err
+			}
+			return closerFunc(func() error { return closeNow(r.c.NetConn()) }), nil
+		}
 		c, err := dialBridgeIdle(ctx, dm.WSURL)
 		if err != nil {
 			return nil, err
@@ -298,11 +329,12 @@ func (e peerEnv) startMosquittoWS(ctx context.Context, tag string) (*subject, er
 		return nil, fmt.Errorf("mosquitto websockets listener: %w; log: %s", err, m.Stderr())
 	}
 	url := "ws://" + m.WSAddr + "/mqtt"
+	s.cmdURL = url
 	s.dial = func(ctx context.Context, id int) (receiver, error) {
 		return dialMQTTWS(ctx, url, "sub-"+strconv.Itoa(id), "lab/#")
 	}
 	s.dialIdle = func(ctx context.Context, id int) (io.Closer, error) {
-		return dialMQTTWS(ctx, url, "idle-"+strconv.Itoa(id), "")
+		return dialMQTTWS(ctx, url, "idle-"+strconv.Itoa(id), e.o.idleFilter)
 	}
 	return s, nil
 }
@@ -434,7 +466,7 @@ func (e peerEnv) startMochi(ctx context.Context, tag string) (*subject, error) {
 		return dialMQTTWS(ctx, url, "sub-"+strconv.Itoa(id), "lab/#")
 	}
 	s.dialIdle = func(ctx context.Context, id int) (io.Closer, error) {
-		return dialMQTTWS(ctx, url, "idle-"+strconv.Itoa(id), "")
+		return dialMQTTWS(ctx, url, "idle-"+strconv.Itoa(id), e.o.idleFilter)
 	}
 	return s, nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // peerScenarios are issue 8's scenarios 3–6, in the order they run.
-var peerScenarios = []string{"mqttws", "fanout", "slow", "idleconns"}
+var peerScenarios = []string{"mqttws", "fanout", "slow", "idleconns", "command"}
 
 // preparePeers checks, before anything runs, that the peers asked for
 // are installed, and raises this process's open-file limit to its hard
@@ -19,7 +19,7 @@ var peerScenarios = []string{"mqttws", "fanout", "slow", "idleconns"}
 // child (mosquitto, node, the bridge) inherits the raised limit.
 func preparePeers(o options) (peerEnv, error) {
 	e := peerEnv{o: o.peer}
-	if o.scenario != "all" && !slices.Contains(peerScenarios, o.scenario) {
+	if !slices.ContainsFunc(peerScenarios, o.runs) {
 		return e, nil
 	}
 	if err := checkPeers(o.peer); err != nil {
@@ -34,7 +34,7 @@ func preparePeers(o options) (peerEnv, error) {
 		return e, fmt.Errorf("raising RLIMIT_NOFILE to %d: %w", lim.Max, err)
 	}
 	need := uint64(slices.Max(o.peer.idleConns)) + 1000
-	if (o.scenario == "all" || o.scenario == "idleconns") && lim.Max < need {
+	if o.runs("idleconns") && lim.Max < need {
 		return e, fmt.Errorf("RLIMIT_NOFILE hard limit %d is below the %d that -idle-conns needs: raise it (ulimit -Hn) or lower -idle-conns", lim.Max, need)
 	}
 	return e, nil
@@ -59,8 +59,9 @@ func runPeerScenarios(ctx context.Context, e peerEnv, d harness.DaemonSpec, scen
 		{"fanout", fanoutScenario},
 		{"slow", one(slowScenario)},
 		{"idleconns", one(idleConnsScenario)},
+		{"command", one(commandScenario)},
 	} {
-		if scenario != "all" && scenario != s.name {
+		if !selects(scenario, s.name) {
 			continue
 		}
 		ts, err := s.run(ctx, e)

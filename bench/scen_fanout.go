@@ -1,8 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"pibridge/internal/harness"
@@ -33,20 +36,69 @@ func (c fanCell) share() float64 {
 
 func (c fanCell) perSec() float64 { return float64(c.received) / c.window.Seconds() }
 
+// cpuPerFrame is the subject's CPU time over the cell ÷ the frames its
+// subscribers received.
+func (c fanCell) cpuPerFrame() string {
+	if c.received == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f µs", c.cpuFrame()/1e3)
+}
+
+func (c fanCell) cpuFrame() float64 { return float64(c.use.cpu) / float64(max(c.received, 1)) }
+
+// medianCells picks, for each cell, the round with the median CPU per
+// frame (the lower middle one of an even count).
+func medianCells(rounds [][]fanCell) []fanCell {
+	out := slices.Clone(rounds[0])
+	for i := range out {
+		col := make([]fanCell, 0, len(rounds))
+		for _, r := range rounds {
+			col = append(col, r[i])
+		}
+		slices.SortFunc(col, func(a, b fanCell) int { return cmp.Compare(a.cpuFrame(), b.cpuFrame()) })
+		out[i] = col[(len(col)-1)/2]
+	}
+	return out
+}
+
+// syscallsPerMessage is the subject's read and write system calls over
+// the cell ÷ the messages published.
+func (c fanCell) syscallsPerMessage() string {
+	if c.sent == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f r + %.2f w", float64(c.use.syscr)/float64(c.sent), float64(c.use.syscw)/float64(c.sent))
+}
+
 func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	names := subjectNames(e.o, true)
-	cells := map[string][]fanCell{}
+	runs := map[string][][]fanCell{}
 	var order []string
-	for _, name := range names {
-		cs, sname, err := fanoutSubject(ctx, e, name)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+	// Rounds take turns over the subjects, so that a machine whose load
+	// drifts charges every subject alike; each cell reports its median
+	// round by CPU per frame.
+	for round := range e.o.fanRepeat {
+		for _, name := range names {
+			cs, sname, err := fanoutSubject(ctx, e, name)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			runs[sname] = append(runs[sname], cs)
+			if round == 0 {
+				order = append(order, sname)
+			}
 		}
-		cells[sname] = cs
-		order = append(order, sname)
+	}
+	cells := map[string][]fanCell{}
+	for name, rs := range runs {
+		cells[name] = medianCells(rs)
 	}
 	ours := order[0]
 	t := harness.Table{Title: fmt.Sprintf("fan-out: MQTT publisher → subject → N WebSocket subscribers of lab/#, %s per cell, GOMAXPROCS=%d", e.o.fanWindow, e.d.Procs)}
+	if e.o.fanRepeat > 1 {
+		t.Notes = append(t.Notes, fmt.Sprintf("%d rounds, taking turns over the subjects; each row is the round with the median CPU per frame", e.o.fanRepeat))
+	}
 	for i := range cells[ours] {
 		c := cells[ours][i]
 		head := fmt.Sprintf("%s × %d client(s)", rate(float64(c.rate)), c.clients)
@@ -60,7 +112,7 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 				t.Rows = append(t.Rows, harness.R(head+": "+name, "failed: "+p.err, "", "missed"))
 				continue
 			}
-			v := fmt.Sprintf("%.1f %% delivered, %s, CPU %.0f %%, RSS %s", 100*p.share(), rate(p.perSec()), p.use.cpuPct, harness.MiB(p.use.rss))
+			v := fmt.Sprintf("%.1f %% delivered, %s, CPU %.0f %%, RSS %s; CPU per frame %s; syscalls per message %s", 100*p.share(), rate(p.perSec()), p.use.cpuPct, harness.MiB(p.use.rss), p.cpuPerFrame(), p.syscallsPerMessage())
 			if p.closed > 0 {
 				v += fmt.Sprintf(", %d closed", p.closed)
 			}
@@ -68,6 +120,23 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 				v += fmt.Sprintf(" — pibridge delivers %s, uses %s the CPU", ratio(c.perSec(), p.perSec()), ratio(c.use.cpuPct, p.use.cpuPct))
 			}
 			t.Rows = append(t.Rows, harness.R(head+": "+name, v, "", ""))
+		}
+		if c.err != "" || c.received == 0 {
+			continue
+		}
+		for _, name := range order[1:] {
+			p := cells[name][i]
+			if p.err != "" || p.received == 0 {
+				continue
+			}
+			target, verdict := "", ""
+			switch {
+			case strings.HasPrefix(name, "mosquitto"):
+				target, verdict = "≤ 1×", harness.Verdict(c.cpuFrame() <= p.cpuFrame())
+			case strings.HasPrefix(name, "Node-RED"):
+				target, verdict = "≤ 0.5×", harness.Verdict(c.cpuFrame() <= p.cpuFrame()/2)
+			}
+			t.Rows = append(t.Rows, harness.R(head+": CPU per frame, pibridge ÷ "+name, ratio(c.cpuFrame(), p.cpuFrame()), target, verdict))
 		}
 	}
 	if ours == subjectBridge {
@@ -104,6 +173,7 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	}
 	t.Notes = append(t.Notes,
 		"delivered = samples received ÷ (sent × clients) by the end of a drain (all arrived, none for 0.5 s, or 5 s); deliveries/s = samples received ÷ (publishing window + that drain): a subject that falls behind is charged the time it took",
+		"CPU per frame: the subject's utime+stime over publishing and drain (10 ms ticks) ÷ frames received; syscalls per message: syscr and syscw of /proc/<pid>/io over the same span ÷ messages published (reads include the MQTT input, writes every frame out); the kernel counts read/readv/write/writev and the like there, not sendto/recvfrom, epoll or futex: mosquitto's frames go out with sendto and show as 0 w (strace -c -f -p <pid> counts every call)",
 		"CPU % and RSS: the subject's process (utime+stime over publishing and drain; RSS at the end of the cell); for pibridge and Node-RED the feeding mosquitto runs on the load generator's core and is not counted",
 		"mosquitto as the subject keeps its default max_queued_messages (1000 per client): beyond that it drops; the bridge closes a subscriber that falls behind (1008) — \"closed\" counts them",
 		"the load generator (one publisher, every subscriber) shares its core with the feeding broker: cells beyond a few hundred thousand deliveries/s may measure the client, not the subject",

@@ -45,7 +45,7 @@ func idleConnsScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 	}
 	t.Notes = append(t.Notes,
 		"each subject is started afresh for each N; RSS (smaps_rollup) is read after a 1 s settle before connecting and 2 s after the last connection is open; up to 64 handshakes at once",
-		"the bridge's clients read the hello and then idle; Node-RED's connect to its websocket out path (/ws/lab); mosquitto's and mochi's send an MQTT CONNECT and read the CONNACK, without subscribing",
+		idleHow(e.o.idleFilter),
 		"RLIMIT_NOFILE is raised to the hard limit in the bench and inherited by every subject",
 	)
 	return t, nil
@@ -90,4 +90,11 @@ func idleConnsRun(ctx context.Context, e peerEnv, name string, n int) (idleResul
 	}
 	r.open = m.RSS
 	return r, nil
+}
+
+func idleHow(filter string) string {
+	if filter == "" {
+		return "the bridge's clients read the hello and then idle; Node-RED's connect to its websocket out path (/ws/lab); mosquitto's and mochi's send an MQTT CONNECT and read the CONNACK, without subscribing"
+	}
+	return fmt.Sprintf("subscribed (-idle-subscribe %q): the bridge's clients read the hello, subscribe and read the ack; mosquitto's and mochi's send CONNECT and SUBSCRIBE and read CONNACK and SUBACK; Node-RED's connect to its websocket out path (/ws/lab), which is its subscription; then all idle", filter)
 }

@@ -323,7 +323,7 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionLostHandler(c.onConnectionLost).
 		SetConnectionNotificationHandler(c.onNotification).
-		SetCustomOpenConnectionFn(c.openConn)
+		SetCustomOpenConnectionFn(c.openConn) // cancellable, reads through a buffer
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
 	} else if c.cfg.embeddedPassword != "" {

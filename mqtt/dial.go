@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -124,10 +125,18 @@ func dialBroker(ctx context.Context, uri *url.URL, o paho.ClientOptions) (net.Co
 		}
 		return paho.NewWebsocket(u.String(), tlsc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	case "mqtt", "tcp":
-		return dialProxy(ctx, netproxy.FromEnvironmentUsing(d), uri.Host)
+		conn, err := dialProxy(ctx, netproxy.FromEnvironmentUsing(d), uri.Host)
+		if err != nil {
+			return nil, err
+		}
+		return newBufConn(conn), nil
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
 		if os.Getenv("all_proxy") == "" {
-			return (&tls.Dialer{NetDialer: d, Config: o.TLSConfig}).DialContext(ctx, "tcp", uri.Host)
+			conn, err := (&tls.Dialer{NetDialer: d, Config: o.TLSConfig}).DialContext(ctx, "tcp", uri.Host)
+			if err != nil {
+				return nil, err
+			}
+			return newBufConn(conn), nil
 		}
 		conn, err := dialProxy(ctx, netproxy.FromEnvironment(), uri.Host)
 		if err != nil {
@@ -138,9 +147,9 @@ func dialBroker(ctx context.Context, uri *url.URL, o paho.ClientOptions) (net.Co
 			conn.Close()
 			return nil, err
 		}
-		return tc, nil
+		return newBufConn(tc), nil
 	}
-	return nil, errors.New("unknown protocol")
+	return nil, fmt.Errorf("broker %s: %w", uri.Redacted(), errUnknownScheme)
 }
 
 func dialProxy(ctx context.Context, d netproxy.Dialer, addr string) (net.Conn, error) {

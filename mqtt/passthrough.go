@@ -174,6 +174,30 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, reta
 	return nil
 }
 
+// PublishAsync is Publish without waiting: done gets the outcome, once,
+// from another goroutine when the broker has answered (or at once when
+// the topic is bad or no broker is connected). The browser's connection
+// goes on reading while the PUBACK is on its way.
+func (c *Client) PublishAsync(topic string, payload []byte, retain bool, done func(error)) {
+	if err := ValidateTopic(topic); err != nil {
+		done(err)
+		return
+	}
+	if !c.gate.isOpen() {
+		done(ErrNotConnected)
+		return
+	}
+	// paho keeps the slice until the broker acknowledges it.
+	tok := c.publish(topic, 1, retain, append([]byte(nil), payload...))
+	go func() {
+		if err := await(context.Background(), tok, c.tm.writeTimeout); err != nil {
+			done(fmt.Errorf("publishing to %s: %w", topic, err))
+			return
+		}
+		done(nil)
+	}()
+}
+
 // TopicMatches reports whether an MQTT topic matches a filter with + and
 // #. As the MQTT spec says, a wildcard first level never matches a topic
 // that starts with $ ($SYS and the like).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestTopicMatches(t *testing.T) {
@@ -112,6 +113,22 @@ func TestPassthrough(t *testing.T) {
 			if err := client.Publish(context.Background(), "home/+/set", []byte("on"), false); err == nil {
 				t.Fatal("a publish to a wildcard topic was accepted")
 			}
+			for _, tc := range []struct {
+				topic string
+				ok    bool
+			}{{"home/lamp/set", true}, {"home/+/set", false}} {
+				done := make(chan error, 1)
+				client.PublishAsync(tc.topic, []byte("off"), false, func(err error) { done <- err })
+				select {
+				case err := <-done:
+					if (err == nil) != tc.ok {
+						t.Fatalf("PublishAsync %s: %v", tc.topic, err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("PublishAsync %s: no answer", tc.topic)
+				}
+			}
+			w.waitFor("the browser's async publish", func([]msg) bool { return len(w.on("home/lamp/set")) == 2 })
 			if _, err := client.Subscribe("home/#/x", first.deliver); err == nil {
 				t.Fatal("a malformed filter was accepted")
 			}
@@ -133,6 +150,11 @@ func TestPassthroughPublishWithoutBroker(t *testing.T) {
 	client := newTestClient(t, core, "tcp://"+freeAddr(t), nil)
 	if err := client.Publish(context.Background(), "home/x", []byte("1"), false); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("publish without a broker: %v, want ErrNotConnected", err)
+	}
+	var asyncErr error
+	client.PublishAsync("home/x", []byte("1"), false, func(err error) { asyncErr = err }) // at once, on this goroutine
+	if !errors.Is(asyncErr, ErrNotConnected) {
+		t.Fatalf("async publish without a broker: %v, want ErrNotConnected", asyncErr)
 	}
 	// Subscribing without a broker is remembered for the next connection.
 	cancel, err := client.Subscribe("home/#", func(string, []byte, bool) {})

@@ -56,20 +56,10 @@ func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *clie
 	}
 }
 
-// serve is the reader goroutine: it reads until the connection ends, and
-// cleans up. An idle reader waits deep inside gorilla and net; its stack
-// stays at the initial 2 KiB only if the frames above are few and small
-// (here serve and readLoop, with NextReader called directly). One more
-// frame of a hundred bytes and it is 4 KiB for the connection's life
-// (TestIdleConnectionFootprint).
+// serve readies the connection for reading and starts the reader
+// goroutine, which reads until the connection ends, and cleans up. It
+// runs on the goroutine that upgraded the connection.
 func (c *client) serve() {
-	c.finish(c.readLoop())
-}
-
-// readLoop reads client messages until the connection fails or closes.
-// Commands run here, one at a time, so replies keep the order of the
-// requests and one client can have at most one command in flight.
-func (c *client) readLoop() error {
 	c.conn.SetReadLimit(maxMessageSize)
 	c.extendReadDeadline()
 	c.conn.SetPongHandler(func(string) error {
@@ -85,16 +75,44 @@ func (c *client) readLoop() error {
 	// gorilla's own handler would write the close reply from here too,
 	// mid-flush of the writer, and move its write deadline.
 	c.conn.SetCloseHandler(c.closeReply)
-	for {
-		// ReadMessage is these two calls, and one frame deeper (see serve).
-		mt, r, err := c.conn.NextReader()
-		if err != nil {
-			return err
-		}
-		if err := c.consume(mt, r); err != nil {
-			return err
-		}
+	go c.read()
+}
+
+// read is the reader goroutine's body. An idle reader waits deep inside
+// gorilla and net; its stack stays at the initial 2 KiB only if the frames
+// above are few and small (here read and readLoop, with NextReader called
+// directly). One more frame of a hundred bytes and it is 4 KiB for the
+// connection's life (TestIdleConnectionFootprint). Handling a message
+// (a subscribe through paho, say) grows the stack to 8 KiB, which the
+// collector gives back only halving at each cycle: after a message the
+// reader goes on in a fresh goroutine, whose stack starts at 2 KiB again.
+func (c *client) read() {
+	err := c.readLoop()
+	if err == errFreshStack {
+		go c.read()
+		return
 	}
+	c.finish(err)
+}
+
+// errFreshStack ends readLoop after a message: read goes on in a new
+// goroutine.
+var errFreshStack = errors.New("continue on a fresh stack")
+
+// readLoop reads client messages until the connection fails or closes, or
+// one has been handled (errFreshStack). Commands run here, one at a time,
+// so replies keep the order of the requests and one client can have at
+// most one command in flight.
+func (c *client) readLoop() error {
+	// ReadMessage is these two calls, and one frame deeper (see read).
+	mt, r, err := c.conn.NextReader()
+	if err != nil {
+		return err
+	}
+	if err := c.consume(mt, r); err != nil {
+		return err
+	}
+	return errFreshStack
 }
 
 // readBufs hold one client message each while it is handled: decoding

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -66,6 +67,66 @@ func rawDial(t testing.TB, addr string) net.Conn {
 	return c
 }
 
+// deepPass subscribes on a deep stack, as paho's Subscribe and the wait
+// for the broker's answer do.
+type deepPass struct{ *fakePass }
+
+func (p deepPass) Subscribe(filter string, deliver func(string, []byte, bool)) (func(), error) {
+	var cancel func()
+	var err error
+	burnStack(40, func() { cancel, err = p.fakePass.Subscribe(filter, deliver) })
+	return cancel, err
+}
+
+// burnStack calls f under n frames of about 256 bytes each.
+//
+//go:noinline
+func burnStack(n int, f func()) byte {
+	var pad [256]byte
+	if n == 0 {
+		f()
+		return pad[0]
+	}
+	pad[n%256] = byte(n)
+	return burnStack(n-1, f) + pad[(n+1)%256]
+}
+
+// rawSubscribe sends a subscribe to filter on a raw connection and reads
+// frames up to its ack.
+func rawSubscribe(t testing.TB, c net.Conn, filter string) {
+	t.Helper()
+	msg := fmt.Sprintf(`{"type":"subscribe","id":"s","topics":[%q]}`, filter)
+	// A client frame is masked; a zero key leaves the payload as it is.
+	frame := append([]byte{0x81, 0x80 | byte(len(msg)), 0, 0, 0, 0}, msg...)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var hdr [2]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		n := int(hdr[1] & 0x7f)
+		if n == 126 {
+			var l [2]byte
+			io.ReadFull(c, l[:])
+			n = int(binary.BigEndian.Uint16(l[:]))
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), `"type":"ack"`) {
+			if !strings.Contains(string(b), `"ok":true`) {
+				t.Fatalf("subscribe refused: %s", b)
+			}
+			return
+		}
+	}
+}
+
 func inUse() (heap, stack uint64) {
 	var ms runtime.MemStats
 	for range 3 {
@@ -78,23 +139,65 @@ func inUse() (heap, stack uint64) {
 // TestIdleConnectionFootprint measures what an idle WebSocket client costs
 // the server: heap and goroutine stacks, with a bare client socket (a few
 // hundred bytes) counted in.
+// A subscribed one (it has sent one subscribe and read the ack) costs
+// the same bound: handling a command must not leave the idle reader with
+// a grown stack.
 func TestIdleConnectionFootprint(t *testing.T) {
 	if raceEnabled || testing.Short() {
 		t.Skip("memory is only meaningful without -race and -short")
 	}
-	h := newHarness(t, setup{config: func(c *Config) { c.MaxClients = 1000 }})
+	// The collector shrinks a grown stack by half per cycle, and inUse
+	// runs three; the bridge, idle, runs about one a minute. The test
+	// runs itself again with shrinking off, so that a stack grown by a
+	// command is seen as the idle bridge keeps it.
+	if !strings.Contains(os.Getenv("GODEBUG"), "gcshrinkstackoff=1") {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestIdleConnectionFootprint$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), "GODEBUG=gcshrinkstackoff=1")
+		out, err := cmd.CombinedOutput()
+		t.Logf("with GODEBUG=gcshrinkstackoff=1:\n%s", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, subscribed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "hello only", true: "subscribed"}[subscribed], func(t *testing.T) {
+			idleFootprint(t, subscribed)
+		})
+	}
+}
+
+func idleFootprint(t *testing.T, subscribed bool) {
+	pass := newFakePass()
+	h := newHarness(t, setup{
+		config: func(c *Config) { c.MaxClients = 1000 },
+		options: func(o *Options) {
+			o.Passthrough = deepPass{pass}
+			o.BridgeAllow = []string{"home/+/temp"}
+		},
+	})
 	h.emitSync("air.temperature", pibridge.Number(21))
 	addr := strings.TrimPrefix(h.ts.URL, "http://")
-	rawDial(t, addr).Close() // warm up pools and code paths
+	dial := func() net.Conn {
+		c := rawDial(t, addr)
+		if subscribed {
+			rawSubscribe(t, c, "home/+/temp")
+		}
+		return c
+	}
+	dial().Close() // warm up pools and code paths
 	waitFor(t, "no clients", func() bool { return h.srv.Clients() == 0 })
 
 	const n = 500
 	heap0, stack0 := inUse()
 	conns := make([]net.Conn, n)
 	for i := range conns {
-		conns[i] = rawDial(t, addr)
+		conns[i] = dial()
 	}
 	waitFor(t, "all clients", func() bool { return h.srv.Clients() == n })
+	if subscribed && len(pass.filters()) != n {
+		t.Fatalf("%d subscriptions at the broker side, want %d", len(pass.filters()), n)
+	}
 	heap1, stack1 := inUse()
 	// WS_HEAP_PROFILE=FILE saves what the connections hold, for pprof.
 	if f := os.Getenv("WS_HEAP_PROFILE"); f != "" {

@@ -144,6 +144,17 @@ type mailbox struct {
 type reply struct {
 	msg   []byte
 	after uint64
+	// pend, when set, holds the frame instead of msg: the reply's place
+	// is taken now, its frame comes later (resolve), and nothing queued
+	// behind it is written before.
+	pend *pending
+}
+
+// pending is a reply whose frame is not known yet (a publish waiting for
+// the broker's PUBACK). Guarded by the mailbox's mu.
+type pending struct {
+	msg   []byte // nil once ready: nothing to write
+	ready bool
 }
 
 func newMailbox(signals, maxReplies, maxBytes int) *mailbox {
@@ -230,6 +241,32 @@ func (m *mailbox) pushReply(msg []byte, after uint64) (ok, overflowed bool) {
 // is full it waits for the writer to make room, up to wait, and condemns
 // the mailbox only then.
 func (m *mailbox) pushReplyWait(msg []byte, after uint64, wait time.Duration) (ok, overflowed bool) {
+	return m.pushWait(reply{msg: msg, after: after}, wait)
+}
+
+// pushPendingWait is pushReplyWait for a reply whose frame resolve gives
+// later; nothing queued after it is written before that.
+func (m *mailbox) pushPendingWait(wait time.Duration) (p *pending, ok, overflowed bool) {
+	p = new(pending)
+	ok, overflowed = m.pushWait(reply{pend: p}, wait)
+	return p, ok, overflowed
+}
+
+// resolve gives a pending reply its frame (nil: none to write) and lets
+// the writer go on.
+func (m *mailbox) resolve(p *pending, msg []byte) {
+	m.mu.Lock()
+	if m.code != 0 {
+		m.mu.Unlock()
+		return
+	}
+	p.msg, p.ready = msg, true
+	m.bytes += len(msg)
+	m.unlockAndKick()
+}
+
+func (m *mailbox) pushWait(r reply, wait time.Duration) (ok, overflowed bool) {
+	msg := r.msg
 	var timer *time.Timer
 	for {
 		m.mu.Lock()
@@ -238,7 +275,8 @@ func (m *mailbox) pushReplyWait(msg []byte, after uint64, wait time.Duration) (o
 			m.mu.Unlock()
 			return false, false
 		case m.fitsLocked(msg):
-			m.appendLocked(msg, after)
+			m.replies = append(m.replies, r)
+			m.bytes += len(msg)
 			m.unlockAndKick()
 			if timer != nil {
 				timer.Stop()
@@ -379,8 +417,17 @@ func (m *mailbox) take(b *batch) (code int, text string, more bool) {
 		if r.after > m.seen {
 			break
 		}
-		b.frames = append(b.frames, r.msg)
-		m.bytes -= len(r.msg)
+		msg := r.msg
+		if r.pend != nil {
+			if !r.pend.ready {
+				break
+			}
+			msg = r.pend.msg
+		}
+		if msg != nil {
+			b.frames = append(b.frames, msg)
+		}
+		m.bytes -= len(msg)
 		n++
 	}
 	if n > 0 {

@@ -17,6 +17,15 @@ type Passthrough interface {
 	Publish(ctx context.Context, topic string, payload []byte, retain bool) error
 }
 
+// AsyncPublisher is a Passthrough that can publish without the caller
+// waiting for the broker's answer: done runs once, with the outcome, on
+// any goroutine. The reader then goes on to the client's next message
+// while the broker answers, and the ack keeps its place among the
+// replies.
+type AsyncPublisher interface {
+	PublishAsync(topic string, payload []byte, retain bool, done func(error))
+}
+
 const (
 	// errBridgeOff answers the MQTT passthrough messages while
 	// mqtt.bridge_allow is empty.
@@ -118,14 +127,44 @@ func (c *client) publish(m *message) {
 		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", clip(m.topic)))
 		return
 	}
+	if ap, ok := c.s.pass.(AsyncPublisher); ok {
+		c.publishAsync(ap, m)
+		return
+	}
 	ctx, cancel := c.s.commandContext()
 	err := c.s.pass.Publish(ctx, m.topic, []byte(m.payload), m.retain)
 	cancel()
-	if err != nil {
-		c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", clip(m.topic), "err", err)
-		err = fmt.Errorf("publish %q: %w", clip(m.topic), err)
+	c.ackErr(m.id, c.publishErr(m.topic, err))
+}
+
+// publishAsync queues the ack's place, publishes, and fills the place in
+// when the broker has answered. The reply queue's bound also bounds the
+// publishes one client has in flight.
+func (c *client) publishAsync(ap AsyncPublisher, m *message) {
+	p, ok, overflowed := c.mb.pushPendingWait(c.s.tune.writeWait)
+	if overflowed {
+		c.s.countSlow(c, "replies not read")
 	}
-	c.ackErr(m.id, err)
+	if !ok {
+		return
+	}
+	id, topic := m.id, m.topic
+	ap.PublishAsync(topic, []byte(m.payload), m.retain, func(err error) {
+		err = c.publishErr(topic, err)
+		if err == nil && id == "" {
+			c.mb.resolve(p, nil) // ackErr's rule: no ok ack without an id
+			return
+		}
+		c.mb.resolve(p, c.ackFrame(id, "", err))
+	})
+}
+
+func (c *client) publishErr(topic string, err error) error {
+	if err == nil {
+		return nil
+	}
+	c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", clip(topic), "err", err)
+	return fmt.Errorf("publish %q: %w", clip(topic), err)
 }
 
 // dropSubscriptions cancels every subscription; the reader calls it when

@@ -1,9 +1,11 @@
 package ws
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,9 +95,61 @@ func TestPassthroughSubscribe(t *testing.T) {
 	waitFor(t, "the subscriptions to be cancelled", func() bool { return len(pass.filters()) == 0 })
 }
 
+// asyncPass is a fakePass that also publishes without the caller waiting
+// (AsyncPublisher), as mqtt.Client does; hold keeps the answers back until
+// release.
+type asyncPass struct {
+	*fakePass
+	mu   sync.Mutex
+	hold bool
+	held []func()
+}
+
+func (p *asyncPass) PublishAsync(topic string, payload []byte, retain bool, done func(error)) {
+	answer := func() { done(p.Publish(context.Background(), topic, payload, retain)) }
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold {
+		p.held = append(p.held, answer)
+		return
+	}
+	go answer() // the broker answers on another goroutine
+}
+
+func (p *asyncPass) heldCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.held)
+}
+
+func (p *asyncPass) release() {
+	p.mu.Lock()
+	held := p.held
+	p.held, p.hold = nil, false
+	p.mu.Unlock()
+	for _, f := range held {
+		f()
+	}
+}
+
 func TestPassthroughPublish(t *testing.T) {
-	pass := newFakePass()
-	h := bridgeHarness(t, pass, setup{config: withTokens, tune: noLimit})
+	for _, async := range []bool{false, true} {
+		t.Run(map[bool]string{false: "waiting", true: "async"}[async], func(t *testing.T) {
+			pass := newFakePass()
+			var p Passthrough = pass
+			if async {
+				p = &asyncPass{fakePass: pass}
+			}
+			testPassthroughPublish(t, pass, p)
+		})
+	}
+}
+
+func testPassthroughPublish(t *testing.T, pass *fakePass, p Passthrough) {
+	h := newHarness(t, setup{config: withTokens, tune: noLimit, options: func(o *Options) {
+		o.Passthrough = p
+		o.BridgeAllow = []string{"home/+/temp", "home/lamp/#", "$SYS/broker/#"}
+	}})
 	c := h.dial(dialOpt{header: bearer(controlToken)})
 	for _, msg := range []string{
 		`{"type":"publish","id":"p1","topic":"home/lamp/set","payload":"on","retain":false}`,
@@ -320,5 +374,31 @@ func TestPassthroughBurstIsNotClosed(t *testing.T) {
 	}
 	if n := h.srv.SlowClosed(); n != 0 {
 		t.Errorf("SlowClosed = %d", n)
+	}
+}
+
+// TestPublishDoesNotHoldTheReader: while the broker has not answered a
+// publish, the connection's next command runs (its echoed reading
+// arrives), and the acks still come in the order of the requests.
+func TestPublishDoesNotHoldTheReader(t *testing.T) {
+	pass := &asyncPass{fakePass: newFakePass(), hold: true}
+	h := newHarness(t, setup{config: withTokens, tune: noLimit, options: func(o *Options) {
+		o.Passthrough = pass
+		o.BridgeAllow = []string{"home/lamp/#"}
+	}})
+	c := h.dial(dialOpt{header: bearer(controlToken)})
+	c.send(`{"type":"publish","id":"p1","topic":"home/lamp/set","payload":"on"}`)
+	c.send(`{"type":"set","id":"c1","name":"led","value":true}`)
+	if f := c.next(); f.Type != "reading" || f.Name != "led" {
+		t.Fatalf("got %s, want the echoed led reading while p1 is unanswered", f)
+	}
+	if n := pass.heldCount(); n != 1 {
+		t.Fatalf("%d publishes waiting for the broker, want 1", n)
+	}
+	pass.release()
+	for _, want := range []string{"p1", "c1"} {
+		if f := c.nextReply(); f.Type != "ack" || f.id() != want || !*f.OK {
+			t.Fatalf("got %s, want the ok ack of %s", f, want)
+		}
 	}
 }

@@ -151,6 +151,11 @@ func parseSince(s string) (time.Duration, error) {
 // ack replies to a command. A successful ack waits in the mailbox until
 // the reading with seq echo has been queued before it.
 func (c *client) ack(id, name string, err error, echo uint64) {
+	c.reply(c.ackFrame(id, name, err), echo)
+}
+
+// ackFrame frames an ack.
+func (c *client) ackFrame(id, name string, err error) []byte {
 	b := newFrame(64 + len(id))
 	b = append(b, `{"type":"ack"`...)
 	if id != "" {
@@ -168,7 +173,7 @@ func (c *client) ack(id, name string, err error, echo uint64) {
 		b = pibridge.AppendJSONString(b, err.Error())
 		b = append(b, '}')
 	}
-	c.reply(textFrame(b), echo)
+	return textFrame(b)
 }
 
 // ackErr acks a message that names no signal: an ok ack only when it

@@ -51,6 +51,8 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	hub  *hub
+	// release gives memory back after a burst of connections.
+	release *burstRelease
 
 	upgrader websocket.Upgrader
 	hosts    map[string]bool // allowed Host names besides IP literals; lower case
@@ -220,6 +222,7 @@ func New(o Options) (*Server, error) {
 		cfg:     cfg,
 		log:     o.Logger,
 		hub:     newHub(o.Core.Signals()),
+		release: newBurstRelease(),
 		hosts:   map[string]bool{"localhost": true},
 		origins: map[string]bool{},
 		running: make(chan struct{}),
@@ -328,6 +331,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) shutdown() {
+	s.release.stop()
 	clients := s.hub.close()
 	close(s.stopped)
 	s.connMu.Lock()
@@ -536,7 +540,7 @@ func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remo
 	// The reader starts on a fresh goroutine, and this one ends: the work
 	// above has grown its stack past the 2 KiB the reader needs while it
 	// waits, and an idle connection would keep that stack for its life.
-	go c.serve()
+	c.serve()
 }
 
 // untrack undoes track once a connection is closed.
@@ -565,6 +569,7 @@ func (s *Server) join(conn *websocket.Conn, acc access, remote, authID string) *
 		// its ack too, written right after the hello.
 		c.ackErr(authID, nil)
 	}
+	s.release.joined()
 	s.log.Debug("websocket client connected", "remote", remote, "clients", s.Clients())
 	return c
 }

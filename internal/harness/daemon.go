@@ -289,7 +289,39 @@ func ReadMemory(pid int) (Memory, error) {
 // It is 100 on every Linux ABI Go supports.
 const ClockTick = 10 * time.Millisecond
 
-// cpuTime is utime+stime from /proc/<pid>/stat.
+// Syscalls returns the read and write system calls pid has made so far
+// (syscr and syscw of /proc/<pid>/io: read, readv, recvmsg and the like;
+// write, writev, sendmsg and the like).
+func Syscalls(pid int) (reads, writes int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	seen := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "syscr":
+			reads, err = strconv.ParseInt(v, 10, 64)
+			seen++
+		case "syscw":
+			writes, err = strconv.ParseInt(v, 10, 64)
+			seen++
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/io %s: %w", pid, k, err)
+		}
+	}
+	if seen != 2 {
+		return 0, 0, fmt.Errorf("/proc/%d/io: no syscr/syscw", pid)
+	}
+	return reads, writes, nil
+}
+
+// CPUTime is utime+stime from /proc/<pid>/stat.
 func CPUTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
