@@ -49,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return &configError{err}
 	}
 	if cfg.Gateway != nil {
+		if err := checkFiles(cfg); err != nil {
+			return &configError{err}
+		}
 		if o.check {
 			printGateway(stdout, cfg)
 			fmt.Fprintln(stdout, "\nconfiguration is valid")
@@ -132,25 +135,27 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		}
 	}()
 	var broker *mqtt.Broker
+	var embeddedAddr, embeddedPassword string
 	if cfg.MQTT.UsesEmbedded() {
 		bc := mqtt.BrokerConfig{Listen: cfg.MQTT.EmbeddedListen, Owner: cfg.MQTT.ClientID}
 		if cfg.MQTT.EmbeddedNeedsAuth() {
-			a, err := embeddedAuth(cfg, log, stderr)
+			a, pw, err := embeddedAuth(cfg, log, stderr)
 			if err != nil {
 				return err
 			}
-			bc.Auth = &a
+			bc.Auth, embeddedPassword = &a, pw
 		}
 		if broker, err = mqtt.OpenBroker(bc, log.With("part", "broker")); err != nil {
 			return err
 		}
 		defer broker.Close() // when serve returns before Run
-		cfg.MQTT.SetEmbeddedAddr(broker.Addr())
+		embeddedAddr = broker.Addr()
 		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
 	}
 	var live *ws.Server
 	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version, StateDir: cfg.StateDir,
-		Stale: board.Stale, PanelURL: func() string { return publicPanelURL(live) }})
+		Stale: board.Stale, PanelURL: func() string { return publicPanelURL(live) },
+		EmbeddedAddr: embeddedAddr, EmbeddedPassword: embeddedPassword})
 	if err != nil {
 		return err
 	}
