@@ -43,6 +43,9 @@ func runStages(ctx context.Context, stages ...[]part) error {
 		done := make(chan struct{})
 		g.Go(func() error {
 			wg.Wait()
+			if prev != nil {
+				<-prev // an empty stage must not let the next one stop early
+			}
 			close(done)
 			return nil
 		})

@@ -159,6 +159,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	if err != nil {
 		return err
 	}
+	defer client.Close() // when serve returns before Run
 	live, err = ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
 		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow})
 	if err != nil {
