@@ -189,8 +189,12 @@ type Client struct {
 	acksDropped     atomic.Uint64
 }
 
-// New checks the configuration, prepares the paho client and subscribes to
-// the core, so readings queue from now on. Run connects.
+// New checks the configuration, prepares the paho client and attaches the
+// outbox as the core's journal, so readings queue from now on; Run
+// connects. The journal is attached here, not in Run, because the core's
+// seq must resume after the outbox's last before the board's first
+// reading, and the board's Run starts beside this one. Close (or Run's
+// end) detaches it.
 func New(o Options) (*Client, error) { return newClient(o, defaultTiming) }
 
 func newClient(o Options, tm timing) (*Client, error) {
