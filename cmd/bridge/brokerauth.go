@@ -13,9 +13,9 @@ import (
 
 // embeddedAuth gathers the embedded broker's users (embedded_users_file,
 // or a password generated once in state_dir and printed when made) and
-// the bridge's own client its credentials there: clientPassword is its
-// password when mqtt.username does not name it one (it then reads
-// password_file itself).
+// the bridge's own credentials there. clientPassword is what the bridge's
+// client logs in with when mqtt.username is unset; with a username, the
+// client reads password_file itself.
 func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (a mqtt.BrokerAuth, clientPassword string, err error) {
 	var users map[string]string
 	if f := cfg.MQTT.EmbeddedUsersFile; f != "" {
