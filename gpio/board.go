@@ -347,8 +347,8 @@ func (b *Board) Running() bool { return b.running() }
 // detection), reads each sensor on its own interval in its own goroutine,
 // runs the simulated presses of the sim board and the failsafe timers.
 // When ctx ends it stops its goroutines, drives every output and pwm to
-// its safe state (emitting those readings: the shutdown of SPEC §2 must
-// not depend on the caller remembering Halt), and returns nil. Run may be
+// its safe state (emitting those readings: a safe shutdown must not
+// depend on the caller remembering Halt), and returns nil. Run may be
 // called once.
 func (b *Board) Run(ctx context.Context, emit pibridge.Emitter) error {
 	if !b.ran.CompareAndSwap(false, true) {
@@ -388,6 +388,12 @@ func (b *Board) Run(ctx context.Context, emit pibridge.Emitter) error {
 
 	<-ctx.Done()
 	b.stopFailsafe()
+	// Outputs go safe at once, before the inputs and sensors are waited
+	// for (a sensor read may take a while); the Halt after the wait undoes
+	// a command that was in flight meanwhile.
+	if err := b.Halt(); err != nil {
+		b.log.Error("safe state not reached", "err", err)
+	}
 	for _, in := range b.inputs {
 		if in.sim != nil {
 			in.wake()

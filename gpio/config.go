@@ -355,183 +355,211 @@ func (c Config) withDefaults() Config {
 // defaults (see Defaults).
 func (c *Config) Validate() error {
 	cfg := c.withDefaults()
-	var p pibridge.Problems
+	v := &validator{names: map[string]string{}, pins: map[int]pinUse{}}
 	switch cfg.Board {
 	case BoardPeriph, BoardSim:
 	default:
-		p.Addf("board", "%q: want periph or sim", cfg.Board)
-	}
-
-	names := map[string]string{} // signal or sensor name → path of its owner
-	checkName := func(path, name string) {
-		if why := pibridge.ValidSignalName(name); why != "" {
-			p.Addf(path+".name", "%s", why)
-			return
-		}
-		if prev, dup := names[name]; dup {
-			p.Addf(path+".name", "%q is already used by %s", name, prev)
-			return
-		}
-		names[name] = path
-	}
-	// pins maps a BCM number to its first user. A bus (I²C, 1-Wire) is
-	// shared by the sensors on it: bus names it, so that two sensors on one
-	// bus do not conflict.
-	type pinUse struct{ path, bus string }
-	pins := map[int]pinUse{}
-	// checkPin claims a pin for path alone. It returns the BCM number, or
-	// -1 after reporting why path cannot have the pin.
-	checkPin := func(path, pin string) int {
-		n, err := pinNumber(pin)
-		if err != nil {
-			p.Addf(path+".pin", "%s", err)
-			return -1
-		}
-		if prev, dup := pins[n]; dup {
-			if strings.EqualFold(strings.TrimSpace(pin), gpioName(n)) {
-				p.Addf(path+".pin", "%q is already used by %s", pin, prev.path)
-			} else {
-				p.Addf(path+".pin", "%q is %s, already used by %s", pin, gpioName(n), prev.path)
-			}
-			return -1
-		}
-		pins[n] = pinUse{path: path}
-		return n
+		v.p.Addf("board", "%q: want periph or sim", cfg.Board)
 	}
 	// Buses claim their pins first, so a pin that an input or output also
 	// names is reported there: the sensors' wiring is the fixed part.
 	for i, s := range cfg.Sensors {
+		v.bus(fmt.Sprintf("sensors[%d]", i), s)
+	}
+	for i, in := range cfg.Inputs {
+		v.input(fmt.Sprintf("inputs[%d]", i), in)
+	}
+	v.outputs(cfg.Outputs)
+	for i, w := range cfg.PWM {
+		v.pwm(fmt.Sprintf("pwm[%d]", i), w)
+	}
+	for i, s := range cfg.Sensors {
 		path := fmt.Sprintf("sensors[%d]", i)
-		st, ok := sensorTypes[s.Type]
-		switch {
-		case !ok:
-		case st.i2c:
-			n, known := i2cBusNumber(s.I2CBus)
-			hdr, onHeader := i2cHeaderPins[n]
-			if !known || !onHeader {
-				continue // an overlay's bus (i2c-3…6, i2c-gpio): its pins are not known here
-			}
-			bus := fmt.Sprintf("i2c bus %d", n)
-			for _, g := range hdr {
-				prev, used := pins[g]
-				switch {
-				case !used:
-					pins[g] = pinUse{path: fmt.Sprintf("%s (%s)", bus, path), bus: bus}
-				case prev.bus != bus:
-					p.Addf(path+".i2c_bus", "%s is on GPIO%d and GPIO%d; %s is already used by %s", bus, hdr[0], hdr[1], gpioName(g), prev.path)
-				}
-			}
-		case st.onewire:
-			if strings.EqualFold(s.OnewirePin, onewireNoPin) {
-				continue
-			}
-			g, err := pinNumber(s.OnewirePin)
-			if err != nil {
-				p.Addf(path+".onewire_pin", "%s (or none for a bus that is not on a GPIO)", err)
-				continue
-			}
-			bus := "1-wire on " + gpioName(g)
-			prev, used := pins[g]
+		v.name(path, s.Name)
+		validateSensor(&v.p, path, s)
+	}
+	return v.p.Err()
+}
+
+// validator is Validate's state: the problems so far and who took each
+// name and pin, since names and pins are unique across the sections.
+type validator struct {
+	p     pibridge.Problems
+	names map[string]string // signal or sensor name → path of its owner
+	// pins maps a BCM number to its first user.
+	pins map[int]pinUse
+}
+
+// pinUse is a pin's first user. A bus (I²C, 1-Wire) is shared by the
+// sensors on it: bus names it, so that two sensors on one bus do not
+// conflict.
+type pinUse struct{ path, bus string }
+
+func (v *validator) name(path, name string) {
+	if why := pibridge.ValidSignalName(name); why != "" {
+		v.p.Addf(path+".name", "%s", why)
+		return
+	}
+	if prev, dup := v.names[name]; dup {
+		v.p.Addf(path+".name", "%q is already used by %s", name, prev)
+		return
+	}
+	v.names[name] = path
+}
+
+// pin claims a pin for path alone. It returns the BCM number, or -1 after
+// reporting why path cannot have the pin.
+func (v *validator) pin(path, pin string) int {
+	n, err := pinNumber(pin)
+	if err != nil {
+		v.p.Addf(path+".pin", "%s", err)
+		return -1
+	}
+	if prev, dup := v.pins[n]; dup {
+		if strings.EqualFold(strings.TrimSpace(pin), gpioName(n)) {
+			v.p.Addf(path+".pin", "%q is already used by %s", pin, prev.path)
+		} else {
+			v.p.Addf(path+".pin", "%q is %s, already used by %s", pin, gpioName(n), prev.path)
+		}
+		return -1
+	}
+	v.pins[n] = pinUse{path: path}
+	return n
+}
+
+// bus claims the pins of a sensor's bus, shared with the other sensors
+// on the same bus.
+func (v *validator) bus(path string, s SensorConfig) {
+	st, ok := sensorTypes[s.Type]
+	switch {
+	case !ok:
+	case st.i2c:
+		n, known := i2cBusNumber(s.I2CBus)
+		hdr, onHeader := i2cHeaderPins[n]
+		if !known || !onHeader {
+			return // an overlay's bus (i2c-3…6, i2c-gpio): its pins are not known here
+		}
+		bus := fmt.Sprintf("i2c bus %d", n)
+		for _, g := range hdr {
+			prev, used := v.pins[g]
 			switch {
 			case !used:
-				pins[g] = pinUse{path: fmt.Sprintf("1-wire (%s)", path), bus: bus}
+				v.pins[g] = pinUse{path: fmt.Sprintf("%s (%s)", bus, path), bus: bus}
 			case prev.bus != bus:
-				p.Addf(path+".onewire_pin", "%s, the 1-Wire bus, is already used by %s", gpioName(g), prev.path)
+				v.p.Addf(path+".i2c_bus", "%s is on GPIO%d and GPIO%d; %s is already used by %s", bus, hdr[0], hdr[1], gpioName(g), prev.path)
 			}
 		}
+	case st.onewire:
+		if strings.EqualFold(s.OnewirePin, onewireNoPin) {
+			return
+		}
+		g, err := pinNumber(s.OnewirePin)
+		if err != nil {
+			v.p.Addf(path+".onewire_pin", "%s (or none for a bus that is not on a GPIO)", err)
+			return
+		}
+		bus := "1-wire on " + gpioName(g)
+		prev, used := v.pins[g]
+		switch {
+		case !used:
+			v.pins[g] = pinUse{path: fmt.Sprintf("1-wire (%s)", path), bus: bus}
+		case prev.bus != bus:
+			v.p.Addf(path+".onewire_pin", "%s, the 1-Wire bus, is already used by %s", gpioName(g), prev.path)
+		}
 	}
+}
 
-	for i, in := range cfg.Inputs {
-		path := fmt.Sprintf("inputs[%d]", i)
-		checkName(path, in.Name)
-		checkPin(path, in.Pin)
-		switch in.Pull {
-		case "up", "down", "none":
-		default:
-			p.Addf(path+".pull", "%q: want up, down or none", in.Pull)
-		}
-		if in.Debounce.D() > MaxDebounce {
-			p.Addf(path+".debounce", "%s: at most %s", in.Debounce, MaxDebounce)
-		}
-		if in.Simulate != 0 && in.Simulate.D() < MinSimulate {
-			p.Addf(path+".simulate", "%s: at least %s", in.Simulate, MinSimulate)
-		}
+func (v *validator) input(path string, in InputConfig) {
+	v.name(path, in.Name)
+	v.pin(path, in.Pin)
+	switch in.Pull {
+	case "up", "down", "none":
+	default:
+		v.p.Addf(path+".pull", "%q: want up, down or none", in.Pull)
 	}
+	if in.Debounce.D() > MaxDebounce {
+		v.p.Addf(path+".debounce", "%s: at most %s", in.Debounce, MaxDebounce)
+	}
+	if in.Simulate != 0 && in.Simulate.D() < MinSimulate {
+		v.p.Addf(path+".simulate", "%s: at least %s", in.Simulate, MinSimulate)
+	}
+}
 
+// outputs checks each output, then that every interlock group has two
+// members at least.
+func (v *validator) outputs(outs []OutputConfig) {
 	groups := map[string][]int{} // interlock group → output indexes
 	var groupOrder []string      // for messages in file order
-	for i, o := range cfg.Outputs {
-		path := fmt.Sprintf("outputs[%d]", i)
-		checkName(path, o.Name)
-		checkPin(path, o.Pin)
-		initial, okInitial := parseOnOff(o.Initial)
-		if !okInitial {
-			p.Addf(path+".initial", "%q: want on or off", o.Initial)
-		}
-		safe, okSafe := parseOnOff(o.Safe)
-		if !okSafe {
-			p.Addf(path+".safe", "%q: want on or off", o.Safe)
-		}
-		if o.MaxOn != 0 && okSafe && safe {
-			p.Addf(path+".max_on", "an output that is safe: on cannot have max_on")
-		}
-		if o.Pulse.D() > pibridge.MaxPulse {
-			p.Addf(path+".pulse", "%s: at most %s", o.Pulse, pibridge.MaxPulse)
-		} else if o.MaxOn != 0 && o.Pulse > o.MaxOn {
-			p.Addf(path+".pulse", "%s is longer than max_on %s", o.Pulse, o.MaxOn)
-		}
-		if o.Interlock == "" {
-			if o.InterlockWait != 0 {
-				p.Addf(path+".interlock_wait", "needs interlock (the group this output belongs to)")
+	for i, o := range outs {
+		if g := v.output(fmt.Sprintf("outputs[%d]", i), o); g != "" {
+			if groups[g] == nil {
+				groupOrder = append(groupOrder, g)
 			}
-			continue
-		}
-		if why := pibridge.ValidName(o.Interlock, 32); why != "" {
-			p.Addf(path+".interlock", "%s", why)
-			continue
-		}
-		if groups[o.Interlock] == nil {
-			groupOrder = append(groupOrder, o.Interlock)
-		}
-		groups[o.Interlock] = append(groups[o.Interlock], i)
-		// The safe state of an interlocked pair (a motor's two directions)
-		// is both off; on at start would skip the interlock dance.
-		if okSafe && safe {
-			p.Addf(path+".safe", "an interlocked output must be safe: off")
-		}
-		if okInitial && initial {
-			p.Addf(path+".initial", "an interlocked output must start off")
+			groups[g] = append(groups[g], i)
 		}
 	}
 	for _, name := range groupOrder {
 		if members := groups[name]; len(members) == 1 {
-			p.Addf(fmt.Sprintf("outputs[%d].interlock", members[0]), "%q: no other output is in this group", name)
+			v.p.Addf(fmt.Sprintf("outputs[%d].interlock", members[0]), "%q: no other output is in this group", name)
 		}
 	}
+}
 
-	for i, w := range cfg.PWM {
-		path := fmt.Sprintf("pwm[%d]", i)
-		checkName(path, w.Name)
-		if n := checkPin(path, w.Pin); n >= 0 && !hardwarePWM[n] {
-			p.Addf(path+".pin", "%s has no hardware PWM; use GPIO12, GPIO13, GPIO18 or GPIO19", quotePin(w.Pin, n))
-		}
-		if !(w.Initial >= 0 && w.Initial <= 1) {
-			p.Addf(path+".initial", "%v: must be from 0 to 1", w.Initial)
-		}
-		if !(w.Safe >= 0 && w.Safe <= 1) {
-			p.Addf(path+".safe", "%v: must be from 0 to 1", w.Safe)
-		}
-		if w.Frequency < 0 {
-			p.Addf(path+".frequency", "%s: must be above 0", w.Frequency)
-		}
+// output checks one output and returns its valid interlock group, if any.
+func (v *validator) output(path string, o OutputConfig) (group string) {
+	v.name(path, o.Name)
+	v.pin(path, o.Pin)
+	initial, okInitial := parseOnOff(o.Initial)
+	if !okInitial {
+		v.p.Addf(path+".initial", "%q: want on or off", o.Initial)
 	}
+	safe, okSafe := parseOnOff(o.Safe)
+	if !okSafe {
+		v.p.Addf(path+".safe", "%q: want on or off", o.Safe)
+	}
+	if o.MaxOn != 0 && okSafe && safe {
+		v.p.Addf(path+".max_on", "an output that is safe: on cannot have max_on")
+	}
+	if o.Pulse.D() > pibridge.MaxPulse {
+		v.p.Addf(path+".pulse", "%s: at most %s", o.Pulse, pibridge.MaxPulse)
+	} else if o.MaxOn != 0 && o.Pulse > o.MaxOn {
+		v.p.Addf(path+".pulse", "%s is longer than max_on %s", o.Pulse, o.MaxOn)
+	}
+	if o.Interlock == "" {
+		if o.InterlockWait != 0 {
+			v.p.Addf(path+".interlock_wait", "needs interlock (the group this output belongs to)")
+		}
+		return ""
+	}
+	if why := pibridge.ValidName(o.Interlock, 32); why != "" {
+		v.p.Addf(path+".interlock", "%s", why)
+		return ""
+	}
+	// The safe state of an interlocked pair (a motor's two directions)
+	// is both off; on at start would skip the interlock dance.
+	if okSafe && safe {
+		v.p.Addf(path+".safe", "an interlocked output must be safe: off")
+	}
+	if okInitial && initial {
+		v.p.Addf(path+".initial", "an interlocked output must start off")
+	}
+	return o.Interlock
+}
 
-	for i, s := range cfg.Sensors {
-		path := fmt.Sprintf("sensors[%d]", i)
-		checkName(path, s.Name)
-		validateSensor(&p, path, s)
+func (v *validator) pwm(path string, w PWMConfig) {
+	v.name(path, w.Name)
+	if n := v.pin(path, w.Pin); n >= 0 && !hardwarePWM[n] {
+		v.p.Addf(path+".pin", "%s has no hardware PWM; use GPIO12, GPIO13, GPIO18 or GPIO19", quotePin(w.Pin, n))
 	}
-	return p.Err()
+	if !(w.Initial >= 0 && w.Initial <= 1) {
+		v.p.Addf(path+".initial", "%v: must be from 0 to 1", w.Initial)
+	}
+	if !(w.Safe >= 0 && w.Safe <= 1) {
+		v.p.Addf(path+".safe", "%v: must be from 0 to 1", w.Safe)
+	}
+	if w.Frequency < 0 {
+		v.p.Addf(path+".frequency", "%s: must be above 0", w.Frequency)
+	}
 }
 
 func validateSensor(p *pibridge.Problems, path string, s SensorConfig) {

@@ -30,8 +30,33 @@ type Broker struct {
 	srv       *mochi.Server
 	tcp       *tcpListener
 	log       *slog.Logger
+	owner     string // see BrokerConfig.Owner
 	closeOnce sync.Once
 	closeErr  error
+}
+
+// BrokerConfig is the embedded broker as the wiring resolves it from the
+// mqtt: section.
+type BrokerConfig struct {
+	// Listen is host:port; port 0 picks a free port (see Addr).
+	Listen string
+	// Auth, when set, asks every client for credentials; without it the
+	// broker accepts anyone and must listen on loopback.
+	Auth *BrokerAuth
+	// Owner is the bridge's own client id, which Run waits for to be gone
+	// before it closes; "" waits for nobody.
+	Owner string
+}
+
+// OpenBroker binds the listener of c (so Addr is real) and starts
+// nothing: Run serves.
+func OpenBroker(c BrokerConfig, log *slog.Logger) (*Broker, error) {
+	b, err := newBroker(c.Listen, log, c.Auth)
+	if err != nil {
+		return nil, err
+	}
+	b.owner = c.Owner
+	return b, nil
 }
 
 // NewBroker binds a TCP listener on listen ("127.0.0.1:1883"; port 0 picks
@@ -89,7 +114,26 @@ func newBroker(listen string, log *slog.Logger, a *BrokerAuth) (*Broker, error) 
 // Addr is the address the broker listens on, with the real port.
 func (b *Broker) Addr() string { return b.tcp.Address() }
 
-// Start serves clients in the background and returns.
+// Run serves clients until ctx ends, then waits (at most a second) for
+// BrokerConfig.Owner to be gone and closes the broker; it returns once
+// mochi's goroutines have ended. The owner has published `offline` and is
+// disconnecting, and mochi handles a client's packets in order, so once
+// it is gone that message is in the subscribers' queues, which Close lets
+// drain.
+func (b *Broker) Run(ctx context.Context) error {
+	if err := b.Start(); err != nil {
+		b.Close()
+		return err
+	}
+	<-ctx.Done()
+	if b.owner != "" {
+		b.AwaitGone(b.owner, time.Second)
+	}
+	return b.Close()
+}
+
+// Start serves clients in the background and returns; Close stops them.
+// Run is both, for a broker under an errgroup.
 func (b *Broker) Start() error {
 	if err := b.srv.Serve(); err != nil {
 		return fmt.Errorf("embedded broker: %w", err)
@@ -97,8 +141,6 @@ func (b *Broker) Start() error {
 	return nil
 }
 
-// Close stops the listener and disconnects every client, waiting at most
-// 2.5 s for them to go. It is safe to call more than once.
 // AwaitGone waits, at most within, until the client clientID has
 // disconnected: mochi handles a client's packets in order, so by then the
 // last things it published (the bridge's `offline`) have reached the
@@ -115,6 +157,8 @@ func (b *Broker) AwaitGone(clientID string, within time.Duration) {
 	}
 }
 
+// Close stops the listener and disconnects every client, waiting at most
+// 2.5 s for them to go. It is safe to call more than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
 		done := make(chan struct{})

@@ -182,9 +182,10 @@ func (c *Config) EmbeddedNeedsAuth() bool {
 
 // EmbeddedAuth is the BrokerAuth for this configuration: users (from
 // embedded_users_file or the generated password) and the bridge's own
-// credentials. Call SetEmbeddedCredentials with the same bridge password.
+// credentials. Without mqtt.username, give the client the same bridge
+// password (Options.EmbeddedPassword).
 func (c *Config) EmbeddedAuth(users map[string]string, bridgePassword string) BrokerAuth {
-	base := c.TopicPrefix + "/" + c.deviceID
+	base := c.TopicPrefix + "/" + c.DeviceID
 	a := BrokerAuth{
 		Users:          users,
 		BridgeUser:     c.embeddedBridgeUser(),
@@ -205,11 +206,6 @@ func (c *Config) embeddedBridgeUser() string {
 	}
 	return EmbeddedBridgeUser
 }
-
-// SetEmbeddedCredentials gives the bridge's own client the password it
-// has on the embedded broker (user EmbeddedBridgeUser), when mqtt.username
-// does not name it one.
-func (c *Config) SetEmbeddedCredentials(password string) { c.embeddedPassword = password }
 
 // RandomPassword is 256 random bits, as text.
 func RandomPassword() string {

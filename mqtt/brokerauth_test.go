@@ -87,10 +87,9 @@ func TestEmbeddedBrokerRefusesWithoutCredentials(t *testing.T) {
 func TestEmbeddedBrokerACL(t *testing.T) {
 	addr, bridgePW := authBroker(t)
 	core, act := newCore(t)
-	startClient(t, core, "tcp://"+addr, func(c *Config) {
-		c.SetEmbeddedCredentials(bridgePW)
+	runClient(t, newTestClientOpts(t, core, "tcp://"+addr, func(c *Config) {
 		c.HomeAssistant.Discovery = boolp(true)
-	})
+	}, func(o *Options) { o.EmbeddedPassword = bridgePW }))
 	w := watchWith(t, addr, as("ha", "s3cret"), base+"/#", "homeassistant/#")
 	waitOnline(w)
 

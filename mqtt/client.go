@@ -42,6 +42,14 @@ type Options struct {
 	// link in Home Assistant unless homeassistant.configuration_url says
 	// otherwise; asked when discovery is published. Nil or "": no link.
 	PanelURL func() string
+	// EmbeddedAddr is where the embedded broker really listens
+	// (Broker.Addr), which differs from embedded_listen for port 0 or a
+	// wildcard host; "" dials embedded_listen.
+	EmbeddedAddr string
+	// EmbeddedPassword is the bridge's password on an embedded broker that
+	// asks for one (user EmbeddedBridgeUser), when mqtt.username does not
+	// name the bridge's identity.
+	EmbeddedPassword string
 }
 
 // Stats are the client's counters, for /metrics.
@@ -156,6 +164,9 @@ type Client struct {
 	lastSeq atomic.Uint64          // the last seq appended to the outbox
 	broker  atomic.Pointer[string] // the broker of the last connection attempt
 
+	embeddedAddr     string // Options.EmbeddedAddr
+	embeddedPassword string // Options.EmbeddedPassword
+
 	running     atomic.Bool
 	unsubscribe func()
 	// Goroutines that outlive the call that started them (a browser's
@@ -178,8 +189,12 @@ type Client struct {
 	acksDropped     atomic.Uint64
 }
 
-// New checks the configuration, prepares the paho client and subscribes to
-// the core, so readings queue from now on. Run connects.
+// New checks the configuration, prepares the paho client and attaches the
+// outbox as the core's journal, so readings queue from now on; Run
+// connects. The journal is attached here, not in Run, because the core's
+// seq must resume after the outbox's last before the board's first
+// reading, and the board's Run starts beside this one. Close (or Run's
+// end) detaches it.
 func New(o Options) (*Client, error) { return newClient(o, defaultTiming) }
 
 func newClient(o Options, tm timing) (*Client, error) {
@@ -196,7 +211,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 	}
 	cfg := o.Config
 	cfg.Defaults(device.ID)
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.CheckFiles()); err != nil {
 		var p pibridge.Problems
 		p.Add("mqtt", err)
 		return nil, p.Err()
@@ -226,6 +241,9 @@ func newClient(o Options, tm timing) (*Client, error) {
 		gate:      newGate(),
 		stale:     o.Stale,
 		panelURL:  o.PanelURL,
+
+		embeddedAddr:     o.EmbeddedAddr,
+		embeddedPassword: o.EmbeddedPassword,
 	}
 	if cfg.discovery() {
 		c.haStatus = cfg.HomeAssistant.StatusTopic
@@ -292,7 +310,7 @@ func (c *Client) Close() error {
 // departures.
 func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 	o := paho.NewClientOptions()
-	for _, u := range c.cfg.brokerURLs() {
+	for _, u := range c.cfg.brokerURLs(c.embeddedAddr) {
 		o.AddBroker(u) // in order: paho tries the next when one fails
 	}
 	o.SetClientID(c.cfg.ClientID).
@@ -326,9 +344,9 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		SetCustomOpenConnectionFn(c.openConn) // cancellable, reads through a buffer
 	if c.cfg.Username != "" {
 		o.SetUsername(c.cfg.Username)
-	} else if c.cfg.embeddedPassword != "" {
+	} else if c.embeddedPassword != "" {
 		o.SetUsername(EmbeddedBridgeUser)
-		o.SetPassword(c.cfg.embeddedPassword)
+		o.SetPassword(c.embeddedPassword)
 	}
 	if c.cfg.PasswordFile != "" {
 		b, err := os.ReadFile(c.cfg.PasswordFile)
@@ -337,7 +355,7 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 		}
 		o.SetPassword(strings.TrimRight(string(b), "\r\n"))
 	}
-	if c.cfg.TLS.set() {
+	if c.cfg.TLS.Set() {
 		t, err := tlsConfig(c.cfg.TLS)
 		if err != nil {
 			return nil, err
@@ -347,7 +365,7 @@ func (c *Client) pahoOptions() (*paho.ClientOptions, error) {
 	return o, nil
 }
 
-func tlsConfig(t TLSConfig) (*tls.Config, error) {
+func tlsConfig(t pibridge.ClientTLS) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
@@ -438,7 +456,7 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Warn("closing the outbox", "err", err)
 		}
 	}()
-	c.log.Info("connecting", "broker", c.cfg.BrokerSummary(), "client_id", c.cfg.ClientID,
+	c.log.Info("connecting", "broker", c.cfg.brokerSummary(c.embeddedAddr), "client_id", c.cfg.ClientID,
 		"topics", c.topics.base+"/#", "queue_max", c.cfg.QueueMax)
 
 	var wg sync.WaitGroup

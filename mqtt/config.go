@@ -3,10 +3,8 @@ package mqtt
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -47,39 +45,25 @@ type Config struct {
 	// EmbeddedUsersFile lists the embedded broker's users, one
 	// "user:password" a line; beyond loopback without it, a password is
 	// generated in state_dir (README "Home Assistant").
-	EmbeddedUsersFile string        `yaml:"embedded_users_file"`
-	ClientID          string        `yaml:"client_id"`
-	Username          string        `yaml:"username"`
-	PasswordFile      string        `yaml:"password_file"`
-	TLS               TLSConfig     `yaml:"tls"`
-	TopicPrefix       string        `yaml:"topic_prefix"`
-	QoS               *int          `yaml:"qos"` // nil until Defaults: 0 is a valid choice
-	QueueMax          int           `yaml:"queue_max"`
-	HomeAssistant     HomeAssistant `yaml:"homeassistant"`
-	Homie             Homie         `yaml:"homie"`
+	EmbeddedUsersFile string             `yaml:"embedded_users_file"`
+	ClientID          string             `yaml:"client_id"`
+	Username          string             `yaml:"username"`
+	PasswordFile      string             `yaml:"password_file"`
+	TLS               pibridge.ClientTLS `yaml:"tls"`
+	TopicPrefix       string             `yaml:"topic_prefix"`
+	QoS               *int               `yaml:"qos"` // nil until Defaults: 0 is a valid choice
+	QueueMax          int                `yaml:"queue_max"`
+	HomeAssistant     HomeAssistant      `yaml:"homeassistant"`
+	Homie             Homie              `yaml:"homie"`
 	// BridgeAllow are the topic filters browsers may subscribe and publish
 	// to through the WebSocket (SPEC §5).
 	BridgeAllow []string `yaml:"bridge_allow"`
 
-	// embeddedAddr is where the embedded broker really listens, once it
-	// does (embedded_listen may say port 0).
-	embeddedAddr string
-	// deviceID is the device's id, given to Defaults: Validate needs it
-	// for the bridge's own topics.
-	deviceID string
-	// embeddedPassword is the bridge's own password on an embedded broker
-	// that asks for one (SetEmbeddedCredentials).
-	embeddedPassword string
+	// DeviceID is device.id, from another section: the bridge's own
+	// topics, which bridge_allow must stay clear of, are under it. The
+	// wiring sets it (Defaults does).
+	DeviceID string `yaml:"-"`
 }
-
-// TLSConfig names the files for ssl:// and wss:// brokers.
-type TLSConfig struct {
-	CAFile   string `yaml:"ca_file"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
-
-func (t TLSConfig) set() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }
 
 // HomeAssistant configures MQTT discovery (README "Home Assistant").
 type HomeAssistant struct {
@@ -129,7 +113,7 @@ func (b *Brokers) UnmarshalYAML(n *yaml.Node) error {
 
 // Defaults fills in what the file left out. deviceID is device.id.
 func (c *Config) Defaults(deviceID string) {
-	c.deviceID = deviceID
+	c.DeviceID = deviceID
 	if len(c.Broker) == 0 {
 		c.Broker = Brokers{DefaultBroker}
 	}
@@ -174,28 +158,26 @@ func (c *Config) UsesEmbedded() bool {
 	return false
 }
 
-// SetEmbeddedAddr tells the client where the embedded broker really
-// listens (Broker.Addr), which differs from embedded_listen for port 0
-// or a wildcard host.
-func (c *Config) SetEmbeddedAddr(addr string) { c.embeddedAddr = addr }
-
 // BrokerSummary is the broker list for people: the -check table, logs.
-func (c *Config) BrokerSummary() string {
+func (c *Config) BrokerSummary() string { return c.brokerSummary("") }
+
+// brokerSummary is BrokerSummary with the embedded broker's real address,
+// when it is known (Options.EmbeddedAddr).
+func (c *Config) brokerSummary(embeddedAddr string) string {
 	out := make([]string, len(c.Broker))
 	for i, b := range c.Broker {
 		if b == Embedded {
-			b = fmt.Sprintf("embedded (%s)", c.embeddedDialAddr())
+			b = fmt.Sprintf("embedded (%s)", c.embeddedDialAddr(embeddedAddr))
 		}
 		out[i] = b
 	}
 	return strings.Join(out, ", ")
 }
 
-// embeddedDialAddr is the host:port the client dials for "embedded": the
-// real address when known, else embedded_listen with a wildcard host
-// replaced by loopback.
-func (c *Config) embeddedDialAddr() string {
-	addr := c.embeddedAddr
+// embeddedDialAddr is the host:port the client dials for "embedded": addr,
+// the real address, when known, else embedded_listen; a wildcard host
+// is replaced by loopback.
+func (c *Config) embeddedDialAddr(addr string) string {
 	if addr == "" {
 		addr = c.EmbeddedListen
 	}
@@ -209,12 +191,13 @@ func (c *Config) embeddedDialAddr() string {
 	return net.JoinHostPort(host, port)
 }
 
-// brokerURLs returns the URLs paho dials, in order. Validate has accepted them.
-func (c *Config) brokerURLs() []string {
+// brokerURLs returns the URLs paho dials, in order, with embeddedAddr as
+// in brokerSummary. Validate has accepted them.
+func (c *Config) brokerURLs(embeddedAddr string) []string {
 	out := make([]string, 0, len(c.Broker))
 	for _, b := range c.Broker {
 		if b == Embedded {
-			out = append(out, "tcp://"+c.embeddedDialAddr())
+			out = append(out, "tcp://"+c.embeddedDialAddr(embeddedAddr))
 			continue
 		}
 		u, err := url.Parse(b)
@@ -248,7 +231,8 @@ func (c *Config) discovery() bool {
 }
 
 // Validate reports every problem of the section at once, each with its
-// field path relative to `mqtt:`. Call it after Defaults.
+// field path relative to `mqtt:`. Call it after Defaults. It does no I/O:
+// CheckFiles reads the files.
 func (c *Config) Validate() error {
 	var p pibridge.Problems
 	c.validateBrokers(&p)
@@ -264,9 +248,8 @@ func (c *Config) Validate() error {
 		if c.Username == "" {
 			p.Addf("password_file", "set, but username is empty (MQTT sends a password only with a user name)")
 		}
-		checkFile(&p, "password_file", c.PasswordFile)
 	}
-	c.validateTLS(&p)
+	p.Add("tls", c.TLS.Validate())
 	if err := validatePrefix(c.TopicPrefix); err != nil {
 		p.Addf("topic_prefix", "%v", err)
 	}
@@ -342,9 +325,6 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 		if why := listenProblem(c.EmbeddedListen); why != "" {
 			p.Addf("embedded_listen", "%q: %s", c.EmbeddedListen, why)
 		}
-		if c.EmbeddedUsersFile != "" {
-			checkFile(p, "embedded_users_file", c.EmbeddedUsersFile)
-		}
 		// The bridge's client has one identity for every broker it lists:
 		// an internal one must not go to another broker, so it is the
 		// configured one.
@@ -391,35 +371,19 @@ func listenProblem(addr string) string {
 	return ""
 }
 
-func (c *Config) validateTLS(p *pibridge.Problems) {
-	t := c.TLS
-	if t.CertFile != "" && t.KeyFile == "" {
-		p.Addf("tls.key_file", "must be set with tls.cert_file")
+// CheckFiles reports the files the section names that the bridge will
+// need at start but cannot read, each with its field path: the step of
+// their own that -check and the start both run after Validate.
+func (c *Config) CheckFiles() error {
+	var p pibridge.Problems
+	if c.PasswordFile != "" {
+		p.Add("password_file", pibridge.CheckFile(c.PasswordFile))
 	}
-	if t.KeyFile != "" && t.CertFile == "" {
-		p.Addf("tls.cert_file", "must be set with tls.key_file")
+	if c.UsesEmbedded() && c.EmbeddedUsersFile != "" {
+		p.Add("embedded_users_file", pibridge.CheckFile(c.EmbeddedUsersFile))
 	}
-	for _, f := range []struct{ path, file string }{
-		{"tls.ca_file", t.CAFile}, {"tls.cert_file", t.CertFile}, {"tls.key_file", t.KeyFile},
-	} {
-		if f.file != "" {
-			checkFile(p, f.path, f.file)
-		}
-	}
-}
-
-// checkFile reports a file the bridge will need at start but cannot read,
-// so that -check catches it.
-func checkFile(p *pibridge.Problems, path, name string) {
-	fi, err := os.Stat(name)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		p.Addf(path, "%q: no such file", name)
-	case err != nil:
-		p.Addf(path, "%q: %v", name, errors.Unwrap(err))
-	case fi.IsDir():
-		p.Addf(path, "%q: is a directory", name)
-	}
+	p.Add("tls", c.TLS.CheckFiles())
+	return p.Err()
 }
 
 // ValidateTopic checks a topic name the bridge publishes to (SPEC §4): not

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"pibridge"
 )
 
 func intp(i int) *int    { return &i }
@@ -83,7 +86,7 @@ func TestConfigDefaults(t *testing.T) {
 		QueueMax:       100000,
 		HomeAssistant:  HomeAssistant{Discovery: boolp(true), Prefix: "homeassistant", StatusTopic: "homeassistant/status"},
 		Homie:          Homie{Prefix: "homie"},
-		deviceID:       "dev1",
+		DeviceID:       "dev1",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\n got  %+v\n want %+v", c, want)
@@ -189,10 +192,10 @@ func TestConfigValidate(t *testing.T) {
 		{"missing files", func(c *Config) {
 			c.Username = "u"
 			c.PasswordFile = filepath.Join(dir, "nope")
-			c.TLS = TLSConfig{CAFile: dir, CertFile: filepath.Join(dir, "cert.pem")}
+			c.TLS = pibridge.ClientTLS{CAFile: dir, CertFile: filepath.Join(dir, "cert.pem")}
 		}, []string{
+			`tls.key_file: must be set with tls.cert_file`, // Validate's problems, then CheckFiles'
 			`password_file: "` + dir + `/nope": no such file`,
-			`tls.key_file: must be set with tls.cert_file`,
 			`tls.ca_file: "` + dir + `": is a directory`,
 			`tls.cert_file: "` + dir + `/cert.pem": no such file`,
 		}},
@@ -207,7 +210,7 @@ func TestConfigValidate(t *testing.T) {
 			var c Config
 			c.Defaults("dev1")
 			tt.edit(&c)
-			err := c.Validate()
+			err := errors.Join(c.Validate(), c.CheckFiles())
 			var got []string
 			if err != nil {
 				got = strings.Split(err.Error(), "\n")
@@ -271,15 +274,14 @@ func errString(err error) string {
 func TestBrokerURLs(t *testing.T) {
 	c := Config{Broker: Brokers{"tcp://a", "ssl://b", "tcp://c:1884", "ws://d/mqtt", "embedded"}, EmbeddedListen: "0.0.0.0:1883"}
 	want := []string{"tcp://a:1883", "ssl://b:8883", "tcp://c:1884", "ws://d/mqtt", "tcp://127.0.0.1:1883"}
-	if got := c.brokerURLs(); !reflect.DeepEqual(got, want) {
+	if got := c.brokerURLs(""); !reflect.DeepEqual(got, want) {
 		t.Errorf("brokerURLs = %q, want %q", got, want)
 	}
 	if got, want := c.BrokerSummary(), "tcp://a, ssl://b, tcp://c:1884, ws://d/mqtt, embedded (127.0.0.1:1883)"; got != want {
 		t.Errorf("BrokerSummary = %q, want %q", got, want)
 	}
-	c.SetEmbeddedAddr("127.0.0.1:40000")
-	if got := c.brokerURLs()[4]; got != "tcp://127.0.0.1:40000" {
-		t.Errorf("after SetEmbeddedAddr: %q", got)
+	if got := c.brokerURLs("127.0.0.1:40000")[4]; got != "tcp://127.0.0.1:40000" {
+		t.Errorf("with the embedded broker's real address: %q", got)
 	}
 	if !c.UsesEmbedded() {
 		t.Error("UsesEmbedded = false")

@@ -54,7 +54,7 @@ func (c *Client) connectLoop(ctx context.Context) {
 		}
 		if err != nil {
 			if !failing {
-				c.log.Warn("cannot connect; retrying", "broker", c.cfg.BrokerSummary(), "err", err)
+				c.log.Warn("cannot connect; retrying", "broker", c.cfg.brokerSummary(c.embeddedAddr), "err", err)
 				failing = true
 			} else {
 				c.log.Debug("cannot connect; retrying", "err", err, "pause", pause)

@@ -181,11 +181,10 @@ func TestEmbeddedKeyword(t *testing.T) {
 	core, _ := newCore(t)
 	w := watch(t, b.Addr(), base+"/status")
 	// An unreachable broker first: paho falls back to the next in the list.
-	startClient(t, core, "tcp://"+freeAddr(t), func(c *Config) {
+	runClient(t, newTestClientOpts(t, core, "tcp://"+freeAddr(t), func(c *Config) {
 		c.Broker = append(c.Broker, Embedded)
 		c.EmbeddedListen = "127.0.0.1:0"
-		c.SetEmbeddedAddr(b.Addr())
-	})
+	}, func(o *Options) { o.EmbeddedAddr = b.Addr() }))
 	waitOnline(w)
 }
 

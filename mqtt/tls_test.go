@@ -121,7 +121,7 @@ func TestTransports(t *testing.T) {
 		fmt.Sprintf("listener %s\nprotocol websockets\n", wsPort) +
 		pki.tlsListener(wssAddr, "websockets")})
 	withCerts := func(c *Config) {
-		c.TLS = TLSConfig{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
+		c.TLS = pibridge.ClientTLS{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}
 	}
 	for _, tt := range []struct {
 		name, broker string
@@ -160,7 +160,7 @@ func TestTransports(t *testing.T) {
 			t.Error("connected without a client certificate")
 		}
 		other := newTestPKI(t)
-		cfg, err := tlsConfig(TLSConfig{CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey})
+		cfg, err := tlsConfig(pibridge.ClientTLS{CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey})
 		if err != nil {
 			t.Fatal(err)
 		}

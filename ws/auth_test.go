@@ -699,7 +699,7 @@ func TestCookieSecureOnlyOverTLS(t *testing.T) {
 	certFile, keyFile := ca.WriteServerFiles(t, t.TempDir(), 1, "127.0.0.1")
 	h := newHarness(t, setup{config: func(c *Config) {
 		withTokens(c)
-		c.TLS = TLSConfig{CertFile: certFile, KeyFile: keyFile}
+		c.TLS = pibridge.ServerTLS{CertFile: certFile, KeyFile: keyFile}
 	}, tune: noLimit})
 	r, ck := h.login(t, controlToken, nil)
 	if r.status != http.StatusOK || ck == nil {

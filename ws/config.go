@@ -28,20 +28,12 @@ type Config struct {
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// AllowedHosts are Host header names allowed besides IP literals,
 	// localhost and this machine's hostname (also with .local).
-	AllowedHosts []string  `yaml:"allowed_hosts"`
-	TLS          TLSConfig `yaml:"tls"`
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// TLS turns on HTTPS when both files are set.
+	TLS pibridge.ServerTLS `yaml:"tls"`
 	// MaxClients bounds the open WebSocket connections; more get 503.
 	MaxClients int `yaml:"max_clients"`
 }
-
-// TLSConfig turns on HTTPS when both files are set.
-type TLSConfig struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-}
-
-// Enabled reports whether HTTPS is configured.
-func (t TLSConfig) Enabled() bool { return t.CertFile != "" && t.KeyFile != "" }
 
 const (
 	// DefaultListen keeps a fresh install on loopback; serving the LAN is a
@@ -53,9 +45,20 @@ const (
 )
 
 // Defaults returns the section as it is before the configuration file is
-// decoded over it.
-func Defaults() Config {
-	return Config{Listen: DefaultListen, MaxClients: DefaultMaxClients}
+// decoded over it, so that a key the file sets to zero ("max_clients: 0")
+// is reported by Validate rather than taken for "default".
+func Defaults() Config { return Config{}.withDefaults() }
+
+// withDefaults fills what is unset: the one place the section's defaults
+// live. New applies it to a Config built in code.
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxClients == 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	return c
 }
 
 // AuthEnabled reports whether /ws and /api/* need a token: one is set,
@@ -124,9 +127,7 @@ func (c Config) Validate() error {
 			p.Addf(fmt.Sprintf("allowed_hosts[%d]", i), "%q: %s", h, err)
 		}
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		p.Addf("tls", "set both cert_file and key_file, or neither")
-	}
+	p.Add("tls", c.TLS.Validate())
 	if c.MaxClients < 1 {
 		p.Addf("max_clients", "%d: must be at least 1", c.MaxClients)
 	}

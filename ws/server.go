@@ -201,13 +201,7 @@ func New(o Options) (*Server, error) {
 	if err := validateAllow(o.BridgeAllow); err != nil {
 		return nil, err
 	}
-	cfg := o.Config
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
-	}
-	if cfg.MaxClients == 0 {
-		cfg.MaxClients = DefaultMaxClients
-	}
+	cfg := o.Config.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ws: config: %w", err)
 	}

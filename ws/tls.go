@@ -3,7 +3,6 @@ package ws
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -25,31 +24,25 @@ import (
 // stats the files at most once in it.
 const certCheckEvery = 2 * time.Second
 
-// Check loads the key pair, so that -check and start both report a
-// missing, unreadable or mismatched certificate, naming its field.
-func (t TLSConfig) Check() error {
-	if !t.Enabled() {
+// CheckFiles loads the TLS key pair, so that -check and start both
+// report a missing, unreadable or mismatched certificate, naming its
+// field. Validate does no I/O.
+func (c Config) CheckFiles() error {
+	if !c.TLS.Enabled() {
 		return nil
 	}
-	_, err := loadKeyPair(t)
+	_, err := loadKeyPair(c.TLS)
 	return err
 }
 
-func loadKeyPair(t TLSConfig) (*tls.Certificate, error) {
-	certPEM, err := os.ReadFile(t.CertFile)
-	if err != nil {
-		return nil, &pibridge.FieldError{Path: "http.tls.cert_file", Msg: err.Error()}
+// loadKeyPair is ServerTLS.LoadKeyPair with the paths from the file's root.
+func loadKeyPair(t pibridge.ServerTLS) (*tls.Certificate, error) {
+	cert, err := t.LoadKeyPair()
+	var fe *pibridge.FieldError
+	if errors.As(err, &fe) {
+		return nil, &pibridge.FieldError{Path: "http.tls." + fe.Path, Msg: fe.Msg}
 	}
-	keyPEM, err := os.ReadFile(t.KeyFile)
-	if err != nil {
-		return nil, &pibridge.FieldError{Path: "http.tls.key_file", Msg: err.Error()}
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, &pibridge.FieldError{Path: "http.tls.cert_file",
-			Msg: fmt.Sprintf("%s with key_file %s: %v", t.CertFile, t.KeyFile, err)}
-	}
-	return &cert, nil
+	return cert, err
 }
 
 // fileStamp tells whether a file may have changed.
@@ -72,7 +65,7 @@ func stampOf(path string) fileStamp {
 // the certificate is renewed but the key not yet) is logged and the last
 // good one kept; the next change is tried again.
 type certSource struct {
-	files TLSConfig
+	files pibridge.ServerTLS
 	log   *slog.Logger
 	every time.Duration
 	now   func() time.Time
@@ -84,7 +77,7 @@ type certSource struct {
 	stamps  [2]fileStamp // of the pair last tried
 }
 
-func newCertSource(files TLSConfig, log *slog.Logger, now func() time.Time) (*certSource, error) {
+func newCertSource(files pibridge.ServerTLS, log *slog.Logger, now func() time.Time) (*certSource, error) {
 	c := &certSource{files: files, log: log, every: certCheckEvery, now: now}
 	c.stamps = c.stamp()
 	cert, err := loadKeyPair(files)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"pibridge"
 	"pibridge/internal/testkit"
 )
 
@@ -40,7 +41,7 @@ func newTLSBridge(t *testing.T, firstByteWait time.Duration) *tlsBridge {
 	h := newHarness(t, setup{config: func(c *Config) {
 		withTokens(c)
 		c.Listen = "127.0.0.1:0"
-		c.TLS = TLSConfig{CertFile: certFile, KeyFile: keyFile}
+		c.TLS = pibridge.ServerTLS{CertFile: certFile, KeyFile: keyFile}
 	}, tune: noLimit})
 	b := &tlsBridge{harness: h, ca: ca, dir: dir, clock: newFakeClock()}
 	h.srv.certs.now = b.clock.now
@@ -261,7 +262,7 @@ func TestCertReload(t *testing.T) {
 	certFile, keyFile := ca.WriteServerFiles(t, dir, 1, "127.0.0.1")
 	clock := newFakeClock()
 	var logs lockedBuffer
-	src, err := newCertSource(TLSConfig{CertFile: certFile, KeyFile: keyFile}, slog.New(slog.NewTextHandler(&logs, nil)), clock.now)
+	src, err := newCertSource(pibridge.ServerTLS{CertFile: certFile, KeyFile: keyFile}, slog.New(slog.NewTextHandler(&logs, nil)), clock.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +326,7 @@ func TestCheckTLSFiles(t *testing.T) {
 		{"not PEM", garbage, keyFile, "http.tls.cert_file: "},
 		{"a directory", dir, keyFile, "http.tls.cert_file: "},
 	} {
-		err := TLSConfig{CertFile: tc.cert, KeyFile: tc.key}.Check()
+		err := Config{TLS: pibridge.ServerTLS{CertFile: tc.cert, KeyFile: tc.key}}.CheckFiles()
 		switch {
 		case tc.wantPrefix == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)
@@ -335,7 +336,7 @@ func TestCheckTLSFiles(t *testing.T) {
 		if tc.wantPrefix != "" {
 			// New refuses the same files.
 			cfg := Defaults()
-			cfg.TLS = TLSConfig{CertFile: tc.cert, KeyFile: tc.key}
+			cfg.TLS = pibridge.ServerTLS{CertFile: tc.cert, KeyFile: tc.key}
 			if _, err := New(Options{Core: core, Config: cfg}); err == nil {
 				t.Errorf("%s: New accepted it", tc.name)
 			}

@@ -13,13 +13,15 @@ import (
 
 // embeddedAuth gathers the embedded broker's users (embedded_users_file,
 // or a password generated once in state_dir and printed when made) and
-// gives the bridge's own client its credentials there.
-func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (mqtt.BrokerAuth, error) {
+// the bridge's own credentials there. clientPassword is what the bridge's
+// client logs in with when mqtt.username is unset; with a username, the
+// client reads password_file itself.
+func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (a mqtt.BrokerAuth, clientPassword string, err error) {
 	var users map[string]string
 	if f := cfg.MQTT.EmbeddedUsersFile; f != "" {
 		u, err := mqtt.LoadEmbeddedUsers(f)
 		if err != nil {
-			return mqtt.BrokerAuth{}, &configError{fmt.Errorf("mqtt.%w", err)}
+			return mqtt.BrokerAuth{}, "", &configError{fmt.Errorf("mqtt.%w", err)}
 		}
 		users = u
 		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o077 != 0 {
@@ -28,7 +30,7 @@ func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (mqtt.BrokerA
 	} else {
 		pw, created, err := mqtt.LoadOrCreateEmbeddedPassword(cfg.StateDir)
 		if err != nil {
-			return mqtt.BrokerAuth{}, fmt.Errorf("mqtt.embedded_listen %s is beyond loopback and no embedded_users_file is set, so a password is generated: %w", cfg.MQTT.EmbeddedListen, err)
+			return mqtt.BrokerAuth{}, "", fmt.Errorf("mqtt.embedded_listen %s is beyond loopback and no embedded_users_file is set, so a password is generated: %w", cfg.MQTT.EmbeddedListen, err)
 		}
 		users = map[string]string{mqtt.EmbeddedUser: pw}
 		path := filepath.Join(cfg.StateDir, mqtt.EmbeddedPasswordFile)
@@ -43,14 +45,14 @@ func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (mqtt.BrokerA
 	if cfg.MQTT.Username != "" {
 		b, err := os.ReadFile(cfg.MQTT.PasswordFile)
 		if err != nil {
-			return mqtt.BrokerAuth{}, fmt.Errorf("mqtt.password_file: %w", err)
+			return mqtt.BrokerAuth{}, "", fmt.Errorf("mqtt.password_file: %w", err)
 		}
 		bridgePW = strings.TrimRight(string(b), "\r\n")
 		if _, taken := users[cfg.MQTT.Username]; taken {
-			return mqtt.BrokerAuth{}, &configError{fmt.Errorf("mqtt.embedded_users_file: user %q is mqtt.username, the bridge's own", cfg.MQTT.Username)}
+			return mqtt.BrokerAuth{}, "", &configError{fmt.Errorf("mqtt.embedded_users_file: user %q is mqtt.username, the bridge's own", cfg.MQTT.Username)}
 		}
 	} else {
-		cfg.MQTT.SetEmbeddedCredentials(bridgePW)
+		clientPassword = bridgePW
 	}
-	return cfg.MQTT.EmbeddedAuth(users, bridgePW), nil
+	return cfg.MQTT.EmbeddedAuth(users, bridgePW), clientPassword, nil
 }

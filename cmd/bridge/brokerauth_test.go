@@ -120,7 +120,7 @@ func TestEmbeddedAuthGeneratesPassword(t *testing.T) {
 			t.Fatal("embedded_listen 0.0.0.0 does not ask for credentials")
 		}
 		var stderr bytes.Buffer
-		a, err := embeddedAuth(cfg, slog.New(slog.DiscardHandler), &stderr)
+		a, _, err := embeddedAuth(cfg, slog.New(slog.DiscardHandler), &stderr)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -267,7 +267,10 @@ func (c *Config) validate(p *pibridge.Problems) {
 // checkFiles reads the files the configuration names, as -check and the
 // start both do before anything listens (Validate does no I/O).
 func checkFiles(c *Config) error {
-	return c.HTTP.TLS.Check()
+	var p pibridge.Problems
+	p.Add("", c.HTTP.CheckFiles())
+	p.Add("mqtt", c.MQTT.CheckFiles())
+	return capProblems(p.Err(), 0)
 }
 
 // defaultStateDir follows SPEC §3: /var/lib/pibridge where writable, else

@@ -13,8 +13,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"pibridge"
 	"pibridge/gpio"
 	"pibridge/mqtt"
@@ -51,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return &configError{err}
 	}
 	if cfg.Gateway != nil {
+		if err := checkFiles(cfg); err != nil {
+			return &configError{err}
+		}
 		if o.check {
 			printGateway(stdout, cfg)
 			fmt.Fprintln(stdout, "\nconfiguration is valid")
@@ -99,21 +100,20 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		}
 	}()
 	// A development aid: datagrams on this socket drive the sim board's
-	// inputs (gpio.SimControl). Stopped and removed before the board closes.
+	// inputs (gpio.SimControl); it stops with the board.
+	var simControl part
 	if path := getenv("PIBRIDGE_SIM_CONTROL"); path != "" {
 		sc, err := gpio.ListenSimControl(path, board, log.With("part", "simcontrol"))
 		if err != nil {
 			return fmt.Errorf("PIBRIDGE_SIM_CONTROL: %w", err)
 		}
-		simCtx, stopSim := context.WithCancel(ctx)
-		simDone := make(chan error, 1)
-		go func() { simDone <- sc.Run(simCtx) }()
-		defer func() {
-			stopSim()
-			if err := <-simDone; err != nil {
+		defer sc.Close() // when serve returns before Run
+		simControl = func(ctx context.Context) error {
+			if err := sc.Run(ctx); err != nil {
 				log.Warn("sim control", "err", err)
 			}
-		}()
+			return nil
+		}
 	}
 	stall, err := diskStall(getenv(diskStallEnv))
 	if err != nil {
@@ -135,37 +135,31 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		}
 	}()
 	var broker *mqtt.Broker
+	var embeddedAddr, embeddedPassword string
 	if cfg.MQTT.UsesEmbedded() {
+		bc := mqtt.BrokerConfig{Listen: cfg.MQTT.EmbeddedListen, Owner: cfg.MQTT.ClientID}
 		if cfg.MQTT.EmbeddedNeedsAuth() {
-			var a mqtt.BrokerAuth
-			if a, err = embeddedAuth(cfg, log, stderr); err != nil {
+			a, pw, err := embeddedAuth(cfg, log, stderr)
+			if err != nil {
 				return err
 			}
-			broker, err = mqtt.NewAuthBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"), a)
-		} else {
-			broker, err = mqtt.NewBroker(cfg.MQTT.EmbeddedListen, log.With("part", "broker"))
+			bc.Auth, embeddedPassword = &a, pw
 		}
-		if err != nil {
+		if broker, err = mqtt.OpenBroker(bc, log.With("part", "broker")); err != nil {
 			return err
 		}
-		if err := broker.Start(); err != nil {
-			return fmt.Errorf("embedded broker on %s: %w", cfg.MQTT.EmbeddedListen, err)
-		}
-		defer func() {
-			// The client has published `offline` and is disconnecting:
-			// let the broker pass that on before it closes.
-			broker.AwaitGone(cfg.MQTT.ClientID, time.Second)
-			broker.Close()
-		}()
-		cfg.MQTT.SetEmbeddedAddr(broker.Addr())
+		defer broker.Close() // when serve returns before Run
+		embeddedAddr = broker.Addr()
 		log.Info("embedded MQTT broker listening", "addr", broker.Addr())
 	}
 	var live *ws.Server
 	client, err := mqtt.New(mqtt.Options{Config: cfg.MQTT, Core: core, Logger: log.With("part", "mqtt"), Version: version, StateDir: cfg.StateDir,
-		Stale: board.Stale, PanelURL: func() string { return publicPanelURL(live) }})
+		Stale: board.Stale, PanelURL: func() string { return publicPanelURL(live) },
+		EmbeddedAddr: embeddedAddr, EmbeddedPassword: embeddedPassword})
 	if err != nil {
 		return err
 	}
+	defer client.Close() // when serve returns before Run
 	live, err = ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
 		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow})
 	if err != nil {
@@ -210,52 +204,69 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	// journal) once, never through the structured log that gets shipped.
 	fmt.Fprintf(stderr, "panel: %s\n", live.PanelURL())
 
-	// MQTT outlives the rest so that the safe-state readings and `offline`
-	// still reach the broker after ctx ends.
-	mqttCtx, stopMQTT := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopMQTT()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return board.Run(gctx, core) })
-	g.Go(func() error { return live.Run(gctx) })
-	g.Go(func() error { return client.Run(mqttCtx) })
-	g.Go(func() error { return sd.ready(gctx, board, "panel on "+ln.Addr().String()) })
+	// The parts, in their shutdown order: outputs safe first; then MQTT,
+	// so that the safe-state readings and `offline` still go out; then the
+	// embedded broker, once it has passed them on; the panel last, so that
+	// it shows the safe state too.
+	pins := []part{
+		func(ctx context.Context) error { return board.Run(ctx, core) },
+		func(ctx context.Context) error { return sd.ready(ctx, board, "panel on "+ln.Addr().String()) },
+		func(ctx context.Context) error {
+			<-ctx.Done()
+			sd.notify(sdStopping)
+			log.Info("stopping: outputs to their safe state")
+			return nil
+		},
+	}
+	if simControl != nil {
+		pins = append(pins, simControl)
+	}
 	if every := sd.watchdogEvery(); every > 0 {
 		log.Info("petting the systemd watchdog", "every", every)
-		g.Go(func() error {
+		pins = append(pins, func(ctx context.Context) error {
 			t := time.NewTicker(every)
 			defer t.Stop()
-			return watchdog(gctx, t.C, probe.Alive, func() { sd.notify(sdWatchdog) }, log.With("part", "systemd"))
+			return watchdog(ctx, t.C, probe.Alive, func() { sd.notify(sdWatchdog) }, log.With("part", "systemd"))
 		})
 	}
 	if d := cfg.GPIO.ShortestFailsafe(); d > 0 {
-		g.Go(func() error { return watchLink(gctx, linkCheckEvery(d), board, client, live) })
+		pins = append(pins, func(ctx context.Context) error { return watchLink(ctx, linkCheckEvery(d), board, client, live) })
 	}
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sd.notify(sdStopping)
-		log.Info("stopping: outputs to their safe state")
-		if err := board.Halt(); err != nil {
-			log.Error("safe state not reached", "err", err)
-		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-		}
-		stopMQTT()
-		return nil
-	})
-	err = g.Wait()
+	var embedded []part
+	if broker != nil {
+		embedded = append(embedded, broker.Run)
+	}
+	err = runStages(ctx,
+		pins,
+		[]part{client.Run},
+		embedded,
+		[]part{live.Run, func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) }},
+	)
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// serveHTTP serves ln until ctx ends, then lets the requests in flight
+// finish within shutdownBudget.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err // never ErrServerClosed: only Shutdown below closes it
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }
 
