@@ -347,7 +347,7 @@ func (b *Board) Running() bool { return b.running() }
 // detection), reads each sensor on its own interval in its own goroutine,
 // runs the simulated presses of the sim board and the failsafe timers.
 // When ctx ends it stops its goroutines, drives every output and pwm to
-// its safe state (emitting those readings: the shutdown of SPEC §2 must
+// its safe state (emitting those readings: the shutdown must
 // not depend on the caller remembering Halt), and returns nil. Run may be
 // called once.
 func (b *Board) Run(ctx context.Context, emit pibridge.Emitter) error {

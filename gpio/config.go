@@ -661,7 +661,7 @@ func quotePin(pin string, n int) string {
 }
 
 // parseOnOff reads an output state. true/false are accepted too, because
-// YAML users write them and the value forms of SPEC §4 accept them.
+// YAML users write them and the /set payloads accept them.
 func parseOnOff(s string) (on, ok bool) {
 	switch strings.ToLower(s) {
 	case "on", "true":
@@ -672,7 +672,7 @@ func parseOnOff(s string) (on, ok bool) {
 	return false, false
 }
 
-// Demo is the built-in demo of SPEC §2: a simulated board with two inputs,
+// Demo is the built-in demo: a simulated board with two inputs,
 // two outputs, a fan and two sensors.
 func Demo() Config {
 	return Config{

@@ -320,7 +320,7 @@ sensors:
 		t.Fatal(err)
 	}
 	if err := f.Validate(); err != nil {
-		t.Fatalf("SPEC §3 example: %v", err)
+		t.Fatalf("README example: %v", err)
 	}
 	c := f.Config
 	if got := c.PWM[0].Frequency; got.Hz() != 25000 || got.String() != "25kHz" {

@@ -134,7 +134,7 @@ func TestAttackMatrix(t *testing.T) {
 			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Origin", otherScheme, "Authorization", "Bearer "+controlToken))
 		}, "http 403"},
 
-		// Bytes that are not text in a text frame (RFC 6455 §8.1).
+		// Bytes that are not text in a text frame (RFC 6455 section 8.1).
 		{"invalid UTF-8 as the auth frame", func(t *testing.T) string {
 			return wsAttempt(t, h, dialOpt{}, "{\"type\":\"auth\",\"token\":\"\xff\xfe\"}", set)
 		}, "close 1007"},

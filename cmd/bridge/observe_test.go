@@ -344,7 +344,7 @@ func is(want float64) func(float64) bool { return func(v float64) bool { return 
 func atLeast(n int) func(float64) bool   { return func(v float64) bool { return v >= float64(n) } }
 
 // TestMetricsAndHealthzNeedNoToken: with a token set, /metrics and /healthz
-// still answer without one (SPEC §6), while /api/state refuses; the wrong
+// still answer without one, while /api/state refuses; the wrong
 // token shows in pibridge_http_auth_failures_total.
 func TestMetricsAndHealthzNeedNoToken(t *testing.T) {
 	const token = "metrics-test-token-0123456789abcdef"
