@@ -15,6 +15,7 @@ import (
 
 	"pibridge/internal/harness"
 	"pibridge/internal/promtest"
+	"pibridge/internal/testkit"
 )
 
 // fakeDevice is a device made of MQTT messages: retained meta, status and
@@ -121,13 +122,7 @@ func startGateway(t *testing.T, broker string) (*Gateway, func()) {
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, within, what, cond)
 }
 
 type frame struct {

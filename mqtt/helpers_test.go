@@ -352,7 +352,7 @@ func awaitJournal(t testing.TB, core *pibridge.Core) {
 	}
 }
 
-func newCore(t testing.TB) (*pibridge.Core, *fakeActuator) {
+func newCore(t testing.TB) (*pibridge.Core, *testkit.Actuator) {
 	t.Helper()
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: "dev1", Name: "Test Pi"},
@@ -363,47 +363,16 @@ func newCore(t testing.TB) (*pibridge.Core, *fakeActuator) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	a := &fakeActuator{core: core}
-	core.SetActuator(a)
+	a := testkit.NewActuator(core)
+	a.Refuse = refuseStuck
 	return core, a
 }
 
-// fakeActuator records commands and emits the new value, as a board does.
-type fakeActuator struct {
-	core  *pibridge.Core
-	mu    sync.Mutex
-	calls []string
-}
-
-func (a *fakeActuator) record(s string) {
-	a.mu.Lock()
-	a.calls = append(a.calls, s)
-	a.mu.Unlock()
-}
-
-func (a *fakeActuator) Calls() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.calls...)
-}
-
-func (a *fakeActuator) Set(_ context.Context, name string, v pibridge.Value) error {
-	a.record("set " + name + " " + v.String())
+// refuseStuck makes the output "stuck" refuse every command: an interlock.
+func refuseStuck(_ context.Context, name string) error {
 	if name == "stuck" {
 		return fmt.Errorf("%w: interlock with pump", pibridge.ErrConflict)
 	}
-	if v.IsToggle() {
-		last, _ := a.core.Latest(name)
-		v = pibridge.Bool(!last.Value.Bool())
-	}
-	a.core.Emit(name, v, time.Time{})
-	return nil
-}
-
-func (a *fakeActuator) Pulse(_ context.Context, name string, d time.Duration) error {
-	a.record("pulse " + name + " " + d.String())
-	a.core.Emit(name, pibridge.Bool(true), time.Time{})
-	a.core.Emit(name, pibridge.Bool(false), time.Time{})
 	return nil
 }
 
@@ -621,11 +590,5 @@ func mustToken(t *testing.T, tok paho.Token, what string) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling with a deadline
-	}
+	testkit.Eventually(t, waitLong, what, cond)
 }

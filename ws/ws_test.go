@@ -795,7 +795,7 @@ func TestMalformedFlood(t *testing.T) {
 	if len(got) != 1 || got[0].Type != "ack" || !*got[0].OK {
 		t.Fatalf("set after the flood: %v", got)
 	}
-	if moves := h.act.moves(); len(moves) != 1 || moves[0] != "led=true" {
+	if moves := h.act.Calls(); len(moves) != 1 || moves[0] != "set led true" {
 		t.Errorf("actuator calls %v, want just the valid set", moves)
 	}
 	if h.srv.SlowClosed() != 0 || h.srv.Clients() != 1 {
