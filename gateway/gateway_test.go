@@ -13,7 +13,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
-	"pibridge/internal/harness"
 	"pibridge/internal/promtest"
 	"pibridge/internal/testkit"
 )
@@ -138,11 +137,7 @@ type frame struct {
 // change closes the device's browsers with 1012, and Run ends with every
 // connection closed.
 func TestGatewayConcurrent(t *testing.T) {
-	mosq, err := harness.StartMosquitto(t.TempDir(), harness.MosquittoOptions{})
-	if err != nil {
-		t.Skipf("mosquitto: %v", err)
-	}
-	defer mosq.Kill()
+	mosq := testkit.RunMosquitto(t, testkit.MosquittoOptions{})
 	devs := []*fakeDevice{startFakeDevice(t, mosq.Addr, "d1"), startFakeDevice(t, mosq.Addr, "d2")}
 	g, stop := startGateway(t, mosq.Addr)
 	stopped := false

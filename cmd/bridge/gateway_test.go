@@ -40,7 +40,7 @@ sensors:
 }
 
 type fleetUnderTest struct {
-	mosq    *harness.Mosquitto
+	mosq    *testkit.Mosquitto
 	bridges map[string]*harness.Daemon
 	gw      *harness.Daemon
 	spec    harness.DaemonSpec
@@ -52,11 +52,7 @@ type fleetUnderTest struct {
 func startFleet(t *testing.T, n int) *fleetUnderTest {
 	t.Helper()
 	bin := hostBridge(t)
-	mosq, err := harness.StartMosquitto(t.TempDir(), harness.MosquittoOptions{})
-	if err != nil {
-		t.Skipf("mosquitto: %v", err)
-	}
-	t.Cleanup(mosq.Kill)
+	mosq := testkit.RunMosquitto(t, testkit.MosquittoOptions{})
 	f := &fleetUnderTest{mosq: mosq, bridges: map[string]*harness.Daemon{},
 		spec: harness.DaemonSpec{Bin: bin, Procs: 1, Scratch: t.TempDir()}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
