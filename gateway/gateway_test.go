@@ -124,13 +124,6 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	testkit.Eventually(t, within, what, cond)
 }
 
-type frame struct {
-	Type, ID, Name, Error string
-	OK                    *bool
-	Devices               []DeviceInfo
-	Status                string
-}
-
 // TestGatewayConcurrent runs the gateway in this process (under -race)
 // with fake devices: browsers sending commands at the same time each get
 // exactly their acks, a status change reaches the fleet socket, a meta
@@ -160,7 +153,7 @@ func TestGatewayConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first frame
+	var first testkit.Frame
 	if err := fleet.ReadJSON(&first); err != nil || first.Type != "fleet" || len(first.Devices) != 2 {
 		t.Fatalf("fleet first frame %+v (%v)", first, err)
 	}
@@ -185,7 +178,7 @@ func TestGatewayConcurrent(t *testing.T) {
 			acks := map[string]bool{}
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			for len(acks) < perBrowser {
-				var f frame
+				var f testkit.Frame
 				if err := c.ReadJSON(&f); err != nil {
 					t.Errorf("browser %d: %v after %d acks", b, err, len(acks))
 					return
@@ -204,7 +197,7 @@ func TestGatewayConcurrent(t *testing.T) {
 	devs[1].pub(t, "status", "offline", true)
 	fleet.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		var f frame
+		var f testkit.Frame
 		if err := fleet.ReadJSON(&f); err != nil {
 			t.Fatalf("fleet socket: %v before d2 went offline", err)
 		}
@@ -396,7 +389,7 @@ func TestReadToken(t *testing.T) {
 			t.Errorf("%s: hello readonly = %v; want %v", tc.token, hello["readonly"], tc.readonly)
 		}
 		conn.WriteJSON(map[string]any{"type": "set", "id": "r1", "name": "led", "value": true})
-		var ack frame
+		var ack testkit.Frame
 		if err := conn.ReadJSON(&ack); err != nil || ack.Type != "ack" || ack.OK == nil || *ack.OK || !strings.Contains(ack.Error, tc.errPart) {
 			t.Errorf("%s: ack %+v (%v); want ok:false with %q", tc.token, ack, err, tc.errPart)
 		}
