@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
 	pgpio "periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/physic"
@@ -181,4 +182,19 @@ func pwmOf(t *testing.T, b *Board, name string) (pgpio.Duty, physic.Frequency) {
 	p.Lock()
 	defer p.Unlock()
 	return p.D, p.F
+}
+
+// demoConfig is the board of the built-in demo, read from the file the
+// bridge embeds: the tests run the board that `bridge` with no -config runs.
+func demoConfig(t testing.TB) Config {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "cmd", "bridge", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Config // the other sections of the file are not the board's
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("demo.yaml: %v", err)
+	}
+	return c
 }
