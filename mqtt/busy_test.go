@@ -8,13 +8,13 @@ import (
 	"time"
 
 	"pibridge"
-	"pibridge/internal/testkit"
+	"pibridge/internal/testkit/fakeboard"
 )
 
 // holdActuator holds pump's first Set until release is closed, so the
 // command worker is stuck and the inbox fills.
 type holdActuator struct {
-	*testkit.Actuator
+	*fakeboard.Actuator
 	entered chan struct{}
 	release chan struct{}
 }

@@ -18,6 +18,7 @@ import (
 
 	pibridge "pibridge"
 	"pibridge/internal/testkit"
+	"pibridge/internal/testkit/fakeboard"
 )
 
 // testTiming shortens the retry intervals so outages heal in tests quickly.
@@ -249,7 +250,7 @@ func awaitJournal(t testing.TB, core *pibridge.Core) {
 	}
 }
 
-func newCore(t testing.TB) (*pibridge.Core, *testkit.Actuator) {
+func newCore(t testing.TB) (*pibridge.Core, *fakeboard.Actuator) {
 	t.Helper()
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: "dev1", Name: "Test Pi"},
@@ -260,7 +261,7 @@ func newCore(t testing.TB) (*pibridge.Core, *testkit.Actuator) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	a := testkit.NewActuator(core)
+	a := fakeboard.New(core)
 	a.Refuse = refuseStuck
 	return core, a
 }

@@ -19,6 +19,7 @@ import (
 
 	"pibridge"
 	"pibridge/internal/testkit"
+	"pibridge/internal/testkit/fakeboard"
 )
 
 var testSignals = []pibridge.Signal{
@@ -56,7 +57,7 @@ type setup struct {
 type harness struct {
 	t    testing.TB
 	core *pibridge.Core
-	act  *testkit.Actuator
+	act  *fakeboard.Actuator
 	srv  *Server
 	ts   *httptest.Server
 	url  string // ws://127.0.0.1:port/ws
@@ -77,7 +78,7 @@ func newHarness(t testing.TB, su setup) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	act := testkit.NewActuator(core)
+	act := fakeboard.New(core)
 	act.Refuse = refuseSome
 	cfg := Defaults()
 	if su.config != nil {

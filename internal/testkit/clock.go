@@ -27,9 +27,10 @@ type Timer struct {
 }
 
 // NewClock returns a Clock at a fixed date.
-func NewClock() *Clock {
-	return &Clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-}
+func NewClock() *Clock { return NewClockAt(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)) }
+
+// NewClockAt returns a Clock whose wall clock reads wall.
+func NewClockAt(wall time.Time) *Clock { return &Clock{now: wall} }
 
 // Now is the wall clock.
 func (c *Clock) Now() time.Time {

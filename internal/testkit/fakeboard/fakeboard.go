@@ -1,4 +1,7 @@
-package testkit
+// Package fakeboard is the tests' board: an Actuator that applies commands
+// by emitting them and records every call. It is apart from testkit, which
+// the root package's own tests use too.
+package fakeboard
 
 import (
 	"context"
@@ -21,8 +24,8 @@ type Actuator struct {
 	calls []string
 }
 
-// NewActuator returns an Actuator installed as core's.
-func NewActuator(core *pibridge.Core) *Actuator {
+// New returns an Actuator installed as core's.
+func New(core *pibridge.Core) *Actuator {
 	a := &Actuator{Core: core}
 	core.SetActuator(a)
 	return a
