@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 # No HTTP/2 in net/http: the panel is a few small files and WebSockets
 # upgrade over HTTP/1.1 anyway, and leaving it out takes 377 KB off the
-# binary and ~0.4 MiB off the idle RSS (issue 8). HTTPS still works.
+# binary and ~0.4 MiB off the idle RSS. HTTPS still works.
 TAGS     := nethttpomithttp2
 BIN      := bin
 DIST     := dist
@@ -33,7 +33,7 @@ all: build
 
 # cgo off, like the Pi builds below: net and os/user then use their pure
 # Go code, and the bridge does not map libc and the dynamic loader
-# (1.5 MB more resident on amd64, issue 8).
+# (1.5 MB more resident on amd64).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/bridge ./cmd/bridge
 
@@ -124,7 +124,7 @@ test: test-deps vet cross
 test-kernel: test-deps $(BIN)/bridge-arm64
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./gpio/kerneltest/
 
-# Benchmarks (issue 8): the real binary as a child process on loopback,
+# Benchmarks: the real binary as a child process on loopback,
 # pinned apart from the load generator with taskset, beside its peers
 # (Node-RED, mosquitto, mochi) in the same run. Not part of `make test`;
 # figures in BENCHMARKS.md. make bench BENCH_FLAGS='-scenario idle'. It builds the
@@ -157,7 +157,7 @@ bench-deps:
 	    { echo "could not install node-red@$(NODE_RED) from the npm registry into $(NODE_RED_DIR); or run make bench BENCH_FLAGS='-peers mosquitto,mochi'" >&2; exit 1; }; \
 	fi
 
-# The fault suite (issue 8): the real binary through mosquitto SIGKILLs,
+# The fault suite: the real binary through mosquitto SIGKILLs,
 # its own SIGKILLs, slowloris and never-reading clients, an interlock
 # storm, malformed input and a 30 min soak; one table per fault, non-zero
 # exit when one misses. Not part of `make test`. Short run:

@@ -1,43 +1,11 @@
 package pibridge
 
 import (
-	"sync"
 	"testing"
 	"time"
+
+	"pibridge/internal/testkit"
 )
-
-// steppingClock is a wall clock that can be set (Step) apart from the
-// monotonic clock, which only time passing (Advance) moves.
-type steppingClock struct {
-	mu   sync.Mutex
-	wall time.Time
-	mono time.Duration
-}
-
-func (c *steppingClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.wall
-}
-
-func (c *steppingClock) Mono() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mono
-}
-
-func (c *steppingClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wall = c.wall.Add(d)
-	c.mono += d
-}
-
-func (c *steppingClock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wall = c.wall.Add(d)
-}
 
 // TestClockStepKeepsHistoryInOrder: a board boots with a wrong clock, takes
 // readings, and the clock is set (forward, as NTP does after a power cut,
@@ -56,7 +24,7 @@ func TestClockStepKeepsHistoryInOrder(t *testing.T) {
 		{"slewing by 0.5 s is no step", 500 * time.Millisecond, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := &steppingClock{wall: boot}
+			clk := testkit.NewClockAt(boot)
 			c, err := New(Options{Device: Device{ID: "t"}, Signals: testSignals, StateDir: t.TempDir(),
 				Now: clk.Now, Mono: clk.Mono,
 				KernelClock: func() (bool, bool, time.Duration) { return false, true, 16 * time.Second }})

@@ -4,7 +4,7 @@ import "strconv"
 
 // AppendDescription appends `"device":{…},"signals":[…]`: the part of the
 // WebSocket hello, GET /api/state and the MQTT meta topic that describes
-// the device. One encoder keeps the three identical, as SPEC §4 requires.
+// the device. One encoder keeps the three identical (README: MQTT topics).
 func AppendDescription(b []byte, d Device, signals []Signal) []byte {
 	b = append(b, `"device":{"id":`...)
 	b = AppendJSONString(b, d.ID)

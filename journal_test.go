@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"pibridge/internal/testkit"
 )
 
 // memJournal stands for a journal on disk: records survive the core that
@@ -326,13 +328,7 @@ func TestHealthyJournalBeforeSubscribers(t *testing.T) {
 // waitFor polls cond until it holds, for at most 5 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, what, cond)
 }
 
 type subscriberFunc func(Reading)

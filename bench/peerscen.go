@@ -10,7 +10,7 @@ import (
 	"pibridge/internal/harness"
 )
 
-// peerScenarios are issue 8's scenarios 3–6, in the order they run.
+// peerScenarios are the scenarios against peers, in the order they run.
 var peerScenarios = []string{"mqttws", "fanout", "slow", "idleconns", "command"}
 
 // preparePeers checks, before anything runs, that the peers asked for

@@ -195,7 +195,7 @@ func nodeREDName(order []string) string {
 // subject must not spill into the next, and each cell's RSS is its own.
 // A cell that fails is reported in the table, not fatal to the rest.
 func fanoutSubject(ctx context.Context, e peerEnv, name string) ([]fanCell, string, error) {
-	// The bridge's default max_clients (256) is below the 1,000.
+	// The bridge's default max_clients (256) is below the largest grid's 1,000.
 	e.maxClients = maxOf(e.o.fanClients) + 16
 	var out []fanCell
 	sname := name

@@ -151,7 +151,7 @@ func brokerKilled(ctx context.Context, s *suite) (harness.Table, error) {
 	t.Rows = append(t.Rows,
 		harness.R("readings emitted (seq 1 → "+fmt.Sprint(end)+")", fmt.Sprintf("%d at %.0f/s", end, rate), "≥ 1,000/s", harness.Verdict(rate >= 1000)),
 		harness.R("lost (seqs never at the subscriber)", fmt.Sprint(len(miss)), "0", harness.Verdict(len(miss) == 0)),
-		harness.R("duplicated: state re-published on connect", fmt.Sprint(dupState), "counted (SPEC §4)", ""),
+		harness.R("duplicated: state re-published on connect", fmt.Sprint(dupState), "counted (README: MQTT topics)", ""),
 		harness.R("duplicated: other (QoS 1 redelivery)", fmt.Sprint(dupOther), "counted (at least once)", ""),
 		harness.R("recovery p50 (broker accepting → first reading emitted after the restart at the subscriber)", ms(rd.Q(0.5)), "", ""),
 		harness.R("recovery max", ms(rd.Max()), "≤ 2 s (reconnect pause 1 s ± 20 % + backlog)", harness.Verdict(rd.Max() <= 2*time.Second)),

@@ -208,7 +208,7 @@ func bridgeKilled(ctx context.Context, s *suite) (harness.Table, error) {
 	t.Rows = append(t.Rows,
 		harness.R("readings of the killed runs seen on the WebSocket", fmt.Sprint(seen), "", ""),
 		harness.R(fmt.Sprintf("lost: seen > %s before the kill, never at the broker", commitWindow), fmt.Sprint(lostOld), "0", harness.Verdict(lostOld == 0)),
-		harness.R(fmt.Sprintf("lost: seen ≤ %s before the kill (only the outbox's log has them)", commitWindow), fmt.Sprint(lostWindow), "0 (SPEC §4: accepted before a SIGKILL is published after the restart)", harness.Verdict(lostWindow == 0)),
+		harness.R(fmt.Sprintf("lost: seen ≤ %s before the kill (only the outbox's log has them)", commitWindow), fmt.Sprint(lostWindow), "0 (accepted before a SIGKILL is published after the restart)", harness.Verdict(lostWindow == 0)),
 		harness.R(fmt.Sprintf("seq holes at the independent subscriber, seqs 1..%d", target), fmt.Sprint(holes), "0", harness.Verdict(holes == 0)),
 		harness.R("seqs skipped, announced in P/D/meta `run`", fmt.Sprint(announced), "0 (no power loss here)", harness.Verdict(announced == 0)),
 		harness.R("seqs reused (one seq, two different readings)", fmt.Sprint(reused), "0", harness.Verdict(reused == 0)),

@@ -364,7 +364,7 @@ func malformed(ctx context.Context, s *suite) (harness.Table, error) {
 		harness.R("MQTT junk with an id (j1…j5): published / acks with an id", fmt.Sprintf("%d / %d", mqWithID.Load(), mqAcksWithID), "equal: every command with an id answered", harness.Verdict(mqWithID.Load() > 0 && int64(mqAcksWithID) == mqWithID.Load())),
 		harness.R("MQTT refused busy: pibridge_mqtt_commands_dropped_total / busy acks / busy acks not published", fmt.Sprintf("%d / %d / %d", mqDropped, mqBusy, mqAcksDropped), "dropped = busy acks, none unpublished", harness.Verdict(mqDropped == int64(mqBusy) && mqAcksDropped == 0)),
 		harness.R("MQTT junk on air/temperature/set (a read-only quantity's /set topic): published", fmt.Sprint(mqByTopic.get("air/temperature/set")), "", ""),
-		harness.R("MQTT junk ids (j1…j5, each sent many times) that came back in a refused ack", fmt.Sprintf("%d of 5 (%d sent with an id)", mqIDs, mqWithID.Load()), "5 (SPEC §4: the ack carries the command's id)", harness.Verdict(mqIDs == 5)),
+		harness.R("MQTT junk ids (j1…j5, each sent many times) that came back in a refused ack", fmt.Sprintf("%d of 5 (%d sent with an id)", mqIDs, mqWithID.Load()), "5 (the ack carries the command's id)", harness.Verdict(mqIDs == 5)),
 		harness.R("MQTT refused (metric pibridge_commands_total, source mqtt)", fmt.Sprint(refusedMetric("mqtt")), fmt.Sprintf("= refused acks (%d)", mqRefused), harness.Verdict(int(refusedMetric("mqtt")) == mqRefused)),
 		harness.R("HTTP junk: responses by class", httpCodes.String(), "no 2xx, no 5xx", harness.Verdict(http2xx == 0 && http5xx == 0 && sumCounter(&httpCodes) > 0)),
 		harness.R("HTTP refused (metric pibridge_commands_total, source http)", fmt.Sprint(refusedMetric("http")), "", ""),

@@ -1,5 +1,5 @@
-// Command faults runs the real bridge binary through the fault suite of
-// issue 8 and prints one Markdown table per fault with a verdict:
+// Command faults runs the real bridge binary through the fault suite and
+// prints one Markdown table per fault with a verdict:
 //
 //  1. mosquitto SIGKILLed and restarted under 1,000 readings/s
 //  2. the bridge SIGKILLed mid-stream and restarted on its state dir

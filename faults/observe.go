@@ -36,7 +36,7 @@ type watcher struct {
 	first  map[uint64]time.Time // when each seq first arrived
 	latest map[string]uint64    // topic → newest seq
 	// dupState are copies of the newest reading of their topic (the state
-	// the bridge re-publishes on each connect, SPEC §4); dupOther the rest
+	// the bridge re-publishes on each connect); dupOther the rest
 	// (QoS 1 redeliveries).
 	dupState, dupOther int
 	maxSeq             uint64

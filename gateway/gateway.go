@@ -1,12 +1,6 @@
 // Package gateway is the bridge without a board: it follows every device
-// of a fleet through the broker (retained meta, status and readings) and
-// serves one panel for all of them, forwarding commands as MQTT /set and
-// /pulse (README "Many boards").
-//
-// It serves the browser protocol and the token rules itself rather than
-// through package ws, which is built around one local core: adapters do
-// not import each other, and what both need (value forms, reading and
-// history encodings, names) is the root package's.
+// of a fleet through the broker and serves one panel for all of them,
+// forwarding commands as MQTT /set and /pulse (README "Many boards").
 package gateway
 
 import (

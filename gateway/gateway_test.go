@@ -13,8 +13,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
-	"pibridge/internal/harness"
 	"pibridge/internal/promtest"
+	"pibridge/internal/testkit"
 )
 
 // fakeDevice is a device made of MQTT messages: retained meta, status and
@@ -121,20 +121,7 @@ func startGateway(t *testing.T, broker string) (*Gateway, func()) {
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-type frame struct {
-	Type, ID, Name, Error string
-	OK                    *bool
-	Devices               []DeviceInfo
-	Status                string
+	testkit.Eventually(t, within, what, cond)
 }
 
 // TestGatewayConcurrent runs the gateway in this process (under -race)
@@ -143,11 +130,7 @@ type frame struct {
 // change closes the device's browsers with 1012, and Run ends with every
 // connection closed.
 func TestGatewayConcurrent(t *testing.T) {
-	mosq, err := harness.StartMosquitto(t.TempDir(), harness.MosquittoOptions{})
-	if err != nil {
-		t.Skipf("mosquitto: %v", err)
-	}
-	defer mosq.Kill()
+	mosq := testkit.RunMosquitto(t, testkit.MosquittoOptions{})
 	devs := []*fakeDevice{startFakeDevice(t, mosq.Addr, "d1"), startFakeDevice(t, mosq.Addr, "d2")}
 	g, stop := startGateway(t, mosq.Addr)
 	stopped := false
@@ -170,7 +153,7 @@ func TestGatewayConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first frame
+	var first testkit.Frame
 	if err := fleet.ReadJSON(&first); err != nil || first.Type != "fleet" || len(first.Devices) != 2 {
 		t.Fatalf("fleet first frame %+v (%v)", first, err)
 	}
@@ -195,7 +178,7 @@ func TestGatewayConcurrent(t *testing.T) {
 			acks := map[string]bool{}
 			c.SetReadDeadline(time.Now().Add(10 * time.Second))
 			for len(acks) < perBrowser {
-				var f frame
+				var f testkit.Frame
 				if err := c.ReadJSON(&f); err != nil {
 					t.Errorf("browser %d: %v after %d acks", b, err, len(acks))
 					return
@@ -214,7 +197,7 @@ func TestGatewayConcurrent(t *testing.T) {
 	devs[1].pub(t, "status", "offline", true)
 	fleet.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		var f frame
+		var f testkit.Frame
 		if err := fleet.ReadJSON(&f); err != nil {
 			t.Fatalf("fleet socket: %v before d2 went offline", err)
 		}
@@ -406,7 +389,7 @@ func TestReadToken(t *testing.T) {
 			t.Errorf("%s: hello readonly = %v; want %v", tc.token, hello["readonly"], tc.readonly)
 		}
 		conn.WriteJSON(map[string]any{"type": "set", "id": "r1", "name": "led", "value": true})
-		var ack frame
+		var ack testkit.Frame
 		if err := conn.ReadJSON(&ack); err != nil || ack.Type != "ack" || ack.OK == nil || *ack.OK || !strings.Contains(ack.Error, tc.errPart) {
 			t.Errorf("%s: ack %+v (%v); want ok:false with %q", tc.token, ack, err, tc.errPart)
 		}

@@ -26,9 +26,9 @@ var ctx = context.Background()
 func on(b bool) pibridge.Value { return pibridge.Bool(b) }
 
 func TestDemoSignals(t *testing.T) {
-	demo := Demo()
+	demo := demoConfig(t)
 	if err := demo.Validate(); err != nil {
-		t.Fatalf("Demo() does not validate: %v", err)
+		t.Fatalf("demo.yaml does not validate: %v", err)
 	}
 	pin := func(name string, k pibridge.Kind, p string) pibridge.Signal {
 		return pibridge.Signal{Name: name, Kind: k, Pin: p, Source: "simulated"}
@@ -60,7 +60,7 @@ func TestDemoSignals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := Open(Demo(), Options{SysRoot: tt.root, Logger: testLogger(t)})
+			b, err := Open(demoConfig(t), Options{SysRoot: tt.root, Logger: testLogger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,7 +79,7 @@ func TestDemoRuns(t *testing.T) {
 	root := t.TempDir()
 	writeFile(t, root, "sys/class/thermal/thermal_zone0/temp", "48312\n")
 	clock := newFakeClock()
-	r := start(t, Demo(), Options{SysRoot: root, Clock: clock})
+	r := start(t, demoConfig(t), Options{SysRoot: root, Clock: clock})
 
 	for name, want := range map[string]pibridge.Value{
 		"button": on(false), "door": on(false), "led": on(false), "relay": on(false), "fan": pibridge.Number(0),

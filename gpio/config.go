@@ -689,7 +689,7 @@ func quotePin(pin string, n int) string {
 }
 
 // parseOnOff reads an output state. true/false are accepted too, because
-// YAML users write them and the value forms of SPEC §4 accept them.
+// YAML users write them and the /set payloads accept them.
 func parseOnOff(s string) (on, ok bool) {
 	switch strings.ToLower(s) {
 	case "on", "true":
@@ -698,29 +698,6 @@ func parseOnOff(s string) (on, ok bool) {
 		return false, true
 	}
 	return false, false
-}
-
-// Demo is the built-in demo of SPEC §2: a simulated board with two inputs,
-// two outputs, a fan and two sensors.
-func Demo() Config {
-	return Config{
-		Board: BoardSim,
-		Inputs: []InputConfig{
-			{Name: "button", Pin: "GPIO17", Pull: "up", Invert: true, Debounce: ms(20), Simulate: ms(7000)},
-			{Name: "door", Pin: "GPIO27", Simulate: ms(23000)},
-		},
-		Outputs: []OutputConfig{
-			{Name: "led", Pin: "GPIO22", Initial: "off", Safe: "off"},
-			{Name: "relay", Pin: "GPIO23", Safe: "off", MaxOn: ms(10 * 60 * 1000)},
-		},
-		PWM: []PWMConfig{
-			{Name: "fan", Pin: "GPIO18", Frequency: Frequency(25 * physic.KiloHertz), Initial: 0, Safe: 0},
-		},
-		Sensors: []SensorConfig{
-			{Name: "air", Type: TypeBME280, Interval: ms(1000)},
-			{Name: "cpu", Type: TypeCPUTemp, Interval: ms(5000)},
-		},
-	}
 }
 
 func ms(n int64) pibridge.Duration { return pibridge.Duration(time.Duration(n) * time.Millisecond) }

@@ -100,7 +100,7 @@ func TestValidate(t *testing.T) {
 		cfg  Config
 		want []string // every problem, in order
 	}{
-		{"demo is valid", Demo(), nil},
+		{"demo is valid", demoConfig(t), nil},
 		{"empty is valid", Config{}, nil},
 		{"unknown pin", Config{Outputs: []OutputConfig{{Name: "a", Pin: "GPIO2"}, {Name: "b", Pin: "GPIO99"}}},
 			[]string{`outputs[1].pin: "GPIO99": no such pin`}},
@@ -320,7 +320,7 @@ sensors:
 		t.Fatal(err)
 	}
 	if err := f.Validate(); err != nil {
-		t.Fatalf("SPEC §3 example: %v", err)
+		t.Fatalf("README example: %v", err)
 	}
 	c := f.Config
 	if got := c.PWM[0].Frequency; got.Hz() != 25000 || got.String() != "25kHz" {

@@ -5,132 +5,25 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
 	pgpio "periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/physic"
 
 	"pibridge"
+	"pibridge/internal/testkit"
 )
 
-// fakeClock is a Clock that moves only when told. Timers due at or before
-// an Advance fire in that call, in order, from the test's goroutine; a
-// timer set with d <= 0 fires at once in its own goroutine, as
-// time.AfterFunc does.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	mono   time.Duration
-	timers []*fakeTimer
-}
+// fakeClock is the kit's clock as a gpio Clock.
+type fakeClock struct{ *testkit.Clock }
 
-type fakeTimer struct {
-	c      *fakeClock
-	at     time.Duration // on the monotonic clock
-	f      func()
-	active bool
-}
+func newFakeClock() fakeClock { return fakeClock{testkit.NewClock()} }
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 11, 25, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Mono() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.mono
-}
-
-// Step sets the wall clock by d, as NTP does; the monotonic clock and the
-// timers do not move.
-func (c *fakeClock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	t := &fakeTimer{c: c, f: f}
-	t.Reset(d)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := t.active
-	t.active = false
-	return was
-}
-
-func (t *fakeTimer) Reset(d time.Duration) bool {
-	c := t.c
-	c.mu.Lock()
-	was := t.active
-	if d <= 0 {
-		t.active = false
-		c.mu.Unlock()
-		go t.f()
-		return was
-	}
-	t.at = c.mono + d
-	if !t.active {
-		t.active = true
-		c.timers = append(c.timers, t)
-	}
-	c.mu.Unlock()
-	return was
-}
-
-// Advance moves the clock by d and runs every timer that came due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mono += d
-	now := c.mono
-	var due []*fakeTimer
-	keep := c.timers[:0]
-	for _, t := range c.timers {
-		switch {
-		case !t.active:
-		case t.at <= now:
-			t.active = false
-			due = append(due, t)
-		default:
-			keep = append(keep, t)
-		}
-	}
-	c.timers = keep
-	c.mu.Unlock()
-	sort.SliceStable(due, func(i, j int) bool { return due[i].at < due[j].at })
-	for _, t := range due {
-		t.f()
-	}
-}
-
-// Pending counts armed timers: a test waits for a goroutine to arm its
-// timer before advancing past it.
-func (c *fakeClock) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if t.active {
-			n++
-		}
-	}
-	return n
-}
+func (c fakeClock) AfterFunc(d time.Duration, f func()) Timer { return c.Clock.AfterFunc(d, f) }
 
 // reading is one emitted value.
 type reading struct {
@@ -200,13 +93,7 @@ func (r *recorder) count() int {
 // these tests wait for another goroutine.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, what, cond)
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -295,4 +182,19 @@ func pwmOf(t *testing.T, b *Board, name string) (pgpio.Duty, physic.Frequency) {
 	p.Lock()
 	defer p.Unlock()
 	return p.D, p.F
+}
+
+// demoConfig is the board of the built-in demo, read from the file the
+// bridge embeds: the tests run the board that `bridge` with no -config runs.
+func demoConfig(t testing.TB) Config {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "cmd", "bridge", "demo.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Config // the other sections of the file are not the board's
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("demo.yaml: %v", err)
+	}
+	return c
 }

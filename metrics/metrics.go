@@ -1,17 +1,6 @@
 // Package metrics serves the bridge's numbers at /metrics in the Prometheus
-// text format: readings per signal, MQTT, WebSocket, commands, sensors.
-//
-// It knows the core (it counts readings as a subscriber) and nothing of
-// gpio, mqtt or ws: cmd/bridge hands it small getters that return the plain
-// structs below, and a scrape calls each getter once. On the hot path
-// there is one atomic add per reading (Deliver, under the core's lock); a
-// command that reached an output costs a map update under a mutex.
-//
-// The exposition is written by hand (expo.go) rather than with
-// prometheus/client_golang: the families, names, labels and types are the
-// ones client_golang's registry, Go and process collectors and promhttp
-// served, but client_golang and the protobuf runtime it pulls in cost the
-// Pi Zero build 2.3 MB of binary, resident as soon as it is mapped.
+// text format, written by hand: client_golang would cost the Pi Zero build
+// 2.3 MB of binary.
 package metrics
 
 import (
@@ -89,7 +78,7 @@ type Metrics struct {
 	cancel   func()
 }
 
-// maxInFlight bounds concurrent scrapes: /metrics needs no token (SPEC §6),
+// maxInFlight bounds concurrent scrapes: /metrics needs no token (README: HTTP),
 // so a flood of them must not pile up on a Pi Zero. More get a 503.
 const maxInFlight = 4
 

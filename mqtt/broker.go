@@ -190,8 +190,7 @@ func (b *Broker) Close() error {
 // connection accepted just before Close calls ClientsWg.Add while
 // Server.Close is already in ClientsWg.Wait. This one refuses new
 // connections, closes every accepted one and returns once all of them are
-// done with mochi, so Server.Close finds nothing left to wait for. The
-// test suite hit both.
+// done with mochi, so Server.Close finds nothing left to wait for.
 type tcpListener struct {
 	srv    *mochi.Server
 	busy   *busyHook

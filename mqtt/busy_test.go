@@ -8,12 +8,13 @@ import (
 	"time"
 
 	"pibridge"
+	"pibridge/internal/testkit/fakeboard"
 )
 
 // holdActuator holds pump's first Set until release is closed, so the
 // command worker is stuck and the inbox fills.
 type holdActuator struct {
-	*fakeActuator
+	*fakeboard.Actuator
 	entered chan struct{}
 	release chan struct{}
 }
@@ -30,7 +31,7 @@ func (a *holdActuator) Set(ctx context.Context, name string, v pibridge.Value) e
 			return ctx.Err()
 		}
 	}
-	return a.fakeActuator.Set(ctx, name, v)
+	return a.Actuator.Set(ctx, name, v)
 }
 
 func TestBusyCommandsAreAcked(t *testing.T) {
@@ -44,7 +45,7 @@ func TestBusyCommandsAreAcked(t *testing.T) {
 // every command sent has exactly one ack.
 func testBusyCommandsAreAcked(t *testing.T, addr string) {
 	core, fake := newCore(t)
-	act := &holdActuator{fakeActuator: fake, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	act := &holdActuator{Actuator: fake, entered: make(chan struct{}, 1), release: make(chan struct{})}
 	core.SetActuator(act)
 	w := watch(t, addr, base+"/ack", base+"/status")
 	c, _ := startClient(t, core, "tcp://"+addr, nil)

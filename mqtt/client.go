@@ -30,7 +30,7 @@ type Options struct {
 	// it when Run returns; without a StateDir either, the readings are
 	// kept in memory only. Both hold at most queue_max readings.
 	Outbox Outbox
-	// StateDir is the bridge's state_dir (SPEC §3).
+	// StateDir is the bridge's state_dir.
 	StateDir string
 	// Stale reports whether a sensor signal's sensor keeps failing; its
 	// availability topic then says offline. Nil: never stale.

@@ -36,7 +36,7 @@ const (
 	maxClientID  = 256
 )
 
-// Config is the `mqtt:` section of the configuration file (SPEC §3).
+// Config is the `mqtt:` section of the configuration file.
 type Config struct {
 	// Broker is one URL or an ordered fallback list; "embedded" is the
 	// broker inside this process.
@@ -56,7 +56,7 @@ type Config struct {
 	HomeAssistant     HomeAssistant      `yaml:"homeassistant"`
 	Homie             Homie              `yaml:"homie"`
 	// BridgeAllow are the topic filters browsers may subscribe and publish
-	// to through the WebSocket (SPEC §5).
+	// to through the WebSocket.
 	BridgeAllow []string `yaml:"bridge_allow"`
 
 	// DeviceID is device.id, from another section: the bridge's own
@@ -386,7 +386,7 @@ func (c *Config) CheckFiles() error {
 	return p.Err()
 }
 
-// ValidateTopic checks a topic name the bridge publishes to (SPEC §4): not
+// ValidateTopic checks a topic name the bridge publishes to: not
 // empty, valid UTF-8, no NUL, no wildcards, no leading $, at most 65535 bytes.
 // mosquitto disconnects a client that publishes to a wildcard topic, and
 // paho's resend after reconnect would turn that into a reconnect loop.

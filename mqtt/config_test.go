@@ -45,7 +45,7 @@ func TestConfigYAML(t *testing.T) {
 		t.Errorf("mapping as broker: err = %v", err)
 	}
 
-	// Every key of SPEC §3, decoded strictly.
+	// Every key of README's Configuration, decoded strictly.
 	full := `
 broker: tcp://localhost:1883
 embedded_listen: "127.0.0.1:1883"

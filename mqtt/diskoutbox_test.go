@@ -89,6 +89,7 @@ type fakeStore struct {
 	badSeq  uint64 // reading from this seq fails
 	txs     []fakeTx
 	applied chan struct{}
+	entered chan struct{} // apply has begun (and waits at the gate, if set)
 	gate    chan struct{} // when set, apply waits for a value on it
 }
 
@@ -98,7 +99,7 @@ type fakeTx struct {
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{recs: map[uint64]pibridge.Reading{}, applied: make(chan struct{}, 1000)}
+	return &fakeStore{recs: map[uint64]pibridge.Reading{}, applied: make(chan struct{}, 1000), entered: make(chan struct{}, 1000)}
 }
 
 func (f *fakeStore) opener() storeOpener {
@@ -121,6 +122,7 @@ func (f *fakeStore) apply(floor uint64, batch []pibridge.Reading) error {
 	f.mu.Lock()
 	gate := f.gate
 	f.mu.Unlock()
+	f.entered <- struct{}{}
 	if gate != nil {
 		<-gate
 	}
@@ -244,43 +246,60 @@ func drain(t *testing.T, o Outbox) []uint64 {
 	}
 }
 
+// TestDiskOutboxGroupCommit holds each transaction in the store (the
+// fake's gate) while the test appends and acknowledges, so what each
+// transaction holds is set by the test, not by the scheduler.
 func TestDiskOutboxGroupCommit(t *testing.T) {
 	f := newFakeStore()
+	gate := make(chan struct{})
+	f.gate = gate
 	o := openFake(t, f, 100000, testDiskParams)
 
-	// A burst below the batch size: one transaction, after the window.
+	// A burst below the batch size, while the disk is busy with seq 1:
+	// one transaction, not before the window.
+	appendSeqs(o, 1, 1)
+	<-f.entered
 	start := time.Now()
-	appendSeqs(o, 1, 10)
-	<-f.applied
+	appendSeqs(o, 2, 10)
+	gate <- struct{}{}
+	<-f.entered
 	if d := time.Since(start); d < testDiskParams.window {
 		t.Errorf("committed after %s, before the %s window", d, testDiskParams.window)
 	}
-	if txs := f.transactions(); len(txs) != 1 || !slices.Equal(txs[0].seqs, seqRange(1, 10)) {
-		t.Fatalf("transactions %+v, want one with 1..10", txs)
-	}
-	eventually(t, "synced", func() bool { return o.Synced() == 10 })
 
-	// Acknowledged before the window ends: never written, and what was
+	// Acknowledged before their transaction: never written, and what was
 	// written is deleted with the next transaction.
 	appendSeqs(o, 11, 20)
 	o.Commit(20)
-	<-f.applied
-	if txs := f.transactions(); len(txs) != 2 || txs[1].floor != 20 || len(txs[1].seqs) != 0 {
-		t.Fatalf("second transaction %+v, want only the deletes up to 20", txs[len(txs)-1])
+	gate <- struct{}{}
+	<-f.entered
+	gate <- struct{}{}
+	for range 3 {
+		<-f.applied
+	}
+	txs := f.transactions()
+	if len(txs) != 3 || !slices.Equal(txs[0].seqs, seqRange(1, 1)) || !slices.Equal(txs[1].seqs, seqRange(2, 10)) {
+		t.Fatalf("transactions %+v, want 1, then one with 2..10", txs)
+	}
+	if txs[2].floor != 20 || len(txs[2].seqs) != 0 {
+		t.Fatalf("third transaction %+v, want only the deletes up to 20", txs[2])
 	}
 	if got := f.stored(); len(got) != 0 {
 		t.Errorf("stored after commit: %v", got)
 	}
+	f.set(func(f *fakeStore) { f.gate = nil })
 
-	// A batch's worth does not wait for the window.
+	// A batch's worth does not wait for the window. (Exactly one: what
+	// follows a first transaction taken mid-burst would wait for the
+	// window when it is less than a batch.)
 	long := testDiskParams
 	long.window, long.memMax = time.Hour, 1000
 	f2 := newFakeStore()
 	o2 := openFake(t, f2, 100000, long)
-	appendSeqs(o2, 1, 250)
-	eventually(t, "250 synced without waiting for the window", func() bool { return o2.Synced() == 250 })
-	if txs := f2.transactions(); len(txs[0].seqs) < 100 || txs[0].seqs[0] != 1 {
-		t.Errorf("first transaction %v, want at least 100 from seq 1", txs[0].seqs)
+	appendSeqs(o2, 1, uint64(long.batch))
+	eventually(t, "a batch synced without waiting for the window", func() bool { return o2.Synced() == uint64(long.batch) })
+	if txs := f2.transactions(); len(txs) != 1 || !slices.Equal(txs[0].seqs, seqRange(1, uint64(long.batch))) {
+		t.Errorf("transactions %+v, want one with the whole batch from seq 1", txs)
 	}
 }
 

@@ -2,18 +2,14 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -22,6 +18,7 @@ import (
 
 	pibridge "pibridge"
 	"pibridge/internal/testkit"
+	"pibridge/internal/testkit/fakeboard"
 )
 
 // testTiming shortens the retry intervals so outages heal in tests quickly.
@@ -87,132 +84,33 @@ type mosquittoOptions struct {
 	addr string
 }
 
-// mosquittoBroker is a real mosquitto that a test can kill and start
-// again on the same port.
+// mosquittoBroker is the kit's mosquitto, bound to a test.
 type mosquittoBroker struct {
-	t      testing.TB
-	bin    string
-	conf   string
-	addr   string
-	dir    string
-	stderr lockedBuffer
-	cmd    *exec.Cmd
-	exited chan struct{}
+	*testkit.Mosquitto
+	t    testing.TB
+	addr string
 }
 
-// runMosquitto starts a mosquitto and stops it when the test ends. A port
-// taken meanwhile by someone else is retried with another.
+// runMosquitto starts a mosquitto and kills it when the test ends.
 func runMosquitto(t testing.TB, o mosquittoOptions) *mosquittoBroker {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-		if _, err := os.Stat(bin); err != nil {
-			t.Fatal("mosquitto not found: install mosquitto (apt-get install mosquitto)")
-		}
-	}
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		m := &mosquittoBroker{t: t, bin: bin, dir: t.TempDir(), addr: o.addr}
-		if m.addr == "" {
-			m.addr = freeAddr(t)
-		}
-		_, port, _ := net.SplitHostPort(m.addr)
-		// max_queued_messages 0: no silent drop after 1000 queued
-		// messages, so tests can count every seq. max_inflight_messages
-		// 0: a subscriber gets every message as soon as it arrives, not
-		// 20 at a time; mosquitto forwards to connected subscribers
-		// before it sends the publisher its PUBACK (handle__publish). As
-		// root, mosquitto would drop to the mosquitto user and could not
-		// write the test's directory: `user root` keeps it.
-		text := "user root\nallow_anonymous " + fmt.Sprint(!o.noAnonymous) + "\n" +
-			"max_queued_messages 0\nmax_inflight_messages 0\n" +
-			"log_dest stderr\nlog_type error\nlog_type warning\n"
-		if o.persist {
-			// mosquitto's persistence is a snapshot written every second,
-			// not a log: a SIGKILL loses what it acknowledged since and
-			// had not passed on yet (see TestBrokerKilled).
-			text += "persistence true\npersistence_location " + m.dir + "/\nautosave_interval 1\n"
-		} else {
-			text += "persistence false\n"
-		}
-		text += fmt.Sprintf("listener %s 127.0.0.1\n", port) + o.extra
-		m.conf = filepath.Join(m.dir, "mosquitto.conf")
-		if err := os.WriteFile(m.conf, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if lastErr = m.tryStart(); lastErr == nil {
-			t.Cleanup(func() {
-				m.kill()
-				if s := m.stderr.String(); s != "" {
-					t.Logf("mosquitto: %s", s)
-				}
-			})
-			return m
-		}
-	}
-	t.Fatal(lastErr)
-	return nil
+	m := testkit.RunMosquitto(t, testkit.MosquittoOptions{Persist: o.persist, NoAnonymous: o.noAnonymous, Addr: o.addr, Extra: o.extra})
+	return &mosquittoBroker{Mosquitto: m, t: t, addr: m.Addr}
 }
 
 // start starts mosquitto again on its port and returns once it accepts.
 func (m *mosquittoBroker) start() {
 	m.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := m.tryStart()
-		if err == nil {
-			return
-		}
-		// The port can linger for a moment after a kill.
-		if time.Now().After(deadline) {
-			m.t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the port, not synchronising
+	if err := m.Start(); err != nil {
+		m.t.Fatal(err)
 	}
-}
-
-func (m *mosquittoBroker) tryStart() error {
-	cmd := exec.Command(m.bin, "-c", m.conf)
-	cmd.Stderr = &m.stderr
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting mosquitto: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	m.cmd, m.exited = cmd, exited
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			m.cmd = nil
-			return fmt.Errorf("mosquitto exited: %s", m.stderr.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", m.addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(5 * time.Millisecond) // polling for the port, not synchronising
-	}
-	m.kill()
-	return errors.New("mosquitto did not accept connections within 5 s")
 }
 
 // kill ends mosquitto with SIGKILL: nothing is saved.
-func (m *mosquittoBroker) kill() { m.end(syscall.SIGKILL) }
+func (m *mosquittoBroker) kill() { m.Kill() }
 
 // stop ends mosquitto with SIGTERM: it saves its persistence file first.
-func (m *mosquittoBroker) stop() { m.end(syscall.SIGTERM) }
-
-func (m *mosquittoBroker) end(sig syscall.Signal) {
-	if m.cmd == nil {
-		return
-	}
-	m.cmd.Process.Signal(sig)
-	<-m.exited
-	m.cmd = nil
-}
+func (m *mosquittoBroker) stop() { m.Stop() }
 
 var freeAddr = testkit.FreeAddr
 
@@ -352,7 +250,7 @@ func awaitJournal(t testing.TB, core *pibridge.Core) {
 	}
 }
 
-func newCore(t testing.TB) (*pibridge.Core, *fakeActuator) {
+func newCore(t testing.TB) (*pibridge.Core, *fakeboard.Actuator) {
 	t.Helper()
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: "dev1", Name: "Test Pi"},
@@ -363,47 +261,16 @@ func newCore(t testing.TB) (*pibridge.Core, *fakeActuator) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	a := &fakeActuator{core: core}
-	core.SetActuator(a)
+	a := fakeboard.New(core)
+	a.Refuse = refuseStuck
 	return core, a
 }
 
-// fakeActuator records commands and emits the new value, as a board does.
-type fakeActuator struct {
-	core  *pibridge.Core
-	mu    sync.Mutex
-	calls []string
-}
-
-func (a *fakeActuator) record(s string) {
-	a.mu.Lock()
-	a.calls = append(a.calls, s)
-	a.mu.Unlock()
-}
-
-func (a *fakeActuator) Calls() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.calls...)
-}
-
-func (a *fakeActuator) Set(_ context.Context, name string, v pibridge.Value) error {
-	a.record("set " + name + " " + v.String())
+// refuseStuck makes the output "stuck" refuse every command: an interlock.
+func refuseStuck(_ context.Context, name string) error {
 	if name == "stuck" {
 		return fmt.Errorf("%w: interlock with pump", pibridge.ErrConflict)
 	}
-	if v.IsToggle() {
-		last, _ := a.core.Latest(name)
-		v = pibridge.Bool(!last.Value.Bool())
-	}
-	a.core.Emit(name, v, time.Time{})
-	return nil
-}
-
-func (a *fakeActuator) Pulse(_ context.Context, name string, d time.Duration) error {
-	a.record("pulse " + name + " " + d.String())
-	a.core.Emit(name, pibridge.Bool(true), time.Time{})
-	a.core.Emit(name, pibridge.Bool(false), time.Time{})
 	return nil
 }
 
@@ -621,11 +488,5 @@ func mustToken(t *testing.T, tok paho.Token, what string) {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling with a deadline
-	}
+	testkit.Eventually(t, waitLong, what, cond)
 }

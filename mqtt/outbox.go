@@ -11,7 +11,7 @@ import (
 // broker has acknowledged them. Readings are held in seq order and found by
 // seq, not by position, so a cursor stays valid while the oldest readings
 // are dropped for room. The memory outbox is the first implementation; a
-// disk one (SPEC §4: readings survive a restart) fits the same methods.
+// disk one (readings survive a restart) fits the same methods.
 type Outbox interface {
 	// Append adds a reading whose seq is above every seq held. It may
 	// wait for the disk: the core's journal goroutine calls it, in seq

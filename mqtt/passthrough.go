@@ -12,7 +12,7 @@ import (
 )
 
 // The passthrough lets browsers subscribe and publish to MQTT topics
-// (SPEC §5, mqtt.bridge_allow). ws decides what a browser may touch; this
+// (mqtt.bridge_allow). ws decides what a browser may touch; this
 // side shares one broker subscription per filter between all browsers and
 // restores them on every connection.
 

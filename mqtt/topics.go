@@ -7,7 +7,7 @@ import (
 	pibridge "pibridge"
 )
 
-// topics are the device's MQTT topics (SPEC §4), built once at start.
+// topics are the device's MQTT topics (README: MQTT topics), built once at start.
 type topics struct {
 	base   string // P/D
 	status string // P/D/status: online/offline, LWT

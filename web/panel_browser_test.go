@@ -20,7 +20,7 @@ import (
 )
 
 // The browser tests run the real panel in headless Chromium against a fake
-// bridge that speaks the WebSocket protocol of SPEC.md §5 and the login of §6.
+// bridge that speaks README's WebSocket protocol and its HTTP login.
 // They need Debian's /usr/bin/chromium, which `make test` installs. The
 // tests against the real bridge are in cmd/bridge/panel_test.go.
 

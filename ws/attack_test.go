@@ -134,7 +134,7 @@ func TestAttackMatrix(t *testing.T) {
 			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Origin", otherScheme, "Authorization", "Bearer "+controlToken))
 		}, "http 403"},
 
-		// Bytes that are not text in a text frame (RFC 6455 §8.1).
+		// Bytes that are not text in a text frame (RFC 6455 section 8.1).
 		{"invalid UTF-8 as the auth frame", func(t *testing.T) string {
 			return wsAttempt(t, h, dialOpt{}, "{\"type\":\"auth\",\"token\":\"\xff\xfe\"}", set)
 		}, "close 1007"},
@@ -233,7 +233,7 @@ func TestAttackMatrix(t *testing.T) {
 			if got := tc.attempt(t); got != tc.want {
 				t.Errorf("%s, want %s", got, tc.want)
 			}
-			if moves := h.act.moves(); len(moves) != 0 {
+			if moves := h.act.Calls(); len(moves) != 0 {
 				t.Fatalf("a pin moved: %v", moves)
 			}
 			if r, _ := h.core.Latest("led"); r.Value.Bool() {
@@ -252,7 +252,7 @@ func TestAttackMatrix(t *testing.T) {
 	if got := restAttempt(t, h, "POST", "/api/signals/led", "off", loginCookie(t, controlToken)); got != "http 200" {
 		t.Errorf("POST with the control session: %s", got)
 	}
-	if moves := h.act.moves(); fmt.Sprint(moves) != "[led=true led=false]" {
+	if moves := h.act.Calls(); fmt.Sprint(moves) != "[set led true set led false]" {
 		t.Errorf("actuator calls %v", moves)
 	}
 }

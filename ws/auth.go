@@ -21,7 +21,7 @@ import (
 	"time"
 )
 
-// How a client proves who it is (SPEC §6), in the order they are checked:
+// How a client proves who it is, in the order they are checked:
 //
 //   - Authorization: Bearer <token>, for scripts and other programs;
 //   - the session cookie POST /api/login sets, for the panel: an opaque

@@ -198,7 +198,7 @@ func TestFirstFrameAuth(t *testing.T) {
 			}
 		})
 	}
-	if moves := h.act.moves(); len(moves) != 1 || moves[0] != "relay=true" {
+	if moves := h.act.Calls(); len(moves) != 1 || moves[0] != "set relay true" {
 		t.Errorf("actuator calls %v, want only the authenticated set", moves)
 	}
 	waitFor(t, "the refused connections to go", func() bool { return h.srv.Clients() == 2 && h.srv.npending.Load() == 0 })
@@ -285,7 +285,7 @@ func TestLoginCookie(t *testing.T) {
 			t.Errorf("login %s: %d %s %q, want %d and no cookie", tc.name, r.status, r.body, r.header.Get("Set-Cookie"), tc.want)
 		}
 	}
-	if moves := h.act.moves(); len(moves) != 1 {
+	if moves := h.act.Calls(); len(moves) != 1 {
 		t.Errorf("actuator calls %v, want the one set with the control session", moves)
 	}
 }
@@ -304,46 +304,46 @@ func TestLoginWithoutAuth(t *testing.T) {
 }
 
 func TestSessionsAreBoundedAndExpire(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	tune := defaultTuning()
 	tune.maxSessions = 3
 	tune.sessionTTL = time.Hour
 	st := newSessionStore(&tune)
 	var values []string
 	for range 5 {
-		values = append(values, st.create(roleControl, clock.now()))
-		clock.advance(time.Minute)
+		values = append(values, st.create(roleControl, clock.Now()))
+		clock.Advance(time.Minute)
 	}
 	if n := st.len(); n != 3 {
 		t.Fatalf("%d sessions, want the bound 3", n)
 	}
 	for i, v := range values {
-		_, ok := st.lookup(v, clock.now())
+		_, ok := st.lookup(v, clock.Now())
 		if want := i >= 2; ok != want {
 			t.Errorf("session %d valid = %v, want %v (the oldest go first)", i, ok, want)
 		}
 	}
-	clock.advance(time.Hour)
-	if _, ok := st.lookup(values[4], clock.now()); ok {
+	clock.Advance(time.Hour)
+	if _, ok := st.lookup(values[4], clock.Now()); ok {
 		t.Error("a session outlived its TTL")
 	}
-	if _, ok := st.lookup("", clock.now()); ok {
+	if _, ok := st.lookup("", clock.Now()); ok {
 		t.Error("the empty value is a session")
 	}
 }
 
 func TestLimiterDelaysGrowAndAreBounded(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	tune := defaultTuning()
 	tune.freeFailures, tune.failDelay, tune.maxFailDelay, tune.limiterSize = 2, time.Second, 10*time.Second, 4
 	l := newLimiter(&tune)
 	a := netip.MustParseAddr("192.0.2.1")
 	var got []time.Duration
 	for range 7 {
-		if w := l.wait(a, clock.now()); w > 0 {
-			clock.advance(w) // a patient attacker
+		if w := l.wait(a, clock.Now()); w > 0 {
+			clock.Advance(w) // a patient attacker
 		}
-		got = append(got, l.fail(a, clock.now()))
+		got = append(got, l.fail(a, clock.Now()))
 	}
 	want := []time.Duration{0, 0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second}
 	if len(got) != len(want) {
@@ -354,27 +354,27 @@ func TestLimiterDelaysGrowAndAreBounded(t *testing.T) {
 			t.Fatalf("waits %v, want %v", got, want)
 		}
 	}
-	if w := l.wait(a, clock.now()); w != 10*time.Second {
+	if w := l.wait(a, clock.Now()); w != 10*time.Second {
 		t.Errorf("wait right after the last failure %v", w)
 	}
-	if w := l.wait(netip.MustParseAddr("192.0.2.2"), clock.now()); w != 0 {
+	if w := l.wait(netip.MustParseAddr("192.0.2.2"), clock.Now()); w != 0 {
 		t.Errorf("another address waits %v", w)
 	}
 	// Success clears the count; so does a long quiet spell.
 	l.forgive(a)
-	if d := l.fail(a, clock.now()); d != 0 {
+	if d := l.fail(a, clock.Now()); d != 0 {
 		t.Errorf("first failure after a success waits %v", d)
 	}
 	for range 3 {
-		l.fail(a, clock.now())
+		l.fail(a, clock.Now())
 	}
-	clock.advance(tune.forgetFailures + tune.maxFailDelay + time.Second)
-	if d := l.fail(a, clock.now()); d != 0 {
+	clock.Advance(tune.forgetFailures + tune.maxFailDelay + time.Second)
+	if d := l.fail(a, clock.Now()); d != 0 {
 		t.Errorf("first failure after a quiet spell waits %v", d)
 	}
 	// The map is bounded: a flood of addresses evicts, never grows.
 	for i := range 100 {
-		l.fail(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), clock.now())
+		l.fail(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), clock.Now())
 	}
 	if n := l.len(); n > tune.limiterSize {
 		t.Errorf("%d addresses remembered, bound %d", n, tune.limiterSize)
@@ -386,9 +386,9 @@ func TestLimiterDelaysGrowAndAreBounded(t *testing.T) {
 }
 
 func TestRepeatedFailuresAreSlowedDown(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	h := newHarness(t, setup{config: withTokens, tune: func(t *tuning) {
-		t.now = clock.now
+		t.now = clock.Now
 		t.freeFailures, t.failDelay, t.maxFailDelay = 2, time.Second, time.Minute
 	}})
 	state := func(tok string) response {
@@ -419,15 +419,15 @@ func TestRepeatedFailuresAreSlowedDown(t *testing.T) {
 	if got := h.dialStatus(bearer(controlToken)); got != http.StatusTooManyRequests {
 		t.Errorf("/ws with a token during the wait: %d", got)
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if r := state("wrong"); r.status != http.StatusUnauthorized {
 		t.Fatalf("fourth failure: %d", r.status)
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if r := state(controlToken); r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "1" {
 		t.Fatalf("the wait did not double: %d %q", r.status, r.header.Get("Retry-After"))
 	}
-	clock.advance(time.Second)
+	clock.Advance(time.Second)
 	if r := state(controlToken); r.status != http.StatusOK {
 		t.Fatalf("after the wait: %d %s", r.status, r.body)
 	}
@@ -594,14 +594,14 @@ func TestPendingAuthCap(t *testing.T) {
 func TestTokensNeverLogged(t *testing.T) {
 	var log lockedBuffer
 	pass := newFakePass()
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	h := newHarness(t, setup{config: withTokens,
 		options: func(o *Options) {
 			o.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			o.Passthrough = pass
 			o.BridgeAllow = []string{"home/#"}
 		},
-		tune: func(t *tuning) { t.freeFailures = 1; t.authWait = 200 * time.Millisecond; t.now = clock.now },
+		tune: func(t *tuning) { t.freeFailures = 1; t.authWait = 200 * time.Millisecond; t.now = clock.Now },
 	})
 	const guess = "guessed-SECRET-value"
 	h.login(t, guess, nil)
@@ -609,7 +609,7 @@ func TestTokensNeverLogged(t *testing.T) {
 	h.dialStatus(bearer(guess))
 	wsAttempt(t, h, dialOpt{}, `{"type":"auth","token":"`+guess+`"}`)
 	restAttempt(t, h, "GET", "/api/state?token="+controlToken, "", nil)
-	clock.advance(time.Hour)
+	clock.Advance(time.Hour)
 	c := h.dial(dialOpt{header: bearer(controlToken)})
 	c.exchange(`{"type":"publish","id":"p","topic":"home/x","payload":"` + guess + `"}`)
 	h.stop()

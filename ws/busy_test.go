@@ -31,8 +31,8 @@ func TestBusyCoreRefusesAtEveryDoor(t *testing.T) {
 	}
 	waitFor(t, "every command slot held by stuck", func() bool {
 		n := 0
-		for _, m := range h.act.moves() {
-			if strings.HasPrefix(m, "stuck=") {
+		for _, m := range h.act.Calls() {
+			if strings.HasPrefix(m, "set stuck ") {
 				n++
 			}
 		}
@@ -59,8 +59,8 @@ func TestBusyCoreRefusesAtEveryDoor(t *testing.T) {
 	if resp.status != http.StatusServiceUnavailable || !strings.Contains(resp.body, `{"error":"led: busy`) || resp.header.Get("Retry-After") == "" {
 		t.Errorf("REST while busy: %d %s (Retry-After %q), want 503 {\"error\":\"led: busy…\"} with Retry-After", resp.status, resp.body, resp.header.Get("Retry-After"))
 	}
-	for _, m := range h.act.moves() {
-		if strings.HasPrefix(m, "led") {
+	for _, m := range h.act.Calls() {
+		if strings.HasPrefix(m, "set led ") || strings.HasPrefix(m, "pulse led ") {
 			t.Errorf("a busy command reached the actuator: %s", m)
 		}
 	}

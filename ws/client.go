@@ -128,7 +128,7 @@ func (c *client) consume(mt int, r io.Reader) error {
 		return err
 	}
 	if mt == websocket.TextMessage && !utf8.Valid(data) {
-		c.mb.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8 in a text frame") // RFC 6455 §8.1
+		c.mb.close(websocket.CloseInvalidFramePayloadData, "invalid UTF-8 in a text frame") // RFC 6455 section 8.1
 	} else if !c.closing.Load() && !c.mb.closed() { // else read on only to see the client's close reply
 		c.handle(mt, data)
 		// A command may have taken a while; that was not the client's silence.

@@ -83,9 +83,8 @@ type closeResult struct {
 func TestCloseReplyIsTheLastFrame(t *testing.T) {
 	const clients = 24
 	h := newHarness(t, setup{
-		config:   func(c *Config) { c.MaxClients = clients },
-		tune:     func(t *tuning) { t.sendBuffer = 4096; t.writeWait = 5 * time.Second },
-		listener: func(l net.Listener) net.Listener { return smallBuffers{l} },
+		config: func(c *Config) { c.MaxClients = clients },
+		tune:   func(t *tuning) { smallSendBuffer(t); t.writeWait = 5 * time.Second },
 	})
 	addr := strings.TrimPrefix(h.ts.URL, "http://")
 

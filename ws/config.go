@@ -63,7 +63,7 @@ func (c Config) withDefaults() Config {
 
 // AuthEnabled reports whether /ws and /api/* need a token: one is set,
 // read from TokenFile, or generated because the listen address is beyond
-// loopback and no token is set (SPEC §6).
+// loopback and no token is set.
 func (c Config) AuthEnabled() bool {
 	return c.TokenFile != "" || (c.Token != "" && c.Token != TokenNone) || c.generatesToken()
 }

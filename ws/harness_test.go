@@ -18,6 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"pibridge"
+	"pibridge/internal/testkit"
+	"pibridge/internal/testkit/fakeboard"
 )
 
 var testSignals = []pibridge.Signal{
@@ -31,30 +33,9 @@ var testSignals = []pibridge.Signal{
 	{Name: "air.humidity", Kind: pibridge.KindSensor, Unit: "%"},
 }
 
-// fakeActuator applies commands by emitting the new value, as the gpio
-// board does once a pin has moved, and records every call: the attack
-// tests check that nothing reached it.
-type fakeActuator struct {
-	core  *pibridge.Core
-	mu    sync.Mutex
-	calls []string
-}
-
-func (a *fakeActuator) record(call string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.calls = append(a.calls, call)
-}
-
-// moves returns the calls so far.
-func (a *fakeActuator) moves() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]string(nil), a.calls...)
-}
-
-func (a *fakeActuator) Set(ctx context.Context, name string, v pibridge.Value) error {
-	a.record(name + "=" + v.String())
+// refuseSome makes "stuck" wait for its context and "locked" refuse: the
+// outputs of the timeout and conflict tests.
+func refuseSome(ctx context.Context, name string) error {
 	switch name {
 	case "stuck":
 		<-ctx.Done()
@@ -62,18 +43,6 @@ func (a *fakeActuator) Set(ctx context.Context, name string, v pibridge.Value) e
 	case "locked":
 		return fmt.Errorf("%w: interlocked with relay", pibridge.ErrConflict)
 	}
-	if v.IsToggle() {
-		r, _ := a.core.Latest(name)
-		v = pibridge.Bool(!r.Value.Bool())
-	}
-	a.core.Emit(name, v, time.Time{})
-	return nil
-}
-
-func (a *fakeActuator) Pulse(ctx context.Context, name string, d time.Duration) error {
-	a.record(name + " pulse " + d.String())
-	a.core.Emit(name, pibridge.Bool(true), time.Time{})
-	a.core.Emit(name, pibridge.Bool(false), time.Time{})
 	return nil
 }
 
@@ -88,7 +57,7 @@ type setup struct {
 type harness struct {
 	t    testing.TB
 	core *pibridge.Core
-	act  *fakeActuator
+	act  *fakeboard.Actuator
 	srv  *Server
 	ts   *httptest.Server
 	url  string // ws://127.0.0.1:port/ws
@@ -109,8 +78,8 @@ func newHarness(t testing.TB, su setup) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	act := &fakeActuator{core: core}
-	core.SetActuator(act)
+	act := fakeboard.New(core)
+	act.Refuse = refuseSome
 	cfg := Defaults()
 	if su.config != nil {
 		su.config(&cfg)
@@ -185,13 +154,7 @@ func (h *harness) emitSync(name string, v pibridge.Value) uint64 {
 // waitFor polls cond until it holds or 10s pass.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling, not synchronisation: cond decides
-	}
+	testkit.Eventually(t, 10*time.Second, what, cond)
 }
 
 // frame is any server message, decoded loosely.
@@ -512,26 +475,6 @@ func (p *fakePass) publishes() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.published...)
-}
-
-// fakeClock is the time tests move by hand (tuning.now).
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // deliverAll is send without its allocations, for benchmarks: it delivers

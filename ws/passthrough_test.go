@@ -318,6 +318,9 @@ func TestPassthroughHeldOverflow(t *testing.T) {
 	if code := c.closeCode(5 * time.Second); code != websocket.ClosePolicyViolation {
 		t.Fatalf("close code %d, want 1008", code)
 	}
+	// The close frame can reach the client before the server has counted
+	// it: the count follows the close that it counts.
+	waitFor(t, "the overflow counted", func() bool { return h.srv.SlowClosed() >= 1 })
 	if n := h.srv.SlowClosed(); n != 1 {
 		t.Errorf("SlowClosed = %d", n)
 	}

@@ -142,9 +142,8 @@ func defaultTuning() tuning {
 		// messages are events, never coalesced: a message that does not fit
 		// closes the client with 1008 rather than being dropped, so the
 		// bound is the slack a client that keeps up on average has for a
-		// burst, or for its writer waiting for the one core. 256 entries
-		// were 5 ms at 50k msg/s, and healthy clients were closed; 4096
-		// ~100-byte messages are 80 ms of that rate, and 1 MiB caps the
+		// burst, or for its writer waiting for the one core: 4096
+		// ~100-byte messages are 80 ms at 50k msg/s, and 1 MiB caps the
 		// memory a client that stops reading can hold before it is closed
 		// (MQTT frames are shared by all the clients that queue them, so
 		// clients behind on the same messages hold them once). A client
@@ -414,7 +413,7 @@ func (s *Server) stopping() bool {
 	}
 }
 
-// ServeWS serves GET /ws (SPEC §5): a hello first, then readings, and one
+// ServeWS serves GET /ws (README: WebSocket protocol): a hello first, then readings, and one
 // reply per client message that carries an id. Without credentials (and
 // with a token configured) the first frame must be an auth message. A
 // request that arrives before Run has subscribed waits for it; after Run

@@ -29,7 +29,7 @@ type tlsBridge struct {
 	ca     *testkit.CA
 	addr   string // host:port of the TLS port
 	dir    string // of cert.pem and key.pem
-	clock  *fakeClock
+	clock  *testkit.Clock
 	client *http.Client // trusts ca; does not follow redirects
 }
 
@@ -43,8 +43,8 @@ func newTLSBridge(t *testing.T, firstByteWait time.Duration) *tlsBridge {
 		c.Listen = "127.0.0.1:0"
 		c.TLS = pibridge.ServerTLS{CertFile: certFile, KeyFile: keyFile}
 	}, tune: noLimit})
-	b := &tlsBridge{harness: h, ca: ca, dir: dir, clock: newFakeClock()}
-	h.srv.certs.now = b.clock.now
+	b := &tlsBridge{harness: h, ca: ca, dir: dir, clock: testkit.NewClock()}
+	h.srv.certs.now = b.clock.Now
 	ln, err := h.srv.Listen(firstByteWait)
 	if err != nil {
 		t.Fatal(err)
@@ -209,11 +209,11 @@ func TestHTTPS(t *testing.T) {
 			t.Fatalf("first certificate: serial %d, %v", serial, err)
 		}
 		replaceCert(t, b.ca, b.dir, 2)
-		b.clock.advance(time.Second)
+		b.clock.Advance(time.Second)
 		if serial, _ := b.handshake(t, nil); serial != 1 {
 			t.Errorf("within %s of the last look: serial %d, want the old 1", certCheckEvery, serial)
 		}
-		b.clock.advance(certCheckEvery)
+		b.clock.Advance(certCheckEvery)
 		if serial, err := b.handshake(t, nil); err != nil || serial != 2 {
 			t.Errorf("after the change: serial %d, %v; want 2", serial, err)
 		}
@@ -260,9 +260,9 @@ func TestCertReload(t *testing.T) {
 	ca := testkit.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := ca.WriteServerFiles(t, dir, 1, "127.0.0.1")
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	var logs lockedBuffer
-	src, err := newCertSource(pibridge.ServerTLS{CertFile: certFile, KeyFile: keyFile}, slog.New(slog.NewTextHandler(&logs, nil)), clock.now)
+	src, err := newCertSource(pibridge.ServerTLS{CertFile: certFile, KeyFile: keyFile}, slog.New(slog.NewTextHandler(&logs, nil)), clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestCertReload(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.write()
-		clock.advance(certCheckEvery)
+		clock.Advance(certCheckEvery)
 		if got := get(); got != st.want {
 			t.Errorf("%s: serial %d, want %d", st.name, got, st.want)
 		}

@@ -335,33 +335,31 @@ func TestFrameSizeLimit(t *testing.T) {
 	waitFor(t, "the server to drop the client", func() bool { return h.srv.Clients() == 0 })
 }
 
-// smallBuffers makes accepted sockets' send buffers small, so a client
-// that stops reading fills them quickly.
-type smallBuffers struct{ net.Listener }
+// smallSendBuffer makes the server's sockets' send buffers small, so a
+// client that stops reading fills them within a few writes, however
+// seldom the scheduler runs its writer. It must be the server's tuning:
+// a listener's setting is overridden when the client is set up.
+func smallSendBuffer(t *tuning) { t.sendBuffer = 4096 }
 
-func (l smallBuffers) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetWriteBuffer(4096)
-	}
-	return c, err
+// readsLittle dials with a small receive buffer, for a client that stops
+// reading: little is in flight when the server gives up on it, so it
+// sees the end of the connection as soon as it reads again.
+var readsLittle = &websocket.Dialer{
+	HandshakeTimeout: 5 * time.Second,
+	NetDial: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	},
 }
 
 func TestSlowClientIsClosedOthersKeepReceiving(t *testing.T) {
 	h := newHarness(t, setup{
-		tune:     func(t *tuning) { t.writeWait = 300 * time.Millisecond },
-		listener: func(l net.Listener) net.Listener { return smallBuffers{l} },
+		tune: func(t *tuning) { smallSendBuffer(t); t.writeWait = 300 * time.Millisecond },
 	})
-	slow := h.dial(dialOpt{dialer: &websocket.Dialer{
-		HandshakeTimeout: 5 * time.Second,
-		NetDial: func(network, addr string) (net.Conn, error) {
-			c, err := net.Dial(network, addr)
-			if err == nil {
-				c.(*net.TCPConn).SetReadBuffer(4096)
-			}
-			return c, err
-		},
-	}})
+	slow := h.dial(dialOpt{dialer: readsLittle})
 	fast := h.dial(dialOpt{})
 	// The fast client reads everything, in its own goroutine.
 	var fastSeq atomic.Uint64
@@ -702,19 +700,9 @@ func TestSlowConsumerFiftyOthers(t *testing.T) {
 		config: func(c *Config) { c.MaxClients = fast + 1 },
 		// A write deadline generous enough that 50 reading clients never
 		// miss it on a busy machine with -race; the slow one always does.
-		tune:     func(t *tuning) { t.writeWait = 2 * time.Second },
-		listener: func(l net.Listener) net.Listener { return smallBuffers{l} },
+		tune: func(t *tuning) { smallSendBuffer(t); t.writeWait = 2 * time.Second },
 	})
-	slow := h.dial(dialOpt{dialer: &websocket.Dialer{
-		HandshakeTimeout: 5 * time.Second,
-		NetDial: func(network, addr string) (net.Conn, error) {
-			c, err := net.Dial(network, addr)
-			if err == nil {
-				c.(*net.TCPConn).SetReadBuffer(4096)
-			}
-			return c, err
-		},
-	}})
+	slow := h.dial(dialOpt{dialer: readsLittle})
 	var last [fast]atomic.Uint64 // newest seq each fast client has read
 	var readErrs atomic.Int64
 	var wg sync.WaitGroup
@@ -807,7 +795,7 @@ func TestMalformedFlood(t *testing.T) {
 	if len(got) != 1 || got[0].Type != "ack" || !*got[0].OK {
 		t.Fatalf("set after the flood: %v", got)
 	}
-	if moves := h.act.moves(); len(moves) != 1 || moves[0] != "led=true" {
+	if moves := h.act.Calls(); len(moves) != 1 || moves[0] != "set led true" {
 		t.Errorf("actuator calls %v, want just the valid set", moves)
 	}
 	if h.srv.SlowClosed() != 0 || h.srv.Clients() != 1 {

@@ -273,7 +273,7 @@ func checkFiles(c *Config) error {
 	return capProblems(p.Err(), 0)
 }
 
-// defaultStateDir follows SPEC §3: /var/lib/pibridge where writable, else
+// defaultStateDir: /var/lib/pibridge where writable, else
 // the XDG state directory.
 func defaultStateDir(getenv func(string) string) string {
 	const system = "/var/lib/pibridge"

@@ -299,7 +299,7 @@ func unitKeys(t *testing.T, path string) map[string][]string {
 // installs it (the copy it checks points ExecStart at the installed binary
 // under DESTDIR, because verify wants the executable to exist), with no
 // warning at all; `systemd-analyze security` rates it well; the unit says
-// what the issue asks; and its command lines run as written.
+// what README's "On a Raspberry Pi" says; and its command lines run as written.
 func TestSystemdUnit(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {

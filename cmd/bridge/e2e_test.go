@@ -28,27 +28,7 @@ var freeAddr = testkit.FreeAddr
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-type wireReading struct {
-	Type    string          `json:"type"`
-	ID      string          `json:"id"`
-	Name    string          `json:"name"`
-	Value   json.RawMessage `json:"value"`
-	Unit    string          `json:"unit"`
-	TS      string          `json:"ts"`
-	Seq     uint64          `json:"seq"`
-	OK      *bool           `json:"ok"`
-	Topic   string          `json:"topic"`
-	Payload string          `json:"payload"`
-	Error   string          `json:"error"`
+	testkit.Eventually(t, within, what, cond)
 }
 
 // bridgeUnderTest is the demo bridge started through run on free ports.
@@ -166,13 +146,10 @@ func (w *mqttWatcher) publish(t *testing.T, topic, payload string, retained bool
 	}
 }
 
-// wsClient reads frames on its own goroutine so that the test can wait for
-// a frame that matches without losing the others.
+// wsClient is a /ws connection past its hello, read by the kit.
 type wsClient struct {
-	conn   *websocket.Conn
-	mu     sync.Mutex
-	frames []wireReading
-	hello  map[string]any
+	*testkit.Frames
+	hello map[string]any
 }
 
 func dialWS(t *testing.T, addr string) *wsClient {
@@ -181,59 +158,19 @@ func dialWS(t *testing.T, addr string) *wsClient {
 	if err != nil {
 		t.Fatalf("dial /ws: %v (%v)", err, resp)
 	}
-	c := &wsClient{conn: conn}
+	c := &wsClient{}
 	if err := conn.ReadJSON(&c.hello); err != nil {
+		conn.Close()
 		t.Fatalf("reading hello: %v", err)
 	}
-	go func() {
-		for {
-			var f wireReading
-			if err := conn.ReadJSON(&f); err != nil {
-				return
-			}
-			c.mu.Lock()
-			c.frames = append(c.frames, f)
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close() })
+	c.Frames = testkit.ReadFrames(t, conn)
 	return c
 }
 
-func (c *wsClient) send(t *testing.T, msg string) {
+// waitFor returns the first frame that matches.
+func (c *wsClient) waitFor(t *testing.T, what string, match func(testkit.Frame) bool) testkit.Frame {
 	t.Helper()
-	if err := c.conn.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
-		t.Fatalf("send %s: %v", msg, err)
-	}
-}
-
-func (c *wsClient) waitFor(t *testing.T, what string, match func(wireReading) bool) wireReading {
-	t.Helper()
-	var found wireReading
-	eventually(t, 5*time.Second, "WebSocket never got "+what, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, f := range c.frames {
-			if match(f) {
-				found = f
-				return true
-			}
-		}
-		return false
-	})
-	return found
-}
-
-func (c *wsClient) count(match func(wireReading) bool) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, f := range c.frames {
-		if match(f) {
-			n++
-		}
-	}
-	return n
+	return c.Await(t, 5*time.Second, "WebSocket never got "+what, match)
 }
 
 func pinLevel(t *testing.T, b *bridgeUnderTest, name string) bool {
@@ -291,12 +228,12 @@ func TestDemoEndToEnd(t *testing.T) {
 	})
 
 	t.Run("readings arrive on both sides with the same seq", func(t *testing.T) {
-		r := ws.waitFor(t, "an air.temperature reading", func(f wireReading) bool {
+		r := ws.waitFor(t, "an air.temperature reading", func(f testkit.Frame) bool {
 			return f.Type == "reading" && f.Name == "air.temperature"
 		})
 		eventually(t, 5*time.Second, fmt.Sprintf("MQTT never carried seq %d", r.Seq), func() bool {
 			return watcher.find(func(topic string, p []byte, _ bool) bool {
-				var m wireReading
+				var m testkit.Frame
 				return topic == "pibridge/demo/air/temperature" &&
 					json.Unmarshal(p, &m) == nil && m.Seq == r.Seq && string(m.Value) == string(r.Value) && m.Unit == "°C"
 			})
@@ -314,8 +251,8 @@ func TestDemoEndToEnd(t *testing.T) {
 		if pinLevel(t, b, "led") {
 			t.Fatal("led starts on; the demo says initial off")
 		}
-		ws.send(t, `{"type":"set","id":"c1","name":"led","value":true}`)
-		ack := ws.waitFor(t, "ack c1", func(f wireReading) bool { return f.Type == "ack" && f.ID == "c1" })
+		ws.Send(t, `{"type":"set","id":"c1","name":"led","value":true}`)
+		ack := ws.waitFor(t, "ack c1", func(f testkit.Frame) bool { return f.Type == "ack" && f.ID == "c1" })
 		if ack.OK == nil || !*ack.OK {
 			t.Fatalf("ack = %+v", ack)
 		}
@@ -331,7 +268,7 @@ func TestDemoEndToEnd(t *testing.T) {
 
 	t.Run("MQTT set is echoed on the WebSocket and acked on MQTT", func(t *testing.T) {
 		watcher.publish(t, "pibridge/demo/led/set", `{"value":"off","id":"m1"}`, false)
-		ws.waitFor(t, "led off echo", func(f wireReading) bool {
+		ws.waitFor(t, "led off echo", func(f testkit.Frame) bool {
 			return f.Type == "reading" && f.Name == "led" && string(f.Value) == "false"
 		})
 		if pinLevel(t, b, "led") {
@@ -360,12 +297,12 @@ func TestDemoEndToEnd(t *testing.T) {
 			{`{"type":"set","id":"b6","name":"fan","value":2}`, "b6", "fan: bad value 2: a pwm takes a number from 0 to 1"},
 		}
 		for _, tt := range tests {
-			ws.send(t, tt.msg)
-			reply := ws.waitFor(t, "reply "+tt.id, func(f wireReading) bool { return f.ID == tt.id })
+			ws.Send(t, tt.msg)
+			reply := ws.waitFor(t, "reply "+tt.id, func(f testkit.Frame) bool { return f.ID == tt.id })
 			if (reply.OK != nil && *reply.OK) || !strings.Contains(reply.Error, tt.wantErr) {
 				t.Errorf("%s: reply %+v, want error containing %q", tt.msg, reply, tt.wantErr)
 			}
-			if n := ws.count(func(f wireReading) bool { return f.ID == tt.id }); n != 1 {
+			if n := ws.Count(func(f testkit.Frame) bool { return f.ID == tt.id }); n != 1 {
 				t.Errorf("%s: %d replies, want exactly 1", tt.msg, n)
 			}
 		}
@@ -388,16 +325,16 @@ func TestDemoEndToEnd(t *testing.T) {
 	})
 
 	t.Run("MQTT passthrough inside bridge_allow, refused outside", func(t *testing.T) {
-		ws.send(t, `{"type":"subscribe","id":"s1","topics":["lab/#"]}`)
-		if ack := ws.waitFor(t, "ack s1", func(f wireReading) bool { return f.ID == "s1" }); ack.OK == nil || !*ack.OK {
+		ws.Send(t, `{"type":"subscribe","id":"s1","topics":["lab/#"]}`)
+		if ack := ws.waitFor(t, "ack s1", func(f testkit.Frame) bool { return f.ID == "s1" }); ack.OK == nil || !*ack.OK {
 			t.Fatalf("subscribe inside bridge_allow refused: %+v", ack)
 		}
 		watcherLab.publish(t, "lab/bench/temp", "19.5", false)
-		ws.waitFor(t, "the MQTT message as a frame", func(f wireReading) bool {
+		ws.waitFor(t, "the MQTT message as a frame", func(f testkit.Frame) bool {
 			return f.Type == "mqtt" && f.Topic == "lab/bench/temp" && f.Payload == "19.5"
 		})
-		ws.send(t, `{"type":"publish","id":"p1","topic":"lab/lamp/set","payload":"on","retain":false}`)
-		if ack := ws.waitFor(t, "ack p1", func(f wireReading) bool { return f.ID == "p1" }); ack.OK == nil || !*ack.OK {
+		ws.Send(t, `{"type":"publish","id":"p1","topic":"lab/lamp/set","payload":"on","retain":false}`)
+		if ack := ws.waitFor(t, "ack p1", func(f testkit.Frame) bool { return f.ID == "p1" }); ack.OK == nil || !*ack.OK {
 			t.Fatalf("publish inside bridge_allow refused: %+v", ack)
 		}
 		eventually(t, 5*time.Second, "the browser's publish on MQTT", func() bool {
@@ -407,10 +344,10 @@ func TestDemoEndToEnd(t *testing.T) {
 			`{"type":"subscribe","id":"s2","topics":["#"]}`,
 			`{"type":"publish","id":"p2","topic":"pibridge/demo/relay/set","payload":"on"}`,
 		} {
-			ws.send(t, msg)
+			ws.Send(t, msg)
 		}
 		for _, id := range []string{"s2", "p2"} {
-			reply := ws.waitFor(t, "reply "+id, func(f wireReading) bool { return f.ID == id })
+			reply := ws.waitFor(t, "reply "+id, func(f testkit.Frame) bool { return f.ID == id })
 			if reply.OK != nil && *reply.OK {
 				t.Errorf("%s outside bridge_allow accepted", id)
 			}
@@ -421,8 +358,8 @@ func TestDemoEndToEnd(t *testing.T) {
 	})
 
 	t.Run("SIGTERM: safe state, offline, exit 0 within 5 s", func(t *testing.T) {
-		ws.send(t, `{"type":"set","id":"on","name":"relay","value":true}`)
-		ws.waitFor(t, "ack on", func(f wireReading) bool { return f.ID == "on" })
+		ws.Send(t, `{"type":"set","id":"on","name":"relay","value":true}`)
+		ws.waitFor(t, "ack on", func(f testkit.Frame) bool { return f.ID == "on" })
 		if !pinLevel(t, b, "relay") {
 			t.Fatal("relay not on")
 		}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,7 +39,7 @@ sensors:
 }
 
 type fleetUnderTest struct {
-	mosq    *harness.Mosquitto
+	mosq    *testkit.Mosquitto
 	bridges map[string]*harness.Daemon
 	gw      *harness.Daemon
 	spec    harness.DaemonSpec
@@ -52,11 +51,7 @@ type fleetUnderTest struct {
 func startFleet(t *testing.T, n int) *fleetUnderTest {
 	t.Helper()
 	bin := hostBridge(t)
-	mosq, err := harness.StartMosquitto(t.TempDir(), harness.MosquittoOptions{})
-	if err != nil {
-		t.Skipf("mosquitto: %v", err)
-	}
-	t.Cleanup(mosq.Kill)
+	mosq := testkit.RunMosquitto(t, testkit.MosquittoOptions{})
 	f := &fleetUnderTest{mosq: mosq, bridges: map[string]*harness.Daemon{},
 		spec: harness.DaemonSpec{Bin: bin, Procs: 1, Scratch: t.TempDir()}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -164,50 +159,6 @@ func dialGateway(t *testing.T, f *fleetUnderTest, path string) (*websocket.Conn,
 	return conn, first
 }
 
-// frames reads a socket on its own goroutine, keeping every frame.
-type frames struct {
-	mu  sync.Mutex
-	all []wireReading
-	err error // why reading stopped
-}
-
-func readFrames(conn *websocket.Conn) *frames {
-	fr := &frames{}
-	go func() {
-		for {
-			conn.SetReadDeadline(time.Now().Add(time.Minute))
-			var w wireReading
-			if err := conn.ReadJSON(&w); err != nil {
-				fr.mu.Lock()
-				fr.err = err
-				fr.mu.Unlock()
-				return
-			}
-			fr.mu.Lock()
-			fr.all = append(fr.all, w)
-			fr.mu.Unlock()
-		}
-	}()
-	return fr
-}
-
-func (fr *frames) await(t *testing.T, within time.Duration, what string, match func(wireReading) bool) wireReading {
-	t.Helper()
-	var found wireReading
-	eventually(t, within, "never got "+what, func() bool {
-		fr.mu.Lock()
-		defer fr.mu.Unlock()
-		for _, f := range fr.all {
-			if match(f) {
-				found = f
-				return true
-			}
-		}
-		return false
-	})
-	return found
-}
-
 func deviceState(t *testing.T, d *harness.Daemon, name string) string {
 	t.Helper()
 	var st struct {
@@ -239,9 +190,9 @@ func TestGatewayFleet(t *testing.T) {
 		if first["type"] != "fleet" || len(first["devices"].([]any)) != 3 {
 			t.Fatalf("first frame %v; want type fleet with 3 devices", first)
 		}
-		fr := readFrames(conn)
+		fr := testkit.ReadFrames(t, conn)
 		// Readings arrive every 100 ms: last seen changes reach the page.
-		fr.await(t, 5*time.Second, "a device frame", func(w wireReading) bool { return w.Type == "device" })
+		fr.Await(t, 5*time.Second, "a device frame", func(w testkit.Frame) bool { return w.Type == "device" })
 	})
 
 	t.Run("device socket moves pins", func(t *testing.T) {
@@ -250,8 +201,8 @@ func TestGatewayFleet(t *testing.T) {
 		if hello["type"] != "hello" || hello["protocol"] != float64(1) || dev["id"] != "board-1" || len(hello["signals"].([]any)) != 3 {
 			t.Fatalf("hello %v; want protocol 1 for board-1 with 3 signals", hello)
 		}
-		fr := readFrames(conn)
-		fr.await(t, 5*time.Second, "a reading", func(w wireReading) bool { return w.Type == "reading" && w.Name == "t1" })
+		fr := testkit.ReadFrames(t, conn)
+		fr.Await(t, 5*time.Second, "a reading", func(w testkit.Frame) bool { return w.Type == "reading" && w.Name == "t1" })
 		for i, tc := range []struct {
 			msg, name, want string
 			ok              bool
@@ -269,7 +220,7 @@ func TestGatewayFleet(t *testing.T) {
 				t.Fatal(err)
 			}
 			id := fmt.Sprintf("c%d", i+1)
-			ack := fr.await(t, 5*time.Second, "ack "+id, func(w wireReading) bool { return w.Type == "ack" && w.ID == id })
+			ack := fr.Await(t, 5*time.Second, "ack "+id, func(w testkit.Frame) bool { return w.Type == "ack" && w.ID == id })
 			if ack.OK == nil || *ack.OK != tc.ok || !strings.Contains(ack.Error, tc.errPart) {
 				t.Errorf("%s: ack %+v; want ok=%v with %q", tc.msg, ack, tc.ok, tc.errPart)
 			}
@@ -280,13 +231,13 @@ func TestGatewayFleet(t *testing.T) {
 			}
 		}
 		conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"history","id":"h1","name":"t1","since":"1m"}`))
-		fr.await(t, 5*time.Second, "history h1", func(w wireReading) bool { return w.Type == "history" && w.ID == "h1" && w.Name == "t1" })
+		fr.Await(t, 5*time.Second, "history h1", func(w testkit.Frame) bool { return w.Type == "history" && w.ID == "h1" && w.Name == "t1" })
 		var h struct{ Points [][2]float64 }
 		if code := getJSON(t, f.gw.HTTPURL+"/d/board-1/api/history?name=t1&since=1m", true, &h); code != 200 || len(h.Points) == 0 {
 			t.Errorf("/d/board-1/api/history: %d with %d points; want 200 with some", code, len(h.Points))
 		}
 		conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"bogus","id":"x1"}`))
-		fr.await(t, 5*time.Second, "an error for an unknown type", func(w wireReading) bool { return w.Type == "error" && w.ID == "x1" })
+		fr.Await(t, 5*time.Second, "an error for an unknown type", func(w testkit.Frame) bool { return w.Type == "error" && w.ID == "x1" })
 	})
 
 	t.Run("REST command", func(t *testing.T) {
@@ -370,14 +321,14 @@ func TestGatewayFleet(t *testing.T) {
 
 	t.Run("offline refused at once", func(t *testing.T) {
 		conn, _ := dialGateway(t, f, "/d/board-3/ws")
-		fr := readFrames(conn)
+		fr := testkit.ReadFrames(t, conn)
 		if err := f.bridges["board-3"].Stop(); err != nil {
 			t.Fatalf("board-3 exit: %v", err)
 		}
 		f.awaitOnline(t, map[string]bool{"board-3": false})
 		start := time.Now()
 		conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"set","id":"o1","name":"led","value":true}`))
-		ack := fr.await(t, 5*time.Second, "ack o1", func(w wireReading) bool { return w.Type == "ack" && w.ID == "o1" })
+		ack := fr.Await(t, 5*time.Second, "ack o1", func(w testkit.Frame) bool { return w.Type == "ack" && w.ID == "o1" })
 		if ack.OK == nil || *ack.OK || !strings.Contains(ack.Error, "offline") || time.Since(start) > 500*time.Millisecond {
 			t.Errorf("command to an offline device: %+v after %v; want ok:false \"offline\" at once", ack, time.Since(start))
 		}
@@ -412,10 +363,10 @@ func TestGatewayDeviceLifecycle(t *testing.T) {
 	if led, _ := state["led"].(map[string]any); led["seq"] != float64(7) {
 		t.Errorf("hello state %v; want led at seq 7 from the retained reading", state)
 	}
-	fr := readFrames(conn)
+	fr := testkit.ReadFrames(t, conn)
 	start := time.Now()
 	conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"set","id":"g1","name":"led","value":true}`))
-	ack := fr.await(t, 5*time.Second, "ack g1", func(w wireReading) bool { return w.Type == "ack" && w.ID == "g1" })
+	ack := fr.Await(t, 5*time.Second, "ack g1", func(w testkit.Frame) bool { return w.Type == "ack" && w.ID == "g1" })
 	if el := time.Since(start); ack.OK == nil || *ack.OK || ack.Error != "led: device did not answer" || el < time.Second || el > 3*time.Second {
 		t.Errorf("unanswered command: %+v after %v; want ok:false \"led: device did not answer\" after command_timeout (1s)", ack, el)
 	}
@@ -428,9 +379,7 @@ func TestGatewayDeviceLifecycle(t *testing.T) {
 		return !listed
 	})
 	eventually(t, 5*time.Second, "the device socket stayed open after the device was removed", func() bool {
-		fr.mu.Lock()
-		defer fr.mu.Unlock()
-		return websocket.IsCloseError(fr.err, websocket.CloseGoingAway)
+		return websocket.IsCloseError(fr.Err(), websocket.CloseGoingAway)
 	})
 	pub("pibridge/ghost/status", "", true)
 }

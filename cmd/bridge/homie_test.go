@@ -13,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"pibridge/internal/harness"
+	"pibridge/internal/testkit"
 )
 
 // homieController is a Homie v5 controller written from the convention's
@@ -180,11 +181,7 @@ func (hc *homieController) set(domain string, r homieRef, payload string) {
 // turns an output on through /set, sees $target and the value, and sees
 // the device `lost` once the bridge is killed with SIGKILL.
 func TestHomieController(t *testing.T) {
-	m, err := harness.StartMosquitto(t.TempDir(), harness.MosquittoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Stop)
+	m := testkit.RunMosquitto(t, testkit.MosquittoOptions{})
 	spec := harness.DaemonSpec{Bin: hostBridge(t), Procs: 2, Scratch: t.TempDir()}
 	cfg := fmt.Sprintf(`device: {id: homie_pi, name: "Homie Pi"}
 board: sim

@@ -10,7 +10,7 @@ const (
 	// gcPercent: with the default 100 the heap grows to twice the live
 	// heap, and to at least 4 MB, before a collection, and the pages it
 	// touched stay resident: 4.6 MB of heap at idle against 3.4 MB with
-	// 50 (issue 8, 2 min idle). The price is a collection about every
+	// 50 (2 min idle). The price is a collection about every
 	// half minute at idle instead of every minute, some 1 ms of CPU each;
 	// 25 saved nothing more.
 	gcPercent = 50

@@ -44,10 +44,8 @@ func newMetrics(core *pibridge.Core, board *gpio.Board, client *mqtt.Client, liv
 }
 
 // observedActuator counts the commands that reach the board, by signal,
-// op and result. It sits between the core and the board because the core
-// has no command hook yet: commands the core refuses before (unknown
-// signal, not writable, bad value) never get here, and the door a command
-// came through is not known here.
+// op and the board's result; the core's ObserveCommands hook counts every
+// command by the door it came through, refused ones included.
 type observedActuator struct {
 	pibridge.Actuator
 	observe func(signal, op string, err error)

@@ -20,6 +20,7 @@ import (
 
 	"pibridge"
 	"pibridge/internal/promtest"
+	"pibridge/internal/testkit"
 )
 
 // TestCoreProbe: alive while the lock is free, not alive while it is held,
@@ -251,14 +252,14 @@ func scrapeMetrics(t *testing.T, addr string) promtest.Families {
 func TestMetricsScrape(t *testing.T) {
 	b := startDemo(t)
 	ws := dialWS(t, b.http)
-	ws.send(t, `{"type":"set","id":"m1","name":"led","value":true}`)
-	ws.waitFor(t, "ack m1", func(f wireReading) bool { return f.ID == "m1" })
-	ws.send(t, `{"type":"pulse","id":"m2","name":"relay","for":"11m"}`) // longer than max_on: the board refuses
-	ws.waitFor(t, "ack m2", func(f wireReading) bool { return f.ID == "m2" })
-	ws.send(t, `{"type":"set","id":"m3","name":"nope","value":true}`)
-	ws.waitFor(t, "ack m3", func(f wireReading) bool { return f.ID == "m3" })
-	ws.send(t, `{"type":"set","id":"m4","name":"led","value":"maybe"}`)
-	ws.waitFor(t, "ack m4", func(f wireReading) bool { return f.ID == "m4" })
+	ws.Send(t, `{"type":"set","id":"m1","name":"led","value":true}`)
+	ws.waitFor(t, "ack m1", func(f testkit.Frame) bool { return f.ID == "m1" })
+	ws.Send(t, `{"type":"pulse","id":"m2","name":"relay","for":"11m"}`) // longer than max_on: the board refuses
+	ws.waitFor(t, "ack m2", func(f testkit.Frame) bool { return f.ID == "m2" })
+	ws.Send(t, `{"type":"set","id":"m3","name":"nope","value":true}`)
+	ws.waitFor(t, "ack m3", func(f testkit.Frame) bool { return f.ID == "m3" })
+	ws.Send(t, `{"type":"set","id":"m4","name":"led","value":"maybe"}`)
+	ws.waitFor(t, "ack m4", func(f testkit.Frame) bool { return f.ID == "m4" })
 	// Refused by the MQTT door before the core sees it: a value that does
 	// not parse. Its ack keeps the id.
 	mq := watchMQTT(t, b.mqtt, "pibridge/demo/ack")
@@ -344,7 +345,7 @@ func is(want float64) func(float64) bool { return func(v float64) bool { return 
 func atLeast(n int) func(float64) bool   { return func(v float64) bool { return v >= float64(n) } }
 
 // TestMetricsAndHealthzNeedNoToken: with a token set, /metrics and /healthz
-// still answer without one (SPEC §6), while /api/state refuses; the wrong
+// still answer without one, while /api/state refuses; the wrong
 // token shows in pibridge_http_auth_failures_total.
 func TestMetricsAndHealthzNeedNoToken(t *testing.T) {
 	const token = "metrics-test-token-0123456789abcdef"

@@ -2,7 +2,7 @@
 
 package main
 
-// Profiling build for the benchmarks (issue 8): `go build -tags pprof`
+// Profiling build for the benchmarks: `go build -tags pprof`
 // and PIBRIDGE_PPROF=127.0.0.1:6060 serve net/http/pprof on its own
 // listener. Kept out of the release builds: it costs binary size the Pi
 // Zero target has no room for, and it must never face the LAN.

@@ -24,7 +24,7 @@ import (
 var started func(*gpio.Board, *pibridge.Core)
 
 // shutdownBudget is how long the parts get to stop after SIGTERM; the
-// whole exit must fit in the 5 s of SPEC §2.
+// whole exit must fit in 5 s (README: Command line).
 const shutdownBudget = 3 * time.Second
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -178,7 +178,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 
 	mux := http.NewServeMux()
 	live.Routes(mux)
-	// Both stay open without a token (SPEC §6): they tell numbers, never
+	// Both stay open without a token (README: HTTP): they tell numbers, never
 	// state or commands.
 	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive, core.ClockState))
 	mux.Handle("GET /metrics", met.Handler())

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"pibridge/internal/testkit"
 )
 
 type Machine struct {
@@ -126,14 +127,8 @@ type Daemon struct {
 	exitErr  error
 }
 
-func FreePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
-}
+// FreePort returns a loopback address nobody listens on right now.
+var FreePort = testkit.FreePort
 
 // start runs the bridge with config (YAML; "" for the built-in demo) on
 // free loopback ports and a fresh state directory, and returns once

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Row is one line of a result table: a figure, and the target
+// Row is one line of a result table: a figure, and its target
 // beside it with a verdict.
 type Row struct {
 	What, Value, Target, Verdict string
