@@ -127,8 +127,9 @@ func (c *SimControl) Run(ctx context.Context) error {
 			return fmt.Errorf("sim control %s: %w", c.path, err)
 		}
 		if err := c.handle(buf[:n]); err != nil {
-			c.rejected.Add(1)
+			// Counted after the warning: whoever sees the count sees the log too.
 			c.warn(buf[:n], err)
+			c.rejected.Add(1)
 			continue
 		}
 		c.accepted.Add(1)
