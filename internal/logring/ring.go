@@ -62,6 +62,7 @@ const (
 // outside it. The zero value is not usable: call New.
 type Ring struct {
 	maxRecords, maxBytes int
+	epoch                string
 
 	mu    sync.Mutex
 	recs  []Record // circular: the oldest at head
@@ -84,10 +85,14 @@ func New(maxRecords, maxBytes int) *Ring {
 	if maxBytes <= 0 {
 		maxBytes = DefaultBytes
 	}
-	r := &Ring{maxRecords: maxRecords, maxBytes: maxBytes, recs: make([]Record, maxRecords), subs: map[chan struct{}]struct{}{}}
+	r := &Ring{maxRecords: maxRecords, maxBytes: maxBytes, epoch: strconv.FormatInt(time.Now().UnixNano(), 36), recs: make([]Record, maxRecords), subs: map[chan struct{}]struct{}{}}
 	r.secrets.Store(&[]string{})
 	return r
 }
+
+// Epoch names this ring among those of other runs: seqs start again at 1
+// in each, so a reader resuming by seq checks the epoch first.
+func (r *Ring) Epoch() string { return r.epoch }
 
 // Since appends to dst the records newer than seq, oldest first, and
 // returns it.
