@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -298,6 +300,13 @@ func validateSource(src []byte, getenv func(string) string) ws.ConfigReport {
 	for _, e := range errs {
 		rep.Problems = append(rep.Problems, locate(e, spots))
 	}
+	// In the order of the text; problems without a line last.
+	slices.SortStableFunc(rep.Problems, func(a, b ws.ConfigProblem) int {
+		if (a.Line == 0) != (b.Line == 0) {
+			return cmp.Compare(b.Line, a.Line)
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
 	return rep
 }
 

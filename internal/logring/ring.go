@@ -214,6 +214,12 @@ type handler struct {
 func (h *handler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
 
 func (h *handler) Handle(ctx context.Context, rec slog.Record) error {
+	secrets := *h.ring.secrets.Load()
+	// The wrapped handler (the terminal, the journal) gets the record
+	// without the secrets too.
+	if r, changed := redactRecord(rec, secrets); changed {
+		rec = r
+	}
 	err := h.next.Handle(ctx, rec) // I/O first, with no lock of ours held
 	part := h.part
 	var b strings.Builder
@@ -226,7 +232,6 @@ func (h *handler) Handle(ctx context.Context, rec slog.Record) error {
 		appendAttr(&b, h.prefix, a)
 		return true
 	})
-	secrets := *h.ring.secrets.Load()
 	h.ring.add(Record{
 		Time:  rec.Time,
 		Level: rec.Level.String(),
@@ -306,6 +311,57 @@ func appendAttr(b *strings.Builder, prefix string, a slog.Attr) {
 		s = strconv.Quote(s)
 	}
 	b.WriteString(s)
+}
+
+// redactRecord returns rec with every secret, secret-named attribute and
+// token in a URL replaced, and whether there was any.
+func redactRecord(rec slog.Record, secrets []string) (slog.Record, bool) {
+	msg := redact(rec.Message, secrets)
+	changed := msg != rec.Message
+	var stack [8]slog.Attr
+	attrs := stack[:0]
+	rec.Attrs(func(a slog.Attr) bool {
+		r, c := redactAttr(a, secrets)
+		changed = changed || c
+		attrs = append(attrs, r)
+		return true
+	})
+	if !changed {
+		return rec, false
+	}
+	out := slog.NewRecord(rec.Time, rec.Level, msg, rec.PC)
+	out.AddAttrs(attrs...)
+	return out, true
+}
+
+func redactAttr(a slog.Attr, secrets []string) (slog.Attr, bool) {
+	lower := strings.ToLower(a.Key)
+	for _, k := range secretKeys {
+		if strings.Contains(lower, k) {
+			return slog.String(a.Key, redacted), true
+		}
+	}
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]slog.Attr, len(g))
+		changed := false
+		for i, ga := range g {
+			var c bool
+			out[i], c = redactAttr(ga, secrets)
+			changed = changed || c
+		}
+		if changed {
+			return slog.Attr{Key: a.Key, Value: slog.GroupValue(out...)}, true
+		}
+	case slog.KindString, slog.KindAny:
+		s := v.String()
+		if r := redact(s, secrets); r != s {
+			return slog.String(a.Key, r), true
+		}
+	}
+	return a, false
 }
 
 // tokenInURL finds a token carried in a URL's fragment or query, as in the

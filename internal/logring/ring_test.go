@@ -65,6 +65,9 @@ func TestRecords(t *testing.T) {
 			if out.Len() == 0 {
 				t.Error("the wrapped handler got nothing")
 			}
+			if strings.Contains(out.String(), secret) || strings.Contains(out.String(), "abcdef") {
+				t.Errorf("the wrapped handler got a secret: %s", out.String())
+			}
 		})
 	}
 }

@@ -23,7 +23,8 @@ export class SettingsPage {
     this.asked = 0; // validations sent; only the latest answer counts
     this.validations = 0; // answers shown (tests read it)
     this.report = null;
-    this.badLines = new Set();
+    this.badLines = new Map();
+    this.lastRows = [];
     this.text.addEventListener('input', () => {
       this.renderGutter();
       clearTimeout(this.timer);
@@ -93,7 +94,12 @@ export class SettingsPage {
       return item;
     }));
     this.renderGutter();
-    const rows = Array.isArray(rep.signals) ? rep.signals : [];
+    let rows = Array.isArray(rep.signals) ? rep.signals : [];
+    const stale = rows.length === 0 && !rep.valid && this.lastRows.length > 0;
+    if (stale) rows = this.lastRows; // the last text that resolved, dimmed
+    else this.lastRows = rows;
+    this.signals.closest('table').classList.toggle('stale', stale);
+    this.signals.closest('table').title = stale ? 'From the last text without pin problems' : '';
     this.signals.replaceChildren(...rows.map((s) => el('tr', {'data-signal': s.name},
       el('td', {}, s.name), el('td', {}, `${s.kind}${s.writable ? ' (writable)' : ''}`), el('td', {}, s.pin || '—'), el('td', {}, s.unit || ''))));
     if (rows.length === 0) {
@@ -107,7 +113,7 @@ export class SettingsPage {
     const lines = this.text.value.split('\n').length;
     const items = [];
     for (let i = 1; i <= lines; i++) {
-      const msgs = this.badLines && this.badLines.get ? this.badLines.get(i) : null;
+      const msgs = this.badLines.get(i);
       items.push(el('li', {'data-line': i, 'class': msgs ? 'bad' : null, 'title': msgs ? msgs.join('\n') : null}, String(i)));
     }
     this.gutter.replaceChildren(...items);
