@@ -75,13 +75,32 @@ const (
 // logStreams counts the open log streams of every server in the process.
 var logStreams atomic.Int32
 
-// PanelRoutes registers the routes of api on mux.
+// PanelRoutes registers the routes of api on mux, and lists the pages
+// they serve in the hello ("pages":["logs","device","settings"]), so that
+// the panel shows their tabs without asking for what may not exist. Call
+// it before Run.
 func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
+	var pages []string
+	defer func() {
+		if len(pages) == 0 || s.started.Load() {
+			return
+		}
+		s.helloHead = append(s.helloHead, `,"pages":[`...)
+		for i, p := range pages {
+			if i > 0 {
+				s.helloHead = append(s.helloHead, ',')
+			}
+			s.helloHead = append(append(append(s.helloHead, '"'), p...), '"')
+		}
+		s.helloHead = append(s.helloHead, ']')
+	}()
 	if api.Logs != nil {
+		pages = append(pages, "logs")
 		mux.HandleFunc("GET /api/logs", func(w http.ResponseWriter, r *http.Request) { s.serveLogs(w, r, api.Logs) })
 		mux.HandleFunc("GET /api/logs/stream", func(w http.ResponseWriter, r *http.Request) { s.serveLogStream(w, r, api.Logs) })
 	}
 	if api.Device != nil {
+		pages = append(pages, "device")
 		mux.HandleFunc("GET /api/device", func(w http.ResponseWriter, r *http.Request) {
 			if _, ok := s.restGuard(w, r); !ok {
 				return
@@ -95,6 +114,7 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 		})
 	}
 	if api.Config != nil && api.Validate != nil {
+		pages = append(pages, "settings") // shown to the control token only
 		mux.HandleFunc("GET /api/config", func(w http.ResponseWriter, r *http.Request) {
 			if !s.controlOnly(w, r) {
 				return

@@ -262,7 +262,7 @@ function onHello(msg) {
   }
   // The filters browsers may use (mqtt.bridge_allow), as the hello lists them.
   setupMqtt(msg.bridge_allow ?? (msg.mqtt && msg.mqtt.bridge_allow));
-  state.pages.probe(state.readonly);
+  state.pages.offer(msg.pages, state.readonly);
 }
 
 function isSignal(sig) {

@@ -1,38 +1,39 @@
 // The panel's pages: Signals (the tiles), Logs, Device and Settings,
 // chosen by the URL's fragment (#logs, #device, #settings) so that each
 // can be bookmarked or added to a phone's home screen. A page's tab shows
-// once the bridge answers its endpoint for this session: a read token
-// sees logs and the device page, only the control token sees settings.
+// when the hello lists it: a read token sees logs and the device page,
+// only the control token sees settings.
 
-import {getJSON} from './dom.js';
 import {DevicePage} from './device.js';
 import {LogsPage} from './logs.js';
 import {SettingsPage} from './settings.js';
-
-const ENDPOINTS = {logs: 'api/logs', device: 'api/device', settings: 'api/config'};
 
 export class Pages {
   constructor() {
     this.pages = {logs: new LogsPage(), device: new DevicePage(), settings: new SettingsPage()};
     this.available = {signals: true, logs: false, device: false, settings: false};
     this.current = 'signals';
+    this.listed = new Set();
+    this.readonly = false;
+    document.getElementById('pages').hidden = true;
     window.addEventListener('hashchange', () => this.route());
     this.route();
   }
 
-  // probe asks which pages this session may see; called on every hello.
-  async probe(readonly) {
-    await Promise.all(Object.entries(ENDPOINTS).map(async ([page, url]) => {
-      if (page === 'settings' && readonly) {
-        this.available[page] = false;
-        return;
-      }
-      const {status} = await getJSON(url, {method: page === 'logs' ? 'HEAD' : 'GET'});
-      this.available[page] = status === 200;
-    }));
+  // offer shows the tabs of the pages the hello lists; settings only to
+  // the control token. Called on every hello.
+  offer(pages, readonly) {
+    const listed = new Set(Array.isArray(pages) ? pages : []);
+    this.listed = listed;
+    this.readonly = readonly;
+    for (const page of Object.keys(this.pages)) {
+      this.available[page] = listed.has(page) && !(page === 'settings' && readonly);
+    }
     for (const link of document.querySelectorAll('#pages a[data-page]')) {
       link.hidden = !this.available[link.dataset.page];
     }
+    // Only Signals: no tab bar at all.
+    document.getElementById('pages').hidden = !['logs', 'device', 'settings'].some((p) => this.available[p]);
     this.route();
   }
 
@@ -43,7 +44,9 @@ export class Pages {
 
   route() {
     let page = this.pageFromHash();
-    if (page !== 'signals' && !this.available[page] && page !== 'settings') page = 'signals';
+    // A read token that follows a link to #settings is told why it sees none.
+    const denied = page === 'settings' && this.listed.has('settings') && this.readonly;
+    if (page !== 'signals' && !this.available[page] && !denied) page = 'signals';
     this.current = page;
     document.getElementById('panel').dataset.page = page;
     for (const link of document.querySelectorAll('#pages a[data-page]')) {
@@ -54,7 +57,8 @@ export class Pages {
       const section = document.getElementById(`page-${name}`);
       const shown = name === page;
       section.hidden = !shown;
-      if (shown) obj.show();
+      if (shown && denied) obj.deny('Settings need the control token.');
+      else if (shown) obj.show();
       else obj.hide();
     }
   }

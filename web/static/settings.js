@@ -37,9 +37,7 @@ export class SettingsPage {
     if (this.loaded) return;
     const {status, body} = await getJSON('api/config');
     if (status !== 200 || !body) {
-      this.denied.hidden = false;
-      this.denied.textContent = status === 403 ? 'Settings need the control token.' : `Settings are not available (HTTP ${status}).`;
-      this.body.hidden = true;
+      this.deny(status === 403 ? 'Settings need the control token.' : `Settings are not available (HTTP ${status}).`);
       return;
     }
     this.loaded = true;
@@ -53,6 +51,15 @@ export class SettingsPage {
 
   hide() {
     clearTimeout(this.timer);
+  }
+
+  // deny shows why there are no settings, without asking the bridge.
+  deny(text) {
+    this.loaded = false;
+    this.text.value = '';
+    this.denied.hidden = false;
+    this.denied.textContent = text;
+    this.body.hidden = true;
   }
 
   async validate() {
