@@ -47,6 +47,9 @@ type fakeBridge struct {
 	// history and subs get the requests the fake answers by itself.
 	history chan map[string]any
 	subs    chan map[string]any
+	// points, when set, answers history requests instead of the 30 made-up
+	// points: a bridge that has just started.
+	points func(name string) [][2]float64
 }
 
 // historyPoints is what the fake has for every sensor: 30 points a second
@@ -192,7 +195,9 @@ func (b *fakeBridge) historyReply(req map[string]any) map[string]any {
 	r, _ := b.hello["state"].(map[string]any)[name].(map[string]any)
 	b.mu.Unlock()
 	points := [][2]float64{}
-	if v, ok := r["value"].(float64); ok {
+	if b.points != nil {
+		points = b.points(name)
+	} else if v, ok := r["value"].(float64); ok {
 		end := time.Now().Add(-3 * time.Second)
 		for i := historyPoints - 1; i >= 0; i-- {
 			at := end.Add(-time.Duration(i) * time.Second).UnixMilli()

@@ -33,6 +33,11 @@ type Config struct {
 	GPIO     gpio.Config  `yaml:",inline"`
 	// Gateway, when present, makes this process a gateway (gateway.go).
 	Gateway *gateway.Config `yaml:"gateway"`
+
+	// path and source are the file the configuration came from ("" for
+	// the demo) and its text, for the panel's settings page.
+	path   string
+	source []byte
 }
 
 type DeviceConfig struct {
@@ -102,6 +107,19 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 		}
 		src = b
 	}
+	cfg, err := loadSource(src, getenv)
+	if err != nil {
+		return nil, err
+	}
+	cfg.path, cfg.source = path, src
+	return cfg, nil
+}
+
+// loadSource is loadConfig for a text already read. On problems it
+// returns them with the config as far as it was decoded (nil when the
+// text is not YAML at all), so that the panel's settings page can show
+// what did resolve.
+func loadSource(src []byte, getenv func(string) string) (*Config, error) {
 	cfg, decodeErrs, err := parseConfig(src)
 	if err != nil {
 		return nil, err
@@ -123,10 +141,7 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 			}
 		}
 	}
-	if err := capProblems(p.Err(), decodeErrs.more); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return cfg, capProblems(p.Err(), decodeErrs.more)
 }
 
 // capProblems keeps the first maxProblems of err's problems and says how

@@ -14,7 +14,13 @@ import (
 // newMetrics feeds /metrics from the parts' own getters, read at scrape
 // time; package metrics knows none of the parts.
 func newMetrics(core *pibridge.Core, board *gpio.Board, client *mqtt.Client, live *ws.Server, alive func() bool) *metrics.Metrics {
-	return metrics.New(metrics.Options{
+	return metrics.New(metricsOptions(core, board, client, live, alive))
+}
+
+// metricsOptions are the getters /metrics reads; the panel's device page
+// reads the same.
+func metricsOptions(core *pibridge.Core, board *gpio.Board, client *mqtt.Client, live *ws.Server, alive func() bool) metrics.Options {
+	return metrics.Options{
 		Version: version,
 		Core:    core,
 		MQTT: func() metrics.MQTT {
@@ -40,7 +46,7 @@ func newMetrics(core *pibridge.Core, board *gpio.Board, client *mqtt.Client, liv
 			return out
 		},
 		Alive: alive,
-	})
+	}
 }
 
 // observedActuator counts the commands that reach the board, by signal,

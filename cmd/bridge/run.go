@@ -15,6 +15,7 @@ import (
 
 	"pibridge"
 	"pibridge/gpio"
+	"pibridge/internal/logring"
 	"pibridge/mqtt"
 	"pibridge/web"
 	"pibridge/ws"
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stderr, "bridge: %v\n", err)
 		return err
 	}
+	// The panel's log page reads the newest records from this ring.
+	log = slog.New(logring.New(0, 0).Handler(log.Handler()))
 	cfg, err := loadConfigCtx(ctx, o.configPath, getenv)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -86,6 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // serve runs the bridge until ctx ends, then puts outputs in their safe
 // state, says offline on MQTT and stops.
 func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string, stderr io.Writer) error {
+	start := time.Now()
 	log.Info("starting", "version", version, "device", cfg.Device.ID, "board", cfg.GPIO.Board, "state_dir", cfg.StateDir)
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
@@ -178,6 +182,8 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 
 	mux := http.NewServeMux()
 	live.Routes(mux)
+	live.PanelRoutes(mux, panelAPI(panelParts{cfg: cfg, getenv: getenv, log: log, board: board, core: core, client: client,
+		live: live, met: met, opts: metricsOptions(core, board, client, live, probe.Alive), start: start}))
 	// Both stay open without a token (README: HTTP): they tell numbers, never
 	// state or commands.
 	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive, core.ClockState))

@@ -13,6 +13,7 @@
 // shows the latest message per topic.
 
 import {Chart, RANGES, chartsAvailable, readTheme} from './chart.js';
+import {Pages} from './pages.js';
 
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
@@ -67,12 +68,14 @@ const state = {
     enabled: false, // the view is shown
     topics: new Map(), // topic → row (see upsertTopic)
   },
+  pages: null, // the Logs, Device and Settings pages (pages.js)
 };
 
 // ---------------------------------------------------------------- start-up
 
 function start() {
   window.pibridge = {state};
+  state.pages = new Pages();
   bindLogin();
   bindRange();
   bindMqtt();
@@ -259,6 +262,7 @@ function onHello(msg) {
   }
   // The filters browsers may use (mqtt.bridge_allow), as the hello lists them.
   setupMqtt(msg.bridge_allow ?? (msg.mqtt && msg.mqtt.bridge_allow));
+  state.pages.offer(msg.pages, state.readonly);
 }
 
 function isSignal(sig) {

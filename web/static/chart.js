@@ -110,6 +110,9 @@ export class Chart {
           time: true,
           range: (u, min, max) => self.xRange(min, max),
         },
+        y: {
+          range: (u, min, max) => yRange(min, max),
+        },
       },
       series: [
         {},
@@ -117,7 +120,8 @@ export class Chart {
           stroke: () => theme.line,
           fill: () => theme.fill,
           width: 2,
-          points: {show: false},
+          // A lone point in view has no line to draw: show it as a dot.
+          points: {show: (u, si, i0, i1) => i1 <= i0, size: 6, fill: () => theme.line},
           spanGaps: false,
         },
       ],
@@ -294,6 +298,21 @@ export class Chart {
     if (this.plot) this.plot.destroy();
     this.plot = null;
   }
+}
+
+// yRange fits the y axis to the data from the first reading on. uPlot's
+// default makes room from 0 to twice a flat value (0–2000 hPa for one
+// pressure reading); here the axis spans the data plus a tenth on each
+// side, and at least half a percent of the value (a tenth of a unit near
+// zero), so that a flat line sits in the middle and noise is not magnified.
+export function yRange(min, max) {
+  if (typeof min !== 'number' || typeof max !== 'number' || !Number.isFinite(min) || !Number.isFinite(max)) {
+    return [0, 1];
+  }
+  const mid = (min + max) / 2;
+  const span = Math.max(max - min, Math.abs(mid) * 0.005, 0.1);
+  const half = span * 0.6; // the span and a tenth of it each side
+  return [mid - half, mid + half];
 }
 
 // lowerBound returns the first index whose value is >= x in a sorted array.
