@@ -195,7 +195,11 @@ func (c *Config) EmbeddedAuth(users map[string]string, bridgePassword string) Br
 		Open:           []string{base + "/+/set", base + "/+/pulse"},
 	}
 	if c.discovery() {
-		a.Open = append(a.Open, c.HomeAssistant.Prefix+"/status")
+		// Home Assistant's birth topic is its own setting, not under the prefix.
+		a.Open = append(a.Open, c.HomeAssistant.StatusTopic)
+	}
+	if c.Homie.Enabled {
+		a.Open = append(a.Open, c.homieBase()+"/+/+/set")
 	}
 	return a
 }

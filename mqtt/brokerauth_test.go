@@ -224,3 +224,43 @@ func TestLoadEmbeddedUsers(t *testing.T) {
 		})
 	}
 }
+
+// Who may publish where, as the bridge configures its broker: users
+// command and announce Home Assistant on its own status topic; only the
+// bridge writes its state, discovery and Homie trees.
+func TestEmbeddedAuthPublishRules(t *testing.T) {
+	var cfg Config
+	cfg.HomeAssistant.Prefix = "ha-custom"
+	cfg.HomeAssistant.StatusTopic = "ha-custom/birth"
+	cfg.Homie.Enabled = true
+	cfg.Defaults("green_house")
+	a := cfg.EmbeddedAuth(map[string]string{"ha": "pw"}, "bridge-pw")
+	hook, err := authHook("0.0.0.0:1883", &a, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hook.(*aclHook)
+	for _, tt := range []struct {
+		user, topic string
+		want        bool
+	}{
+		{"ha", "pibridge/green_house/pump/set", true},
+		{"ha", "pibridge/green_house/pump/pulse", true},
+		{"ha", "ha-custom/birth", true},
+		{"ha", "ha-custom/status", false},
+		{"ha", "lab/anything", true},
+		{"ha", "homie/5/green-house/outputs/pump/set", true},
+		{"ha", "pibridge/green_house/status", false},
+		{"ha", "pibridge/green_house/pump", false},
+		{"ha", "ha-custom/device/green_house/config", false},
+		{"ha", "homie/5/green-house/$state", false},
+		{"ha", "homie/5/green-house/outputs/pump", false},
+		{"ha", "homie/5/green-house/outputs/pump/$target", false},
+		{a.BridgeUser, "homie/5/green-house/$state", true},
+		{a.BridgeUser, "pibridge/green_house/status", true},
+	} {
+		if got := h.mayPublish(tt.user, tt.topic); got != tt.want {
+			t.Errorf("%s publishes %s: %v, want %v", tt.user, tt.topic, got, tt.want)
+		}
+	}
+}

@@ -40,5 +40,11 @@ func (c *Config) ownFilters() []string {
 	if c.discovery() {
 		own = append(own, c.HomeAssistant.Prefix+"/#")
 	}
+	if c.Homie.Enabled {
+		own = append(own, c.homieBase()+"/#")
+	}
 	return own
 }
+
+// homieBase is the device's Homie topic root, <prefix>/5/<homie id>.
+func (c *Config) homieBase() string { return c.Homie.Prefix + "/5/" + homieID(c.DeviceID) }
