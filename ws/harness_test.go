@@ -456,7 +456,7 @@ func (p *fakePass) Subscribe(filter string, deliver func(string, []byte, bool)) 
 	p.subs[id] = fakeSub{filter, deliver}
 	var retained [][2]string
 	for t, pl := range p.retained {
-		if within(filter, t) {
+		if pibridge.FilterCovers(filter, t) {
 			retained = append(retained, [2]string{t, pl})
 		}
 	}
@@ -486,7 +486,7 @@ func (p *fakePass) send(topic, payload string) {
 	p.mu.Lock()
 	var to []fakeSub
 	for _, s := range p.subs {
-		if within(s.filter, topic) {
+		if pibridge.FilterCovers(s.filter, topic) {
 			to = append(to, s)
 		}
 	}
@@ -541,7 +541,7 @@ func (p *fakePass) deliverAll(topic string, payload []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.subs {
-		if within(s.filter, topic) {
+		if pibridge.FilterCovers(s.filter, topic) {
 			s.deliver(topic, payload, false)
 		}
 	}

@@ -33,11 +33,11 @@ func (s *Server) bridgeOn() bool { return s.pass != nil && len(s.allow) > 0 }
 // mqtt.bridge_allow. The error names the filter, never the allow list.
 func (s *Server) checkFilters(filters []string) error {
 	for _, f := range filters {
-		if err := validFilter(f); err != nil {
-			return err
+		if err := pibridge.CheckFilter(f); err != nil {
+			return fmt.Errorf("topic filter %w", err)
 		}
 		if !allowedBy(s.allow, f) {
-			return fmt.Errorf("%q: not inside mqtt.bridge_allow", clip(f))
+			return fmt.Errorf("%q: not inside mqtt.bridge_allow", pibridge.Clip(f))
 		}
 	}
 	return nil
@@ -72,8 +72,8 @@ func (c *client) subscribe(m *message) {
 				cancel()
 			}
 			g.drop()
-			c.s.log.Debug("mqtt subscribe failed", "remote", c.remote, "filter", clip(f), "err", err)
-			c.ackErr(m.id, fmt.Errorf("subscribe %q: %w", clip(f), err))
+			c.s.log.Debug("mqtt subscribe failed", "remote", c.remote, "filter", pibridge.Clip(f), "err", err)
+			c.ackErr(m.id, fmt.Errorf("subscribe %q: %w", pibridge.Clip(f), err))
 			return
 		}
 		made[f] = cancel
@@ -111,19 +111,19 @@ func (c *client) publish(m *message) {
 	case c.readOnly:
 		c.ackErr(m.id, fmt.Errorf("publish: %w", errReadOnly))
 		return
-	case validTopic(m.topic) != nil:
-		c.ackErr(m.id, fmt.Errorf("publish %w", validTopic(m.topic)))
+	case pibridge.CheckTopicName(m.topic) != nil:
+		c.ackErr(m.id, fmt.Errorf("publish: topic %w", pibridge.CheckTopicName(m.topic)))
 		return
 	case !allowedBy(c.s.allow, m.topic):
-		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", clip(m.topic)))
+		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", pibridge.Clip(m.topic)))
 		return
 	}
 	ctx, cancel := c.s.commandContext()
 	err := c.s.pass.Publish(ctx, m.topic, []byte(m.payload), m.retain)
 	cancel()
 	if err != nil {
-		c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", clip(m.topic), "err", err)
-		err = fmt.Errorf("publish %q: %w", clip(m.topic), err)
+		c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", pibridge.Clip(m.topic), "err", err)
+		err = fmt.Errorf("publish %q: %w", pibridge.Clip(m.topic), err)
 	}
 	c.ackErr(m.id, err)
 }
@@ -244,11 +244,21 @@ func appendMQTT(b []byte, topic string, payload []byte, retained bool) []byte {
 	return append(b, `,"retained":false}`...)
 }
 
+// allowedBy returns whether requested is covered by one of the allowed filters.
+func allowedBy(allowed []string, requested string) bool {
+	for _, a := range allowed {
+		if pibridge.FilterCovers(a, requested) {
+			return true
+		}
+	}
+	return false
+}
+
 // validateAllow checks Options.BridgeAllow.
 func validateAllow(allow []string) error {
 	var bad []string
 	for i, f := range allow {
-		if err := validFilter(f); err != nil {
+		if err := pibridge.CheckFilter(f); err != nil {
 			bad = append(bad, fmt.Sprintf("bridge_allow[%d]: %v", i, err))
 		}
 	}

@@ -126,7 +126,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 		if errors.As(err, &tooBig) {
 			return fmt.Errorf("body is larger than %d bytes", limit)
 		}
-		return fmt.Errorf("malformed JSON: %s", clip(err.Error()))
+		return fmt.Errorf("malformed JSON: %s", pibridge.Clip(err.Error()))
 	}
 	if dec.More() {
 		return errors.New("malformed JSON: trailing data after the object")

@@ -754,12 +754,3 @@ func (s *Server) refuse(name string) error {
 	_, err := s.core.CheckWritable(name)
 	return err
 }
-
-// clip keeps echoed client input short.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "…"
-}
