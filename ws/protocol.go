@@ -45,7 +45,7 @@ func (c *client) handle(mt int, data []byte) {
 			c.publish(&m)
 		}
 	case msgAuth:
-		if c.s.auth {
+		if c.s.gate.on {
 			c.replyError(m.id, "already authenticated")
 		} else {
 			c.replyError(m.id, "authentication is not required here")

@@ -112,7 +112,7 @@ func (s *Server) ServeHistory(w http.ResponseWriter, r *http.Request) {
 // restGuard is guard for /api/*: the same checks as /ws, the same
 // credentials but the auth frame.
 func (s *Server) restGuard(w http.ResponseWriter, r *http.Request) (role, bool) {
-	acc, _, ok := s.guard(w, r, false)
+	acc, _, ok := s.gate.guard(w, r, false)
 	return acc.role, ok
 }
 
