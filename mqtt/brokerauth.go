@@ -3,10 +3,8 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -213,13 +211,6 @@ func (c *Config) embeddedBridgeUser() string {
 // does not name it one.
 func (c *Config) SetEmbeddedCredentials(password string) { c.embeddedPassword = password }
 
-// RandomPassword is 256 random bits, as text.
-func RandomPassword() string {
-	b := make([]byte, 32)
-	rand.Read(b) // never fails (crypto/rand)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // maxUsersFile bounds embedded_users_file.
 const maxUsersFile = 64 << 10
 
@@ -286,32 +277,9 @@ func LoadOrCreateEmbeddedPassword(dir string) (password string, created bool, er
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", false, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	pw := pibridge.RandomText()
+	if err := pibridge.WriteSecretFile(dir, EmbeddedPasswordFile, pw); err != nil {
 		return "", false, err
-	}
-	pw := RandomPassword()
-	f, err := os.CreateTemp(dir, ".mqtt-password-*") // 0600
-	if err != nil {
-		return "", false, err
-	}
-	defer os.Remove(f.Name()) // once renamed, there is nothing to remove
-	if _, err := f.WriteString(pw + "\n"); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Close(); err != nil {
-		return "", false, err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return "", false, err
-	}
-	if d, err := os.Open(dir); err == nil { // make the rename durable
-		d.Sync()
-		d.Close()
 	}
 	return pw, true, nil
 }

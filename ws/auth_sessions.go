@@ -1,11 +1,11 @@
 package ws
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"sync"
 	"time"
+
+	"pibridge"
 )
 
 // sessionKey is the SHA-256 of a session's cookie value: the map is keyed
@@ -33,7 +33,7 @@ func newSessionStore(t *tuning) *sessionStore {
 // create starts a session and returns its cookie value. When the store is
 // full, expired sessions go first, then the one closest to expiry.
 func (st *sessionStore) create(r role, now time.Time) (value string) {
-	value = randomText()
+	value = pibridge.RandomText()
 	expires := now.Add(st.t.sessionTTL)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -88,12 +88,4 @@ func (st *sessionStore) len() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return len(st.m)
-}
-
-// randomText returns 256 random bits, URL-safe: session values and
-// generated tokens.
-func randomText() string {
-	var b [32]byte
-	rand.Read(b[:]) // never fails (crypto/rand)
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"pibridge"
 )
 
 // loadTokens resolves the control token: token, token_file, or — when the
@@ -76,32 +78,9 @@ func loadOrCreateToken(dir string) (token string, created bool, err error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", false, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	token = pibridge.RandomText()
+	if err := pibridge.WriteSecretFile(dir, tokenFileName, token); err != nil {
 		return "", false, err
-	}
-	token = randomText()
-	f, err := os.CreateTemp(dir, ".token-*") // 0600
-	if err != nil {
-		return "", false, err
-	}
-	defer os.Remove(f.Name()) // once renamed, there is nothing to remove
-	if _, err := f.WriteString(token + "\n"); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Close(); err != nil {
-		return "", false, err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return "", false, err
-	}
-	if d, err := os.Open(dir); err == nil { // make the rename durable
-		d.Sync()
-		d.Close()
 	}
 	return token, true, nil
 }
