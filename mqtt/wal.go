@@ -33,10 +33,10 @@ import (
 // garbage tail (power loss, a short write on a full disk) fails the CRC
 // or the length, and the file is read up to there only.
 //
-// The walLog itself is not safe for concurrent use: the DiskOutbox's
-// walMu guards it, its counters aside. The newest record is kept until a newer one is written
-// (tidyWAL), so that after a crash seq resumes after it even when every
-// reading had been acknowledged.
+// The walLog is not safe for concurrent use: the DiskOutbox's walMu
+// guards it, its atomic counters aside. The newest record is kept until a
+// newer one is written (recycle), so that after a crash seq resumes after
+// it even when every reading had been acknowledged.
 type walLog struct {
 	paths      [2]string
 	f          [2]walFile
