@@ -401,7 +401,7 @@ func (c *Core) Execute(ctx context.Context, cmd Command) (r Reading, err error) 
 	}
 	if c.inFlight.Add(1) > c.maxCmds {
 		c.inFlight.Add(-1)
-		return Reading{}, fmt.Errorf("%s: %w", clip(cmd.Name), ErrBusy)
+		return Reading{}, fmt.Errorf("%s: %w", Clip(cmd.Name), ErrBusy)
 	}
 	defer c.inFlight.Add(-1)
 	return c.execute(ctx, cmd)
@@ -470,7 +470,7 @@ func (c *Core) validate(cmd Command) (Signal, Value, error) {
 func (c *Core) CheckWritable(name string) (Signal, error) {
 	sig, ok := c.Signal(name)
 	if !ok {
-		return sig, fmt.Errorf("%s: %w", clip(name), ErrUnknownSignal)
+		return sig, fmt.Errorf("%s: %w", Clip(name), ErrUnknownSignal)
 	}
 	if !sig.Kind.Writable() {
 		return sig, fmt.Errorf("%s: %w: it is %s", sig.Name, ErrNotWritable, article(sig.Kind))

@@ -43,7 +43,7 @@ func readSeqFile(path string) (f seqFile, found bool, err error) {
 	}
 	fields := strings.Fields(string(b))
 	bad := func(what string) error {
-		return fmt.Errorf("seq: %s holds %q: %s", path, clip(string(b)), what)
+		return fmt.Errorf("seq: %s holds %q: %s", path, Clip(string(b)), what)
 	}
 	if len(fields) == 1 {
 		n, perr := strconv.ParseUint(fields[0], 10, 64)

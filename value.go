@@ -97,7 +97,7 @@ func ParseValue(s string) (Value, error) {
 	}
 	f, err := strconv.ParseFloat(t, 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return Value{}, fmt.Errorf("%w %q: want on, off, true, false, toggle or a number", ErrBadValue, clip(s))
+		return Value{}, fmt.Errorf("%w %q: want on, off, true, false, toggle or a number", ErrBadValue, Clip(s))
 	}
 	return Number(f), nil
 }
@@ -127,7 +127,7 @@ func (v *Value) UnmarshalJSON(b []byte) error {
 	default:
 		f, err := strconv.ParseFloat(string(b), 64)
 		if err != nil {
-			return fmt.Errorf("%w %s: want a bool, a number or a string", ErrBadValue, clip(string(b)))
+			return fmt.Errorf("%w %s: want a bool, a number or a string", ErrBadValue, Clip(string(b)))
 		}
 		*v = Number(f)
 	}
@@ -190,7 +190,7 @@ func ParsePulse(s string) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {
-		return 0, fmt.Errorf("%w: pulse length %q: want a duration like \"500ms\"", ErrBadValue, clip(s))
+		return 0, fmt.Errorf("%w: pulse length %q: want a duration like \"500ms\"", ErrBadValue, Clip(s))
 	}
 	if d <= 0 || d > MaxPulse {
 		return 0, fmt.Errorf("%w: pulse length %s: must be above 0 and at most %s", ErrBadValue, d, MaxPulse)
@@ -224,13 +224,4 @@ func salvageID(b []byte) string {
 		return ""
 	}
 	return probe.ID
-}
-
-// clip keeps error messages short when a client sends a novel.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "…"
 }

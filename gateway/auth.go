@@ -18,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pibridge"
 )
 
 // role is what a credential grants.
@@ -201,7 +203,7 @@ const (
 // the request itself when it refuses it.
 func (a *auth) guard(w http.ResponseWriter, r *http.Request, frameAuth bool) (role, admission, bool) {
 	if !a.hostAllowed(r.Host) {
-		writeError(w, http.StatusMisdirectedRequest, "host "+clip(r.Host)+" is not allowed (http.allowed_hosts)")
+		writeError(w, http.StatusMisdirectedRequest, "host "+pibridge.Clip(r.Host)+" is not allowed (http.allowed_hosts)")
 		return roleNone, admitted, false
 	}
 	if !a.enabled {

@@ -47,7 +47,7 @@ func (g *Gateway) command(ctx context.Context, d *device, name string, op pibrid
 	case !listed:
 		return fmt.Errorf("%s: %w", d.id, ErrUnknownDevice)
 	case !known:
-		return fmt.Errorf("%s: %w", clip(name), pibridge.ErrUnknownSignal)
+		return fmt.Errorf("%s: %w", pibridge.Clip(name), pibridge.ErrUnknownSignal)
 	case !sig.Kind.Writable():
 		return fmt.Errorf("%s: %w: it is a %s", sig.Name, pibridge.ErrNotWritable, sig.Kind)
 	case !online:

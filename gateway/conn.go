@@ -291,7 +291,7 @@ func (c *conn) handle(mt int, data []byte) {
 	}
 	var m message
 	if err := json.Unmarshal(data, &m); err != nil {
-		c.push(appendError(nil, "", "malformed JSON: "+clip(err.Error())))
+		c.push(appendError(nil, "", "malformed JSON: "+pibridge.Clip(err.Error())))
 		return
 	}
 	id := ""
@@ -321,7 +321,7 @@ func (c *conn) handle(mt int, data []byte) {
 			c.push(appendError(nil, id, "authentication is not required here"))
 		}
 	default:
-		c.push(appendError(nil, id, "unknown type "+strconv.Quote(clip(m.Type))))
+		c.push(appendError(nil, id, "unknown type "+strconv.Quote(pibridge.Clip(m.Type))))
 	}
 }
 
@@ -330,7 +330,7 @@ func (c *conn) handle(mt int, data []byte) {
 func (c *conn) startCommand(id string, m *message) {
 	name := m.Name
 	if c.role != roleControl {
-		c.push(appendAck(nil, id, name, errors.New(clip(name)+": read-only access: commands need the control token")))
+		c.push(appendAck(nil, id, name, errors.New(pibridge.Clip(name)+": read-only access: commands need the control token")))
 		return
 	}
 	op := pibridge.OpSet
@@ -344,13 +344,13 @@ func (c *conn) startCommand(id string, m *message) {
 		err = v.UnmarshalJSON(m.Value)
 	}
 	if err != nil {
-		c.push(appendAck(nil, id, name, fmt.Errorf("%s: %w", clip(name), err)))
+		c.push(appendAck(nil, id, name, fmt.Errorf("%s: %w", pibridge.Clip(name), err)))
 		return
 	}
 	select {
 	case c.slots <- struct{}{}:
 	default:
-		c.push(appendAck(nil, id, name, fmt.Errorf("%s: too many commands in flight (%d)", clip(name), maxInFlight)))
+		c.push(appendAck(nil, id, name, fmt.Errorf("%s: too many commands in flight (%d)", pibridge.Clip(name), maxInFlight)))
 		return
 	}
 	c.cmds.Add(1)
@@ -396,7 +396,7 @@ func (g *Gateway) history(d *device, name string, since time.Duration) ([]pibrid
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.index[name]; !ok {
-		return nil, fmt.Errorf("%s: %w", clip(name), pibridge.ErrUnknownSignal)
+		return nil, fmt.Errorf("%s: %w", pibridge.Clip(name), pibridge.ErrUnknownSignal)
 	}
 	h := d.history[name]
 	if h == nil {
@@ -412,7 +412,7 @@ func parseSince(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("since %q: want a duration such as \"10m\"", clip(s))
+		return 0, fmt.Errorf("since %q: want a duration such as \"10m\"", pibridge.Clip(s))
 	case d <= 0 || d > maxHistory:
 		return 0, fmt.Errorf("since %s: must be above 0 and at most %s", d, maxHistory)
 	}
@@ -438,7 +438,7 @@ func appendAck(b []byte, id, name string, err error) []byte {
 	}
 	if name != "" {
 		b = append(b, `,"name":`...)
-		b = pibridge.AppendJSONString(b, clip(name))
+		b = pibridge.AppendJSONString(b, pibridge.Clip(name))
 	}
 	if err == nil {
 		return append(b, `,"ok":true}`...)

@@ -74,13 +74,13 @@ func parseMeta(id string, payload []byte) (pibridge.Device, []pibridge.Signal, [
 		return pibridge.Device{}, nil, nil, "not JSON: " + err.Error()
 	}
 	if m.Device.ID != id {
-		return pibridge.Device{}, nil, nil, "device.id " + clip(m.Device.ID) + " differs from the topic's"
+		return pibridge.Device{}, nil, nil, "device.id " + pibridge.Clip(m.Device.ID) + " differs from the topic's"
 	}
 	signals := make([]pibridge.Signal, 0, len(m.Signals))
 	for _, s := range m.Signals {
 		k, ok := parseKind(s.Kind)
 		if !ok || validSignal(s.Name) != "" {
-			return pibridge.Device{}, nil, nil, "signal " + clip(s.Name) + " of kind " + clip(s.Kind) + " is not valid"
+			return pibridge.Device{}, nil, nil, "signal " + pibridge.Clip(s.Name) + " of kind " + pibridge.Clip(s.Kind) + " is not valid"
 		}
 		signals = append(signals, pibridge.Signal{Name: s.Name, Kind: k, Unit: s.Unit})
 	}
@@ -171,17 +171,4 @@ func (d *device) helloLocked(readOnly bool) []byte {
 	b = append(b, `,"state":`...)
 	b = d.appendStateLocked(b)
 	return append(b, '}')
-}
-
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	for i := max; i > 0; i-- {
-		if (s[i] & 0xC0) != 0x80 {
-			return s[:i] + "…"
-		}
-	}
-	return s[:max] + "…"
 }

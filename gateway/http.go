@@ -65,7 +65,7 @@ func (g *Gateway) routes() http.Handler {
 		}
 		id := r.PathValue("id")
 		if g.deviceByID(id) == nil {
-			writeError(w, http.StatusNotFound, clip(id)+": no such device")
+			writeError(w, http.StatusNotFound, pibridge.Clip(id)+": no such device")
 			return
 		}
 		if g.deps.Panel == nil {
@@ -104,7 +104,7 @@ func (g *Gateway) device(h func(http.ResponseWriter, *http.Request, *device)) ht
 				writeError(w, http.StatusMisdirectedRequest, "host is not allowed (http.allowed_hosts)")
 				return
 			}
-			writeError(w, http.StatusNotFound, clip(r.PathValue("id"))+": "+ErrUnknownDevice.Error())
+			writeError(w, http.StatusNotFound, pibridge.Clip(r.PathValue("id"))+": "+ErrUnknownDevice.Error())
 			return
 		}
 		h(w, r, d)
@@ -179,7 +179,7 @@ func (g *Gateway) serveSignal(w http.ResponseWriter, r *http.Request, d *device)
 	}
 	v, _, err := pibridge.ParseSetPayload(readBody(w, r))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, clip(name)+": "+err.Error())
+		writeError(w, http.StatusBadRequest, pibridge.Clip(name)+": "+err.Error())
 		return
 	}
 	d.mu.Lock()

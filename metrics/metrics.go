@@ -16,21 +16,6 @@ import (
 	"pibridge"
 )
 
-// MQTT is what the MQTT client reports.
-type MQTT struct {
-	Connected       bool
-	Queued          int    // readings waiting in the outbox
-	Dropped         uint64 // readings dropped from a full outbox
-	Published       uint64 // readings the broker acknowledged
-	Connects        uint64
-	Commands        uint64 // commands received on /set and /pulse
-	CommandsDropped uint64 // commands refused busy because the command queue was full
-	AcksDropped     uint64 // acks that could not be published
-	OutboxFailing   bool   // the disk outbox cannot write (disk full, read-only)
-	LogFailures     uint64 // readings whose write to the outbox's log failed
-	Replayed        uint64 // readings replayed from the outbox's log at start
-}
-
 // WS is what the WebSocket and REST side reports.
 type WS struct {
 	Clients      int
@@ -54,7 +39,7 @@ type Options struct {
 	Version string
 	// Core is counted as a subscriber: pibridge_readings_total per signal.
 	Core    *pibridge.Core
-	MQTT    func() MQTT
+	MQTT    func() pibridge.MQTTStats
 	WS      func() WS
 	Sensors func() []Sensor
 	// Alive reports whether the core is alive (see cmd/bridge's probe):
@@ -262,8 +247,8 @@ func (m *Metrics) pibridge(fs *families) {
 		fs.add("pibridge_mqtt_commands_dropped_total", "Commands refused busy because the MQTT command queue was full (each answered with a busy ack).", counter).sample(float64(s.CommandsDropped))
 		fs.add("pibridge_mqtt_acks_dropped_total", "Acks not published: their queue was full (busy refusals only), or there was no connection.", counter).sample(float64(s.AcksDropped))
 		fs.add("pibridge_mqtt_outbox_failing", "1 while the disk outbox cannot write (disk full or read-only): readings wait in memory, a bounded number.", gauge).sample(b2f(s.OutboxFailing))
-		fs.add("pibridge_mqtt_outbox_log_write_failures_total", "Readings whose write to the outbox's log failed: kept in memory only, a crash would lose them.", counter).sample(float64(s.LogFailures))
-		fs.add("pibridge_mqtt_outbox_replayed_total", "Readings replayed from the outbox's log at start (some may go out twice).", counter).sample(float64(s.Replayed))
+		fs.add("pibridge_mqtt_outbox_log_write_failures_total", "Readings whose write to the outbox's log failed: kept in memory only, a crash would lose them.", counter).sample(float64(s.OutboxLogFailures))
+		fs.add("pibridge_mqtt_outbox_replayed_total", "Readings replayed from the outbox's log at start (some may go out twice).", counter).sample(float64(s.OutboxReplayed))
 	}
 	if o.WS != nil {
 		s := o.WS()

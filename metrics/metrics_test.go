@@ -49,9 +49,9 @@ func TestFamiliesAndValues(t *testing.T) {
 	m := New(Options{
 		Version: "v1.2.3",
 		Core:    core,
-		MQTT: func() MQTT {
-			return MQTT{Connected: true, Queued: 7, Dropped: 3, Published: 42, Connects: 2, Commands: 5, CommandsDropped: 1, AcksDropped: 4,
-				OutboxFailing: true, LogFailures: 6, Replayed: 11}
+		MQTT: func() pibridge.MQTTStats {
+			return pibridge.MQTTStats{Connected: true, Queued: 7, Dropped: 3, Published: 42, Connects: 2, Commands: 5, CommandsDropped: 1, AcksDropped: 4,
+				OutboxFailing: true, OutboxLogFailures: 6, OutboxReplayed: 11}
 		},
 		WS: func() WS { return WS{Clients: 4, SlowClosed: 2, AuthFailures: 9} },
 		Sensors: func() []Sensor {
@@ -257,7 +257,7 @@ var wantFamilies = map[string]struct {
 func TestSameFamilies(t *testing.T) {
 	m := New(Options{
 		Version: "v1", Core: newCore(t),
-		MQTT:    func() MQTT { return MQTT{} },
+		MQTT:    func() pibridge.MQTTStats { return pibridge.MQTTStats{} },
 		WS:      func() WS { return WS{} },
 		Sensors: func() []Sensor { return []Sensor{{Name: "air", Type: "bme280"}} },
 		Alive:   func() bool { return true },

@@ -3,10 +3,8 @@ package mqtt
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +19,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	pibridge "pibridge"
 )
 
 // BrokerAuth makes the embedded broker ask every client for a user name
@@ -126,7 +126,7 @@ func (h *aclHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) boo
 		why = "its will's topic is the bridge's own"
 	}
 	if why != "" {
-		h.log.Warn("MQTT client refused", "remote", cl.Net.Remote, "client_id", clip(cl.ID), "user", clip(user), "why", why)
+		h.log.Warn("MQTT client refused", "remote", cl.Net.Remote, "client_id", pibridge.Clip(cl.ID), "user", pibridge.Clip(user), "why", why)
 		return false
 	}
 	return true
@@ -138,7 +138,7 @@ func (h *aclHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	if !write || h.mayPublish(string(cl.Properties.Username), topic) {
 		return true
 	}
-	h.log.Info("publish refused: the bridge's own topic", "client_id", clip(cl.ID), "topic", clip(topic))
+	h.log.Info("publish refused: the bridge's own topic", "client_id", pibridge.Clip(cl.ID), "topic", pibridge.Clip(topic))
 	return false
 }
 
@@ -147,9 +147,9 @@ func (h *aclHook) mayPublish(user, topic string) bool {
 		return true
 	}
 	for _, p := range h.a.Protected {
-		if TopicMatches(p, topic) {
+		if pibridge.TopicMatches(p, topic) {
 			for _, o := range h.a.Open {
-				if TopicMatches(o, topic) {
+				if pibridge.TopicMatches(o, topic) {
 					return true
 				}
 			}
@@ -211,12 +211,6 @@ func (c *Config) embeddedBridgeUser() string {
 	return EmbeddedBridgeUser
 }
 
-// RandomPassword is 256 random bits, as text.
-func RandomPassword() string {
-	b := make([]byte, 32)
-	rand.Read(b) // never fails (crypto/rand)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
 
 // maxUsersFile bounds embedded_users_file.
 const maxUsersFile = 64 << 10
@@ -250,12 +244,12 @@ func LoadEmbeddedUsers(path string) (map[string]string, error) {
 		case user == "" || pw == "":
 			return nil, fmt.Errorf("embedded_users_file: %s line %d: the user name and the password must not be empty", path, n)
 		case strings.HasPrefix(user, "$"):
-			return nil, fmt.Errorf("embedded_users_file: %s line %d: user %q: names starting with $ are reserved", path, n, clip(user))
+			return nil, fmt.Errorf("embedded_users_file: %s line %d: user %q: names starting with $ are reserved", path, n, pibridge.Clip(user))
 		case !utf8.ValidString(line) || strings.ContainsRune(line, 0):
 			return nil, fmt.Errorf("embedded_users_file: %s line %d: must be UTF-8 without NUL", path, n)
 		}
 		if _, dup := users[user]; dup {
-			return nil, fmt.Errorf("embedded_users_file: %s line %d: user %q is listed twice", path, n, clip(user))
+			return nil, fmt.Errorf("embedded_users_file: %s line %d: user %q is listed twice", path, n, pibridge.Clip(user))
 		}
 		users[user] = pw
 	}
@@ -284,32 +278,9 @@ func LoadOrCreateEmbeddedPassword(dir string) (password string, created bool, er
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", false, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	pw := pibridge.RandomText()
+	if err := pibridge.WriteSecretFile(dir, EmbeddedPasswordFile, pw); err != nil {
 		return "", false, err
-	}
-	pw := RandomPassword()
-	f, err := os.CreateTemp(dir, ".mqtt-password-*") // 0600
-	if err != nil {
-		return "", false, err
-	}
-	defer os.Remove(f.Name()) // once renamed, there is nothing to remove
-	if _, err := f.WriteString(pw + "\n"); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Close(); err != nil {
-		return "", false, err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return "", false, err
-	}
-	if d, err := os.Open(dir); err == nil { // make the rename durable
-		d.Sync()
-		d.Close()
 	}
 	return pw, true, nil
 }

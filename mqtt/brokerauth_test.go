@@ -8,6 +8,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	pibridge "pibridge"
 )
 
 // authBroker starts the embedded broker with credentials and ACLs as the
@@ -17,7 +19,7 @@ func authBroker(t *testing.T) (addr, bridgePW string) {
 	t.Helper()
 	var cfg Config
 	cfg.Defaults("dev1")
-	bridgePW = RandomPassword()
+	bridgePW = pibridge.RandomText()
 	b, err := NewAuthBroker("127.0.0.1:0", testLogger(t), cfg.EmbeddedAuth(map[string]string{"ha": "s3cret"}, bridgePW))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +38,7 @@ func as(user, pw string) func(*paho.ClientOptions) {
 // tryConnect connects a client and returns the connect error.
 func tryConnect(t *testing.T, addr string, edit func(*paho.ClientOptions)) (paho.Client, error) {
 	t.Helper()
-	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("try-" + RandomPassword()[:8]).
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("try-" + pibridge.RandomText()[:8]).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
 	edit(o)
 	c := paho.NewClient(o)

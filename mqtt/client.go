@@ -52,26 +52,6 @@ type Options struct {
 	EmbeddedPassword string
 }
 
-// Stats are the client's counters, for /metrics.
-type Stats struct {
-	Connected       bool
-	Queued          int    // readings waiting for the broker
-	Dropped         uint64 // readings dropped from a full outbox, oldest first
-	Published       uint64 // readings the broker has acknowledged
-	Connects        uint64 // successful connections, the first included
-	Commands        uint64 // commands received on /set and /pulse
-	CommandsDropped uint64 // commands refused busy because the command queue was full
-	AcksDropped     uint64 // acks not published: their queue was full (busy acks only), or no connection
-	// OutboxFailing is true while the disk outbox cannot write (disk
-	// full, read-only): readings wait in memory, a bounded number.
-	OutboxFailing bool
-	// OutboxLogFailures counts readings whose write to the outbox's log
-	// failed (kept in memory only: a SIGKILL would lose them).
-	OutboxLogFailures uint64
-	// OutboxReplayed counts readings replayed from the log at start.
-	OutboxReplayed uint64
-}
-
 // maxInFlight bounds the publishes awaiting their PUBACK, as mosquitto's
 // default max_inflight_messages does; paho alone would go up to 65535.
 const maxInFlight = 20
@@ -417,8 +397,8 @@ func (c *Client) Connected() bool { return c.paho.IsConnectionOpen() }
 func (c *Client) Queued() int { return c.outbox.Len() }
 
 // Stats returns the client's counters.
-func (c *Client) Stats() Stats {
-	s := Stats{
+func (c *Client) Stats() pibridge.MQTTStats {
+	s := pibridge.MQTTStats{
 		Connected:       c.Connected(),
 		Queued:          c.outbox.Len(),
 		Dropped:         c.outbox.Dropped(),

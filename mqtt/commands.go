@@ -85,17 +85,17 @@ func (c *Client) refuseBusy(in inbound) {
 			_, cmd.ID, _ = pibridge.ParseSetPayload(in.payload)
 		}
 	}
-	err := fmt.Errorf("%s: %w", clip(name), pibridge.ErrBusy)
+	err := fmt.Errorf("%s: %w", pibridge.Clip(name), pibridge.ErrBusy)
 	c.core.Refused(cmd, err)
 	n := c.commandsDropped.Add(1)
 	select {
-	case c.acks <- pendingAck{id: cmd.ID, name: clip(name), err: err}:
+	case c.acks <- pendingAck{id: cmd.ID, name: pibridge.Clip(name), err: err}:
 	default:
 		c.acksDropped.Add(1)
 	}
 	// Log the first refusal and then every 100th, not a line per message of a flood.
 	if n%100 == 1 {
-		c.log.Warn("command queue full; command refused busy", "topic", clip(in.topic), "refused", n, "acks_dropped", c.acksDropped.Load())
+		c.log.Warn("command queue full; command refused busy", "topic", pibridge.Clip(in.topic), "refused", n, "acks_dropped", c.acksDropped.Load())
 	}
 }
 
@@ -191,7 +191,7 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 	}
 	name, op, ok := c.topics.command(in.topic)
 	if !ok {
-		c.log.Debug("message on a topic the bridge does not serve ignored", "topic", clip(in.topic))
+		c.log.Debug("message on a topic the bridge does not serve ignored", "topic", pibridge.Clip(in.topic))
 		return
 	}
 	c.commands.Add(1)
@@ -214,7 +214,7 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 		// Delivered because it was retained, not because someone just sent
 		// it: it may be hours old. A stale command must never move an output.
 		c.log.Warn("retained command ignored; publish commands without the retain flag", "topic", in.topic)
-		err := fmt.Errorf("%s: %w: publish commands without the retain flag", clip(name), pibridge.ErrRetained)
+		err := fmt.Errorf("%s: %w: publish commands without the retain flag", pibridge.Clip(name), pibridge.ErrRetained)
 		c.core.Refused(cmd, err)
 		c.ack(ctx, cmd.ID, name, err)
 		return
@@ -229,7 +229,7 @@ func (c *Client) handle(ctx context.Context, in inbound) {
 			err = fmt.Errorf("%s: %w", name, err)
 			c.core.Refused(cmd, err)
 		}
-		c.log.Info("command refused", "signal", clip(name), "id", cmd.ID, "err", err)
+		c.log.Info("command refused", "signal", pibridge.Clip(name), "id", cmd.ID, "err", err)
 		c.ack(ctx, cmd.ID, name, err)
 		return
 	}
@@ -254,16 +254,7 @@ func (c *Client) ack(ctx context.Context, id, name string, err error) {
 		return // stopping: nobody is listening to this answer any more
 	}
 	select {
-	case c.acks <- pendingAck{id: id, name: clip(name), err: err}:
+	case c.acks <- pendingAck{id: id, name: pibridge.Clip(name), err: err}:
 	case <-ctx.Done():
 	}
-}
-
-// clip keeps names and topics from clients short in logs and acks.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "…"
 }

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -280,14 +279,14 @@ func (c *Config) Validate() error {
 	}
 	for i, f := range c.BridgeAllow {
 		path := fmt.Sprintf("bridge_allow[%d]", i)
-		if err := ValidateFilter(f); err != nil {
+		if err := pibridge.CheckFilter(f); err != nil {
 			p.Addf(path, "%v", err)
 			continue
 		}
 		// Browsers must not write what clients take for the bridge's own
 		// truth (status, readings, discovery), nor read its acks.
 		for _, own := range c.ownFilters() {
-			if FiltersOverlap(f, own) {
+			if pibridge.FiltersOverlap(f, own) {
 				p.Addf(path, "%q overlaps the bridge's own topics %s", f, own)
 				break
 			}
@@ -391,19 +390,11 @@ func (c *Config) CheckFiles() error {
 // mosquitto disconnects a client that publishes to a wildcard topic, and
 // paho's resend after reconnect would turn that into a reconnect loop.
 func ValidateTopic(t string) error {
-	switch {
-	case t == "":
-		return errors.New("must not be empty")
-	case len(t) > 65535:
-		return errors.New("must be at most 65535 bytes")
-	case !utf8.ValidString(t):
-		return fmt.Errorf("%q: must be valid UTF-8", t)
-	case strings.ContainsRune(t, 0):
-		return fmt.Errorf("%q: must not contain NUL", t)
-	case strings.ContainsAny(t, "+#"):
-		return fmt.Errorf("%q: must not contain + or #", t)
-	case t[0] == '$':
-		return fmt.Errorf("%q: must not start with $", t)
+	if err := pibridge.CheckTopicName(t); err != nil {
+		return err
+	}
+	if t[0] == '$' {
+		return fmt.Errorf("%q: must not start with $", pibridge.Clip(t))
 	}
 	return nil
 }
@@ -420,31 +411,6 @@ func validatePrefix(p string) error {
 	for _, level := range strings.Split(p, "/") {
 		if level == "" {
 			return fmt.Errorf("%q: must not have empty levels (no leading, trailing or double /)", p)
-		}
-	}
-	return nil
-}
-
-// ValidateFilter checks an MQTT topic filter: + fills a whole level, # is
-// alone in the last level.
-func ValidateFilter(f string) error {
-	switch {
-	case f == "":
-		return errors.New("must not be empty")
-	case len(f) > 65535:
-		return errors.New("must be at most 65535 bytes")
-	case !utf8.ValidString(f):
-		return fmt.Errorf("%q: must be valid UTF-8", f)
-	case strings.ContainsRune(f, 0):
-		return fmt.Errorf("%q: must not contain NUL", f)
-	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		switch {
-		case strings.Contains(l, "#") && (l != "#" || i != len(levels)-1):
-			return fmt.Errorf("%q: # must be alone in the last level", f)
-		case strings.Contains(l, "+") && l != "+":
-			return fmt.Errorf("%q: + must fill a whole level", f)
 		}
 	}
 	return nil

@@ -243,27 +243,6 @@ func TestValidateTopic(t *testing.T) {
 	}
 }
 
-func TestValidateFilter(t *testing.T) {
-	tests := []struct{ filter, err string }{
-		{"#", ""},
-		{"+", ""},
-		{"home/+/temp", ""},
-		{"home/#", ""},
-		{"+/+/#", ""},
-		{"$SYS/#", ""},
-		{"", "must not be empty"},
-		{"home#", `"home#": # must be alone in the last level`},
-		{"#/a", `"#/a": # must be alone in the last level`},
-		{"a+/b", `"a+/b": + must fill a whole level`},
-		{"a/\x00", `"a/\x00": must not contain NUL`},
-	}
-	for _, tt := range tests {
-		if got := errString(ValidateFilter(tt.filter)); got != tt.err {
-			t.Errorf("ValidateFilter(%q) = %q, want %q", tt.filter, got, tt.err)
-		}
-	}
-}
-
 func errString(err error) string {
 	if err == nil {
 		return ""

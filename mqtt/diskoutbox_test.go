@@ -509,7 +509,7 @@ func TestDiskOutboxAckWhileWriting(t *testing.T) {
 	eventually(t, "the transaction to start", func() bool {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		return o.inflight == 5
+		return o.q.inflight == 5
 	})
 	o.Commit(3)
 	appendSeqs(o, 6, 7)
@@ -566,7 +566,7 @@ func TestDiskOutboxFullDisk(t *testing.T) {
 	}
 	dropped := o.Dropped()
 	o.mu.Lock()
-	walFails := o.walFails
+	walFails := o.wal.fails.Load()
 	o.mu.Unlock()
 	t.Logf("disk full after seq %d; %d dropped; %d log writes failed (those readings were kept in memory)", firstFail, dropped, walFails)
 
@@ -639,7 +639,7 @@ func TestDiskOutboxAppendNeverWaits(t *testing.T) {
 	eventually(t, "the transaction to start", func() bool {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		return o.inflight == 10
+		return o.q.inflight == 10
 	})
 	start := time.Now()
 	appendSeqs(o, 11, 50010)

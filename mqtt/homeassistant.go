@@ -414,7 +414,7 @@ func (c *Client) sweepFilters() []string {
 
 func (c *Client) inSweep(topic string) bool {
 	for _, f := range c.sweepFilters() {
-		if TopicMatches(f, topic) {
+		if pibridge.TopicMatches(f, topic) {
 			return true
 		}
 	}

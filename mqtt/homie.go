@@ -285,7 +285,7 @@ func (h *homie) onMessage(_ paho.Client, m paho.Message) {
 	case h.setCh <- in:
 	default:
 		if n := h.c.commandsDropped.Add(1); n%100 == 1 {
-			h.c.log.Warn("homie: command queue full; message dropped", "topic", clip(in.topic), "dropped", n)
+			h.c.log.Warn("homie: command queue full; message dropped", "topic", pibridge.Clip(in.topic), "dropped", n)
 		}
 	}
 }
@@ -429,12 +429,12 @@ func parseHomie(p homieProp, payload []byte) (pibridge.Value, error) {
 		case "false":
 			return pibridge.Bool(false), nil
 		}
-		return pibridge.Value{}, fmt.Errorf("%w %q: a Homie boolean is true or false", pibridge.ErrBadValue, clip(s))
+		return pibridge.Value{}, fmt.Errorf("%w %q: a Homie boolean is true or false", pibridge.ErrBadValue, pibridge.Clip(s))
 	}
 	ok := s != "" && s != "-" && strings.Trim(s, "0123456789-.eE") == "" && strings.Count(s, ".") <= 1
 	f, err := strconv.ParseFloat(s, 64)
 	if !ok || err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return pibridge.Value{}, fmt.Errorf("%w %q: a Homie float is a plain decimal number", pibridge.ErrBadValue, clip(s))
+		return pibridge.Value{}, fmt.Errorf("%w %q: a Homie float is a plain decimal number", pibridge.ErrBadValue, pibridge.Clip(s))
 	}
 	return pibridge.Number(f), nil
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	pibridge "pibridge"
 )
 
 // The passthrough lets browsers subscribe and publish to MQTT topics
@@ -35,7 +36,7 @@ var ErrNotConnected = errors.New("no MQTT broker connected")
 // Subscribe delivers the messages matching filter until cancel is called.
 // deliver runs on paho's goroutine and must not block.
 func (c *Client) Subscribe(filter string, deliver func(topic string, payload []byte, retained bool)) (cancel func(), err error) {
-	if err := ValidateFilter(filter); err != nil {
+	if err := pibridge.CheckFilter(filter); err != nil {
 		return nil, err
 	}
 	p := &c.bridge
@@ -143,12 +144,12 @@ func (c *Client) deliverBridge(m paho.Message) bool {
 	topic, payload := m.Topic(), m.Payload()
 	matched := false
 	for filter, subs := range p.filters {
-		if !TopicMatches(filter, topic) {
+		if !pibridge.TopicMatches(filter, topic) {
 			continue
 		}
 		matched = true
 		if len(payload) > maxBridgePayload {
-			c.log.Debug("message too big for a browser dropped", "topic", clip(topic), "bytes", len(payload))
+			c.log.Debug("message too big for a browser dropped", "topic", pibridge.Clip(topic), "bytes", len(payload))
 			continue
 		}
 		for _, deliver := range subs {
@@ -196,33 +197,4 @@ func (c *Client) PublishAsync(topic string, payload []byte, retain bool, done fu
 		}
 		done(nil)
 	}()
-}
-
-// TopicMatches reports whether an MQTT topic matches a filter with + and
-// #. As the MQTT spec says, a wildcard first level never matches a topic
-// that starts with $ ($SYS and the like).
-func TopicMatches(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		switch {
-		case fmore && tmore:
-			filter, topic = frest, trest
-		case !fmore && !tmore:
-			return true
-		case fmore:
-			return frest == "#" // "a/#" matches "a" too
-		default:
-			return false
-		}
-	}
 }

@@ -8,36 +8,6 @@ import (
 	"time"
 )
 
-func TestTopicMatches(t *testing.T) {
-	tests := []struct {
-		filter, topic string
-		want          bool
-	}{
-		{"a/b", "a/b", true},
-		{"a/b", "a/c", false},
-		{"a/+", "a/b", true},
-		{"a/+", "a/b/c", false},
-		{"a/+/c", "a/b/c", true},
-		{"a/#", "a", true},
-		{"a/#", "a/b/c", true},
-		{"#", "a/b", true},
-		{"+", "a", true},
-		{"+", "a/b", false},
-		{"+/+", "/x", true},
-		{"a/b", "a/b/c", false},
-		{"a/b/c", "a/b", false},
-		{"#", "$SYS/x", false},
-		{"+/x", "$SYS/x", false},
-		{"$SYS/#", "$SYS/x", true},
-		{"a/+", "a/", true},
-	}
-	for _, tt := range tests {
-		if got := TopicMatches(tt.filter, tt.topic); got != tt.want {
-			t.Errorf("TopicMatches(%q, %q) = %v, want %v", tt.filter, tt.topic, got, tt.want)
-		}
-	}
-}
-
 type bridgeInbox struct {
 	mu   sync.Mutex
 	msgs []msg

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	pibridge "pibridge"
 )
@@ -31,14 +33,21 @@ import (
 // garbage tail (power loss, a short write on a full disk) fails the CRC
 // or the length, and the file is read up to there only.
 //
-// The walLog itself is not safe for concurrent use: the DiskOutbox's
-// walMu guards it. The newest record is kept until a newer one is written
-// (tidyWAL), so that after a crash seq resumes after it even when every
-// reading had been acknowledged.
+// The walLog is not safe for concurrent use: the DiskOutbox's walMu
+// guards it, its atomic counters aside. The newest record is kept until a
+// newer one is written (recycle), so that after a crash seq resumes after
+// it even when every reading had been acknowledged.
 type walLog struct {
-	f      [2]walFile
-	active int
-	buf    []byte
+	paths      [2]string
+	f          [2]walFile
+	active     int
+	open       bool      // the files are open for appending
+	switchedAt time.Time // when the active file was last switched in
+	buf        []byte
+
+	// Counted over every open, read without walMu by the stats.
+	bytes atomic.Uint64 // bytes written
+	fails atomic.Uint64 // appends that failed (those readings are in memory only)
 }
 
 type walFile struct {
@@ -63,16 +72,20 @@ func walPaths(dbPath string) [2]string {
 	return [2]string{dbPath + ".wal0", dbPath + ".wal1"}
 }
 
-// openWAL opens (or creates) both files, reads their valid records and
+// usable reports whether appends can go to the log; false without one.
+func (w *walLog) usable() bool { return w != nil && w.open }
+
+// reopen opens (or creates) both files, reads their valid records and
 // cuts off any torn tail, so that new records follow whole ones. It
 // returns the records in seq order, deduplicated. When a file cannot be
-// opened for writing, it returns a nil log and an error, and the records
+// opened for writing, the log stays closed and it returns an error, and the records
 // all the same (a read-only disk still replays). A file that cannot be
 // read to its end (a bad spot on the card) counts as torn there; one
 // whose tail cannot be cut off takes no records until it is truncated:
 // then the log works and the error is only to be logged.
-func openWAL(paths [2]string) (*walLog, []pibridge.Reading, error) {
-	w := &walLog{}
+func (w *walLog) reopen() ([]pibridge.Reading, error) {
+	w.f, w.active, w.open, w.switchedAt = [2]walFile{}, 0, false, time.Now()
+	paths := w.paths
 	var recs []pibridge.Reading
 	var errs []error
 	fatal := false
@@ -120,14 +133,15 @@ func openWAL(paths [2]string) (*walLog, []pibridge.Reading, error) {
 	recs = slices.CompactFunc(recs, func(a, b pibridge.Reading) bool { return a.Seq == b.Seq })
 	if fatal {
 		w.close()
-		return nil, recs, errors.Join(errs...)
+		return recs, errors.Join(errs...)
 	}
 	// Append to the emptier good file, so that the other one, already
 	// full of replayed readings, is the first to be recycled.
 	if w.f[0].bad || (!w.f[1].bad && w.f[1].size < w.f[0].size) {
 		w.active = 1
 	}
-	return w, recs, errors.Join(errs...)
+	w.open = true
+	return recs, errors.Join(errs...)
 }
 
 // readWAL returns the valid records from the start of r and the length
@@ -188,6 +202,7 @@ func appendWALRecord(b []byte, r pibridge.Reading) []byte {
 func (w *walLog) append(r pibridge.Reading) (int, error) {
 	f := &w.f[w.active]
 	if f.bad || f.file == nil {
+		w.fails.Add(1)
 		return 0, errWALBad
 	}
 	w.buf = appendWALRecord(w.buf[:0], r)
@@ -198,10 +213,12 @@ func (w *walLog) append(r pibridge.Reading) (int, error) {
 				f.bad = true
 			}
 		}
+		w.fails.Add(1)
 		return 0, err
 	}
 	f.size += int64(n)
 	f.last = r.Seq
+	w.bytes.Add(uint64(n))
 	return n, nil
 }
 
@@ -217,7 +234,53 @@ func (w *walLog) canSwitch() bool {
 	return in.size == 0 && !in.bad && in.file != nil
 }
 
-func (w *walLog) switchFiles() { w.active = 1 - w.active }
+func (w *walLog) switchFiles() {
+	w.active = 1 - w.active
+	w.switchedAt = time.Now()
+}
+
+// activeSize is the size of the file appends go to.
+func (w *walLog) activeSize() int64 { return w.f[w.active].size }
+
+// walSwitchBytes is the size at which the log switches files even between
+// commits (about 1,000 readings).
+const walSwitchBytes = 64 << 10
+
+// recycle truncates the inactive file once every reading in it is synced
+// (on disk, acknowledged or dropped): no append writes to it. It switches
+// the files, when the other one is empty, once the active one is window
+// old or walSwitchBytes big: with the broker up there is no commit, and
+// this bounds both the log and what a crash publishes twice to a window
+// or two. The newest record stays until a newer one is in the active
+// file: after a crash, seq resumes after it. A failed truncate returns
+// the file's path and the error, and is tried again next time.
+func (w *walLog) recycle(synced uint64, window time.Duration) (string, error) {
+	act := &w.f[w.active]
+	var path string
+	var err error
+	if in := w.inactive(); (in.size > 0 || in.bad) && synced >= in.last && (act.size > 0 || in.bad) {
+		if err = in.truncate(); err != nil {
+			path = in.path
+		} else {
+			in.size, in.last, in.bad = 0, 0, false
+		}
+	}
+	if (act.size > 0 || act.bad) && w.canSwitch() &&
+		(act.size >= walSwitchBytes || act.bad || time.Since(w.switchedAt) >= window) {
+		w.switchFiles()
+	}
+	return path, err
+}
+
+// truncateSynced empties the files whose readings are all synced, before
+// a clean stop: nothing is left to publish twice.
+func (w *walLog) truncateSynced(synced uint64) {
+	for i := range w.f {
+		if f := &w.f[i]; f.size > 0 && synced >= f.last {
+			f.truncate()
+		}
+	}
+}
 
 // truncate empties f. Only for the inactive file, outside the lock.
 func (f *walFile) truncate() error {
@@ -228,6 +291,7 @@ func (f *walFile) truncate() error {
 }
 
 func (w *walLog) close() error {
+	w.open = false
 	var errs []error
 	for i := range w.f {
 		if w.f[i].file != nil {

@@ -222,10 +222,10 @@ func TestWALConcurrent(t *testing.T) {
 			default:
 			}
 			o.mu.Lock()
-			synced := o.syncedLocked()
+			synced := o.q.synced()
 			var want []uint64
-			for i := 0; i < o.mem.n; i++ {
-				if s := o.mem.at(i).Seq; s > synced {
+			for i := 0; i < o.q.mem.n; i++ {
+				if s := o.q.mem.at(i).Seq; s > synced {
 					want = append(want, s)
 				}
 			}
@@ -256,7 +256,7 @@ func TestWALConcurrent(t *testing.T) {
 	close(done)
 	wg.Wait()
 	o.mu.Lock()
-	fails, bytes := o.walFails, o.walBytes
+	fails, bytes := o.wal.fails.Load(), o.wal.bytes.Load()
 	o.mu.Unlock()
 	if fails != 0 {
 		t.Errorf("%d log writes failed", fails)
@@ -417,9 +417,11 @@ func BenchmarkDiskOutboxAppend(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			o.mu.Lock()
-			b.ReportMetric(float64(o.walBytes)/float64(b.N), "log-B/reading")
-			o.mu.Unlock()
+			var logBytes uint64
+			if o.wal != nil { // nil for nolog
+				logBytes = o.wal.bytes.Load()
+			}
+			b.ReportMetric(float64(logBytes)/float64(b.N), "log-B/reading")
 		})
 	}
 }
@@ -478,7 +480,7 @@ func TestWALDiskWrites(t *testing.T) {
 		tick.Stop()
 		written := (sectors() - before) * 512
 		o.mu.Lock()
-		logBytes := o.walBytes
+		logBytes := o.wal.bytes.Load()
 		o.mu.Unlock()
 		t.Logf("log %v: %d readings in %s, %d bytes handed to the log, %d bytes written to %s (%.1f B/reading, %.0f B/s), %d commits",
 			withLog, seq, run, logBytes, written, dev, float64(written)/float64(seq), float64(written)/run.Seconds(), o.commits.Load())

@@ -165,10 +165,10 @@ func TestAttackMatrix(t *testing.T) {
 			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Authorization", "Basic "+controlToken))
 		}, "http 401"},
 		{"forged session cookie, POST", func(t *testing.T) string {
-			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Cookie", sessionCookie+"="+randomText()))
+			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Cookie", sessionCookie+"="+pibridge.RandomText()))
 		}, "http 401"},
 		{"forged session cookie, /ws", func(t *testing.T) string {
-			return wsAttempt(t, h, dialOpt{header: headers("Cookie", sessionCookie+"="+randomText())}, set)
+			return wsAttempt(t, h, dialOpt{header: headers("Cookie", sessionCookie+"="+pibridge.RandomText())}, set)
 		}, "close 4401"},
 		{"the token itself as the cookie", func(t *testing.T) string {
 			return restAttempt(t, h, "POST", "/api/signals/led", "on", headers("Cookie", sessionCookie+"="+controlToken))

@@ -1,23 +1,18 @@
 package ws
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"errors"
 	"fmt"
-	"io/fs"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +47,64 @@ const (
 	tokenFileName = "token"
 )
 
+// gatekeeper decides who may use /ws and /api/*: the Host and Origin
+// checks, the tokens, the panel's login sessions, the slow-down after
+// wrong tokens, and the slots of connections still waiting for their auth
+// frame. The Server composes it; it knows nothing of connections or the
+// core.
+type gatekeeper struct {
+	log  *slog.Logger
+	tune *tuning // now, sessionTTL, maxPending and the limiter's bounds
+
+	hosts    map[string]bool // allowed Host names besides IP literals; lower case
+	origins  map[string]bool // allowed_origins, normalised
+	hostname string          // this machine's, lower case; "" if unknown
+
+	on                bool // a token is set: credentials are required
+	tokenSum, readSum [sha256.Size]byte
+	hasReadToken      bool
+	generated         string // the generated token, for PanelURL only
+
+	sessions *sessionStore
+	limiter  *limiter
+	pending  *pendingSlots
+	npending atomic.Int64 // connections waiting for their auth frame
+	failures atomic.Uint64
+}
+
+// newGatekeeper reads cfg's hosts, origins and tokens: token_file, and
+// stateDir/token when one has to be generated (see Options.StateDir).
+func newGatekeeper(cfg Config, hostname, stateDir string, log *slog.Logger, t *tuning) (*gatekeeper, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &gatekeeper{
+		log:      log,
+		tune:     t,
+		hosts:    map[string]bool{"localhost": true},
+		origins:  map[string]bool{},
+		sessions: newSessionStore(t),
+		limiter:  newLimiter(t),
+		pending:  newPendingSlots(t),
+	}
+	if h := strings.TrimSuffix(strings.ToLower(hostname), "."); h != "" {
+		g.hostname = h
+		g.hosts[h] = true
+		g.hosts[h+".local"] = true
+	}
+	for _, h := range cfg.AllowedHosts {
+		g.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
+	}
+	for _, o := range cfg.AllowedOrigins {
+		n, _ := normalOrigin(o) // Validate has accepted it
+		g.origins[n] = true
+	}
+	if err := g.loadTokens(cfg, stateDir); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
 // access is what a request or connection has proved.
 type access struct {
 	role    role
@@ -78,33 +131,33 @@ const (
 // no token in the URL, then credentials. It replies and returns ok=false
 // when one fails. For /ws (frameAuth), a request without credentials, or
 // with a stale session, is let through to authenticate after the upgrade.
-func (s *Server) guard(w http.ResponseWriter, r *http.Request, frameAuth bool) (access, admission, bool) {
-	if !s.precheck(w, r) {
+func (g *gatekeeper) guard(w http.ResponseWriter, r *http.Request, frameAuth bool) (access, admission, bool) {
+	if !g.precheck(w, r) {
 		return access{}, 0, false
 	}
-	if !s.auth {
+	if !g.on {
 		return access{role: roleControl}, admitted, true
 	}
 	addr := clientAddr(r.RemoteAddr)
 	if h := r.Header.Get("Authorization"); h != "" {
-		if s.slowedDown(w, addr) {
+		if g.slowedDown(w, addr) {
 			return access{}, 0, false
 		}
 		scheme, token, _ := strings.Cut(h, " ")
 		role := roleNone
 		if strings.EqualFold(scheme, "Bearer") {
-			role = s.checkToken(strings.TrimSpace(token))
+			role = g.checkToken(strings.TrimSpace(token))
 		}
 		if role == roleNone {
-			s.authFailed(addr)
+			g.failed(addr)
 			unauthorized(w, "wrong token")
 			return access{}, 0, false
 		}
-		s.limiter.forgive(addr)
+		g.limiter.forgive(addr)
 		return access{role: role}, admitted, true
 	}
 	if ck, err := r.Cookie(sessionCookie); err == nil {
-		if acc, ok := s.sessions.lookup(ck.Value, s.tune.now()); ok {
+		if acc, ok := g.sessions.lookup(ck.Value, g.tune.now()); ok {
 			return acc, admitted, true
 		}
 		// Not a failure to count: guessing a 256-bit value is hopeless,
@@ -120,7 +173,7 @@ func (s *Server) guard(w http.ResponseWriter, r *http.Request, frameAuth bool) (
 		return access{}, 0, false
 	}
 	// The auth frame will be a guess like any other.
-	if s.slowedDown(w, addr) {
+	if g.slowedDown(w, addr) {
 		return access{}, 0, false
 	}
 	return access{}, admitFrame, true
@@ -128,13 +181,13 @@ func (s *Server) guard(w http.ResponseWriter, r *http.Request, frameAuth bool) (
 
 // precheck is the part of guard that needs no credentials: POST
 // /api/login and /api/logout pass it too.
-func (s *Server) precheck(w http.ResponseWriter, r *http.Request) bool {
+func (g *gatekeeper) precheck(w http.ResponseWriter, r *http.Request) bool {
 	switch {
-	case !s.hostAllowed(r.Host):
+	case !g.hostAllowed(r.Host):
 		writeError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
-	case !s.originAllowed(r):
+	case !g.originAllowed(r):
 		writeError(w, http.StatusForbidden, "origin not allowed: add it to http.allowed_origins")
-	case s.tokenInQuery(r.URL.RawQuery):
+	case g.tokenInQuery(r.URL.RawQuery):
 		writeError(w, http.StatusBadRequest, "tokens are not accepted in URLs: use Authorization: Bearer, POST /api/login or the WebSocket auth message")
 	default:
 		return true
@@ -156,7 +209,7 @@ var tokenParams = map[string]bool{
 
 // tokenInQuery reports whether a query string carries a token: under a
 // name meant for one, or a configured token under any name.
-func (s *Server) tokenInQuery(rawQuery string) bool {
+func (g *gatekeeper) tokenInQuery(rawQuery string) bool {
 	if rawQuery == "" {
 		return false
 	}
@@ -165,11 +218,11 @@ func (s *Server) tokenInQuery(rawQuery string) bool {
 		if tokenParams[strings.ToLower(k)] {
 			return true
 		}
-		if !s.auth {
+		if !g.on {
 			continue
 		}
 		for _, v := range vs {
-			if s.checkToken(v) != roleNone {
+			if g.checkToken(v) != roleNone {
 				return true
 			}
 		}
@@ -180,22 +233,22 @@ func (s *Server) tokenInQuery(rawQuery string) bool {
 // checkToken returns the role a token grants, roleNone when it is wrong.
 // Both sums are always compared, in constant time, so neither the token's
 // content nor its length nor which token it is leaks through timing.
-func (s *Server) checkToken(token string) role {
+func (g *gatekeeper) checkToken(token string) role {
 	sum := sha256.Sum256([]byte(token))
-	control := subtle.ConstantTimeCompare(sum[:], s.tokenSum[:])
-	read := subtle.ConstantTimeCompare(sum[:], s.readSum[:])
+	control := subtle.ConstantTimeCompare(sum[:], g.tokenSum[:])
+	read := subtle.ConstantTimeCompare(sum[:], g.readSum[:])
 	switch {
 	case control == 1:
 		return roleControl
-	case read == 1 && s.hasReadToken:
+	case read == 1 && g.hasReadToken:
 		return roleRead
 	}
 	return roleNone
 }
 
 // slowedDown answers 429 while addr has to wait after repeated failures.
-func (s *Server) slowedDown(w http.ResponseWriter, addr netip.Addr) bool {
-	wait := s.limiter.wait(addr, s.tune.now())
+func (g *gatekeeper) slowedDown(w http.ResponseWriter, addr netip.Addr) bool {
+	wait := g.limiter.wait(addr, g.tune.now())
 	if wait <= 0 {
 		return false
 	}
@@ -205,22 +258,22 @@ func (s *Server) slowedDown(w http.ResponseWriter, addr netip.Addr) bool {
 	return true
 }
 
-// authFailed counts a wrong token from addr.
-func (s *Server) authFailed(addr netip.Addr) {
-	s.authFailures.Add(1)
-	if wait := s.limiter.fail(addr, s.tune.now()); wait > 0 {
+// failed counts a wrong token from addr.
+func (g *gatekeeper) failed(addr netip.Addr) {
+	g.failures.Add(1)
+	if wait := g.limiter.fail(addr, g.tune.now()); wait > 0 {
 		// The address, never the token.
-		s.log.Warn("repeated wrong tokens: slowing this address down", "addr", addr, "wait", wait)
+		g.log.Warn("repeated wrong tokens: slowing this address down", "addr", addr, "wait", wait)
 	}
 }
 
-// ServeLogin serves POST /api/login: {"token":"…"} in, and on success the
+// serveLogin serves POST /api/login: {"token":"…"} in, and on success the
 // session cookie (HttpOnly, SameSite=Strict, Path=/, Secure over TLS) and
 // {"ok":true,"readonly":…} out. A wrong token is 401, an address slowed
 // down 429 with Retry-After. With authentication off it answers ok and
 // sets nothing.
-func (s *Server) ServeLogin(w http.ResponseWriter, r *http.Request) {
-	if !s.precheck(w, r) || !allowMethod(w, r, http.MethodPost) {
+func (g *gatekeeper) serveLogin(w http.ResponseWriter, r *http.Request) {
+	if !g.precheck(w, r) || !allowMethod(w, r, http.MethodPost) {
 		return
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
@@ -239,48 +292,28 @@ func (s *Server) ServeLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "token is missing")
 		return
 	}
-	if !s.auth {
+	if !g.on {
 		writeJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":false}`))
 		return
 	}
 	addr := clientAddr(r.RemoteAddr)
-	if s.slowedDown(w, addr) {
+	if g.slowedDown(w, addr) {
 		return
 	}
-	role := s.checkToken(*body.Token)
+	role := g.checkToken(*body.Token)
 	if role == roleNone {
-		s.authFailed(addr)
+		g.failed(addr)
 		writeError(w, http.StatusUnauthorized, "wrong token")
 		return
 	}
-	s.limiter.forgive(addr)
-	value := s.sessions.create(role, s.tune.now())
-	http.SetCookie(w, s.cookie(r, value, int(s.tune.sessionTTL/time.Second)))
+	g.limiter.forgive(addr)
+	value := g.sessions.create(role, g.tune.now())
+	http.SetCookie(w, g.cookie(r, value, int(g.tune.sessionTTL/time.Second)))
 	writeJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":`+strconv.FormatBool(role == roleRead)+`}`))
 }
 
-// ServeLogout serves POST /api/logout: it ends the session, closes the
-// WebSockets opened with it (4401), and clears the cookie.
-func (s *Server) ServeLogout(w http.ResponseWriter, r *http.Request) {
-	if !s.precheck(w, r) || !allowMethod(w, r, http.MethodPost) {
-		return
-	}
-	if ck, err := r.Cookie(sessionCookie); err == nil {
-		if key, ok := s.sessions.remove(ck.Value); ok {
-			for _, c := range s.hub.connected() {
-				if c.session == key {
-					c.mb.close(closeUnauthorized, "logged out")
-				}
-			}
-		}
-	}
-	http.SetCookie(w, s.cookie(r, "", -1))
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // cookie is the session cookie; maxAge -1 deletes it.
-func (s *Server) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+func (g *gatekeeper) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
 	return &http.Cookie{
 		Name:     sessionCookie,
 		Value:    value,
@@ -295,397 +328,90 @@ func (s *Server) cookie(r *http.Request, value string, maxAge int) *http.Cookie 
 	}
 }
 
-// ---------------------------------------------------------------- sessions
-
-// sessionKey is the SHA-256 of a session's cookie value: the map is keyed
-// by it, so a lookup's timing says nothing about stored values.
-type sessionKey [sha256.Size]byte
-
-// sessionStore is the server-side side of the panel's cookie: bounded in
-// size, each session valid for ttl from login.
-type sessionStore struct {
-	t *tuning // maxSessions, sessionTTL
-
-	mu sync.Mutex
-	m  map[sessionKey]session
-}
-
-type session struct {
-	role    role
-	expires time.Time
-}
-
-func newSessionStore(t *tuning) *sessionStore {
-	return &sessionStore{t: t, m: make(map[sessionKey]session)}
-}
-
-// create starts a session and returns its cookie value. When the store is
-// full, expired sessions go first, then the one closest to expiry.
-func (st *sessionStore) create(r role, now time.Time) (value string) {
-	value = randomText()
-	expires := now.Add(st.t.sessionTTL)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if len(st.m) >= st.t.maxSessions {
-		var oldest sessionKey
-		var oldestExp time.Time
-		for k, s := range st.m {
-			if !now.Before(s.expires) {
-				delete(st.m, k)
-				continue
-			}
-			if oldestExp.IsZero() || s.expires.Before(oldestExp) {
-				oldest, oldestExp = k, s.expires
-			}
-		}
-		if len(st.m) >= st.t.maxSessions {
-			delete(st.m, oldest)
-		}
+// takePending reserves a slot for a connection from addr that has yet to
+// send its auth frame: one address gets a share of the slots, so that it
+// cannot keep the others out. It returns why not when there is none.
+func (g *gatekeeper) takePending(addr netip.Addr) (string, bool) {
+	if !g.pending.take(addr) {
+		return "too many connections from this address waiting to authenticate", false
 	}
-	st.m[sha256.Sum256([]byte(value))] = session{role: r, expires: expires}
-	return value
-}
-
-func (st *sessionStore) lookup(value string, now time.Time) (access, bool) {
-	if value == "" {
-		return access{}, false
+	if n := g.npending.Add(1); n > int64(g.tune.maxPending) {
+		g.releasePending(addr)
+		return "too many connections waiting to authenticate", false
 	}
-	key := sessionKey(sha256.Sum256([]byte(value)))
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	s, ok := st.m[key]
-	if !ok {
-		return access{}, false
+	return "", true
+}
+
+// releasePending gives back the slots an unauthenticated connection took.
+func (g *gatekeeper) releasePending(addr netip.Addr) {
+	g.npending.Add(-1)
+	g.pending.release(addr)
+}
+
+// frameToken checks the token of a WebSocket auth frame from addr. On
+// failure it returns roleNone and the close code and text to send.
+func (g *gatekeeper) frameToken(addr netip.Addr, token string) (r role, closeCode int, why string) {
+	if wait := g.limiter.wait(addr, g.tune.now()); wait > 0 {
+		return roleNone, closeTooManyAttempts, fmt.Sprintf("too many failed attempts: retry in %ds", int((wait+time.Second-1)/time.Second))
 	}
-	if !now.Before(s.expires) {
-		delete(st.m, key)
-		return access{}, false
+	if r = g.checkToken(token); r == roleNone {
+		g.failed(addr)
+		return roleNone, closeUnauthorized, "wrong token"
 	}
-	return access{role: s.role, session: key}, true
+	g.limiter.forgive(addr)
+	return r, 0, ""
 }
 
-func (st *sessionStore) remove(value string) (sessionKey, bool) {
-	key := sessionKey(sha256.Sum256([]byte(value)))
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	_, ok := st.m[key]
-	delete(st.m, key)
-	return key, ok
-}
+// role is what a request's token allows.
+type role uint8
 
-func (st *sessionStore) len() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return len(st.m)
-}
+const (
+	roleNone role = iota
+	roleRead
+	roleControl
+)
 
-// randomText returns 256 random bits, URL-safe: session values and
-// generated tokens.
-func randomText() string {
-	var b [32]byte
-	rand.Read(b[:]) // never fails (crypto/rand)
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// ---------------------------------------------------------------- limiter
-
-// limiter slows down addresses that keep sending wrong tokens. After
-// freeFailures each further one makes the address wait failDelay, then
-// twice as long, up to maxFailDelay; a success, or forgetFailures without
-// one, clears it.
-// While it waits, its attempts are refused unchecked (429), so waiting is
-// the only way forward. State is a bounded map checked on each attempt:
-// no timers, no goroutine per address.
-type limiter struct {
-	t *tuning // limiterSize, freeFailures, failDelay, maxFailDelay, forgetFailures
-
-	mu sync.Mutex
-	m  map[netip.Addr]*strikes
-}
-
-type strikes struct {
-	n     int
-	last  time.Time // last failure
-	until time.Time // attempts refused before this
-}
-
-func newLimiter(t *tuning) *limiter {
-	return &limiter{t: t, m: make(map[netip.Addr]*strikes)}
-}
-
-// wait returns how long addr must still wait before its next attempt.
-func (l *limiter) wait(addr netip.Addr, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.m[addr]
-	if st == nil {
-		return 0
+// hostAllowed is the DNS-rebinding defence: a page from attacker.example
+// that rebinds its name to our address still sends Host: attacker.example.
+func (g *gatekeeper) hostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
 	}
-	return max(0, st.until.Sub(now))
-}
-
-// fail records a failure and returns the wait it imposes.
-func (l *limiter) fail(addr netip.Addr, now time.Time) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := l.m[addr]
-	if st != nil && l.forgotten(st, now) {
-		st.n = 0
-	}
-	if st == nil {
-		if len(l.m) >= l.t.limiterSize {
-			l.evict(now)
-		}
-		st = &strikes{}
-		l.m[addr] = st
-	}
-	st.n++
-	st.last = now
-	if st.n <= l.t.freeFailures {
-		return 0
-	}
-	d := l.t.maxFailDelay
-	if shift := st.n - l.t.freeFailures - 1; shift < 30 {
-		d = min(l.t.failDelay<<shift, d)
-	}
-	st.until = now.Add(d)
-	return d
-}
-
-// forgive clears addr after a success.
-func (l *limiter) forgive(addr netip.Addr) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.m, addr)
-}
-
-// evict makes room: entries that are forgotten go; when none is, the one
-// whose last failure is oldest does.
-func (l *limiter) evict(now time.Time) {
-	var oldest netip.Addr
-	var oldestAt time.Time
-	for a, st := range l.m {
-		if l.forgotten(st, now) {
-			delete(l.m, a)
-			continue
-		}
-		if oldestAt.IsZero() || st.last.Before(oldestAt) {
-			oldest, oldestAt = a, st.last
-		}
-	}
-	if len(l.m) >= l.t.limiterSize {
-		delete(l.m, oldest)
-	}
-}
-
-// forgotten reports whether a long quiet spell has cleared st.
-func (l *limiter) forgotten(st *strikes, now time.Time) bool {
-	return now.Sub(st.last) > l.t.forgetFailures && !now.Before(st.until)
-}
-
-func (l *limiter) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.m)
-}
-
-// clientAddr is the key failures are counted under: the IPv4 address, or
-// the IPv6 /64, which one host usually owns whole.
-func clientAddr(remote string) netip.Addr {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{} // unparsable addresses share one count
-	}
-	a := ap.Addr().Unmap()
-	if a.Is6() {
-		if p, err := a.WithZone("").Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return a
-}
-
-// ---------------------------------------------------------------- pending
-
-// pendingSlots counts, per address (clientAddr), the connections waiting
-// for their auth frame: one address gets maxPendingAddr of the maxPending
-// slots, so that it cannot hold them all.
-type pendingSlots struct {
-	t *tuning // maxPendingAddr
-
-	mu sync.Mutex
-	m  map[netip.Addr]int
-}
-
-func newPendingSlots(t *tuning) *pendingSlots {
-	return &pendingSlots{t: t, m: make(map[netip.Addr]int)}
-}
-
-// take reserves a slot for addr; false when it holds its share.
-func (p *pendingSlots) take(addr netip.Addr) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m[addr] >= p.t.maxPendingAddr {
+	host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "]"), "["), ".")
+	if host == "" {
 		return false
 	}
-	p.m[addr]++
-	return true
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return g.hosts[strings.ToLower(host)]
 }
 
-func (p *pendingSlots) release(addr netip.Addr) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m[addr] <= 1 {
-		delete(p.m, addr) // the map holds only addresses with a slot
-		return
+// originAllowed accepts requests without Origin (non-browser clients), and
+// browser requests from the page's own origin — the scheme the request
+// came with (https over TLS) and its Host — or from allowed_origins, each
+// compared as a whole origin. It is the Upgrader's CheckOrigin too, so it
+// never accepts everything.
+func (g *gatekeeper) originAllowed(r *http.Request) bool {
+	v := r.Header["Origin"]
+	if len(v) == 0 {
+		return true
 	}
-	p.m[addr]--
+	u, err := url.Parse(v[0])
+	if err != nil || u.Host == "" { // includes "null" (sandboxed frames, file://)
+		return false
+	}
+	if strings.EqualFold(u.Scheme, requestScheme(r)) && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return g.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
 }
 
-// ---------------------------------------------------------------- tokens
-
-// loadTokens resolves the control token: token, token_file, or — when the
-// listen address is beyond loopback and neither is set — the token kept
-// in StateDir/token, generated on first start.
-func (s *Server) loadTokens(stateDir string) error {
-	token := s.cfg.Token
-	if s.cfg.TokenFile != "" {
-		b, err := os.ReadFile(s.cfg.TokenFile)
-		if err != nil {
-			return fmt.Errorf("ws: http.token_file: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-		switch {
-		case token == "":
-			return fmt.Errorf("ws: http.token_file: %s is empty", s.cfg.TokenFile)
-		case validToken(token) != "":
-			return fmt.Errorf("ws: http.token_file: %s: %s", s.cfg.TokenFile, validToken(token))
-		case token == s.cfg.ReadToken:
-			return errors.New("ws: http.read_token must differ from the token in token_file")
-		}
+// requestScheme is the scheme of the request's own origin.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
 	}
-	if s.cfg.generatesToken() {
-		t, created, err := loadOrCreateToken(stateDir)
-		if err != nil {
-			return fmt.Errorf("ws: http.listen %s is beyond loopback and no token is set, so one is generated: %w", s.cfg.Listen, err)
-		}
-		if t == s.cfg.ReadToken {
-			return errors.New("ws: http.read_token must differ from the generated token")
-		}
-		token, s.generated = t, t
-		if created {
-			s.log.Info("generated an http token: open the panel URL printed at start", "file", filepath.Join(stateDir, tokenFileName))
-		}
-	}
-	if token == "" || token == TokenNone {
-		return nil
-	}
-	s.auth = true
-	s.tokenSum = sha256.Sum256([]byte(token))
-	if s.cfg.ReadToken != "" {
-		s.hasReadToken = true
-		s.readSum = sha256.Sum256([]byte(s.cfg.ReadToken))
-	}
-	if len(token) < 16 {
-		s.log.Warn("the http token is short; use at least 16 random characters")
-	}
-	return nil
-}
-
-// loadOrCreateToken returns the token in dir/token, creating it (0600,
-// 256 random bits) when the file does not exist.
-func loadOrCreateToken(dir string) (token string, created bool, err error) {
-	if dir == "" {
-		return "", false, errors.New("no state_dir to keep it in: set http.token, http.token_file or token: none")
-	}
-	path := filepath.Join(dir, tokenFileName)
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		token = strings.TrimSpace(string(b))
-		if token == "" || validToken(token) != "" {
-			return "", false, fmt.Errorf("%s holds no usable token: delete it to have a new one generated", path)
-		}
-		return token, false, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return "", false, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", false, err
-	}
-	token = randomText()
-	f, err := os.CreateTemp(dir, ".token-*") // 0600
-	if err != nil {
-		return "", false, err
-	}
-	defer os.Remove(f.Name()) // once renamed, there is nothing to remove
-	if _, err := f.WriteString(token + "\n"); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return "", false, err
-	}
-	if err := f.Close(); err != nil {
-		return "", false, err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return "", false, err
-	}
-	if d, err := os.Open(dir); err == nil { // make the rename durable
-		d.Sync()
-		d.Close()
-	}
-	return token, true, nil
-}
-
-// PanelURL returns the URL to print at start, such as
-// http://192.168.1.20:8080/ — and, when the token was generated (or read
-// back from StateDir/token), the token in the fragment:
-// http://192.168.1.20:8080/#token=…. Browsers never send a fragment; the
-// panel reads it, logs in, and removes it from the address bar. Print it
-// for the person at the console; never log it. A listen address of all
-// interfaces is shown as this machine's first LAN IPv4 address (or
-// hostname.local, or localhost).
-func (s *Server) PanelURL() string {
-	scheme := "http"
-	if s.cfg.TLS.Enabled() {
-		scheme = "https"
-	}
-	host, port, err := net.SplitHostPort(s.cfg.Listen)
-	if err != nil {
-		host, port = "localhost", "8080"
-	}
-	if a, err := netip.ParseAddr(host); host == "" || (err == nil && a.IsUnspecified()) {
-		host = s.lanHost()
-	}
-	u := scheme + "://" + net.JoinHostPort(host, port) + "/"
-	if s.generated != "" {
-		u += "#token=" + s.generated
-	}
-	return u
-}
-
-// lanHost names this machine for people on the LAN.
-func (s *Server) lanHost() string {
-	if ifaces, err := net.Interfaces(); err == nil {
-		for _, ifc := range ifaces {
-			if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-				continue
-			}
-			addrs, _ := ifc.Addrs()
-			for _, a := range addrs {
-				if n, ok := a.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && ip.IsGlobalUnicast() {
-						return ip.Unmap().String()
-					}
-				}
-			}
-		}
-	}
-	if s.hostname != "" {
-		return s.hostname + ".local"
-	}
-	return "localhost"
+	return "http"
 }

@@ -201,7 +201,7 @@ func TestFirstFrameAuth(t *testing.T) {
 	if moves := h.act.Calls(); len(moves) != 1 || moves[0] != "set relay true" {
 		t.Errorf("actuator calls %v, want only the authenticated set", moves)
 	}
-	waitFor(t, "the refused connections to go", func() bool { return h.srv.Clients() == 2 && h.srv.npending.Load() == 0 })
+	waitFor(t, "the refused connections to go", func() bool { return h.srv.Clients() == 2 && h.srv.gate.npending.Load() == 0 })
 }
 
 func TestLoginCookie(t *testing.T) {
@@ -486,8 +486,8 @@ func TestGeneratedToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := strings.TrimSpace(string(b))
-	if len(token) < 40 || !s.auth || s.checkToken(token) != roleControl {
-		t.Fatalf("generated token %q, auth %v", token, s.auth)
+	if len(token) < 40 || !s.gate.on || s.gate.checkToken(token) != roleControl {
+		t.Fatalf("generated token %q, auth %v", token, s.gate.on)
 	}
 	fi, _ := os.Stat(filepath.Join(dir, "token"))
 	if perm := fi.Mode().Perm(); perm != 0o600 {
@@ -498,7 +498,7 @@ func TestGeneratedToken(t *testing.T) {
 	}
 	// A restart reuses it.
 	s2, err := New(Options{Core: core, Config: cfg, StateDir: dir})
-	if err != nil || s2.checkToken(token) != roleControl {
+	if err != nil || s2.gate.checkToken(token) != roleControl {
 		t.Fatalf("second start: %v", err)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -536,8 +536,8 @@ func TestGeneratedToken(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.auth != tc.auth {
-				t.Errorf("auth %v, want %v", s.auth, tc.auth)
+			if s.gate.on != tc.auth {
+				t.Errorf("auth %v, want %v", s.gate.on, tc.auth)
 			}
 			u := s.PanelURL()
 			if tc.url != "" && u != tc.url {
@@ -579,7 +579,7 @@ func TestPendingAuthCap(t *testing.T) {
 		}
 		defer conn.Close()
 	}
-	waitFor(t, "two waiting connections", func() bool { return h.srv.npending.Load() == 2 })
+	waitFor(t, "two waiting connections", func() bool { return h.srv.gate.npending.Load() == 2 })
 	if got := h.dialStatus(nil); got != http.StatusServiceUnavailable {
 		t.Errorf("a third without credentials: %d, want 503", got)
 	}

@@ -93,7 +93,7 @@ func decodeMessage(mt int, data []byte) (message, *decodeError) {
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return message{}, &decodeError{msg: "malformed JSON: " + clip(err.Error())}
+		return message{}, &decodeError{msg: "malformed JSON: " + pibridge.Clip(err.Error())}
 	}
 	id, err := stringField(env.ID, "id")
 	if err != nil {
@@ -165,7 +165,7 @@ func decodeMessage(mt int, data []byte) (message, *decodeError) {
 			return fail("%v", err)
 		}
 	default:
-		return fail("unknown type %q", clip(typName))
+		return fail("unknown type %q", pibridge.Clip(typName))
 	}
 	return m, nil
 }

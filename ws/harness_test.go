@@ -419,7 +419,7 @@ func (p *fakePass) Subscribe(filter string, deliver func(string, []byte, bool)) 
 	p.subs[id] = fakeSub{filter, deliver}
 	var retained [][2]string
 	for t, pl := range p.retained {
-		if within(filter, t) {
+		if pibridge.FilterCovers(filter, t) {
 			retained = append(retained, [2]string{t, pl})
 		}
 	}
@@ -449,7 +449,7 @@ func (p *fakePass) send(topic, payload string) {
 	p.mu.Lock()
 	var to []fakeSub
 	for _, s := range p.subs {
-		if within(s.filter, topic) {
+		if pibridge.FilterCovers(s.filter, topic) {
 			to = append(to, s)
 		}
 	}
@@ -484,7 +484,7 @@ func (p *fakePass) deliverAll(topic string, payload []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, s := range p.subs {
-		if within(s.filter, topic) {
+		if pibridge.FilterCovers(s.filter, topic) {
 			s.deliver(topic, payload, false)
 		}
 	}

@@ -42,11 +42,11 @@ func (s *Server) bridgeOn() bool { return s.pass != nil && len(s.allow) > 0 }
 // mqtt.bridge_allow. The error names the filter, never the allow list.
 func (s *Server) checkFilters(filters []string) error {
 	for _, f := range filters {
-		if err := validFilter(f); err != nil {
-			return err
+		if err := pibridge.CheckFilter(f); err != nil {
+			return fmt.Errorf("topic filter %w", err)
 		}
 		if !allowedBy(s.allow, f) {
-			return fmt.Errorf("%q: not inside mqtt.bridge_allow", clip(f))
+			return fmt.Errorf("%q: not inside mqtt.bridge_allow", pibridge.Clip(f))
 		}
 	}
 	return nil
@@ -81,8 +81,8 @@ func (c *client) subscribe(m *message) {
 				cancel()
 			}
 			g.drop()
-			c.s.log.Debug("mqtt subscribe failed", "remote", c.remote, "filter", clip(f), "err", err)
-			c.ackErr(m.id, fmt.Errorf("subscribe %q: %w", clip(f), err))
+			c.s.log.Debug("mqtt subscribe failed", "remote", c.remote, "filter", pibridge.Clip(f), "err", err)
+			c.ackErr(m.id, fmt.Errorf("subscribe %q: %w", pibridge.Clip(f), err))
 			return
 		}
 		made[f] = cancel
@@ -120,11 +120,11 @@ func (c *client) publish(m *message) {
 	case c.readOnly:
 		c.ackErr(m.id, fmt.Errorf("publish: %w", errReadOnly))
 		return
-	case validTopic(m.topic) != nil:
-		c.ackErr(m.id, fmt.Errorf("publish %w", validTopic(m.topic)))
+	case pibridge.CheckTopicName(m.topic) != nil:
+		c.ackErr(m.id, fmt.Errorf("publish: topic %w", pibridge.CheckTopicName(m.topic)))
 		return
 	case !allowedBy(c.s.allow, m.topic):
-		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", clip(m.topic)))
+		c.ackErr(m.id, fmt.Errorf("publish %q: not inside mqtt.bridge_allow", pibridge.Clip(m.topic)))
 		return
 	}
 	if ap, ok := c.s.pass.(AsyncPublisher); ok {
@@ -163,8 +163,8 @@ func (c *client) publishErr(topic string, err error) error {
 	if err == nil {
 		return nil
 	}
-	c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", clip(topic), "err", err)
-	return fmt.Errorf("publish %q: %w", clip(topic), err)
+	c.s.log.Debug("mqtt publish failed", "remote", c.remote, "topic", pibridge.Clip(topic), "err", err)
+	return fmt.Errorf("publish %q: %w", pibridge.Clip(topic), err)
 }
 
 // dropSubscriptions cancels every subscription; the reader calls it when
@@ -283,11 +283,21 @@ func appendMQTT(b []byte, topic string, payload []byte, retained bool) []byte {
 	return append(b, `,"retained":false}`...)
 }
 
+// allowedBy returns whether requested is covered by one of the allowed filters.
+func allowedBy(allowed []string, requested string) bool {
+	for _, a := range allowed {
+		if pibridge.FilterCovers(a, requested) {
+			return true
+		}
+	}
+	return false
+}
+
 // validateAllow checks Options.BridgeAllow.
 func validateAllow(allow []string) error {
 	var bad []string
 	for i, f := range allow {
-		if err := validFilter(f); err != nil {
+		if err := pibridge.CheckFilter(f); err != nil {
 			bad = append(bad, fmt.Sprintf("bridge_allow[%d]: %v", i, err))
 		}
 	}

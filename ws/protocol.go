@@ -45,7 +45,7 @@ func (c *client) handle(mt int, data []byte) {
 			c.publish(&m)
 		}
 	case msgAuth:
-		if c.s.auth {
+		if c.s.gate.on {
 			c.replyError(m.id, "already authenticated")
 		} else {
 			c.replyError(m.id, "authentication is not required here")
@@ -92,14 +92,14 @@ func (s *Server) commandError(name string, err error) error {
 // this connection's reader for long.
 func (c *client) execute(cmd pibridge.Command) {
 	if c.readOnly {
-		c.ack(cmd.ID, cmd.Name, fmt.Errorf("%s: %w", clip(cmd.Name), errReadOnly), 0)
+		c.ack(cmd.ID, cmd.Name, fmt.Errorf("%s: %w", pibridge.Clip(cmd.Name), errReadOnly), 0)
 		return
 	}
 	ctx, cancel := c.s.commandContext()
 	r, err := c.s.core.Execute(ctx, cmd)
 	cancel()
 	if err != nil {
-		c.s.log.Debug("command failed", "source", cmd.Source, "remote", c.remote, "signal", clip(cmd.Name), "err", err)
+		c.s.log.Debug("command failed", "source", cmd.Source, "remote", c.remote, "signal", pibridge.Clip(cmd.Name), "err", err)
 		c.ack(cmd.ID, cmd.Name, err, 0)
 		return
 	}
@@ -141,7 +141,7 @@ func parseSince(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("since %q: want a duration such as \"10m\"", clip(s))
+		return 0, fmt.Errorf("since %q: want a duration such as \"10m\"", pibridge.Clip(s))
 	case d <= 0 || d > maxHistorySince:
 		return 0, fmt.Errorf("since %s: must be above 0 and at most %s", d, maxHistorySince)
 	}

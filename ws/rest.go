@@ -112,7 +112,7 @@ func (s *Server) ServeHistory(w http.ResponseWriter, r *http.Request) {
 // restGuard is guard for /api/*: the same checks as /ws, the same
 // credentials but the auth frame.
 func (s *Server) restGuard(w http.ResponseWriter, r *http.Request) (role, bool) {
-	acc, _, ok := s.guard(w, r, false)
+	acc, _, ok := s.gate.guard(w, r, false)
 	return acc.role, ok
 }
 
@@ -126,7 +126,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 		if errors.As(err, &tooBig) {
 			return fmt.Errorf("body is larger than %d bytes", limit)
 		}
-		return fmt.Errorf("malformed JSON: %s", clip(err.Error()))
+		return fmt.Errorf("malformed JSON: %s", pibridge.Clip(err.Error()))
 	}
 	if dec.More() {
 		return errors.New("malformed JSON: trailing data after the object")

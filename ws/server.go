@@ -2,17 +2,13 @@ package ws
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,17 +51,8 @@ type Server struct {
 	release *burstRelease
 
 	upgrader websocket.Upgrader
-	hosts    map[string]bool // allowed Host names besides IP literals; lower case
-	origins  map[string]bool // allowed_origins, normalised
+	gate     *gatekeeper // who may come in: Host, Origin, tokens, sessions, slow-down
 
-	auth                bool
-	tokenSum, readSum   [sha256.Size]byte
-	hasReadToken        bool
-	generated           string // the generated token, for PanelURL only
-	hostname            string
-	sessions            *sessionStore
-	limiter             *limiter
-	pending             *pendingSlots
 	certs               *certSource // nil without http.tls
 	helloHead, metaHead []byte      // hello and /api/state up to the signals
 
@@ -73,10 +60,8 @@ type Server struct {
 	allow      []string
 	mqttFrames frameMemo // MQTT messages framed once for all their browsers
 
-	nconns       atomic.Int64 // open or opening WebSocket connections
-	npending     atomic.Int64 // of which not yet authenticated
-	slowClosed   atomic.Uint64
-	authFailures atomic.Uint64
+	nconns     atomic.Int64 // open or opening WebSocket connections
+	slowClosed atomic.Uint64
 
 	// Every upgraded connection, from the upgrade until its goroutine
 	// ends, so that shutdown can close and wait for all of them.
@@ -216,8 +201,6 @@ func New(o Options) (*Server, error) {
 		log:     o.Logger,
 		hub:     newHub(o.Core.Signals()),
 		release: newBurstRelease(),
-		hosts:   map[string]bool{"localhost": true},
-		origins: map[string]bool{},
 		running: make(chan struct{}),
 		stopped: make(chan struct{}),
 		tune:    defaultTuning(),
@@ -225,9 +208,6 @@ func New(o Options) (*Server, error) {
 		pass:    o.Passthrough,
 		allow:   append([]string(nil), o.BridgeAllow...),
 	}
-	s.sessions = newSessionStore(&s.tune)
-	s.limiter = newLimiter(&s.tune)
-	s.pending = newPendingSlots(&s.tune)
 	if cfg.TLS.Enabled() {
 		certs, err := newCertSource(cfg.TLS, o.Logger, time.Now)
 		if err != nil {
@@ -235,28 +215,18 @@ func New(o Options) (*Server, error) {
 		}
 		s.certs = certs
 	}
-	if h := strings.TrimSuffix(strings.ToLower(o.Hostname), "."); h != "" {
-		s.hostname = h
-		s.hosts[h] = true
-		s.hosts[h+".local"] = true
-	}
-	for _, h := range cfg.AllowedHosts {
-		s.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
-	}
-	for _, o := range cfg.AllowedOrigins {
-		n, _ := normalOrigin(o) // Validate has accepted it
-		s.origins[n] = true
-	}
-	if err := s.loadTokens(o.StateDir); err != nil {
+	gate, err := newGatekeeper(cfg, o.Hostname, o.StateDir, o.Logger, &s.tune)
+	if err != nil {
 		return nil, err
 	}
+	s.gate = gate
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  10 * time.Second,
 		ReadBufferSize:    readBufferSize,
 		WriteBufferSize:   writeBufferSize,
 		WriteBufferPool:   writeBufferPool,
 		EnableCompression: false, // SetReadLimit counts compressed bytes
-		CheckOrigin:       s.originAllowed,
+		CheckOrigin:       s.gate.originAllowed,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			writeError(w, status, reason.Error())
 		},
@@ -292,6 +262,29 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/logout", s.ServeLogout)
 }
 
+// ServeLogin serves POST /api/login (see gatekeeper.serveLogin).
+func (s *Server) ServeLogin(w http.ResponseWriter, r *http.Request) { s.gate.serveLogin(w, r) }
+
+// ServeLogout serves POST /api/logout: it ends the session, closes the
+// WebSockets opened with it (4401), and clears the cookie.
+func (s *Server) ServeLogout(w http.ResponseWriter, r *http.Request) {
+	if !s.gate.precheck(w, r) || !allowMethod(w, r, http.MethodPost) {
+		return
+	}
+	if ck, err := r.Cookie(sessionCookie); err == nil {
+		if key, ok := s.gate.sessions.remove(ck.Value); ok {
+			for _, c := range s.hub.connected() {
+				if c.session == key {
+					c.mb.close(closeUnauthorized, "logged out")
+				}
+			}
+		}
+	}
+	http.SetCookie(w, s.gate.cookie(r, "", -1))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // Clients returns the number of open WebSocket connections, counting those
 // being opened or closed.
 func (s *Server) Clients() int { return int(s.nconns.Load()) }
@@ -303,7 +296,7 @@ func (s *Server) SlowClosed() uint64 { return s.slowClosed.Load() }
 
 // AuthFailures returns how many wrong tokens were presented (bearer,
 // auth frame or login), for /metrics.
-func (s *Server) AuthFailures() uint64 { return s.authFailures.Load() }
+func (s *Server) AuthFailures() uint64 { return s.gate.failures.Load() }
 
 // Run subscribes to the core and runs the fan-out until ctx ends. Then it
 // closes every client with 1001 "going away" and returns once they are
@@ -419,7 +412,7 @@ func (s *Server) stopping() bool {
 // request that arrives before Run has subscribed waits for it; after Run
 // has ended it gets 503, as it does beyond max_clients.
 func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
-	acc, adm, ok := s.guard(w, r, true)
+	acc, adm, ok := s.gate.guard(w, r, true)
 	if !ok {
 		return
 	}
@@ -444,17 +437,10 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		// Connections that have proved nothing yet get a small share, so
 		// that they cannot keep the others out; and one address gets a
 		// share of that, so that it cannot keep other addresses out.
-		if !s.pending.take(addr) {
+		if msg, ok := s.gate.takePending(addr); !ok {
 			s.nconns.Add(-1)
 			w.Header().Set("Retry-After", "10")
-			writeError(w, http.StatusServiceUnavailable, "too many connections from this address waiting to authenticate")
-			return
-		}
-		if n := s.npending.Add(1); n > int64(s.tune.maxPending) {
-			s.releasePending(addr)
-			s.nconns.Add(-1)
-			w.Header().Set("Retry-After", "10")
-			writeError(w, http.StatusServiceUnavailable, "too many connections waiting to authenticate")
+			writeError(w, http.StatusServiceUnavailable, msg)
 			return
 		}
 	}
@@ -465,7 +451,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		if adm != admitted {
-			s.releasePending(addr)
+			s.gate.releasePending(addr)
 		}
 		s.nconns.Add(-1)
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
@@ -491,12 +477,6 @@ func (s *Server) track(conn *websocket.Conn, waiting bool) bool {
 	return true
 }
 
-// releasePending gives back the slots an unauthenticated connection took.
-func (s *Server) releasePending(addr netip.Addr) {
-	s.npending.Add(-1)
-	s.pending.release(addr)
-}
-
 // authenticated marks a connection as past its auth frame.
 func (s *Server) authenticated(conn *websocket.Conn) {
 	s.connMu.Lock()
@@ -513,12 +493,12 @@ func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remo
 	switch adm {
 	case admitStale:
 		s.reject(conn, closeUnauthorized, "session expired or unknown: log in again")
-		s.releasePending(clientAddr(remote))
+		s.gate.releasePending(clientAddr(remote))
 	case admitFrame:
 		var authMsg message
 		var ok bool
 		acc, authMsg, ok = s.awaitAuth(conn, remote)
-		s.releasePending(clientAddr(remote))
+		s.gate.releasePending(clientAddr(remote))
 		if ok {
 			s.authenticated(conn)
 			c = s.join(conn, acc, remote, authMsg.id)
@@ -590,7 +570,7 @@ func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m m
 		case errors.As(err, &ne) && ne.Timeout():
 			// Holding a slot until the deadline is as good as a wrong
 			// token: it counts toward the address's slow-down.
-			s.authFailed(addr)
+			s.gate.failed(addr)
 			s.reject(conn, closeUnauthorized, fmt.Sprintf("authentication required: no auth message within %s", s.tune.authWait))
 		default:
 			conn.Close() // the client left or broke the protocol
@@ -598,27 +578,21 @@ func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m m
 		return acc, m, false
 	}
 	if mt == websocket.TextMessage && !utf8.Valid(data) {
-		s.authFailed(addr)
+		s.gate.failed(addr)
 		s.reject(conn, websocket.CloseInvalidFramePayloadData, "invalid UTF-8 in a text frame")
 		return acc, m, false
 	}
 	m, derr := decodeMessage(mt, data)
 	if derr != nil || m.typ != msgAuth {
-		s.authFailed(addr)
+		s.gate.failed(addr)
 		s.reject(conn, closeUnauthorized, `authentication required: send {"type":"auth","token":"…"} first`)
 		return acc, m, false
 	}
-	if wait := s.limiter.wait(addr, s.tune.now()); wait > 0 {
-		s.reject(conn, closeTooManyAttempts, fmt.Sprintf("too many failed attempts: retry in %ds", int((wait+time.Second-1)/time.Second)))
-		return acc, m, false
-	}
-	r := s.checkToken(m.token)
+	r, code, why := s.gate.frameToken(addr, m.token)
 	if r == roleNone {
-		s.authFailed(addr)
-		s.reject(conn, closeUnauthorized, "wrong token")
+		s.reject(conn, code, why)
 		return acc, m, false
 	}
-	s.limiter.forgive(addr)
 	return access{role: r}, m, true
 }
 
@@ -662,60 +636,6 @@ func (s *Server) appendHello(b []byte, state []pibridge.Reading, readOnly bool) 
 // connection with the read token.
 const helloPrefix = `{"type":"hello","protocol":1,`
 
-// role is what a request's token allows.
-type role uint8
-
-const (
-	roleNone role = iota
-	roleRead
-	roleControl
-)
-
-// hostAllowed is the DNS-rebinding defence: a page from attacker.example
-// that rebinds its name to our address still sends Host: attacker.example.
-func (s *Server) hostAllowed(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "]"), "["), ".")
-	if host == "" {
-		return false
-	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
-	}
-	return s.hosts[strings.ToLower(host)]
-}
-
-// originAllowed accepts requests without Origin (non-browser clients), and
-// browser requests from the page's own origin — the scheme the request
-// came with (https over TLS) and its Host — or from allowed_origins, each
-// compared as a whole origin. It is the Upgrader's CheckOrigin too, so it
-// never accepts everything.
-func (s *Server) originAllowed(r *http.Request) bool {
-	v := r.Header["Origin"]
-	if len(v) == 0 {
-		return true
-	}
-	u, err := url.Parse(v[0])
-	if err != nil || u.Host == "" { // includes "null" (sandboxed frames, file://)
-		return false
-	}
-	if strings.EqualFold(u.Scheme, requestScheme(r)) && strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	return s.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
-}
-
-// requestScheme is the scheme of the request's own origin.
-func requestScheme(r *http.Request) string {
-	if r.TLS != nil {
-		return "https"
-	}
-	return "http"
-}
-
 // Protect guards every route of the bridge's HTTP server, not only /ws and
 // /api/*: a Host the bridge does not answer to gets 421 (a page that
 // rebinds its DNS name to a loopback-only bridge could otherwise read the
@@ -725,7 +645,7 @@ func requestScheme(r *http.Request) string {
 // so that a client posting tokens learns to stop rather than being sent on.
 func (s *Server) Protect(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.hostAllowed(r.Host) {
+		if !s.gate.hostAllowed(r.Host) {
 			writeError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
 			return
 		}
@@ -751,13 +671,4 @@ var errReadOnly = errors.New("read-only access: commands need the control token"
 func (s *Server) refuse(name string) error {
 	_, err := s.core.CheckWritable(name)
 	return err
-}
-
-// clip keeps echoed client input short.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max {
-		return s
-	}
-	return s[:max] + "…"
 }

@@ -557,7 +557,7 @@ func TestHostCheck(t *testing.T) {
 			t.Errorf("/api/state with Host %q: %d, want %d", tc.host, got, wantREST)
 		}
 	}
-	if h.srv.hostAllowed("") {
+	if h.srv.gate.hostAllowed("") {
 		t.Error("an empty Host is allowed")
 	}
 }
@@ -675,7 +675,7 @@ func TestTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.checkToken("s3cret-from-a-file-123") != roleControl {
+	if s.gate.checkToken("s3cret-from-a-file-123") != roleControl {
 		t.Error("the token from the file is refused")
 	}
 	for name, content := range map[string]string{"empty": " \n", "spaces": "two words"} {

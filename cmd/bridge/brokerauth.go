@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"pibridge"
 	"pibridge/mqtt"
 )
 
@@ -41,7 +42,7 @@ func embeddedAuth(cfg *Config, log *slog.Logger, stderr io.Writer) (a mqtt.Broke
 			log.Info("generated a password for the embedded broker", "user", mqtt.EmbeddedUser, "file", path)
 		}
 	}
-	bridgePW := mqtt.RandomPassword()
+	bridgePW := pibridge.RandomText()
 	if cfg.MQTT.Username != "" {
 		b, err := os.ReadFile(cfg.MQTT.PasswordFile)
 		if err != nil {

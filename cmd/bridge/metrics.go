@@ -23,14 +23,7 @@ func metricsOptions(core *pibridge.Core, board *gpio.Board, client *mqtt.Client,
 	return metrics.Options{
 		Version: version,
 		Core:    core,
-		MQTT: func() metrics.MQTT {
-			s := client.Stats()
-			return metrics.MQTT{
-				Connected: s.Connected, Queued: s.Queued, Dropped: s.Dropped, Published: s.Published,
-				Connects: s.Connects, Commands: s.Commands, CommandsDropped: s.CommandsDropped, AcksDropped: s.AcksDropped,
-				OutboxFailing: s.OutboxFailing, LogFailures: s.OutboxLogFailures, Replayed: s.OutboxReplayed,
-			}
-		},
+		MQTT:    client.Stats,
 		WS: func() metrics.WS {
 			return metrics.WS{Clients: live.Clients(), SlowClosed: live.SlowClosed(), AuthFailures: live.AuthFailures()}
 		},

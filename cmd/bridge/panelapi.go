@@ -201,7 +201,7 @@ func deviceReport(p panelParts) deviceJSON {
 		s := p.opts.MQTT()
 		d.MQTT = mqttJSON{Broker: p.cfg.MQTT.BrokerSummary(), Connected: s.Connected, Queued: s.Queued, Dropped: s.Dropped,
 			Published: s.Published, Connects: s.Connects, Commands: s.Commands, CommandsDropped: s.CommandsDropped,
-			AcksDropped: s.AcksDropped, OutboxFailing: s.OutboxFailing, LogFailures: s.LogFailures, Replayed: s.Replayed,
+			AcksDropped: s.AcksDropped, OutboxFailing: s.OutboxFailing, LogFailures: s.OutboxLogFailures, Replayed: s.OutboxReplayed,
 			TopicPrefix: p.cfg.MQTT.TopicPrefix + "/" + p.cfg.Device.ID}
 	}
 	if p.opts.WS != nil {
