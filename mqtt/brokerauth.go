@@ -211,7 +211,6 @@ func (c *Config) embeddedBridgeUser() string {
 	return EmbeddedBridgeUser
 }
 
-
 // maxUsersFile bounds embedded_users_file.
 const maxUsersFile = 64 << 10
 
