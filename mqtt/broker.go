@@ -102,6 +102,10 @@ func newBroker(listen string, log *slog.Logger, a *BrokerAuth) (*Broker, error) 
 	if err := srv.AddHook(queued, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
+	// Last: its OnPublish must run only once no other hook can refuse the packet.
+	if err := srv.AddHook(newRetainGuard(), nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
 	tcp := &tcpListener{srv: srv, addr: listen, busy: busy, queued: queued}
 	// AddListener binds now, so a busy port fails here and Addr is real.
 	if err := srv.AddListener(tcp); err != nil {
