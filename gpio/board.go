@@ -200,6 +200,9 @@ func Open(cfg Config, o Options) (*Board, error) {
 		b.openW1 = onewirereg.Open
 	}
 	err := b.openPins(openPin)
+	if err != nil {
+		b.returnKept()
+	}
 	b.keep = nil
 	if err != nil {
 		b.Close()

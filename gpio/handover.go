@@ -66,6 +66,36 @@ func (b *Board) TakeBack() {
 	}
 }
 
+// returnKept marks the outputs and pwm taken from Keep as handed again
+// when Open fails, so that its Close leaves their pins as they are and
+// another board can take them over from Keep.
+func (b *Board) returnKept() {
+	if b.keep == nil {
+		return
+	}
+	for _, o := range b.outputs {
+		for _, p := range b.keep.outputs {
+			if p.pin == o.pin {
+				o.mu.Lock()
+				o.handed = true
+				o.mu.Unlock()
+				if o.timer != nil {
+					o.timer.Stop()
+				}
+			}
+		}
+	}
+	for _, w := range b.pwms {
+		for _, p := range b.keep.pwms {
+			if p.pin == w.pin {
+				w.mu.Lock()
+				w.handed = true
+				w.mu.Unlock()
+			}
+		}
+	}
+}
+
 // keptInput returns prev's pin of an input of the same config, so a
 // simulated input keeps the level it was driven to.
 func (b *Board) keptInput(c InputConfig) (pgpio.PinIO, *gpiotest.Pin) {

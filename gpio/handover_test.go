@@ -83,3 +83,31 @@ func TestSimBusyPinFails(t *testing.T) {
 		t.Fatalf("err %v, want EBUSY", err)
 	}
 }
+
+// When the next board fails to open, the pins it took over are left as
+// they are, and a board with the old config takes them back untouched.
+func TestHandOverSurvivesAFailedOpen(t *testing.T) {
+	old := Config{Board: BoardSim, Outputs: []OutputConfig{{Name: "pump", Pin: "GPIO17", Initial: "on"}}}
+	next := Config{Board: BoardSim, Outputs: []OutputConfig{{Name: "pump", Pin: "GPIO17", Initial: "on"}, {Name: "fan", Pin: "GPIO22"}}}
+	a, err := Open(old, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := a.PinWrites("pump")
+	a.HandOver(next)
+	a.Close()
+	if _, err := Open(next, Options{Keep: a, SimBusy: []string{"GPIO22"}}); !errors.Is(err, syscall.EBUSY) {
+		t.Fatalf("err %v, want EBUSY", err)
+	}
+	c, err := Open(old, Options{Keep: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if w, _ := c.PinWrites("pump"); w != before {
+		t.Errorf("pump written %d times, want %d", w, before)
+	}
+	if v, _ := c.Level("pump"); !v.Bool() {
+		t.Error("pump went off across a failed open")
+	}
+}
