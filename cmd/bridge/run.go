@@ -261,7 +261,7 @@ func serveEpoch(ctx context.Context, ep epoch, rl *reloader, log *slog.Logger, g
 	mux := http.NewServeMux()
 	live.Routes(mux)
 	live.PanelRoutes(mux, panelAPI(panelParts{cfg: cfg, getenv: getenv, log: log, board: board, core: core, client: client,
-		live: live, met: met, opts: metricsOptions(core, board, client, live, probe.Alive), start: start}))
+		live: live, met: met, opts: metricsOptions(core, board, client, live, probe.Alive), start: start, rl: rl}))
 	// Both stay open without a token (README: HTTP): they tell numbers, never
 	// state or commands.
 	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive, core.ClockState))
