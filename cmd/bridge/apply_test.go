@@ -280,3 +280,37 @@ func TestSIGHUPAndApply(t *testing.T) {
 		}
 	})
 }
+
+// A broker that does not answer, where the running one did, rolls back
+// after applyHealthyWithin with the reason.
+func TestApplyUnreachableBrokerRollsBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 15 s health gate")
+	}
+	path, base, ep, _ := applyBridge(t)
+	dead := freeAddr(t) // nothing listens there
+	text := strings.Replace(applyConfig, "broker: embedded", "broker: tcp://"+dead, 1)
+	code, body := apiCall(t, "POST", base+"/api/config/apply", panelToken, []byte(text))
+	if code != http.StatusAccepted {
+		t.Fatalf("apply: %d %s", code, body)
+	}
+	start := time.Now()
+	var st applyStatus
+	eventually(t, applyHealthyWithin+10*time.Second, "no rollback", func() bool {
+		st = applyStatusOf(t, base)
+		return st.State == "rolled_back"
+	})
+	if d := time.Since(start); d < applyHealthyWithin-time.Second || d > applyHealthyWithin+5*time.Second {
+		t.Errorf("rolled back after %s, want about %s", d, applyHealthyWithin)
+	}
+	if !strings.Contains(st.Reason, "MQTT did not connect") || !strings.Contains(st.Reason, dead) {
+		t.Errorf("reason %q", st.Reason)
+	}
+	if got, _ := os.ReadFile(path); string(got) != applyConfig {
+		t.Errorf("the file was not restored:\n%s", got)
+	}
+	waitHealthy(t, base)
+	if ep.n() != 3 {
+		t.Errorf("%d epochs, want 3 (start, apply, rollback)", ep.n())
+	}
+}
