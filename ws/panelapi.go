@@ -196,6 +196,13 @@ func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return src, true
 }
 
+// Sessions are a Server's panel logins, to hand to the Server that
+// replaces it when the configuration is applied (Options.Sessions).
+type Sessions struct{ st *sessionStore }
+
+// Sessions returns the logins of s.
+func (s *Server) Sessions() Sessions { return Sessions{s.sessions} }
+
 // maxConfigBody is the loader's own bound on a configuration file (1 MiB).
 const maxConfigBody = 1 << 20
 

@@ -28,6 +28,9 @@ type Options struct {
 	Core   *pibridge.Core
 	Config Config // zero Listen and MaxClients take their defaults
 	Logger *slog.Logger
+	// Sessions, from the Server this one replaces, keeps the panel's
+	// logins; pass it only when the tokens did not change.
+	Sessions Sessions
 	// Hostname is this machine's name for the Host check; os.Hostname()
 	// when empty.
 	Hostname string
@@ -226,6 +229,9 @@ func New(o Options) (*Server, error) {
 		allow:   append([]string(nil), o.BridgeAllow...),
 	}
 	s.sessions = newSessionStore(&s.tune)
+	if o.Sessions.st != nil {
+		s.sessions = o.Sessions.st
+	}
 	s.limiter = newLimiter(&s.tune)
 	s.pending = newPendingSlots(&s.tune)
 	if cfg.TLS.Enabled() {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"pibridge/gpio"
+	"pibridge/ws"
 )
 
 // applyHealthyWithin is how long a new configuration has to reach healthy
@@ -33,6 +34,7 @@ type applyRequest struct {
 	// wasConnected: MQTT was connected when the apply began, so the new
 	// configuration must connect too.
 	wasConnected bool
+	sessions     ws.Sessions // the panel's logins, when the tokens stay
 }
 
 // applyStatus is GET /api/config/status: what became of the last apply.
@@ -362,4 +364,11 @@ func healthGate(ctx context.Context, g *gate, rl *reloader, log *slog.Logger, ba
 		case <-tick.C:
 		}
 	}
+}
+
+// sameLogins reports whether a and b accept the same tokens, so that the
+// panel's sessions may outlive the change.
+func sameLogins(a, b *Config) bool {
+	return a.HTTP.Token == b.HTTP.Token && a.HTTP.TokenFile == b.HTTP.TokenFile &&
+		a.HTTP.ReadToken == b.HTTP.ReadToken && a.StateDir == b.StateDir
 }

@@ -16,6 +16,7 @@ import (
 
 	"pibridge"
 	"pibridge/gpio"
+	"pibridge/web/paneltest"
 )
 
 // applyConfig is the file the apply tests start from; valve and cpu's
@@ -313,4 +314,85 @@ func TestApplyUnreachableBrokerRollsBack(t *testing.T) {
 	if ep.n() != 3 {
 		t.Errorf("%d epochs, want 3 (start, apply, rollback)", ep.n())
 	}
+}
+
+// setConfigText replaces the settings page's text as typing would.
+func setConfigText(t *testing.T, br *paneltest.Browser, text string) {
+	t.Helper()
+	js, _ := json.Marshal(text)
+	paneltest.Eval[bool](t, br, `(() => { const ta = document.querySelector('#config-text'); ta.value = `+string(js)+`; ta.dispatchEvent(new Event('input')); return true; })()`)
+}
+
+// applyFromPanel clicks Apply, confirms, and waits for the outcome.
+func applyFromPanel(t *testing.T, br *paneltest.Browser) (state, note string) {
+	t.Helper()
+	br.WaitFor(t, `pibridge.state.pages.pages.settings.report && pibridge.state.pages.pages.settings.report.valid && !document.querySelector('#config-apply').disabled`)
+	br.Click(t, `#config-apply`)
+	br.WaitFor(t, `!document.querySelector('#config-apply-cancel').hidden`)
+	br.Click(t, `#config-apply`)
+	br.WaitFor(t, `['applied', 'rolled_back', 'refused', 'error'].includes(document.querySelector('#config-apply-note').dataset.state)`)
+	return paneltest.Eval[string](t, br, `document.querySelector('#config-apply-note').dataset.state`), br.Text(t, "#config-apply-note")
+}
+
+// The settings page applies an edit, and rolls back one whose pin cannot
+// open, saying why; the outputs the edits leave alone are never written.
+func TestPanelApply(t *testing.T) {
+	path, base, ep, _ := applyBridge(t)
+	board, _ := ep.last()
+	if err := board.Set(context.Background(), "led", pibridge.Bool(true)); err != nil {
+		t.Fatal(err)
+	}
+	kept := pinWrites(board, "led", "relay")
+	br := paneltest.Start(t, 2*time.Minute)
+	br.SetViewport(t, paneltest.Desktop)
+	br.AllowNetworkErrors(true) // the login's 401s, and the restart drops the WebSocket
+	br.Navigate(t, base+"/")
+	br.WaitFor(t, `!document.querySelector('#login-panel').hidden`)
+	if msg := signIn(t, br, panelToken); msg != "" {
+		t.Fatalf("login: %q", msg)
+	}
+	br.Click(t, `#pages a[data-page="settings"]`)
+	br.WaitFor(t, `pibridge.state.pages.pages.settings.validations >= 1`)
+	if !paneltest.Eval[bool](t, br, `document.querySelector('#config-apply').disabled`) {
+		t.Error("Apply is enabled for the running text")
+	}
+
+	t.Run("a rename and a new interval apply; untouched pins never written", func(t *testing.T) {
+		setConfigText(t, br, applyEdit)
+		state, note := applyFromPanel(t, br)
+		if state != "applied" || !strings.Contains(note, "added tap") {
+			t.Fatalf("outcome %s: %q", state, note)
+		}
+		b, _ := ep.last()
+		if got := pinWrites(b, "led", "relay"); got["led"] != kept["led"] || got["relay"] != kept["relay"] {
+			t.Errorf("untouched outputs written: before %v, after %v", kept, got)
+		}
+		br.WaitFor(t, `!!document.querySelector('#config-signals tbody tr[data-signal="tap"]') && !document.querySelector('#config-signals tbody tr[data-signal="valve"]')`)
+		if got, _ := os.ReadFile(path); string(got) != applyEdit {
+			t.Errorf("the file is not the applied text:\n%s", got)
+		}
+		br.Click(t, `#pages a[data-page="signals"]`)
+		br.WaitFor(t, `pibridge.state.status === 'live' && !!`+tileJS("tap")+` && !`+tileJS("valve"))
+		br.Click(t, `#pages a[data-page="settings"]`)
+	})
+
+	t.Run("a pin that cannot open rolls back with the reason shown", func(t *testing.T) {
+		b, _ := ep.last()
+		before := pinWrites(b, "led", "relay")
+		br.WaitFor(t, `pibridge.state.pages.pages.settings.loaded`)
+		setConfigText(t, br, applyBusy)
+		start := time.Now()
+		state, note := applyFromPanel(t, br)
+		if state != "rolled_back" || !strings.Contains(note, "GPIO5") {
+			t.Fatalf("outcome %s: %q", state, note)
+		}
+		if d := time.Since(start); d > applyHealthyWithin {
+			t.Errorf("rolled back after %s", d)
+		}
+		br.WaitFor(t, `!document.querySelector('#config-signals tbody tr[data-signal="heater"]') && !!document.querySelector('#config-signals tbody tr[data-signal="tap"]')`)
+		b, _ = ep.last()
+		if got := pinWrites(b, "led", "relay"); got["led"] != before["led"] || got["relay"] != before["relay"] {
+			t.Errorf("untouched outputs written across the rollback: before %v, after %v", before, got)
+		}
+	})
 }

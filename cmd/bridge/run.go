@@ -134,7 +134,11 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		if next.rollback == "" {
 			g = &gate{prev: ep.cfg, req: next, wasConnected: next.wasConnected}
 		}
-		ep = epoch{cfg: next.cfg, keep: keep, gate: g}
+		sessions := next.sessions
+		if board == nil && sameLogins(ep.gate.prev, next.cfg) {
+			sessions = ep.sessions // the failed epoch never served
+		}
+		ep = epoch{cfg: next.cfg, keep: keep, gate: g, sessions: sessions}
 	}
 }
 
@@ -143,6 +147,8 @@ type epoch struct {
 	cfg  *Config
 	keep *gpio.Board // the previous epoch's board, handing its pins over
 	gate *gate       // set while a new configuration must prove healthy
+	// sessions are the panel's logins, kept while the tokens stay.
+	sessions ws.Sessions
 }
 
 // gate is what the health check of a new configuration compares against.
@@ -243,7 +249,7 @@ func serveEpoch(ctx context.Context, ep epoch, rl *reloader, log *slog.Logger, g
 	}
 	defer client.Close() // when serve returns before Run
 	live, err = ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
-		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow})
+		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow, Sessions: ep.sessions})
 	if err != nil {
 		return board, nil, err
 	}
@@ -303,6 +309,9 @@ func serveEpoch(ctx context.Context, ep epoch, rl *reloader, log *slog.Logger, g
 			case next = <-rl.req:
 				// Before Run ends: the outputs that stay must not go safe.
 				next.wasConnected = client.Connected()
+				if sameLogins(cfg, next.cfg) {
+					next.sessions = live.Sessions()
+				}
 				kept := board.HandOver(next.cfg.GPIO)
 				log.Info("reconfiguring: the parts stop and start again with the new configuration", "who", next.who, "outputs_kept", kept)
 				stopEpoch()
