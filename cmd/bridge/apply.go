@@ -164,7 +164,11 @@ func (r *reloader) applyText(src []byte, who string) (applyStatus, error) {
 // that does not load changes nothing and the log says why.
 func (r *reloader) reloadFile() {
 	cur := r.current()
-	if cur == nil || cur.path == "" {
+	if cur == nil {
+		r.log.Warn("SIGHUP ignored: the bridge is still starting")
+		return
+	}
+	if cur.path == "" {
 		r.log.Warn("SIGHUP ignored: the built-in demo has no file to reload")
 		return
 	}
