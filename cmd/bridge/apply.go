@@ -116,14 +116,22 @@ func (r *reloader) prepare(src []byte) (*Config, error) {
 // submit hands req to the serve loop, unless an apply is in progress.
 func (r *reloader) submit(req *applyRequest) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.busy {
+		r.mu.Unlock()
 		return errors.New("another apply is in progress; wait for its result")
 	}
 	r.busy = true
+	r.mu.Unlock()
+	r.enqueue(req)
+	return nil
+}
+
+// enqueue hands req to the serve loop; the caller has set busy.
+func (r *reloader) enqueue(req *applyRequest) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.status = applyStatus{State: "applying", Who: req.who, Changes: req.changes, At: time.Now().UTC(), ID: r.status.ID + 1}
 	r.req <- req // never blocks: one request at a time, and the buffer holds one
-	return nil
 }
 
 // applyText is POST /api/config/apply: validate, write the file with the
@@ -141,22 +149,26 @@ func (r *reloader) applyText(src []byte, who string) (applyStatus, error) {
 	if ch.none() {
 		return applyStatus{}, errors.New("nothing changed: the text is the running configuration")
 	}
+	// Taken before the files are written, so two applies cannot both write.
 	r.mu.Lock()
-	busy := r.busy
-	r.mu.Unlock()
-	if busy {
+	if r.busy {
+		r.mu.Unlock()
 		return applyStatus{}, errors.New("another apply is in progress; wait for its result")
 	}
-	if err := writeAtomic(cur.path+".prev", cur.source); err != nil {
-		return applyStatus{}, err
+	r.busy = true
+	r.mu.Unlock()
+	err = writeAtomic(cur.path+".prev", cur.source)
+	if err == nil {
+		err = writeAtomic(cur.path, src)
 	}
-	if err := writeAtomic(cur.path, src); err != nil {
+	if err != nil {
+		r.mu.Lock()
+		r.busy = false
+		r.mu.Unlock()
 		return applyStatus{}, err
 	}
 	r.log.Info("applying a new configuration", "who", who, "file", cur.path, "previous", cur.path+".prev", ch.logArgs())
-	if err := r.submit(&applyRequest{cfg: cfg, who: who, changes: ch, wrote: true}); err != nil {
-		return applyStatus{}, err
-	}
+	r.enqueue(&applyRequest{cfg: cfg, who: who, changes: ch, wrote: true})
 	return r.Status(), nil
 }
 

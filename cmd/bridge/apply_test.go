@@ -396,3 +396,28 @@ func TestPanelApply(t *testing.T) {
 		}
 	})
 }
+
+// writeAtomic replaces the file whole, keeps its mode and leaves no
+// temporary file behind.
+func TestWriteAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAtomic(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Errorf("content %q", b)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("%d files in the directory, want 1", len(ents))
+	}
+	if err := writeAtomic(filepath.Join(dir, "missing", "config.yaml"), []byte("x")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("a missing directory: %v", err)
+	}
+}
