@@ -46,6 +46,7 @@ var applyBusy = strings.Replace(applyEdit, "sensors:", "  - {name: heater, pin: 
 // epochs records each start of the bridge's parts, the first and every
 // apply and rollback after it.
 type epochs struct {
+	mqtt   string // the embedded broker's address
 	mu     sync.Mutex
 	boards []*gpio.Board
 	cores  []*pibridge.Core
@@ -77,7 +78,7 @@ func applyBridge(t *testing.T) (path, base string, ep *epochs, logs *syncBuffer)
 		"PIBRIDGE_STATE_DIR":            t.TempDir(),
 		"PIBRIDGE_SIM_BUSY":             "GPIO5",
 	}
-	ep = &epochs{}
+	ep = &epochs{mqtt: mqttAddr}
 	started = func(b *gpio.Board, c *pibridge.Core) {
 		ep.mu.Lock()
 		ep.boards, ep.cores = append(ep.boards, b), append(ep.cores, c)
@@ -225,6 +226,15 @@ func TestSIGHUPAndApply(t *testing.T) {
 		}
 		if !strings.Contains(logs.String(), `who=SIGHUP`) || !strings.Contains(logs.String(), "changes.added=[tap]") {
 			t.Error("the apply log does not say who and what")
+		}
+		// The new table on MQTT: tap's retained state, and valve's gone
+		// with the embedded broker that restarted.
+		w := watchMQTT(t, ep.mqtt, "pibridge/applytest/#")
+		eventually(t, 5*time.Second, "no retained state of tap", func() bool {
+			return w.find(func(topic string, _ []byte, retained bool) bool { return topic == "pibridge/applytest/tap" && retained })
+		})
+		if w.find(func(topic string, _ []byte, _ bool) bool { return topic == "pibridge/applytest/valve" }) {
+			t.Error("valve's retained state is still on the embedded broker")
 		}
 	})
 
