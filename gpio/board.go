@@ -51,6 +51,13 @@ type Options struct {
 	PollInterval time.Duration
 	// Seed makes the simulation repeatable; 0 picks a random one.
 	Seed uint64
+	// Keep is the board this one replaces, after its HandOver: the
+	// outputs and pwm it handed over are taken as they are, their pins
+	// never written while changing hands.
+	Keep *Board
+	// SimBusy lists pins that fail to open on board sim as if another
+	// process held them: a way to test what happens when a pin cannot open.
+	SimBusy []string
 }
 
 // ErrNotRunning is returned by commands while Run is not active: without
@@ -86,6 +93,7 @@ type Board struct {
 	sysRoot string
 	poll    time.Duration
 	seed    uint64
+	keep    *Board // the board handing its pins over, during Open only
 
 	signals []pibridge.Signal
 	inputs  []*input
@@ -138,6 +146,7 @@ func Open(cfg Config, o Options) (*Board, error) {
 		sysRoot: o.SysRoot,
 		poll:    o.PollInterval,
 		seed:    o.Seed,
+		keep:    o.Keep,
 		byName:  map[string]entity{},
 		buses:   map[string]i2c.BusCloser{},
 		open:    o.OpenI2C,
@@ -162,7 +171,7 @@ func Open(cfg Config, o Options) (*Board, error) {
 	}
 	openPin := o.OpenPin
 	if openPin == nil && b.sim {
-		openPin = func(name string) (pgpio.PinIO, error) { return newSimPin(name), nil }
+		openPin = openSim(o.SimBusy)
 	}
 	needHost := !b.sim && (openPin == nil || b.open == nil && b.hasI2C() || b.openW1 == nil && b.hasOneWire())
 	if needHost {
@@ -190,7 +199,12 @@ func Open(cfg Config, o Options) (*Board, error) {
 	if b.openW1 == nil {
 		b.openW1 = onewirereg.Open
 	}
-	if err := b.openPins(openPin); err != nil {
+	err := b.openPins(openPin)
+	if err != nil {
+		b.returnKept()
+	}
+	b.keep = nil
+	if err != nil {
 		b.Close()
 		if errors.Is(err, syscall.EBUSY) || strings.Contains(err.Error(), syscall.EBUSY.Error()) {
 			err = fmt.Errorf("%w: the line is in use by another process (is another bridge running on these pins?)", err)
@@ -265,10 +279,17 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 			return nil, nil, fmt.Errorf("%s %s: %w", what, name, err)
 		}
 		sp, _ := p.(*gpiotest.Pin)
+		if r, ok := p.(*simPin); ok {
+			sp = r.Pin
+		}
 		return p, sp, nil
 	}
 	for _, c := range b.cfg.Inputs {
-		p, sp, err := open("input", c.Name, c.Pin)
+		p, sp := b.keptInput(c)
+		var err error
+		if p == nil {
+			p, sp, err = open("input", c.Name, c.Pin)
+		}
 		if err != nil {
 			return err
 		}
@@ -281,14 +302,16 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 	}
 	groups := map[string]*interlockGroup{}
 	for _, c := range b.cfg.Outputs {
-		p, sp, err := open("output", c.Name, c.Pin)
-		if err != nil {
-			return err
-		}
-		p = asLineOutput(p)
-		o, err := newOutput(b, c, p, sp)
-		if err != nil {
-			return err
+		o := b.keptOutput(c)
+		if o == nil {
+			p, sp, err := open("output", c.Name, c.Pin)
+			if err != nil {
+				return err
+			}
+			p = asLineOutput(p)
+			if o, err = newOutput(b, c, p, sp); err != nil {
+				return err
+			}
 		}
 		if c.Interlock != "" {
 			g := groups[c.Interlock]
@@ -304,14 +327,16 @@ func (b *Board) openPins(openPin func(string) (pgpio.PinIO, error)) error {
 		b.byName[c.Name] = entity{out: o}
 	}
 	for _, c := range b.cfg.PWM {
-		p, sp, err := open("pwm", c.Name, c.Pin)
-		if err != nil {
-			return err
-		}
-		p = asLineOutput(p)
-		w, err := newPWM(b, c, p, sp)
-		if err != nil {
-			return err
+		w := b.keptPWM(c)
+		if w == nil {
+			p, sp, err := open("pwm", c.Name, c.Pin)
+			if err != nil {
+				return err
+			}
+			p = asLineOutput(p)
+			if w, err = newPWM(b, c, p, sp); err != nil {
+				return err
+			}
 		}
 		b.pwms = append(b.pwms, w)
 		b.byName[c.Name] = entity{pwm: w}

@@ -45,6 +45,9 @@ type output struct {
 	// command that waited across one gives up instead of switching on.
 	epoch uint64
 	fs    Timer // failsafe timer, armed while the bridge is unreachable
+	// handed: the pin belongs to the next board (HandOver); this one
+	// never writes it again.
+	handed bool
 }
 
 // interlockGroup is a set of outputs of which at most one is on.
@@ -225,7 +228,7 @@ func (o *output) expire() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	due := o.dueLocked()
-	if !o.on || due.IsZero() {
+	if !o.on || due.IsZero() || o.handed {
 		return
 	}
 	now := o.b.clock.Now()
@@ -251,6 +254,9 @@ func (o *output) expire() {
 func (o *output) goSafe(emit bool) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.handed {
+		return nil
+	}
 	o.epoch++
 	return o.switchLocked(o.safe, emit)
 }
@@ -269,7 +275,8 @@ type pwmOut struct {
 	// are then driven as plain levels. periph.io needs /dev/mem (root) for
 	// PWM on a Pi 0–4 and has no PWM on a Pi 5; the pin, the outputs and
 	// the safe state must still work there.
-	noPWM error
+	noPWM  error
+	handed bool // as output.handed
 }
 
 func newPWM(b *Board, c PWMConfig, p pgpio.PinIO, sp *gpiotest.Pin) (*pwmOut, error) {
@@ -318,7 +325,15 @@ func (w *pwmOut) set(f float64) error {
 	return nil
 }
 
-func (w *pwmOut) goSafe() error { return w.set(w.safe) }
+func (w *pwmOut) goSafe() error {
+	w.mu.Lock()
+	handed := w.handed
+	w.mu.Unlock()
+	if handed {
+		return nil
+	}
+	return w.set(w.safe)
+}
 
 func (w *pwmOut) level() float64 {
 	if w.sim != nil {

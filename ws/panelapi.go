@@ -28,6 +28,11 @@ type PanelAPI struct {
 	// (the text may hold secrets, and it is the way to change the bridge).
 	Config   func() ConfigText
 	Validate func(src []byte) ConfigReport
+	// Apply: POST /api/config/apply, and ApplyStatus: GET
+	// /api/config/status, control token only. Apply answers with an HTTP
+	// status and a JSON body; who names the caller for the log.
+	Apply       func(src []byte, who string) (int, any)
+	ApplyStatus func() any
 }
 
 // ConfigText is the configuration the bridge runs with.
@@ -126,14 +131,8 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 			if !s.controlOnly(w, r) {
 				return
 			}
-			src, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfigBody))
-			if err != nil {
-				var tooBig *http.MaxBytesError
-				if errors.As(err, &tooBig) {
-					writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a configuration may be at most %d bytes", maxConfigBody))
-					return
-				}
-				writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+			src, ok := readConfigBody(w, r)
+			if !ok {
 				return
 			}
 			rep := api.Validate(src)
@@ -151,7 +150,58 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 			writeJSON(w, http.StatusOK, b)
 		})
 	}
+	if api.Apply != nil && api.ApplyStatus != nil {
+		mux.HandleFunc("POST /api/config/apply", func(w http.ResponseWriter, r *http.Request) {
+			if !s.controlOnly(w, r) {
+				return
+			}
+			src, ok := readConfigBody(w, r)
+			if !ok {
+				return
+			}
+			code, body := api.Apply(src, "control token from "+r.RemoteAddr)
+			b, err := json.Marshal(body)
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, "apply: "+err.Error())
+				return
+			}
+			writeJSON(w, code, b)
+		})
+		mux.HandleFunc("GET /api/config/status", func(w http.ResponseWriter, r *http.Request) {
+			if !s.controlOnly(w, r) {
+				return
+			}
+			b, err := json.Marshal(api.ApplyStatus())
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, "status: "+err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, b)
+		})
+	}
 }
+
+// readConfigBody reads a configuration text posted to the settings API.
+func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	src, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfigBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a configuration may be at most %d bytes", maxConfigBody))
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return nil, false
+	}
+	return src, true
+}
+
+// Sessions are a Server's panel logins, to hand to the Server that
+// replaces it when the configuration is applied (Options.Sessions).
+type Sessions struct{ st *sessionStore }
+
+// Sessions returns the logins of s.
+func (s *Server) Sessions() Sessions { return Sessions{s.gate.sessions} }
 
 // maxConfigBody is the loader's own bound on a configuration file (1 MiB).
 const maxConfigBody = 1 << 20

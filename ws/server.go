@@ -24,6 +24,9 @@ type Options struct {
 	Core   *pibridge.Core
 	Config Config // zero Listen and MaxClients take their defaults
 	Logger *slog.Logger
+	// Sessions, from the Server this one replaces, keeps the panel's
+	// logins; pass it only when the tokens did not change.
+	Sessions Sessions
 	// Hostname is this machine's name for the Host check; os.Hostname()
 	// when empty.
 	Hostname string
@@ -220,6 +223,9 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.gate = gate
+	if o.Sessions.st != nil {
+		s.gate.sessions = o.Sessions.st
+	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  10 * time.Second,
 		ReadBufferSize:    readBufferSize,

@@ -360,6 +360,10 @@ func TestSystemdUnit(t *testing.T) {
 		"DeviceAllow":              "char-gpiochip rw|/dev/gpiomem rw|/dev/gpiomem0 rw|char-i2c rw|char-spi rw",
 		"ExecStart":                "/usr/local/bin/bridge -config /etc/pibridge/config.yaml",
 		"ExecStopPost":             "/usr/local/bin/bridge -safe-state -config /etc/pibridge/config.yaml",
+		// systemctl reload: SIGHUP applies the file in place.
+		"ExecReload": "/bin/kill -HUP $MAINPID",
+		// The config stays read-only unless the owner opts in (README).
+		"ReadWritePaths": "",
 		// After a clock that is synchronised where the time service can
 		// tell, never waiting for one that will not come (no Wants).
 		"After": "network-online.target time-sync.target",

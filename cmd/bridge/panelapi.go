@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,6 +38,7 @@ type panelParts struct {
 	met    *pmetrics.Metrics
 	opts   pmetrics.Options // the getters /metrics reads
 	start  time.Time
+	rl     *reloader
 }
 
 // panelAPI wires those pages into the HTTP server; it also tells the log
@@ -53,6 +55,23 @@ func panelAPI(p panelParts) ws.PanelAPI {
 			return ws.ConfigText{Path: p.cfg.path, Text: string(p.cfg.source)}
 		},
 		Validate: func(src []byte) ws.ConfigReport { return validateSource(src, p.getenv) },
+		Apply: func(src []byte, who string) (int, any) {
+			type refusal struct {
+				Error  string           `json:"error"`
+				Report *ws.ConfigReport `json:"report,omitempty"`
+			}
+			if rep := validateSource(src, p.getenv); !rep.Valid {
+				p.log.Warn("apply refused: the configuration is not valid; nothing written", "who", who, "problems", len(rep.Problems))
+				return http.StatusUnprocessableEntity, refusal{Error: "the configuration is not valid; nothing was written", Report: &rep}
+			}
+			st, err := p.rl.applyText(src, who)
+			if err != nil {
+				p.log.Warn("apply refused", "who", who, "err", err)
+				return http.StatusConflict, refusal{Error: err.Error()}
+			}
+			return http.StatusAccepted, st
+		},
+		ApplyStatus: func() any { return p.rl.Status() },
 	}
 }
 

@@ -222,10 +222,12 @@ func TestPanelPagesReadToken(t *testing.T) {
 	codes := paneltest.Eval[[]int](t, br, `Promise.all([
 		fetch('api/config').then(r => r.status),
 		fetch('api/config/validate', {method: 'POST', body: 'device: {id: x}'}).then(r => r.status),
+		fetch('api/config/apply', {method: 'POST', body: 'device: {id: x}'}).then(r => r.status),
+		fetch('api/config/status').then(r => r.status),
 		fetch('api/logs').then(r => r.status),
 		fetch('api/device').then(r => r.status)])`)
-	if fmt.Sprint(codes) != "[403 403 200 200]" {
-		t.Errorf("read token: config, validate, logs, device answer %v, want [403 403 200 200]", codes)
+	if fmt.Sprint(codes) != "[403 403 403 403 200 200]" {
+		t.Errorf("read token: config, validate, apply, status, logs, device answer %v, want [403 403 403 403 200 200]", codes)
 	}
 	br.AllowNetworkErrors(false)
 }

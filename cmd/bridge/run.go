@@ -87,29 +87,113 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // serve runs the bridge until ctx ends, then puts outputs in their safe
-// state, says offline on MQTT and stops.
+// state, says offline on MQTT and stops. An apply (the panel, SIGHUP) ends
+// one epoch and starts the next with the new configuration: the board
+// hands its unchanged outputs over, everything downstream of the signal
+// table is built again, and a new configuration that does not reach
+// healthy within applyHealthyWithin is rolled back.
 func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(string) string, stderr io.Writer) error {
 	start := time.Now()
 	log.Info("starting", "version", version, "device", cfg.Device.ID, "board", cfg.GPIO.Board, "state_dir", cfg.StateDir)
-	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
-		return fmt.Errorf("state_dir: %w", err)
-	}
-	board, err := gpio.New(cfg.GPIO, log.With("part", "gpio"))
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := board.Close(); err != nil {
-			log.Warn("closing the board", "err", err)
+	rl := newReloader(log, getenv)
+	rl.watchHUP(ctx)
+	ep := epoch{cfg: cfg}
+	for {
+		board, next, err := serveEpoch(ctx, ep, rl, log, getenv, stderr, start)
+		if ep.gate != nil && next == nil && ctx.Err() == nil && err != nil {
+			// The new configuration failed to start: back to the previous one.
+			next = rollbackTo(ep, err.Error(), log)
+			if board != nil {
+				board.HandOver(next.cfg.GPIO)
+			}
 		}
-	}()
+		if board != nil {
+			if cerr := board.Close(); cerr != nil {
+				log.Warn("closing the board", "err", cerr)
+			}
+		}
+		if next == nil || ctx.Err() != nil {
+			if ep.keep != nil && board == nil {
+				ep.keep.TakeBack() // nobody took the pins over
+				ep.keep.Close()
+			}
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			log.Info("stopped")
+			return nil
+		}
+		if next.rollback != "" {
+			rl.finish("rolled_back", next.rollback)
+		}
+		keep := board
+		if keep == nil {
+			keep = ep.keep // the new board never opened: the old one's pins are still handed
+		}
+		var g *gate
+		if next.rollback == "" {
+			g = &gate{prev: ep.cfg, req: next, wasConnected: next.wasConnected}
+		}
+		sessions := next.sessions
+		if board == nil && sameLogins(ep.gate.prev, next.cfg) {
+			sessions = ep.sessions // the failed epoch never served
+		}
+		ep = epoch{cfg: next.cfg, keep: keep, gate: g, sessions: sessions}
+	}
+}
+
+// epoch is one run of the bridge with one configuration.
+type epoch struct {
+	cfg  *Config
+	keep *gpio.Board // the previous epoch's board, handing its pins over
+	gate *gate       // set while a new configuration must prove healthy
+	// sessions are the panel's logins, kept while the tokens stay.
+	sessions ws.Sessions
+}
+
+// gate is what the health check of a new configuration compares against.
+type gate struct {
+	prev         *Config
+	req          *applyRequest
+	wasConnected bool
+}
+
+// rollbackTo logs the rollback of ep's configuration and restores the
+// previous file, and returns the request that starts the previous one.
+func rollbackTo(ep epoch, reason string, log *slog.Logger) *applyRequest {
+	g := ep.gate
+	log.Error("rolling back to the previous configuration", "who", g.req.who, "reason", reason, g.req.changes.logArgs())
+	if g.req.wrote {
+		if err := writeAtomic(g.prev.path, g.prev.source); err != nil {
+			log.Error("restoring the previous configuration file", "err", err)
+		}
+	} else if g.prev.path != "" {
+		log.Warn("the configuration file on disk is not the one running: fix it before the next SIGHUP or restart", "file", g.prev.path)
+	}
+	return &applyRequest{cfg: g.prev, who: "rollback", rollback: reason}
+}
+
+// serveEpoch runs one epoch until ctx ends or an apply is requested. It
+// returns its board still open (nil when it did not open), for the caller
+// to close after the next epoch's board knows what it takes over.
+func serveEpoch(ctx context.Context, ep epoch, rl *reloader, log *slog.Logger, getenv func(string) string, stderr io.Writer, start time.Time) (board *gpio.Board, next *applyRequest, err error) {
+	cfg := ep.cfg
+	ectx, stopEpoch := context.WithCancel(ctx)
+	defer stopEpoch()
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return nil, nil, fmt.Errorf("state_dir: %w", err)
+	}
+	board, err = openBoard(cfg, ep.keep, log, getenv)
+	if err != nil {
+		return nil, nil, err
+	}
 	// A development aid: datagrams on this socket drive the sim board's
 	// inputs (gpio.SimControl); it stops with the board.
 	var simControl part
 	if path := getenv("PIBRIDGE_SIM_CONTROL"); path != "" {
 		sc, err := gpio.ListenSimControl(path, board, log.With("part", "simcontrol"))
 		if err != nil {
-			return fmt.Errorf("PIBRIDGE_SIM_CONTROL: %w", err)
+			return board, nil, fmt.Errorf("PIBRIDGE_SIM_CONTROL: %w", err)
 		}
 		defer sc.Close() // when serve returns before Run
 		simControl = func(ctx context.Context) error {
@@ -121,7 +205,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	}
 	stall, err := diskStall(getenv(diskStallEnv))
 	if err != nil {
-		return err
+		return board, nil, err
 	}
 	core, err := pibridge.New(pibridge.Options{
 		Device:   pibridge.Device{ID: cfg.Device.ID, Name: cfg.Device.Name, Version: version},
@@ -131,7 +215,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		DiskGate: stall,
 	})
 	if err != nil {
-		return err
+		return board, nil, err
 	}
 	defer func() {
 		if err := core.Close(); err != nil {
@@ -145,12 +229,12 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		if cfg.MQTT.EmbeddedNeedsAuth() {
 			a, pw, err := embeddedAuth(cfg, log, stderr)
 			if err != nil {
-				return err
+				return board, nil, err
 			}
 			bc.Auth, embeddedPassword = &a, pw
 		}
 		if broker, err = mqtt.OpenBroker(bc, log.With("part", "broker")); err != nil {
-			return err
+			return board, nil, err
 		}
 		defer broker.Close() // when serve returns before Run
 		embeddedAddr = broker.Addr()
@@ -161,13 +245,13 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		Stale: board.Stale, PanelURL: func() string { return publicPanelURL(live) },
 		EmbeddedAddr: embeddedAddr, EmbeddedPassword: embeddedPassword})
 	if err != nil {
-		return err
+		return board, nil, err
 	}
 	defer client.Close() // when serve returns before Run
 	live, err = ws.New(ws.Options{Core: core, Config: cfg.HTTP, Logger: log.With("part", "ws"), StateDir: cfg.StateDir,
-		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow})
+		Passthrough: client, BridgeAllow: cfg.MQTT.BridgeAllow, Sessions: ep.sessions})
 	if err != nil {
-		return err
+		return board, nil, err
 	}
 	// One notion of "alive" for the watchdog, /healthz and /metrics.
 	probe := newCoreProbe(func() { core.State() }, probeTimeout)
@@ -183,7 +267,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	mux := http.NewServeMux()
 	live.Routes(mux)
 	live.PanelRoutes(mux, panelAPI(panelParts{cfg: cfg, getenv: getenv, log: log, board: board, core: core, client: client,
-		live: live, met: met, opts: metricsOptions(core, board, client, live, probe.Alive), start: start}))
+		live: live, met: met, opts: metricsOptions(core, board, client, live, probe.Alive), start: start, rl: rl}))
 	// Both stay open without a token (README: HTTP): they tell numbers, never
 	// state or commands.
 	mux.Handle("GET /healthz", healthHandler(client, board, probe.Alive, core.ClockState))
@@ -203,7 +287,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	}
 	ln, err := live.Listen(readHeaderTimeout)
 	if err != nil {
-		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+		return board, nil, fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	log.Info("panel listening", "addr", ln.Addr().String())
 	// The URL may carry a generated token: it goes to the terminal (or the
@@ -218,11 +302,32 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 		func(ctx context.Context) error { return board.Run(ctx, core) },
 		func(ctx context.Context) error { return sd.ready(ctx, board, "panel on "+ln.Addr().String()) },
 		func(ctx context.Context) error {
-			<-ctx.Done()
-			sd.notify(sdStopping)
-			log.Info("stopping: outputs to their safe state")
+			select {
+			case <-ctx.Done():
+				sd.notify(sdStopping)
+				log.Info("stopping: outputs to their safe state")
+			case next = <-rl.req:
+				// Before Run ends: the outputs that stay must not go safe.
+				next.wasConnected = client.Connected()
+				if sameLogins(cfg, next.cfg) {
+					next.sessions = live.Sessions()
+				}
+				kept := board.HandOver(next.cfg.GPIO)
+				log.Info("reconfiguring: the parts stop and start again with the new configuration", "who", next.who, "outputs_kept", kept)
+				stopEpoch()
+			}
 			return nil
 		},
+	}
+	if ep.gate != nil {
+		pins = append(pins, func(ctx context.Context) error {
+			return healthGate(ctx, ep.gate, rl, log, func() string {
+				if ep.gate.wasConnected && !client.Connected() {
+					return "MQTT did not connect to " + cfg.MQTT.BrokerSummary()
+				}
+				return ""
+			})
+		})
 	}
 	if simControl != nil {
 		pins = append(pins, simControl)
@@ -242,17 +347,17 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	if broker != nil {
 		embedded = append(embedded, broker.Run)
 	}
-	err = runStages(ctx,
+	rl.setCurrent(cfg)
+	err = runStages(ectx,
 		pins,
 		[]part{client.Run},
 		embedded,
 		[]part{live.Run, func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) }},
 	)
-	if err != nil && ctx.Err() == nil {
-		return err
+	if err != nil && ctx.Err() == nil && next == nil {
+		return board, nil, err
 	}
-	log.Info("stopped")
-	return nil
+	return board, next, nil
 }
 
 // serveHTTP serves ln until ctx ends, then lets the requests in flight

@@ -1,12 +1,17 @@
 // The settings page (control token only): the running configuration in a
 // plain textarea, checked by the bridge's own loader (the one of
 // `bridge -check`) as you type, every problem marked at its line, and the
-// resolved signal/pin table beside it. Applying waits for live
-// reconfiguration: the Apply button stays disabled.
+// resolved signal/pin table beside it. Apply (after a second click to
+// confirm) writes the file and reconfigures the bridge; the page polls
+// the outcome, applied or rolled back with the reason, across the
+// moment the bridge's HTTP server restarts.
 
 import {el, getJSON} from './dom.js';
 
 const DEBOUNCE_MS = 300;
+const POLL_MS = 500;
+// POLL_LIMIT_MS: longer than the bridge's 15 s health gate and a restart.
+const POLL_LIMIT_MS = 40000;
 
 export class SettingsPage {
   constructor() {
@@ -25,7 +30,16 @@ export class SettingsPage {
     this.report = null;
     this.badLines = new Map();
     this.lastRows = [];
+    this.running = ''; // the running configuration's text
+    this.applying = false;
+    this.confirming = false;
+    this.applyButton = document.getElementById('config-apply');
+    this.cancelButton = document.getElementById('config-apply-cancel');
+    this.applyNote = document.getElementById('config-apply-note');
+    this.applyButton.addEventListener('click', () => this.onApply());
+    this.cancelButton.addEventListener('click', () => this.unconfirm());
     this.text.addEventListener('input', () => {
+      this.unconfirm();
       this.renderGutter();
       clearTimeout(this.timer);
       this.timer = setTimeout(() => this.validate(), DEBOUNCE_MS);
@@ -45,6 +59,7 @@ export class SettingsPage {
     this.body.hidden = false;
     document.getElementById('config-path').textContent = body.path || 'built-in demo (no -config)';
     this.text.value = body.text || '';
+    this.running = this.text.value;
     this.renderGutter();
     this.validate();
   }
@@ -82,6 +97,74 @@ export class SettingsPage {
     this.render(body);
   }
 
+  // updateApply enables Apply for a valid text that differs from the
+  // running one, while no apply is under way.
+  updateApply() {
+    const ok = !!this.report && this.report.valid && this.text.value !== this.running && !this.applying;
+    this.applyButton.disabled = !ok;
+  }
+
+  unconfirm() {
+    if (!this.confirming) return;
+    this.confirming = false;
+    this.applyButton.textContent = 'Apply';
+    this.cancelButton.hidden = true;
+  }
+
+  async onApply() {
+    if (!this.confirming) {
+      this.confirming = true;
+      this.applyButton.textContent = 'Confirm apply';
+      this.cancelButton.hidden = false;
+      this.applyNote.textContent = 'Outputs that do not change keep their state; changed ones restart from their initial level, removed ones go to their safe state. Confirm?';
+      return;
+    }
+    this.unconfirm();
+    this.applying = true;
+    this.updateApply();
+    this.setNote('applying', 'Applying…');
+    const {status, body} = await getJSON('api/config/apply', {
+      method: 'POST',
+      headers: {'Content-Type': 'application/yaml'},
+      body: this.text.value,
+    });
+    if (status !== 202 || !body) {
+      this.applying = false;
+      this.setNote('refused', `Not applied: ${(body && body.error) || `HTTP ${status}`}`);
+      if (body && body.report) this.render(body.report);
+      this.updateApply();
+      return;
+    }
+    const st = await this.poll(body.id);
+    this.applying = false;
+    if (st && st.state === 'applied') {
+      this.setNote('applied', `Applied${describe(st.changes)}.`);
+    } else if (st && st.state === 'rolled_back') {
+      this.setNote('rolled_back', `Rolled back to the previous configuration: ${st.reason}`);
+    } else {
+      this.setNote('error', 'No answer from the bridge about the apply; reload the page.');
+    }
+    // The running configuration and its table, as the bridge has them now.
+    this.loaded = false;
+    await this.show();
+  }
+
+  // poll asks for the apply's outcome until it is no longer under way.
+  async poll(id) {
+    const until = Date.now() + POLL_LIMIT_MS;
+    while (Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      const {status, body} = await getJSON('api/config/status');
+      if (status === 200 && body && body.id === id && body.state !== 'applying') return body;
+    }
+    return null;
+  }
+
+  setNote(state, text) {
+    this.applyNote.dataset.state = state;
+    this.applyNote.textContent = text;
+  }
+
   render(rep) {
     const problems = Array.isArray(rep.problems) ? rep.problems : [];
     this.verdict.dataset.state = rep.valid ? 'valid' : 'invalid';
@@ -113,6 +196,7 @@ export class SettingsPage {
       this.signals.append(el('tr', {}, el('td', {colspan: 4, class: 'muted'}, rep.valid ? 'No signals.' : 'Fix the problems to see the table.')));
     }
     this.warnings.replaceChildren(...(rep.warnings || []).map((w) => el('li', {}, w)));
+    this.updateApply();
   }
 
   // renderGutter numbers the lines and marks those with a problem.
@@ -137,4 +221,14 @@ export class SettingsPage {
     const lineHeight = parseFloat(getComputedStyle(this.text).lineHeight) || 18;
     this.text.scrollTop = Math.max(0, (line - 3) * lineHeight);
   }
+}
+
+// describe says what an apply changed: ": added tap; removed valve".
+function describe(ch) {
+  if (!ch) return '';
+  const parts = [];
+  for (const [key, word] of [['added', 'added'], ['removed', 'removed'], ['changed', 'changed'], ['sections', 'sections']]) {
+    if (Array.isArray(ch[key]) && ch[key].length > 0) parts.push(`${word} ${ch[key].join(', ')}`);
+  }
+  return parts.length ? `: ${parts.join('; ')}` : '';
 }
