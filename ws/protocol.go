@@ -32,6 +32,7 @@ func (c *client) handle(mt int, data []byte) {
 	case msgHistory:
 		c.history(&m)
 	case msgSubscribe, msgUnsubscribe, msgPublish:
+		c.grewStack = true
 		if !c.s.bridgeOn() {
 			c.replyError(m.id, errBridgeOff)
 			return
