@@ -103,20 +103,27 @@ func (c *Client) refuseBusy(in inbound) {
 // worker: neither refusing busy nor carrying out the next command waits
 // for an ack's PUBACK.
 func (c *Client) ackLoop(ctx context.Context) {
-	batch := make([]pendingAck, 0, ackBatch)
-	toks := make([]paho.Token, 0, ackBatch)
+	// Up to ackWindow batches are on their way at once: waiting for each
+	// batch's PUBACKs before the next would bound the acks to one batch
+	// per broker round trip, below what a flood of commands asks for.
+	var window [ackWindow]ackFlight
+	next := 0
 	for {
+		var first pendingAck
 		select {
 		case <-ctx.Done():
 			return
-		case a := <-c.acks:
-			batch = append(batch[:0], a)
+		case first = <-c.acks:
 		}
+		f := &window[next]
+		next = (next + 1) % ackWindow
+		c.settle(ctx, f) // the oldest batch, before its slot is reused
+		f.batch = append(f.batch[:0], first)
 	fill:
-		for len(batch) < ackBatch {
+		for len(f.batch) < ackBatch {
 			select {
 			case a := <-c.acks:
-				batch = append(batch, a)
+				f.batch = append(f.batch, a)
 			default:
 				break fill
 			}
@@ -125,20 +132,34 @@ func (c *Client) ackLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.log.Warn("acks not published: not connected", "acks", len(batch), "first_id", batch[0].id)
-			c.acksDropped.Add(uint64(len(batch)))
+			c.log.Warn("acks not published: not connected", "acks", len(f.batch), "first_id", f.batch[0].id)
+			c.acksDropped.Add(uint64(len(f.batch)))
+			f.batch = f.batch[:0]
 			continue
 		}
-		toks = toks[:0]
-		for _, a := range batch {
-			toks = append(toks, c.publish(c.topics.ack, c.qos, false, ackJSON(a.id, a.name, a.err)))
-		}
-		for i, tok := range toks {
-			if err := await(ctx, tok, c.tm.writeTimeout); err != nil && ctx.Err() == nil {
-				c.log.Warn("ack not published", "id", batch[i].id, "signal", batch[i].name, "err", err)
-			}
+		for _, a := range f.batch {
+			f.toks = append(f.toks, c.publish(c.topics.ack, c.qos, false, ackJSON(a.id, a.name, a.err)))
 		}
 	}
+}
+
+// ackWindow is how many batches of acks may await their PUBACKs at once.
+const ackWindow = 4
+
+// ackFlight is one batch of acks published and not yet confirmed.
+type ackFlight struct {
+	batch []pendingAck
+	toks  []paho.Token
+}
+
+// settle waits for a published batch's PUBACKs, logging those that failed.
+func (c *Client) settle(ctx context.Context, f *ackFlight) {
+	for i, tok := range f.toks {
+		if err := await(ctx, tok, c.tm.writeTimeout); err != nil && ctx.Err() == nil {
+			c.log.Warn("ack not published", "id", f.batch[i].id, "signal", f.batch[i].name, "err", err)
+		}
+	}
+	f.toks = f.toks[:0]
 }
 
 // awaitConnected waits, at most the write timeout, for a connection to
