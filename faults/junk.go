@@ -53,7 +53,6 @@ var wsJunk = []string{
 	`{"type":"set","id":` + strings.Repeat("9", 1000) + `,"name":"led","value":true}`,
 	strings.Repeat("[", 20000) + strings.Repeat("]", 20000),
 	`{"type":"set","name":"led","value":"` + strings.Repeat("x", 60000) + `"}`,
-	"\xff\xfe\xfd invalid utf-8",
 	`{"type":"set","id":"w1","name":"led","value":"maybe"}`, `{"type":"pulse","id":"w2","name":"fan","for":"1s"}`,
 	`{"type":"set","id":"w3","name":"nope","value":true}`, `{"type":"set","id":"w4","name":"air.temperature","value":1}`,
 }
@@ -188,44 +187,27 @@ func malformed(ctx context.Context, s *suite) (harness.Table, error) {
 			}
 		})
 	}
-	// WebSocket: 1 MiB frames, text and binary, each on a new connection.
-	var oversize counter
+	// WebSocket: 1 MiB frames, text and binary, and text that is not
+	// UTF-8, each on a new connection: each must end it with its close code.
+	var oversize, badText counter
+	big := bytes.Repeat([]byte("x"), 1<<20)
 	for k := range 2 {
 		g.Go(func() {
-			big := bytes.Repeat([]byte("x"), 1<<20)
 			for i := 0; fctx.Err() == nil; i++ {
-				c, err := dialWS(fctx, dm.WSURL)
-				if err != nil {
-					if fctx.Err() == nil {
-						oversize.add("dial error: " + clipErr(err))
-					}
-					return
-				}
 				mt := websocket.TextMessage
 				if (i+k)%2 == 1 {
 					mt = websocket.BinaryMessage
 				}
-				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				_ = c.WriteMessage(mt, big) // the server may close before it has all
-				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				for {
-					_, _, err := c.ReadMessage()
-					if err == nil {
-						continue // the hello
-					}
-					var ce *websocket.CloseError
-					switch {
-					case errors.As(err, &ce):
-						oversize.add(fmt.Sprintf("close %d", ce.Code))
-					default:
-						oversize.add("no close frame")
-					}
-					break
+				if !closeOne(fctx, dm.WSURL, mt, big, &oversize) {
+					return
 				}
-				c.Close()
 			}
 		})
 	}
+	g.Go(func() {
+		for fctx.Err() == nil && closeOne(fctx, dm.WSURL, websocket.TextMessage, []byte("\xff\xfe\xfd invalid utf-8"), &badText) {
+		}
+	})
 	// MQTT: junk on /set and /pulse, retained "on" too.
 	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + dm.MQTTAddr).
 		SetClientID(fmt.Sprintf("faults-junk-%d", rand.Int64())).SetCleanSession(true).SetConnectTimeout(5 * time.Second))
@@ -359,6 +341,7 @@ func malformed(ctx context.Context, s *suite) (harness.Table, error) {
 		harness.R("WebSocket replies by kind", wsReplies.String(), "", ""),
 		harness.R("WebSocket refused (metric pibridge_commands_total, source ws)", fmt.Sprint(refusedMetric("ws")), fmt.Sprintf("= refused acks (%d)", wsReplies.get("ack refused")), harness.Verdict(int(refusedMetric("ws")) == wsReplies.get("ack refused"))),
 		harness.R("WebSocket 1 MiB frames: outcome", oversize.String(), "close 1009 each", harness.Verdict(oversize.get("close 1009") > 0 && oversize.get("close 1009") == sumCounter(&oversize))),
+		harness.R("WebSocket text frames that are not UTF-8: outcome", badText.String(), "close 1007 each", harness.Verdict(badText.get("close 1007") > 0 && badText.get("close 1007") == sumCounter(&badText))),
 		harness.R("WebSocket junk with an id (commands, unknown types): sent / answered with their id", fmt.Sprintf("%d / %d", wsIDs.sent.Load(), wsIDs.answered.Load()), "equal", harness.Verdict(wsIDs.sent.Load() > 0 && wsIDs.sent.Load() == wsIDs.answered.Load())),
 		harness.R("MQTT junk published / refused acks (of which busy: queue full) / ok acks", fmt.Sprintf("%d / %d (%d) / %d", sent, mqRefused, mqBusy, mqOK), "refused = published, ok 0", harness.Verdict(mqOK == 0 && int64(mqRefused) == sent && sent > 0)),
 		harness.R("MQTT junk with an id (j1…j5): published / acks with an id", fmt.Sprintf("%d / %d", mqWithID.Load(), mqAcksWithID), "equal: every command with an id answered", harness.Verdict(mqWithID.Load() > 0 && int64(mqAcksWithID) == mqWithID.Load())),
@@ -387,7 +370,7 @@ func malformed(ctx context.Context, s *suite) (harness.Table, error) {
 		t.Notes = append(t.Notes, fmt.Sprintf("the observer's connection ended: %v", obs.err))
 	}
 	t.Notes = append(t.Notes,
-		fmt.Sprintf("WebSocket: 6 connections cycling through %d junk text frames (bad JSON, unknown types, wrong field types, unwritable or unknown signals, out-of-range values, 20,000-deep nesting, 60 KB strings, invalid UTF-8) and binary frames, one reply awaited each (5 s); 2 connections sending 1 MiB frames", len(wsJunk)),
+		fmt.Sprintf("WebSocket: 6 connections cycling through %d junk text frames (bad JSON, unknown types, wrong field types, unwritable or unknown signals, out-of-range values, 20,000-deep nesting, 60 KB strings) and binary frames, one reply awaited each (5 s); 2 connections sending 1 MiB frames; 1 connection at a time sending a text frame that is not UTF-8 (closed 1007)", len(wsJunk)),
 		fmt.Sprintf("MQTT: %d junk /set and /pulse payloads at QoS 1, 8 in flight per publisher and bursts of 512, none empty (an empty payload is how clearing a retained command looks: ignored without an ack by design) and none retained (MQTT 3.1.1 brokers forward a live retained publish with the retain flag cleared, so the bridge cannot tell it from a fresh command; only a stale one, delivered on subscribe, can be ignored)", len(mqttJunk)),
 		"HTTP: raw garbage, a 20 KiB header, bad request lines, junk and 1 MiB bodies to POST /api/signals/…, unknown and unwritable signals, bad methods, junk history queries",
 	)
@@ -560,4 +543,33 @@ func clipErr(err error) string {
 		s = s[:80] + "…"
 	}
 	return s
+}
+
+// closeOne sends one frame on a new connection and counts how the server
+// ended it; false when the connection could not be made.
+func closeOne(ctx context.Context, url string, mt int, payload []byte, outcome *counter) bool {
+	c, err := dialWS(ctx, url)
+	if err != nil {
+		if ctx.Err() == nil {
+			outcome.add("dial error: " + clipErr(err))
+		}
+		return false
+	}
+	defer c.Close()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = c.WriteMessage(mt, payload) // the server may close before it has all
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, _, err := c.ReadMessage()
+		if err == nil {
+			continue // the hello
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			outcome.add(fmt.Sprintf("close %d", ce.Code))
+		} else {
+			outcome.add("no close frame")
+		}
+		return true
+	}
 }
