@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 // role is what a credential grants.
@@ -332,7 +333,7 @@ func (a *auth) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.enabled {
-		writeJSON(w, http.StatusOK, []byte(`{"ok":true,"auth":false}`))
+		httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true,"auth":false}`))
 		return
 	}
 	addr := clientAddr(r.RemoteAddr)
@@ -357,7 +358,7 @@ func (a *auth) serveLogin(w http.ResponseWriter, r *http.Request) {
 	a.forgive(addr)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: a.newSession(rl), Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int(sessionTTL / time.Second)})
-	writeJSON(w, http.StatusOK, []byte(`{"ok":true}`))
+	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true}`))
 }
 
 func (a *auth) serveLogout(w http.ResponseWriter, r *http.Request) {
@@ -368,7 +369,7 @@ func (a *auth) serveLogout(w http.ResponseWriter, r *http.Request) {
 		a.mu.Unlock()
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	writeJSON(w, http.StatusOK, []byte(`{"ok":true}`))
+	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true}`))
 }
 
 func clientAddr(remote string) netip.Addr {
