@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 const (
@@ -183,7 +184,7 @@ func (c *conn) awaitAuth() bool {
 	if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil || m.Type != "auth" {
 		return fail("authentication required: send {\"type\":\"auth\",\"token\":…} first")
 	}
-	addr := clientAddr(ws.RemoteAddr().String())
+	addr := httpx.ClientAddr(ws.RemoteAddr().String())
 	if c.g.auth.wait(addr) > 0 {
 		return fail("too many wrong tokens; try again later")
 	}

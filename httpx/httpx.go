@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 
 	"pibridge"
 )
@@ -51,4 +52,41 @@ func Status(err error) (status int, ok bool) {
 		return http.StatusServiceUnavailable, true
 	}
 	return 0, false
+}
+
+// SessionCookie names the panel's login session, a bridge's and a
+// gateway's alike.
+const SessionCookie = "pibridge_session"
+
+// NewSessionCookie is the session cookie POST /api/login sets: HttpOnly,
+// SameSite=Strict, for the whole site; maxAge -1 deletes it.
+func NewSessionCookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name:     SessionCookie,
+		Value:    value,
+		Path:     "/",
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		SameSite: http.SameSiteStrictMode,
+		// Only a cookie set over TLS is marked Secure: one set over plain
+		// HTTP with it would be dropped by the browser, or, worse, sent over
+		// cleartext as if it were protected.
+		Secure: r.TLS != nil,
+	}
+}
+
+// ClientAddr is the key wrong tokens are counted under: the IPv4 address,
+// or the IPv6 /64, which one host usually owns whole.
+func ClientAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{} // unparsable addresses share one count
+	}
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		if p, err := a.WithZone("").Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
 }

@@ -50,3 +50,22 @@ func TestWriteError(t *testing.T) {
 		}
 	}
 }
+
+func TestNewSessionCookie(t *testing.T) {
+	plain := httptest.NewRequest("POST", "http://bridge/api/login", nil)
+	tlsReq := httptest.NewRequest("POST", "https://bridge/api/login", nil)
+	tests := []struct {
+		name string
+		c    *http.Cookie
+		want string
+	}{
+		{"plain", NewSessionCookie(plain, "v1", 60), "pibridge_session=v1; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"},
+		{"tls", NewSessionCookie(tlsReq, "v1", 60), "pibridge_session=v1; Path=/; Max-Age=60; HttpOnly; Secure; SameSite=Strict"},
+		{"delete", NewSessionCookie(plain, "", -1), "pibridge_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"},
+	}
+	for _, tt := range tests {
+		if got := tt.c.String(); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

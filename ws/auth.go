@@ -34,7 +34,7 @@ import (
 
 const (
 	// sessionCookie names the panel's session.
-	sessionCookie = "pibridge_session"
+	sessionCookie = httpx.SessionCookie
 	// closeUnauthorized closes a WebSocket whose authentication failed;
 	// the panel shows its login form on it.
 	closeUnauthorized = 4401
@@ -140,7 +140,7 @@ func (g *gatekeeper) guard(w http.ResponseWriter, r *http.Request, frameAuth boo
 	if !g.on {
 		return access{role: roleControl}, admitted, true
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if h := r.Header.Get("Authorization"); h != "" {
 		if g.slowedDown(w, addr) {
 			return access{}, 0, false
@@ -299,7 +299,7 @@ func (g *gatekeeper) serveLogin(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":false}`))
 		return
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if g.slowedDown(w, addr) {
 		return
 	}
@@ -311,24 +311,8 @@ func (g *gatekeeper) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	g.limiter.forgive(addr)
 	value := g.sessions.create(role, g.tune.now())
-	http.SetCookie(w, g.cookie(r, value, int(g.tune.sessionTTL/time.Second)))
+	http.SetCookie(w, httpx.NewSessionCookie(r, value, int(g.tune.sessionTTL/time.Second)))
 	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":`+strconv.FormatBool(role == roleRead)+`}`))
-}
-
-// cookie is the session cookie; maxAge -1 deletes it.
-func (g *gatekeeper) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
-	return &http.Cookie{
-		Name:     sessionCookie,
-		Value:    value,
-		Path:     "/",
-		MaxAge:   maxAge,
-		HttpOnly: true,
-		SameSite: http.SameSiteStrictMode,
-		// Only a cookie set over TLS is marked Secure: one set over plain
-		// HTTP with it would be dropped by the browser, or, worse, sent over
-		// cleartext as if it were protected.
-		Secure: r.TLS != nil,
-	}
 }
 
 // takePending reserves a slot for a connection from addr that has yet to

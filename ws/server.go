@@ -286,7 +286,7 @@ func (s *Server) ServeLogout(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	http.SetCookie(w, s.gate.cookie(r, "", -1))
+	http.SetCookie(w, httpx.NewSessionCookie(r, "", -1))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -438,7 +438,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many clients (max_clients is %d)", s.cfg.MaxClients))
 		return
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if adm != admitted {
 		// Connections that have proved nothing yet get a small share, so
 		// that they cannot keep the others out; and one address gets a
@@ -499,12 +499,12 @@ func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remo
 	switch adm {
 	case admitStale:
 		s.reject(conn, closeUnauthorized, "session expired or unknown: log in again")
-		s.gate.releasePending(clientAddr(remote))
+		s.gate.releasePending(httpx.ClientAddr(remote))
 	case admitFrame:
 		var authMsg message
 		var ok bool
 		acc, authMsg, ok = s.awaitAuth(conn, remote)
-		s.gate.releasePending(clientAddr(remote))
+		s.gate.releasePending(httpx.ClientAddr(remote))
 		if ok {
 			s.authenticated(conn)
 			c = s.join(conn, acc, remote, authMsg.id)
@@ -564,7 +564,7 @@ func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m m
 		s.reject(conn, websocket.CloseGoingAway, "going away")
 		return acc, m, false
 	}
-	addr := clientAddr(remote)
+	addr := httpx.ClientAddr(remote)
 	mt, data, err := conn.ReadMessage()
 	if err != nil {
 		var ne net.Error
