@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 // role is what a credential grants.
@@ -32,7 +33,7 @@ const (
 )
 
 const (
-	sessionCookie = "pibridge_session"
+	sessionCookie = httpx.SessionCookie
 	sessionTTL    = 7 * 24 * time.Hour
 	maxSessions   = 1024
 	freeFailures  = 3
@@ -209,7 +210,7 @@ func (a *auth) guard(w http.ResponseWriter, r *http.Request, frameAuth bool) (ro
 	if !a.enabled {
 		return roleControl, admitted, true
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if h := r.Header.Get("Authorization"); h != "" {
 		if wait := a.wait(addr); wait > 0 {
 			w.Header().Set("Retry-After", itoa(int(wait/time.Second)+1))
@@ -332,10 +333,10 @@ func (a *auth) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.enabled {
-		writeJSON(w, http.StatusOK, []byte(`{"ok":true,"auth":false}`))
+		httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true,"auth":false}`))
 		return
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if wait := a.wait(addr); wait > 0 {
 		w.Header().Set("Retry-After", itoa(int(wait/time.Second)+1))
 		writeError(w, http.StatusTooManyRequests, "too many wrong tokens; try again later")
@@ -355,9 +356,8 @@ func (a *auth) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.forgive(addr)
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: a.newSession(rl), Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int(sessionTTL / time.Second)})
-	writeJSON(w, http.StatusOK, []byte(`{"ok":true}`))
+	http.SetCookie(w, httpx.NewSessionCookie(r, a.newSession(rl), int(sessionTTL/time.Second)))
+	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true}`))
 }
 
 func (a *auth) serveLogout(w http.ResponseWriter, r *http.Request) {
@@ -368,19 +368,5 @@ func (a *auth) serveLogout(w http.ResponseWriter, r *http.Request) {
 		a.mu.Unlock()
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	writeJSON(w, http.StatusOK, []byte(`{"ok":true}`))
-}
-
-func clientAddr(remote string) netip.Addr {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{}
-	}
-	a := ap.Addr().Unmap()
-	if a.Is6() {
-		// One attacker has a /64: count the prefix, not each address.
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
+	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true}`))
 }

@@ -13,17 +13,17 @@ import (
 	"github.com/gorilla/websocket"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 const (
-	maxMessageSize  = 64 << 10
-	writeWait       = 10 * time.Second
-	pongWait        = 60 * time.Second
-	pingPeriod      = pongWait * 9 / 10
-	authWait        = 10 * time.Second
-	sendQueue       = 1024 // frames a browser may be behind before it is closed with 1008
-	maxInFlight     = 32   // commands one connection may have waiting for their acks
-	protocolVersion = 1
+	maxMessageSize = 64 << 10
+	writeWait      = 10 * time.Second
+	pongWait       = 60 * time.Second
+	pingPeriod     = pongWait * 9 / 10
+	authWait       = 10 * time.Second
+	sendQueue      = 1024 // frames a browser may be behind before it is closed with 1008
+	maxInFlight    = 32   // commands one connection may have waiting for their acks
 )
 
 // conn is one browser WebSocket: exactly one writer goroutine, which owns
@@ -184,7 +184,7 @@ func (c *conn) awaitAuth() bool {
 	if mt != websocket.TextMessage || json.Unmarshal(data, &m) != nil || m.Type != "auth" {
 		return fail("authentication required: send {\"type\":\"auth\",\"token\":…} first")
 	}
-	addr := clientAddr(ws.RemoteAddr().String())
+	addr := httpx.ClientAddr(ws.RemoteAddr().String())
 	if c.g.auth.wait(addr) > 0 {
 		return fail("too many wrong tokens; try again later")
 	}
@@ -286,25 +286,25 @@ type message struct {
 
 func (c *conn) handle(mt int, data []byte) {
 	if mt != websocket.TextMessage {
-		c.push(appendError(nil, "", "want text frames holding JSON"))
+		c.push(pibridge.AppendErrorMessage(nil, "", "want text frames holding JSON"))
 		return
 	}
 	var m message
 	if err := json.Unmarshal(data, &m); err != nil {
-		c.push(appendError(nil, "", "malformed JSON: "+pibridge.Clip(err.Error())))
+		c.push(pibridge.AppendErrorMessage(nil, "", "malformed JSON: "+pibridge.Clip(err.Error())))
 		return
 	}
 	id := ""
 	if len(m.ID) > 0 {
 		s, ok := pibridge.UnquotePlain(m.ID)
 		if !ok && json.Unmarshal(m.ID, &s) != nil {
-			c.push(appendError(nil, "", "id must be a string"))
+			c.push(pibridge.AppendErrorMessage(nil, "", "id must be a string"))
 			return
 		}
 		id = s
 	}
 	if c.dev == nil {
-		c.push(appendError(nil, id, "the fleet socket takes no messages"))
+		c.push(pibridge.AppendErrorMessage(nil, id, "the fleet socket takes no messages"))
 		return
 	}
 	switch m.Type {
@@ -313,15 +313,15 @@ func (c *conn) handle(mt int, data []byte) {
 	case "history":
 		c.history(id, m.Name, m.Since)
 	case "subscribe", "unsubscribe", "publish":
-		c.push(appendError(nil, id, "not enabled: a gateway has no MQTT passthrough"))
+		c.push(pibridge.AppendErrorMessage(nil, id, "not enabled: a gateway has no MQTT passthrough"))
 	case "auth":
 		if c.g.auth.enabled {
-			c.push(appendError(nil, id, "already authenticated"))
+			c.push(pibridge.AppendErrorMessage(nil, id, "already authenticated"))
 		} else {
-			c.push(appendError(nil, id, "authentication is not required here"))
+			c.push(pibridge.AppendErrorMessage(nil, id, "authentication is not required here"))
 		}
 	default:
-		c.push(appendError(nil, id, "unknown type "+strconv.Quote(pibridge.Clip(m.Type))))
+		c.push(pibridge.AppendErrorMessage(nil, id, "unknown type "+strconv.Quote(pibridge.Clip(m.Type))))
 	}
 }
 
@@ -330,7 +330,7 @@ func (c *conn) handle(mt int, data []byte) {
 func (c *conn) startCommand(id string, m *message) {
 	name := m.Name
 	if c.role != roleControl {
-		c.push(appendAck(nil, id, name, errors.New(pibridge.Clip(name)+": read-only access: commands need the control token")))
+		c.push(ack(id, name, fmt.Errorf("%s: %w", pibridge.Clip(name), pibridge.ErrReadOnly)))
 		return
 	}
 	op := pibridge.OpSet
@@ -344,13 +344,13 @@ func (c *conn) startCommand(id string, m *message) {
 		err = v.UnmarshalJSON(m.Value)
 	}
 	if err != nil {
-		c.push(appendAck(nil, id, name, fmt.Errorf("%s: %w", pibridge.Clip(name), err)))
+		c.push(ack(id, name, fmt.Errorf("%s: %w", pibridge.Clip(name), err)))
 		return
 	}
 	select {
 	case c.slots <- struct{}{}:
 	default:
-		c.push(appendAck(nil, id, name, fmt.Errorf("%s: too many commands in flight (%d)", pibridge.Clip(name), maxInFlight)))
+		c.push(ack(id, name, fmt.Errorf("%s: too many commands in flight (%d)", pibridge.Clip(name), maxInFlight)))
 		return
 	}
 	c.cmds.Add(1)
@@ -361,32 +361,22 @@ func (c *conn) startCommand(id string, m *message) {
 		if err == nil && id == "" {
 			return // without an id, the echoed reading is the confirmation
 		}
-		c.push(appendAck(nil, id, name, err))
+		c.push(ack(id, name, err))
 	}()
 }
 
 func (c *conn) history(id, name, since string) {
-	d, err := parseSince(since)
+	d, err := pibridge.ParseSince(since)
 	if err != nil {
-		c.push(appendError(nil, id, "history: "+err.Error()))
+		c.push(pibridge.AppendErrorMessage(nil, id, "history: "+err.Error()))
 		return
 	}
 	points, err := c.g.history(c.dev, name, d)
 	if err != nil {
-		c.push(appendError(nil, id, err.Error()))
+		c.push(pibridge.AppendErrorMessage(nil, id, err.Error()))
 		return
 	}
-	b := make([]byte, 0, 64+len(points)*24)
-	b = append(b, `{"type":"history"`...)
-	if id != "" {
-		b = append(b, `,"id":`...)
-		b = pibridge.AppendJSONString(b, id)
-	}
-	b = append(b, `,"name":`...)
-	b = pibridge.AppendJSONString(b, name)
-	b = append(b, `,"points":`...)
-	b = appendPoints(b, points)
-	c.push(append(b, '}'))
+	c.push(pibridge.AppendHistoryMessage(make([]byte, 0, 64+len(points)*24), id, name, points))
 }
 
 // history returns a signal's points from the gateway's ring: what it has
@@ -405,60 +395,8 @@ func (g *Gateway) history(d *device, name string, since time.Duration) ([]pibrid
 	return h.Since(make([]pibridge.Point, 0, h.Len()), from), nil
 }
 
-func parseSince(s string) (time.Duration, error) {
-	if s == "" {
-		return 10 * time.Minute, nil
-	}
-	d, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("since %q: want a duration such as \"10m\"", pibridge.Clip(s))
-	case d <= 0 || d > maxHistory:
-		return 0, fmt.Errorf("since %s: must be above 0 and at most %s", d, maxHistory)
-	}
-	return d, nil
-}
-
-func appendError(b []byte, id, msg string) []byte {
-	b = append(b, `{"type":"error"`...)
-	if id != "" {
-		b = append(b, `,"id":`...)
-		b = pibridge.AppendJSONString(b, id)
-	}
-	b = append(b, `,"error":`...)
-	b = pibridge.AppendJSONString(b, msg)
-	return append(b, '}')
-}
-
-func appendAck(b []byte, id, name string, err error) []byte {
-	b = append(b, `{"type":"ack"`...)
-	if id != "" {
-		b = append(b, `,"id":`...)
-		b = pibridge.AppendJSONString(b, id)
-	}
-	if name != "" {
-		b = append(b, `,"name":`...)
-		b = pibridge.AppendJSONString(b, pibridge.Clip(name))
-	}
-	if err == nil {
-		return append(b, `,"ok":true}`...)
-	}
-	b = append(b, `,"ok":false,"error":`...)
-	b = pibridge.AppendJSONString(b, err.Error())
-	return append(b, '}')
-}
-
-func appendPoints(b []byte, points []pibridge.Point) []byte {
-	b = append(b, '[')
-	for i, p := range points {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '[')
-		b = strconv.AppendInt(b, p.T, 10)
-		b = append(b, ',')
-		b = pibridge.Number(p.V).AppendJSON(b)
-		b = append(b, ']')
-	}
-	return append(b, ']')
+// ack frames a command's answer; the name is clipped because the gateway
+// echoes names it has not checked against the device's signals.
+func ack(id, name string, err error) []byte {
+	return pibridge.AppendAckMessage(nil, id, pibridge.Clip(name), err)
 }

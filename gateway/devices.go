@@ -152,9 +152,7 @@ func (d *device) appendStateLocked(b []byte) []byte {
 			b = append(b, ',')
 		}
 		first = false
-		b = pibridge.AppendJSONString(b, s.Name)
-		b = append(b, ':')
-		b = r.AppendJSON(b)
+		b = pibridge.AppendStateEntry(b, s.Name, r)
 	}
 	return append(b, '}')
 }
@@ -163,10 +161,7 @@ func (d *device) appendStateLocked(b []byte) []byte {
 // to disable its controls, as a bridge's hello does for the read token.
 func (d *device) helloLocked(readOnly bool) []byte {
 	b := make([]byte, 0, len(d.desc)+64+len(d.state)*96)
-	b = append(b, `{"type":"hello","protocol":1,`...)
-	if readOnly {
-		b = append(b, `"readonly":true,`...)
-	}
+	b = pibridge.AppendHelloStart(b, readOnly)
 	b = append(b, d.desc...)
 	b = append(b, `,"state":`...)
 	b = d.appendStateLocked(b)

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 //go:embed static
@@ -119,7 +119,7 @@ func (g *Gateway) serveDevices(w http.ResponseWriter, r *http.Request) {
 		Name    string       `json:"name"`
 		Devices []DeviceInfo `json:"devices"`
 	}{g.cfg.Name, g.Devices()})
-	writeJSON(w, http.StatusOK, b)
+	httpx.WriteJSON(w, http.StatusOK, b)
 }
 
 // serveState is a bridge's /api/state for one device: its meta and state.
@@ -136,7 +136,7 @@ func (g *Gateway) serveState(w http.ResponseWriter, r *http.Request, d *device) 
 	b = append(b, `,"state":`...)
 	b = d.appendStateLocked(b)
 	d.mu.Unlock()
-	writeJSON(w, http.StatusOK, append(b, '}'))
+	httpx.WriteJSON(w, http.StatusOK, append(b, '}'))
 }
 
 func (g *Gateway) serveHistory(w http.ResponseWriter, r *http.Request, d *device) {
@@ -149,7 +149,7 @@ func (g *Gateway) serveHistory(w http.ResponseWriter, r *http.Request, d *device
 		writeError(w, http.StatusBadRequest, "name is missing")
 		return
 	}
-	since, err := parseSince(q.Get("since"))
+	since, err := pibridge.ParseSince(q.Get("since"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -159,10 +159,7 @@ func (g *Gateway) serveHistory(w http.ResponseWriter, r *http.Request, d *device
 		writeError(w, http.StatusNotFound, err.Error())
 		return
 	}
-	b := append([]byte(`{"name":`), pibridge.AppendJSONString(nil, name)...)
-	b = append(b, `,"points":`...)
-	b = appendPoints(b, points)
-	writeJSON(w, http.StatusOK, append(b, '}'))
+	httpx.WriteJSON(w, http.StatusOK, pibridge.AppendHistoryJSON(nil, name, points))
 }
 
 // serveSignal forwards POST /d/<id>/api/signals/<name> and answers with
@@ -174,7 +171,7 @@ func (g *Gateway) serveSignal(w http.ResponseWriter, r *http.Request, d *device)
 	}
 	name := r.PathValue("name")
 	if rl != roleControl {
-		writeError(w, http.StatusForbidden, "read-only access: commands need the control token")
+		writeError(w, http.StatusForbidden, pibridge.ErrReadOnly.Error())
 		return
 	}
 	v, _, err := pibridge.ParseSetPayload(readBody(w, r))
@@ -198,10 +195,10 @@ func (g *Gateway) serveSignal(w http.ResponseWriter, r *http.Request, d *device)
 		d.mu.Unlock()
 		if had && rd.Seq > before || time.Now().After(deadline) {
 			if !had {
-				writeJSON(w, http.StatusOK, []byte(`{"ok":true}`))
+				httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true}`))
 				return
 			}
-			writeJSON(w, http.StatusOK, rd.AppendJSON(nil))
+			httpx.WriteJSON(w, http.StatusOK, rd.AppendJSON(nil))
 			return
 		}
 		select {
@@ -215,11 +212,11 @@ func (g *Gateway) serveSignal(w http.ResponseWriter, r *http.Request, d *device)
 func statusOf(err error) int {
 	var de *deviceError
 	switch {
-	case errors.Is(err, pibridge.ErrUnknownSignal), errors.Is(err, ErrUnknownDevice):
+	case errors.Is(err, ErrUnknownDevice):
 		return http.StatusNotFound
-	case errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, ErrOffline):
+	case errors.Is(err, ErrOffline):
 		return http.StatusConflict
-	case errors.Is(err, ErrNoAnswer), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrNoAnswer):
 		return http.StatusGatewayTimeout
 	case errors.Is(err, ErrNoBroker):
 		return http.StatusServiceUnavailable
@@ -228,6 +225,9 @@ func statusOf(err error) int {
 			return http.StatusBadRequest
 		}
 		return http.StatusConflict
+	}
+	if status, ok := httpx.Status(err); ok {
+		return status
 	}
 	return http.StatusBadGateway
 }
@@ -252,7 +252,7 @@ func (g *Gateway) serveHealth(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	b, _ := json.Marshal(h)
-	writeJSON(w, http.StatusOK, b)
+	httpx.WriteJSON(w, http.StatusOK, b)
 }
 
 func (g *Gateway) serveMetrics(w http.ResponseWriter, _ *http.Request) {
@@ -307,18 +307,10 @@ func b2f(v bool) float64 {
 	return 0
 }
 
-func writeJSON(w http.ResponseWriter, code int, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	w.Write(body)
-}
-
+// writeError answers with {"error":msg}; unlike a bridge's, the body ends
+// without a newline.
 func writeError(w http.ResponseWriter, code int, msg string) {
-	b := append([]byte(`{"error":`), pibridge.AppendJSONString(nil, msg)...)
-	writeJSON(w, code, append(b, '}'))
+	httpx.WriteJSON(w, code, httpx.AppendError(nil, msg))
 }
 
 func readBody(w http.ResponseWriter, r *http.Request) []byte {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"pibridge/httpx"
 )
 
 // How a client proves who it is, in the order they are checked:
@@ -32,7 +34,7 @@ import (
 
 const (
 	// sessionCookie names the panel's session.
-	sessionCookie = "pibridge_session"
+	sessionCookie = httpx.SessionCookie
 	// closeUnauthorized closes a WebSocket whose authentication failed;
 	// the panel shows its login form on it.
 	closeUnauthorized = 4401
@@ -138,7 +140,7 @@ func (g *gatekeeper) guard(w http.ResponseWriter, r *http.Request, frameAuth boo
 	if !g.on {
 		return access{role: roleControl}, admitted, true
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if h := r.Header.Get("Authorization"); h != "" {
 		if g.slowedDown(w, addr) {
 			return access{}, 0, false
@@ -184,11 +186,11 @@ func (g *gatekeeper) guard(w http.ResponseWriter, r *http.Request, frameAuth boo
 func (g *gatekeeper) precheck(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case !g.hostAllowed(r.Host):
-		writeError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
+		httpx.WriteError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
 	case !g.originAllowed(r):
-		writeError(w, http.StatusForbidden, "origin not allowed: add it to http.allowed_origins")
+		httpx.WriteError(w, http.StatusForbidden, "origin not allowed: add it to http.allowed_origins")
 	case g.tokenInQuery(r.URL.RawQuery):
-		writeError(w, http.StatusBadRequest, "tokens are not accepted in URLs: use Authorization: Bearer, POST /api/login or the WebSocket auth message")
+		httpx.WriteError(w, http.StatusBadRequest, "tokens are not accepted in URLs: use Authorization: Bearer, POST /api/login or the WebSocket auth message")
 	default:
 		return true
 	}
@@ -196,8 +198,9 @@ func (g *gatekeeper) precheck(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func unauthorized(w http.ResponseWriter, msg string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="pibridge"`)
-	writeError(w, http.StatusUnauthorized, msg)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="pibridge"
+	"pibridge/httpx"`)
+	httpx.WriteError(w, http.StatusUnauthorized, msg)
 }
 
 // tokenParams are query parameter names that can only be meant to carry a
@@ -254,7 +257,7 @@ func (g *gatekeeper) slowedDown(w http.ResponseWriter, addr netip.Addr) bool {
 	}
 	secs := int((wait + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed attempts: retry in %ds", secs))
+	httpx.WriteError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed attempts: retry in %ds", secs))
 	return true
 }
 
@@ -278,54 +281,38 @@ func (g *gatekeeper) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		// A cross-site form cannot send this type without a preflight.
-		writeError(w, http.StatusUnsupportedMediaType, `want Content-Type: application/json and {"token":"…"}`)
+		httpx.WriteError(w, http.StatusUnsupportedMediaType, `want Content-Type: application/json and {"token":"…"}`)
 		return
 	}
 	var body struct {
 		Token *string `json:"token"`
 	}
 	if err := decodeBody(w, r, maxLoginBody, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if body.Token == nil || *body.Token == "" {
-		writeError(w, http.StatusBadRequest, "token is missing")
+		httpx.WriteError(w, http.StatusBadRequest, "token is missing")
 		return
 	}
 	if !g.on {
-		writeJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":false}`))
+		httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":false}`))
 		return
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if g.slowedDown(w, addr) {
 		return
 	}
 	role := g.checkToken(*body.Token)
 	if role == roleNone {
 		g.failed(addr)
-		writeError(w, http.StatusUnauthorized, "wrong token")
+		httpx.WriteError(w, http.StatusUnauthorized, "wrong token")
 		return
 	}
 	g.limiter.forgive(addr)
 	value := g.sessions.create(role, g.tune.now())
-	http.SetCookie(w, g.cookie(r, value, int(g.tune.sessionTTL/time.Second)))
-	writeJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":`+strconv.FormatBool(role == roleRead)+`}`))
-}
-
-// cookie is the session cookie; maxAge -1 deletes it.
-func (g *gatekeeper) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
-	return &http.Cookie{
-		Name:     sessionCookie,
-		Value:    value,
-		Path:     "/",
-		MaxAge:   maxAge,
-		HttpOnly: true,
-		SameSite: http.SameSiteStrictMode,
-		// Only a cookie set over TLS is marked Secure: one set over plain
-		// HTTP with it would be dropped by the browser, or, worse, sent over
-		// cleartext as if it were protected.
-		Secure: r.TLS != nil,
-	}
+	http.SetCookie(w, httpx.NewSessionCookie(r, value, int(g.tune.sessionTTL/time.Second)))
+	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true,"readonly":`+strconv.FormatBool(role == roleRead)+`}`))
 }
 
 // takePending reserves a slot for a connection from addr that has yet to

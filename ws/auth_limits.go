@@ -106,22 +106,6 @@ func (l *limiter) len() int {
 	return len(l.m)
 }
 
-// clientAddr is the key failures are counted under: the IPv4 address, or
-// the IPv6 /64, which one host usually owns whole.
-func clientAddr(remote string) netip.Addr {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{} // unparsable addresses share one count
-	}
-	a := ap.Addr().Unmap()
-	if a.Is6() {
-		if p, err := a.WithZone("").Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
-	return a
-}
-
 // pendingSlots counts, per address (clientAddr), the connections waiting
 // for their auth frame: one address gets maxPendingAddr of the maxPending
 // slots, so that it cannot hold them all.

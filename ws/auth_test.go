@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"pibridge"
+	"pibridge/httpx"
 	"pibridge/internal/testkit"
 )
 
@@ -380,7 +381,7 @@ func TestLimiterDelaysGrowAndAreBounded(t *testing.T) {
 		t.Errorf("%d addresses remembered, bound %d", n, tune.limiterSize)
 	}
 	// One IPv6 /64 is one address.
-	if clientAddr("[2001:db8::1]:5000") != clientAddr("[2001:db8::2:3]:6000") || clientAddr("[::ffff:192.0.2.7]:1") != netip.MustParseAddr("192.0.2.7") {
+	if httpx.ClientAddr("[2001:db8::1]:5000") != httpx.ClientAddr("[2001:db8::2:3]:6000") || httpx.ClientAddr("[::ffff:192.0.2.7]:1") != netip.MustParseAddr("192.0.2.7") {
 		t.Error("clientAddr keys")
 	}
 }

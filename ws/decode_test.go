@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"pibridge"
 )
 
 func TestDecodeMessage(t *testing.T) {
@@ -100,7 +102,7 @@ func FuzzDecodeMessage(f *testing.F) {
 			if derr.msg == "" {
 				t.Fatalf("%q: an error without a message", data)
 			}
-			reply := appendError(nil, derr.id, derr.msg)
+			reply := pibridge.AppendErrorMessage(nil, derr.id, derr.msg)
 			if !json.Valid(reply) || !utf8.Valid(reply) {
 				t.Fatalf("%q: the error reply %q is not valid JSON", data, reply)
 			}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"pibridge/internal/logring"
+
+	"pibridge/httpx"
 )
 
 // PanelAPI feeds the panel's logs, device and settings pages. Every field
@@ -112,10 +114,10 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 			}
 			b, err := json.Marshal(api.Device())
 			if err != nil {
-				writeError(w, http.StatusInternalServerError, "device: "+err.Error())
+				httpx.WriteError(w, http.StatusInternalServerError, "device: "+err.Error())
 				return
 			}
-			writeJSON(w, http.StatusOK, b)
+			httpx.WriteJSON(w, http.StatusOK, b)
 		})
 	}
 	if api.Config != nil && api.Validate != nil {
@@ -125,7 +127,7 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 				return
 			}
 			b, _ := json.Marshal(api.Config()) // strings only: cannot fail
-			writeJSON(w, http.StatusOK, b)
+			httpx.WriteJSON(w, http.StatusOK, b)
 		})
 		mux.HandleFunc("POST /api/config/validate", func(w http.ResponseWriter, r *http.Request) {
 			if !s.controlOnly(w, r) {
@@ -144,10 +146,10 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 			}
 			b, err := json.Marshal(rep)
 			if err != nil {
-				writeError(w, http.StatusInternalServerError, "validate: "+err.Error())
+				httpx.WriteError(w, http.StatusInternalServerError, "validate: "+err.Error())
 				return
 			}
-			writeJSON(w, http.StatusOK, b)
+			httpx.WriteJSON(w, http.StatusOK, b)
 		})
 	}
 	if api.Apply != nil && api.ApplyStatus != nil {
@@ -162,10 +164,10 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 			code, body := api.Apply(src, "control token from "+r.RemoteAddr)
 			b, err := json.Marshal(body)
 			if err != nil {
-				writeError(w, http.StatusInternalServerError, "apply: "+err.Error())
+				httpx.WriteError(w, http.StatusInternalServerError, "apply: "+err.Error())
 				return
 			}
-			writeJSON(w, code, b)
+			httpx.WriteJSON(w, code, b)
 		})
 		mux.HandleFunc("GET /api/config/status", func(w http.ResponseWriter, r *http.Request) {
 			if !s.controlOnly(w, r) {
@@ -173,10 +175,10 @@ func (s *Server) PanelRoutes(mux *http.ServeMux, api PanelAPI) {
 			}
 			b, err := json.Marshal(api.ApplyStatus())
 			if err != nil {
-				writeError(w, http.StatusInternalServerError, "status: "+err.Error())
+				httpx.WriteError(w, http.StatusInternalServerError, "status: "+err.Error())
 				return
 			}
-			writeJSON(w, http.StatusOK, b)
+			httpx.WriteJSON(w, http.StatusOK, b)
 		})
 	}
 }
@@ -187,10 +189,10 @@ func readConfigBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a configuration may be at most %d bytes", maxConfigBody))
+			httpx.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a configuration may be at most %d bytes", maxConfigBody))
 			return nil, false
 		}
-		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return nil, false
 	}
 	return src, true
@@ -213,7 +215,7 @@ func (s *Server) controlOnly(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	if role != roleControl {
-		writeError(w, http.StatusForbidden, "settings need the control token; this session has the read token")
+		httpx.WriteError(w, http.StatusForbidden, "settings need the control token; this session has the read token")
 		return false
 	}
 	return true
@@ -246,7 +248,7 @@ func (s *Server) serveLogs(w http.ResponseWriter, r *http.Request, ring *logring
 	b, _ := json.Marshal(struct {
 		Records []logring.Record `json:"records"`
 	}{recs})
-	writeJSON(w, http.StatusOK, b)
+	httpx.WriteJSON(w, http.StatusOK, b)
 }
 
 // serveLogStream sends the ring's records as Server-Sent Events, one
@@ -260,7 +262,7 @@ func (s *Server) serveLogStream(w http.ResponseWriter, r *http.Request, ring *lo
 	if logStreams.Add(1) > maxLogStreams {
 		logStreams.Add(-1)
 		w.Header().Set("Retry-After", "10")
-		writeError(w, http.StatusServiceUnavailable, "too many log streams open")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "too many log streams open")
 		return
 	}
 	defer logStreams.Add(-1)

@@ -118,7 +118,7 @@ func (c *client) unsubscribe(m *message) {
 func (c *client) publish(m *message) {
 	switch {
 	case c.readOnly:
-		c.ackErr(m.id, fmt.Errorf("publish: %w", errReadOnly))
+		c.ackErr(m.id, fmt.Errorf("publish: %w", pibridge.ErrReadOnly))
 		return
 	case pibridge.CheckTopicName(m.topic) != nil:
 		c.ackErr(m.id, fmt.Errorf("publish: topic %w", pibridge.CheckTopicName(m.topic)))

@@ -2,18 +2,8 @@ package ws
 
 import (
 	"fmt"
-	"strconv"
-	"time"
 
 	"pibridge"
-)
-
-const (
-	defaultHistorySince = 10 * time.Minute
-	// maxHistorySince bounds the window a client may ask for. The core's
-	// ring keeps at least an hour; asking further back just returns what
-	// is there.
-	maxHistorySince = 24 * time.Hour
 )
 
 // handle answers one client message: exactly one reply when it carries an
@@ -93,7 +83,7 @@ func (s *Server) commandError(name string, err error) error {
 // this connection's reader for long.
 func (c *client) execute(cmd pibridge.Command) {
 	if c.readOnly {
-		c.ack(cmd.ID, cmd.Name, fmt.Errorf("%s: %w", pibridge.Clip(cmd.Name), errReadOnly), 0)
+		c.ack(cmd.ID, cmd.Name, fmt.Errorf("%s: %w", pibridge.Clip(cmd.Name), pibridge.ErrReadOnly), 0)
 		return
 	}
 	ctx, cancel := c.s.commandContext()
@@ -111,7 +101,7 @@ func (c *client) execute(cmd pibridge.Command) {
 
 func (c *client) history(m *message) {
 	id, name := m.id, m.name
-	d, err := parseSince(m.since)
+	d, err := pibridge.ParseSince(m.since)
 	if err != nil {
 		c.replyError(id, "history: "+err.Error())
 		return
@@ -122,31 +112,7 @@ func (c *client) history(m *message) {
 		return
 	}
 	b := newFrame(64 + len(id) + len(name) + len(points)*24)
-	b = append(b, `{"type":"history"`...)
-	if id != "" {
-		b = append(b, `,"id":`...)
-		b = pibridge.AppendJSONString(b, id)
-	}
-	b = append(b, `,"name":`...)
-	b = pibridge.AppendJSONString(b, name)
-	b = append(b, `,"points":`...)
-	b = appendPoints(b, points)
-	c.reply(textFrame(append(b, '}')), 0)
-}
-
-// parseSince reads a history window: a duration, 10m when empty.
-func parseSince(s string) (time.Duration, error) {
-	if s == "" {
-		return defaultHistorySince, nil
-	}
-	d, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		return 0, fmt.Errorf("since %q: want a duration such as \"10m\"", pibridge.Clip(s))
-	case d <= 0 || d > maxHistorySince:
-		return 0, fmt.Errorf("since %s: must be above 0 and at most %s", d, maxHistorySince)
-	}
-	return d, nil
+	c.reply(textFrame(pibridge.AppendHistoryMessage(b, id, name, points)), 0)
 }
 
 // ack replies to a command. A successful ack waits in the mailbox until
@@ -157,24 +123,10 @@ func (c *client) ack(id, name string, err error, echo uint64) {
 
 // ackFrame frames an ack.
 func (c *client) ackFrame(id, name string, err error) []byte {
-	b := newFrame(64 + len(id))
-	b = append(b, `{"type":"ack"`...)
-	if id != "" {
-		b = append(b, `,"id":`...)
-		b = pibridge.AppendJSONString(b, id)
+	if _, known := c.s.core.Signal(name); !known {
+		name = "" // an unknown name is not echoed back
 	}
-	if _, known := c.s.core.Signal(name); known {
-		b = append(b, `,"name":`...)
-		b = pibridge.AppendJSONString(b, name)
-	}
-	if err == nil {
-		b = append(b, `,"ok":true}`...)
-	} else {
-		b = append(b, `,"ok":false,"error":`...)
-		b = pibridge.AppendJSONString(b, err.Error())
-		b = append(b, '}')
-	}
-	return textFrame(b)
+	return textFrame(pibridge.AppendAckMessage(newFrame(64+len(id)), id, name, err))
 }
 
 // ackErr acks a message that names no signal: an ok ack only when it
@@ -187,7 +139,7 @@ func (c *client) ackErr(id string, err error) {
 }
 
 func (c *client) replyError(id, msg string) {
-	c.reply(textFrame(appendError(newFrame(32+len(id)+len(msg)), id, msg)), 0)
+	c.reply(textFrame(pibridge.AppendErrorMessage(newFrame(32+len(id)+len(msg)), id, msg)), 0)
 }
 
 // reply queues the answer (a frame) to one of the client's own messages. Only the
@@ -209,17 +161,6 @@ func (c *client) push(msg []byte) {
 	}
 }
 
-func appendError(b []byte, id, msg string) []byte {
-	b = append(b, `{"type":"error"`...)
-	if id != "" {
-		b = append(b, `,"id":`...)
-		b = pibridge.AppendJSONString(b, id)
-	}
-	b = append(b, `,"error":`...)
-	b = pibridge.AppendJSONString(b, msg)
-	return append(b, '}')
-}
-
 // appendState appends {"<name>":{reading},…}.
 func appendState(b []byte, state []pibridge.Reading) []byte {
 	b = append(b, '{')
@@ -227,25 +168,7 @@ func appendState(b []byte, state []pibridge.Reading) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = pibridge.AppendJSONString(b, r.Name)
-		b = append(b, ':')
-		b = r.AppendJSON(b)
+		b = pibridge.AppendStateEntry(b, r.Name, r)
 	}
 	return append(b, '}')
-}
-
-// appendPoints appends [[ms,v],…].
-func appendPoints(b []byte, points []pibridge.Point) []byte {
-	b = append(b, '[')
-	for i, p := range points {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '[')
-		b = strconv.AppendInt(b, p.T, 10)
-		b = append(b, ',')
-		b = pibridge.Number(p.V).AppendJSON(b)
-		b = append(b, ']')
-	}
-	return append(b, ']')
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 // ServeState serves GET /api/state: {"device":…,"signals":[…],"clock":{…},"state":{…}},
@@ -24,7 +25,7 @@ func (s *Server) ServeState(w http.ResponseWriter, r *http.Request) {
 	b = pibridge.AppendClock(append(b, ','), s.core.ClockState())
 	b = append(b, `,"state":`...)
 	b = appendState(b, state)
-	writeJSON(w, http.StatusOK, append(b, '}'))
+	httpx.WriteJSON(w, http.StatusOK, append(b, '}'))
 }
 
 // ServeSignal serves POST /api/signals/<name>. The body is a value as MQTT
@@ -43,26 +44,26 @@ func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
 		name = strings.TrimPrefix(r.URL.Path, "/api/signals/")
 	}
 	if role != roleControl {
-		writeError(w, http.StatusForbidden, errReadOnly.Error())
+		httpx.WriteError(w, http.StatusForbidden, pibridge.ErrReadOnly.Error())
 		return
 	}
 	if err := s.refuse(name); err != nil {
-		writeError(w, statusOf(err), err.Error())
+		httpx.WriteError(w, statusOf(err), err.Error())
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxMessageSize))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body is larger than 64 KiB")
+			httpx.WriteError(w, http.StatusRequestEntityTooLarge, "body is larger than 64 KiB")
 			return
 		}
-		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
 	v, id, err := pibridge.ParseSetPayload(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, name+": "+err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, name+": "+err.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.tune.commandTimeout)
@@ -73,10 +74,10 @@ func (s *Server) ServeSignal(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, pibridge.ErrBusy) {
 			w.Header().Set("Retry-After", "1")
 		}
-		writeError(w, statusOf(err), err.Error())
+		httpx.WriteError(w, statusOf(err), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, reading.AppendJSON(make([]byte, 0, 96)))
+	httpx.WriteJSON(w, http.StatusOK, reading.AppendJSON(make([]byte, 0, 96)))
 }
 
 // ServeHistory serves GET /api/history?name=…&since=10m:
@@ -88,25 +89,21 @@ func (s *Server) ServeHistory(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	name := q.Get("name")
 	if name == "" {
-		writeError(w, http.StatusBadRequest, "name is missing")
+		httpx.WriteError(w, http.StatusBadRequest, "name is missing")
 		return
 	}
-	d, err := parseSince(q.Get("since"))
+	d, err := pibridge.ParseSince(q.Get("since"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpx.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	points, err := s.core.History(name, d)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		httpx.WriteError(w, statusOf(err), err.Error())
 		return
 	}
 	b := make([]byte, 0, 32+len(name)+len(points)*24)
-	b = append(b, `{"name":`...)
-	b = pibridge.AppendJSONString(b, name)
-	b = append(b, `,"points":`...)
-	b = appendPoints(b, points)
-	writeJSON(w, http.StatusOK, append(b, '}'))
+	httpx.WriteJSON(w, http.StatusOK, pibridge.AppendHistoryJSON(b, name, points))
 }
 
 // restGuard is guard for /api/*: the same checks as /ws, the same
@@ -136,19 +133,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any) erro
 
 // statusOf maps the core's errors to HTTP status codes.
 func statusOf(err error) int {
-	switch {
-	case errors.Is(err, pibridge.ErrUnknownSignal):
-		return http.StatusNotFound
-	case errors.Is(err, pibridge.ErrNotWritable), errors.Is(err, pibridge.ErrConflict):
-		return http.StatusConflict
-	case errors.Is(err, pibridge.ErrBadValue):
-		return http.StatusBadRequest
-	case errors.Is(err, errReadOnly):
-		return http.StatusForbidden
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusGatewayTimeout
-	case errors.Is(err, pibridge.ErrNotReady), errors.Is(err, pibridge.ErrBusy):
-		return http.StatusServiceUnavailable
+	if status, ok := httpx.Status(err); ok {
+		return status
 	}
 	return http.StatusInternalServerError
 }
@@ -158,20 +144,6 @@ func allowMethod(w http.ResponseWriter, r *http.Request, method string) bool {
 		return true
 	}
 	w.Header().Set("Allow", method)
-	writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	httpx.WriteError(w, http.StatusMethodNotAllowed, "method not allowed")
 	return false
-}
-
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	w.Write(body)
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	b := append(pibridge.AppendJSONString(append(make([]byte, 0, 16+len(msg)), `{"error":`...), msg), '}', '\n')
-	writeJSON(w, status, b)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"pibridge"
+	"pibridge/httpx"
 )
 
 // Options configure a Server.
@@ -169,7 +170,6 @@ const (
 	// writeBufferSize is gorilla's write buffer, which we never use (see
 	// client): with writeBufferPool, a connection holds none.
 	writeBufferSize = 4096
-	protocolVersion = 1
 )
 
 // writeBufferPool keeps gorilla from giving every connection a write
@@ -234,11 +234,11 @@ func New(o Options) (*Server, error) {
 		EnableCompression: false, // SetReadLimit counts compressed bytes
 		CheckOrigin:       s.gate.originAllowed,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
-			writeError(w, status, reason.Error())
+			httpx.WriteError(w, status, reason.Error())
 		},
 	}
 	d := o.Core.Device()
-	s.helloHead = pibridge.AppendDescription([]byte(helloPrefix), d, o.Core.Signals())
+	s.helloHead = pibridge.AppendDescription([]byte(pibridge.HelloPrefix), d, o.Core.Signals())
 	// Fixed for the run: how its seqs join the previous run's.
 	run := o.Core.RunInfo()
 	s.helloHead = pibridge.AppendRunJSON(append(s.helloHead, ','), run)
@@ -286,7 +286,7 @@ func (s *Server) ServeLogout(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	http.SetCookie(w, s.gate.cookie(r, "", -1))
+	http.SetCookie(w, httpx.NewSessionCookie(r, "", -1))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -429,16 +429,16 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.stopping() {
-		writeError(w, http.StatusServiceUnavailable, "shutting down")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "shutting down")
 		return
 	}
 	if n := s.nconns.Add(1); n > int64(s.cfg.MaxClients) {
 		s.nconns.Add(-1)
 		w.Header().Set("Retry-After", "10")
-		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many clients (max_clients is %d)", s.cfg.MaxClients))
+		httpx.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many clients (max_clients is %d)", s.cfg.MaxClients))
 		return
 	}
-	addr := clientAddr(r.RemoteAddr)
+	addr := httpx.ClientAddr(r.RemoteAddr)
 	if adm != admitted {
 		// Connections that have proved nothing yet get a small share, so
 		// that they cannot keep the others out; and one address gets a
@@ -446,7 +446,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 		if msg, ok := s.gate.takePending(addr); !ok {
 			s.nconns.Add(-1)
 			w.Header().Set("Retry-After", "10")
-			writeError(w, http.StatusServiceUnavailable, msg)
+			httpx.WriteError(w, http.StatusServiceUnavailable, msg)
 			return
 		}
 	}
@@ -499,12 +499,12 @@ func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remo
 	switch adm {
 	case admitStale:
 		s.reject(conn, closeUnauthorized, "session expired or unknown: log in again")
-		s.gate.releasePending(clientAddr(remote))
+		s.gate.releasePending(httpx.ClientAddr(remote))
 	case admitFrame:
 		var authMsg message
 		var ok bool
 		acc, authMsg, ok = s.awaitAuth(conn, remote)
-		s.gate.releasePending(clientAddr(remote))
+		s.gate.releasePending(httpx.ClientAddr(remote))
 		if ok {
 			s.authenticated(conn)
 			c = s.join(conn, acc, remote, authMsg.id)
@@ -564,7 +564,7 @@ func (s *Server) awaitAuth(conn *websocket.Conn, remote string) (acc access, m m
 		s.reject(conn, websocket.CloseGoingAway, "going away")
 		return acc, m, false
 	}
-	addr := clientAddr(remote)
+	addr := httpx.ClientAddr(remote)
 	mt, data, err := conn.ReadMessage()
 	if err != nil {
 		var ne net.Error
@@ -627,20 +627,13 @@ func drainAndClose(nc net.Conn, grace time.Duration) {
 }
 
 func (s *Server) appendHello(b []byte, state []pibridge.Reading, readOnly bool) []byte {
-	b = append(b, s.helloHead[:len(helloPrefix)]...)
-	if readOnly {
-		b = append(b, `"readonly":true,`...)
-	}
-	b = append(b, s.helloHead[len(helloPrefix):]...)
+	b = pibridge.AppendHelloStart(b, readOnly)
+	b = append(b, s.helloHead[len(pibridge.HelloPrefix):]...)
 	b = pibridge.AppendClock(append(b, ','), s.core.ClockState())
 	b = append(b, `,"state":`...)
 	b = appendState(b, state)
 	return append(b, '}')
 }
-
-// helloPrefix starts every hello; "readonly":true follows it for a
-// connection with the read token.
-const helloPrefix = `{"type":"hello","protocol":1,`
 
 // Protect guards every route of the bridge's HTTP server, not only /ws and
 // /api/*: a Host the bridge does not answer to gets 421 (a page that
@@ -652,14 +645,14 @@ const helloPrefix = `{"type":"hello","protocol":1,`
 func (s *Server) Protect(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.gate.hostAllowed(r.Host) {
-			writeError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
+			httpx.WriteError(w, http.StatusMisdirectedRequest, "unknown host name: add it to http.allowed_hosts")
 			return
 		}
 		if s.certs != nil && r.TLS == nil {
 			w.Header().Set("Connection", "close")
 			target := "https://" + r.Host + r.URL.RequestURI()
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
-				writeError(w, http.StatusBadRequest, "this port speaks HTTPS: use "+target)
+				httpx.WriteError(w, http.StatusBadRequest, "this port speaks HTTPS: use "+target)
 				return
 			}
 			http.Redirect(w, r, target, http.StatusPermanentRedirect)
@@ -668,9 +661,6 @@ func (s *Server) Protect(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
-
-// errReadOnly refuses commands from a client holding the read token.
-var errReadOnly = errors.New("read-only access: commands need the control token")
 
 // refuse returns the error a command on name fails with before any value
 // is looked at, in the core's words.
