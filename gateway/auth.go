@@ -367,6 +367,6 @@ func (a *auth) serveLogout(w http.ResponseWriter, r *http.Request) {
 		delete(a.sessions, key)
 		a.mu.Unlock()
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, httpx.NewSessionCookie(r, "", -1))
 	httpx.WriteJSON(w, http.StatusOK, []byte(`{"ok":true}`))
 }
