@@ -14,16 +14,9 @@ import (
 // the race detector reports without the retain guard (this test under -race).
 // Every subscribe still gets the retained messages, and every publish lands.
 func TestRetainedStoreBesideSubscribes(t *testing.T) {
-	b, err := NewBroker("127.0.0.1:0", testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	addr := startEmbedded(t)
 	connect := func(id string) paho.Client {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(id).
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
 		if tok := c.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
 			t.Fatalf("connect %s: %v", id, tok.Error())
