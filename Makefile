@@ -119,7 +119,7 @@ test: test-deps vet cross
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
 
 # The kernel GPIO rig alone: bridge-arm64 on Debian's arm64 kernel with
-# gpio-sim under qemu-system-aarch64 (see README "Test"). Its cache lives in
+# gpio-sim under qemu-system-aarch64 (see README "Tests"). Its cache lives in
 # $$XDG_CACHE_HOME/pibridge/kernel-rig (~/.cache/…), built on first use.
 test-kernel: test-deps $(BIN)/bridge-arm64
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -v -timeout 10m ./gpio/kerneltest/

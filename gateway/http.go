@@ -294,7 +294,7 @@ func (g *Gateway) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	counter("pibridge_gateway_command_rtt_microseconds_sum", "Total command round trip (publish to the device's ack).", s.rttSumMicros.Load())
 	counter("pibridge_gateway_command_rtt_count", "Commands with a measured round trip.", s.rttCount.Load())
 	gauge("pibridge_ws_clients", "Open WebSocket connections.", float64(g.nconns.Load()), "")
-	counter("pibridge_ws_slow_closed_total", "Browsers closed with 1008 because they fell behind.", s.slowClosed.Load())
+	counter("pibridge_ws_slow_clients_closed_total", "Browsers closed with 1008 because they fell behind.", s.slowClosed.Load())
 	counter("pibridge_http_auth_failures_total", "Wrong tokens presented.", g.auth.failures.Load())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Write(b)
