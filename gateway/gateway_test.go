@@ -102,27 +102,10 @@ func startGateway(t *testing.T, broker string) (*Gateway, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	stop := func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not return within 10 s")
-		}
-	}
+	stop := testkit.Start(t, 10*time.Second, g.Run)
 	return g, stop
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testkit.Eventually(t, within, what, cond)
-}
 
 // TestGatewayConcurrent runs the gateway in this process (under -race)
 // with fake devices: browsers sending commands at the same time each get
@@ -139,7 +122,7 @@ func TestGatewayConcurrent(t *testing.T) {
 			stop()
 		}
 	}()
-	waitFor(t, 10*time.Second, "two online devices", func() bool {
+	testkit.Eventually(t, 10*time.Second, "two online devices", func() bool {
 		n := 0
 		for _, d := range g.Devices() {
 			if d.Online {
@@ -336,7 +319,7 @@ func TestShutdownWithPendingAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	waitFor(t, 5*time.Second, "the socket was not tracked", func() bool { return g.nconns.Load() == 1 })
+	testkit.Eventually(t, 5*time.Second, "the socket was not tracked", func() bool { return g.nconns.Load() == 1 })
 	start := time.Now()
 	cancel()
 	select {
@@ -366,7 +349,7 @@ func TestReadToken(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	g.inbox <- inMsg{topic: "pibridge/d1/meta", payload: []byte(fmt.Sprintf(fakeMeta, "d1", "d1")), retained: true}
 	g.inbox <- inMsg{topic: "pibridge/d1/status", payload: []byte("online"), retained: true}
-	waitFor(t, 5*time.Second, "d1 listed", func() bool { return g.deviceByID("d1") != nil })
+	testkit.Eventually(t, 5*time.Second, "d1 listed", func() bool { return g.deviceByID("d1") != nil })
 	for _, tc := range []struct {
 		token    string
 		readonly bool

@@ -16,6 +16,7 @@ import (
 
 	"pibridge"
 	"pibridge/gpio"
+	"pibridge/internal/testkit"
 	"pibridge/web/paneltest"
 )
 
@@ -85,25 +86,15 @@ func applyBridge(t *testing.T) (path, base string, ep *epochs, logs *syncBuffer)
 		ep.mu.Unlock()
 	}
 	logs = &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"-config", path}, func(k string) string { return env[k] }, io.Discard, logs)
-	}()
+	// Registered first, so it runs after the bridge has stopped.
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("the bridge did not stop")
-		}
 		started = nil
 		if t.Failed() {
 			t.Logf("bridge log:\n%s", logs)
 		}
+	})
+	testkit.Start(t, 10*time.Second, func(ctx context.Context) error {
+		return run(ctx, []string{"-config", path}, func(k string) string { return env[k] }, io.Discard, logs)
 	})
 	base = "http://" + httpAddr
 	waitHealthy(t, base)

@@ -17,6 +17,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"pibridge/mqtt"
+
+	"pibridge/internal/testkit"
 )
 
 // The embedded broker with embedded_users_file: the bridge's own client
@@ -35,25 +37,14 @@ func TestEmbeddedBrokerUsersEndToEnd(t *testing.T) {
 	}
 	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
 	env := map[string]string{"PIBRIDGE_HTTP_LISTEN": httpAddr, "PIBRIDGE_MQTT_EMBEDDED_LISTEN": mqttAddr, "PIBRIDGE_STATE_DIR": filepath.Join(dir, "state")}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	logs := &syncBuffer{}
-	go func() {
-		done <- run(ctx, []string{"-config", cfgPath}, func(k string) string { return env[k] }, io.Discard, logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("bridge did not stop")
-		}
+	t.Cleanup(func() { // runs after the bridge has stopped
 		if t.Failed() {
 			t.Logf("bridge log:\n%s", logs)
 		}
+	})
+	testkit.Start(t, 10*time.Second, func(ctx context.Context) error {
+		return run(ctx, []string{"-config", cfgPath}, func(k string) string { return env[k] }, io.Discard, logs)
 	})
 	eventually(t, 10*time.Second, "/healthz to report MQTT connected", func() bool {
 		resp, err := http.Get("http://" + httpAddr + "/healthz")

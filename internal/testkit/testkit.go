@@ -3,6 +3,7 @@
 package testkit
 
 import (
+	"context"
 	"net"
 	"strings"
 	"sync"
@@ -59,4 +60,31 @@ func Eventually(t testing.TB, within time.Duration, what string, cond func() boo
 		}
 		time.Sleep(2 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// Start runs part in the background, as a component's Run runs under the
+// bridge, and returns stop: it cancels part's context and waits, at most
+// within, for part to return, failing t on an error or a hang. stop is
+// idempotent and also runs at cleanup.
+func Start(t testing.TB, within time.Duration, part func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- part(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+			case <-time.After(within):
+				t.Errorf("did not return within %s of its context ending", within)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
