@@ -106,7 +106,6 @@ func startGateway(t *testing.T, broker string) (*Gateway, func()) {
 	return g, stop
 }
 
-
 // TestGatewayConcurrent runs the gateway in this process (under -race)
 // with fake devices: browsers sending commands at the same time each get
 // exactly their acks, a status change reaches the fleet socket, a meta
