@@ -117,6 +117,9 @@ vet:
 # WebSocket clients), fuzz seed corpora, and the ARM binaries under qemu.
 test: test-deps vet cross
 	PIBRIDGE_CROSS_DIR=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
+	# Memory and allocation counts mean nothing under the race detector,
+	# so those tests skip there and run here.
+	$(GO) test -count=1 -run 'Footprint|Allocations' ./ws
 
 # The kernel GPIO rig alone: bridge-arm64 on Debian's arm64 kernel with
 # gpio-sim under qemu-system-aarch64 (see README "Tests"). Its cache lives in

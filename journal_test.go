@@ -232,19 +232,11 @@ func TestStalledJournalBlocksNothing(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Emit, Execute or State blocked behind the stalled journal")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitFor(t, "the subscriber's readings while the journal is stalled", func() bool {
 		rec.mu.Lock()
-		got := len(rec.seqs)
-		rec.mu.Unlock()
-		if got == n+10 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("subscriber got %d of %d readings while the journal was stalled", got, n+10)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer rec.mu.Unlock()
+		return len(rec.seqs) == n+10
+	})
 	want := make([]uint64, n+10)
 	for i := range want {
 		want[i] = uint64(i + 1)

@@ -83,17 +83,28 @@ func TestManifest(t *testing.T) {
 			t.Errorf("no %s icon", want)
 		}
 	}
-	sub, _ := fs.Sub(static, "static")
-	fs.WalkDir(sub, ".", func(name string, d fs.DirEntry, err error) error {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scripts := 0
+	err = fs.WalkDir(sub, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(name, ".js") {
 			return err
 		}
-		b, _ := fs.ReadFile(sub, name)
+		b, err := fs.ReadFile(sub, name)
+		if err != nil {
+			return err
+		}
+		scripts++
 		if strings.Contains(string(b), "serviceWorker") {
 			t.Errorf("%s mentions serviceWorker", name)
 		}
 		return nil
 	})
+	if err != nil || scripts == 0 {
+		t.Fatalf("walking the panel's scripts: %d read, err %v", scripts, err)
+	}
 }
 
 // Chromium itself finds the panel installable, under its CSP.

@@ -151,10 +151,15 @@ func applyStatusOf(t *testing.T, base string) applyStatus {
 }
 
 // pinWrites counts the writes to the pins of these outputs.
-func pinWrites(b *gpio.Board, names ...string) map[string]int {
+func pinWrites(t *testing.T, b *gpio.Board, names ...string) map[string]int {
+	t.Helper()
 	m := map[string]int{}
 	for _, n := range names {
-		m[n], _ = b.PinWrites(n)
+		w, ok := b.PinWrites(n)
+		if !ok {
+			t.Fatalf("%s: no such output on the board", n)
+		}
+		m[n] = w
 	}
 	return m
 }
@@ -165,7 +170,7 @@ func TestSIGHUPAndApply(t *testing.T) {
 	if err := board.Set(context.Background(), "led", pibridge.Bool(true)); err != nil {
 		t.Fatal(err)
 	}
-	kept := pinWrites(board, "led", "relay")
+	kept := pinWrites(t, board, "led", "relay")
 
 	t.Run("SIGHUP with a broken file changes nothing and logs why", func(t *testing.T) {
 		broken := strings.Replace(applyConfig, "pin: GPIO24", "pin: GPIO99", 1)
@@ -198,7 +203,7 @@ func TestSIGHUPAndApply(t *testing.T) {
 			return applyStatusOf(t, base).State == "applied"
 		})
 		b, core := ep.last()
-		if got := pinWrites(b, "led", "relay"); got["led"] != kept["led"] || got["relay"] != kept["relay"] {
+		if got := pinWrites(t, b, "led", "relay"); got["led"] != kept["led"] || got["relay"] != kept["relay"] {
 			t.Errorf("untouched outputs written: before %v, after %v", kept, got)
 		}
 		for _, n := range []string{"led", "relay"} {
@@ -247,7 +252,7 @@ func TestSIGHUPAndApply(t *testing.T) {
 
 	t.Run("a pin that cannot open rolls back within 15 s", func(t *testing.T) {
 		b, _ := ep.last()
-		before := pinWrites(b, "led", "relay")
+		before := pinWrites(t, b, "led", "relay")
 		n := ep.n()
 		start := time.Now()
 		code, body := apiCall(t, "POST", base+"/api/config/apply", panelToken, []byte(applyBusy))
@@ -274,7 +279,7 @@ func TestSIGHUPAndApply(t *testing.T) {
 		eventually(t, 10*time.Second, "the previous configuration did not start again", func() bool { return ep.n() > n })
 		waitHealthy(t, base)
 		b, _ = ep.last()
-		if got := pinWrites(b, "led", "relay"); got["led"] != before["led"] || got["relay"] != before["relay"] {
+		if got := pinWrites(t, b, "led", "relay"); got["led"] != before["led"] || got["relay"] != before["relay"] {
 			t.Errorf("untouched outputs written across the rollback: before %v, after %v", before, got)
 		}
 		if _, ok := b.Level("heater"); ok {
@@ -343,7 +348,7 @@ func TestPanelApply(t *testing.T) {
 	if err := board.Set(context.Background(), "led", pibridge.Bool(true)); err != nil {
 		t.Fatal(err)
 	}
-	kept := pinWrites(board, "led", "relay")
+	kept := pinWrites(t, board, "led", "relay")
 	br := paneltest.Start(t, 2*time.Minute)
 	br.SetViewport(t, paneltest.Desktop)
 	br.AllowNetworkErrors(true) // the login's 401s, and the restart drops the WebSocket
@@ -365,7 +370,7 @@ func TestPanelApply(t *testing.T) {
 			t.Fatalf("outcome %s: %q", state, note)
 		}
 		b, _ := ep.last()
-		if got := pinWrites(b, "led", "relay"); got["led"] != kept["led"] || got["relay"] != kept["relay"] {
+		if got := pinWrites(t, b, "led", "relay"); got["led"] != kept["led"] || got["relay"] != kept["relay"] {
 			t.Errorf("untouched outputs written: before %v, after %v", kept, got)
 		}
 		br.WaitFor(t, `!!document.querySelector('#config-signals tbody tr[data-signal="tap"]') && !document.querySelector('#config-signals tbody tr[data-signal="valve"]')`)
@@ -379,7 +384,7 @@ func TestPanelApply(t *testing.T) {
 
 	t.Run("a pin that cannot open rolls back with the reason shown", func(t *testing.T) {
 		b, _ := ep.last()
-		before := pinWrites(b, "led", "relay")
+		before := pinWrites(t, b, "led", "relay")
 		br.WaitFor(t, `pibridge.state.pages.pages.settings.loaded`)
 		setConfigText(t, br, applyBusy)
 		start := time.Now()
@@ -392,7 +397,7 @@ func TestPanelApply(t *testing.T) {
 		}
 		br.WaitFor(t, `!document.querySelector('#config-signals tbody tr[data-signal="heater"]') && !!document.querySelector('#config-signals tbody tr[data-signal="tap"]')`)
 		b, _ = ep.last()
-		if got := pinWrites(b, "led", "relay"); got["led"] != before["led"] || got["relay"] != before["relay"] {
+		if got := pinWrites(t, b, "led", "relay"); got["led"] != before["led"] || got["relay"] != before["relay"] {
 			t.Errorf("untouched outputs written across the rollback: before %v, after %v", before, got)
 		}
 	})

