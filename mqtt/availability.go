@@ -18,19 +18,19 @@ type availability struct {
 // has a reading from this run that the broker has acknowledged, and its
 // sensor is not stale. Before its first reading, or while it keeps
 // failing, a retained value from earlier is old news.
-func (c *Client) sensorAvailable(name string) bool {
+func (c *Client) sensorAvailable(name string, ackedUpTo uint64) bool {
 	r, ok := c.core.Latest(name)
-	if !ok || r.Seq > c.ackedUpTo() {
+	if !ok || r.Seq > ackedUpTo {
 		return false
 	}
 	return c.stale == nil || !c.stale(name)
 }
 
 // ackedUpTo is the newest seq up to which the broker has acknowledged
-// every reading.
+// every reading. It only looks: the publisher alone takes from the outbox.
 func (c *Client) ackedUpTo() uint64 {
-	if r, ok := c.outbox.Next(0); ok {
-		return r.Seq - 1
+	if seq, ok := c.outbox.Oldest(); ok {
+		return seq - 1
 	}
 	return c.lastSeq.Load()
 }
@@ -49,12 +49,13 @@ func (c *Client) publishAvailability(ctx context.Context, all bool) {
 	}
 	var toks []paho.Token
 	var names []string
+	acked := c.ackedUpTo() // once for every signal of this round
 	for _, s := range c.core.Signals() {
 		topic, ok := c.topics.available[s.Name]
 		if !ok {
 			continue
 		}
-		up := c.sensorAvailable(s.Name)
+		up := c.sensorAvailable(s.Name, acked)
 		if was, known := c.avail.published[s.Name]; known && was == up {
 			continue
 		}

@@ -103,7 +103,7 @@ func newBroker(listen string, log *slog.Logger, a *BrokerAuth) (*Broker, error) 
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	// Last: its OnPublish must run only once no other hook can refuse the packet.
-	if err := srv.AddHook(newRetainGuard(), nil); err != nil {
+	if err := srv.AddHook(newRetainGuard(srv), nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
 	tcp := &tcpListener{srv: srv, addr: listen, busy: busy, queued: queued}

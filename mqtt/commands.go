@@ -152,12 +152,23 @@ type ackFlight struct {
 	toks  []paho.Token
 }
 
-// settle waits for a published batch's PUBACKs, logging those that failed.
+// settle waits for a published batch's PUBACKs, all within one write
+// timeout: a broker that stopped answering holds the acks behind them
+// for that long, not that long for each ack.
 func (c *Client) settle(ctx context.Context, f *ackFlight) {
-	for i, tok := range f.toks {
-		if err := await(ctx, tok, c.tm.writeTimeout); err != nil && ctx.Err() == nil {
-			c.log.Warn("ack not published", "id", f.batch[i].id, "signal", f.batch[i].name, "err", err)
+	deadline := time.Now().Add(c.tm.writeTimeout)
+	failed := 0
+	var firstErr error
+	for _, tok := range f.toks {
+		if err := await(ctx, tok, time.Until(deadline)); err != nil && ctx.Err() == nil {
+			if failed == 0 {
+				firstErr = err
+			}
+			failed++
 		}
+	}
+	if failed > 0 {
+		c.log.Warn("acks not confirmed by the broker", "acks", failed, "of", len(f.toks), "batch_first_id", f.batch[0].id, "err", firstErr)
 	}
 	f.toks = f.toks[:0]
 }

@@ -427,6 +427,14 @@ func (o *DiskOutbox) Len() int {
 	return o.q.len()
 }
 
+// Oldest is the seq of the oldest reading held, on disk or in memory.
+func (o *DiskOutbox) Oldest() (uint64, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	seq := o.q.firstHeld()
+	return seq, seq != 0
+}
+
 // Dropped counts the readings dropped since the start: the oldest for
 // room (queue_max), unwritten ones while the disk failed, damaged ones.
 func (o *DiskOutbox) Dropped() uint64 {

@@ -18,8 +18,13 @@ type Outbox interface {
 	// order. When the outbox is full it drops the oldest reading and
 	// counts it.
 	Append(r pibridge.Reading)
-	// Next returns the oldest reading with a seq above after.
+	// Next returns the oldest reading with a seq above after. It may read
+	// the disk and counts as the publisher's progress: only the publisher
+	// calls it.
 	Next(after uint64) (pibridge.Reading, bool)
+	// Oldest is the seq of the oldest reading held, without reading or
+	// changing anything; false when none is held.
+	Oldest() (uint64, bool)
 	// Commit removes every reading up to and including seq.
 	Commit(seq uint64)
 	// Len is the number of readings held.
@@ -74,6 +79,15 @@ func (o *memOutbox) resize(c int) {
 		next[i] = *o.at(i)
 	}
 	o.ring, o.head = next, 0
+}
+
+func (o *memOutbox) Oldest() (uint64, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n == 0 {
+		return 0, false
+	}
+	return o.at(0).Seq, true
 }
 
 func (o *memOutbox) Next(after uint64) (pibridge.Reading, bool) {

@@ -190,11 +190,24 @@ func (c *Client) PublishAsync(topic string, payload []byte, retain bool, done fu
 	}
 	// paho keeps the slice until the broker acknowledges it.
 	tok := c.publish(topic, 1, retain, append([]byte(nil), payload...))
-	go func() {
-		if err := await(context.Background(), tok, c.tm.writeTimeout); err != nil {
-			done(fmt.Errorf("publishing to %s: %w", topic, err))
-			return
+	// Owned like the other waits on paho, so that Run outlives it.
+	waiting := c.spawn(func() {
+		t := time.NewTimer(c.tm.writeTimeout)
+		defer t.Stop()
+		select {
+		case <-tok.Done():
+			if err := tok.Error(); err != nil {
+				done(fmt.Errorf("publishing to %s: %w", topic, err))
+				return
+			}
+			done(nil)
+		case <-t.C:
+			done(fmt.Errorf("publishing to %s: %w", topic, errNoAck))
+		case <-c.quit:
+			done(fmt.Errorf("publishing to %s: %w", topic, ErrNotConnected))
 		}
-		done(nil)
-	}()
+	})
+	if !waiting {
+		done(ErrNotConnected)
+	}
 }

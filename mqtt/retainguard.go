@@ -12,7 +12,8 @@ import (
 // topic node's retained path without the node's lock, which the race
 // detector reports and which can tear a string (mochi-mqtt/server#200).
 // A retained publish holds the lock from OnPublish to OnRetainMessage
-// (nothing but the store between them); a subscribe holds it shared from
+// (nothing but the store between them; should a path skip OnRetainMessage,
+// OnPacketProcessed releases it); a subscribe holds it shared from
 // its SUBACK having been written (OnPacketSent) to OnPacketProcessed: the
 // scan and non-blocking enqueues, never a socket write, so a client that
 // does not read cannot stall anyone's publishes. Each client's packets are
@@ -23,9 +24,13 @@ type retainGuard struct {
 	index   sync.RWMutex
 	writing sync.Map // *mochi.Client → struct{}: holds index for a retained publish
 	reading sync.Map // *mochi.Client → struct{}: holds index shared for a subscribe
+	retains bool     // the broker stores retained messages at all
 }
 
-func newRetainGuard() *retainGuard { return new(retainGuard) }
+// newRetainGuard guards srv's retained index; add it after every other hook.
+func newRetainGuard(srv *mochi.Server) *retainGuard {
+	return &retainGuard{retains: srv.Options.Capabilities.RetainAvailable != 0}
+}
 
 func (g *retainGuard) ID() string { return "retain-guard" }
 
@@ -40,7 +45,7 @@ func (g *retainGuard) Provides(b byte) bool {
 // OnPublish runs after every other hook has accepted the packet, so the
 // retained message it guards is stored next (and OnRetainMessage follows).
 func (g *retainGuard) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Retain {
+	if pk.FixedHeader.Retain && g.retains {
 		g.index.Lock()
 		g.writing.Store(cl, struct{}{})
 	}
@@ -66,10 +71,16 @@ func (g *retainGuard) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte
 }
 
 func (g *retainGuard) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
-	if pk.FixedHeader.Type != packets.Subscribe {
-		return
-	}
-	if _, ok := g.reading.LoadAndDelete(cl); ok {
-		g.index.RUnlock()
+	switch pk.FixedHeader.Type {
+	case packets.Subscribe:
+		if _, ok := g.reading.LoadAndDelete(cl); ok {
+			g.index.RUnlock()
+		}
+	case packets.Publish:
+		// Normally released in OnRetainMessage already; this covers a
+		// publish a later hook dropped or ignored after OnPublish.
+		if _, ok := g.writing.LoadAndDelete(cl); ok {
+			g.index.Unlock()
+		}
 	}
 }

@@ -22,11 +22,11 @@ func (c *client) handle(mt int, data []byte) {
 	case msgHistory:
 		c.history(&m)
 	case msgSubscribe, msgUnsubscribe, msgPublish:
-		c.grewStack = true
 		if !c.s.bridgeOn() {
 			c.replyError(m.id, errBridgeOff)
 			return
 		}
+		c.grewStack = true // through paho
 		switch m.typ {
 		case msgSubscribe:
 			c.subscribe(&m)
