@@ -183,10 +183,12 @@ func ParsePulsePayload(b []byte) (d time.Duration, id string, err error) {
 	return d, "", err
 }
 
-// ParsePulse parses and bounds a pulse length.
+// ParsePulse parses and bounds a pulse length. An empty length is 0: the
+// output's own default (outputs[].pulse), which the core fills in, so
+// that every door offers it without knowing the configuration.
 func ParsePulse(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, fmt.Errorf("%w: pulse length is missing (want e.g. \"500ms\")", ErrBadValue)
+	if strings.TrimSpace(s) == "" {
+		return 0, nil
 	}
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 	"periph.io/x/conn/v3/onewire"
@@ -334,7 +335,7 @@ sensors:
 	}
 	want := []pibridge.Signal{
 		{Name: "door", Kind: pibridge.KindInput, Pin: "GPIO17"},
-		{Name: "pump", Kind: pibridge.KindOutput, Pin: "GPIO27"},
+		{Name: "pump", Kind: pibridge.KindOutput, Pin: "GPIO27", Pulse: 30 * time.Second},
 		{Name: "up", Kind: pibridge.KindOutput, Pin: "GPIO5"},
 		{Name: "down", Kind: pibridge.KindOutput, Pin: "GPIO6"},
 		{Name: "fan", Kind: pibridge.KindPWM, Pin: "GPIO18"},
