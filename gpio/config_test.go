@@ -304,7 +304,7 @@ board: periph
 inputs:
   - {name: door, pin: GPIO17, pull: up, invert: true, debounce: 20ms}
 outputs:
-  - {name: pump, pin: GPIO27, initial: off, safe: off, max_on: 10m, invert: false, failsafe_after: 60s}
+  - {name: pump, pin: GPIO27, initial: off, safe: off, max_on: 10m, pulse: 30s, invert: false, failsafe_after: 60s}
   - {name: up,   pin: GPIO5,  interlock: blind, interlock_wait: 200ms}
   - {name: down, pin: GPIO6,  interlock: blind, interlock_wait: 200ms}
 pwm:
