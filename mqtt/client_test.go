@@ -255,21 +255,23 @@ func testCommands(t *testing.T, addr string) {
 	waitAck(w, "c2")
 	w.publish(base+"/pump/pulse", `{"for":"50ms","id":"c3"}`, false)
 	waitAck(w, "c3")
+	w.publish(base+"/pump/pulse", `{"id":"c4"}`, false) // pump's own length
+	waitAck(w, "c4")
 	w.publish(base+"/pump/set", "toggle", false)
-	w.waitFor("every echo", func([]msg) bool { return len(w.on(base+"/pump")) == 5 })
+	w.waitFor("every echo", func([]msg) bool { return len(w.on(base+"/pump")) == 7 })
 
-	want := []string{"set pump true", "set pump false", "set fan 0.25", "pulse pump 50ms", `set pump "toggle"`}
+	want := []string{"set pump true", "set pump false", "set fan 0.25", "pulse pump 50ms", "pulse pump 30s", `set pump "toggle"`}
 	if got := act.Calls(); !reflect.DeepEqual(got, want) {
 		t.Errorf("actuator calls = %q, want %q", got, want)
 	}
-	if got := acks(w); len(got) != 3 {
-		t.Errorf("acks = %q, want three (commands without id are not acked when they succeed)", got)
+	if got := acks(w); len(got) != 4 {
+		t.Errorf("acks = %q, want four (commands without id are not acked when they succeed)", got)
 	}
 	var values []string
 	for _, m := range w.on(base + "/pump") {
 		values = append(values, string(decodeReading(t, m).Value))
 	}
-	if want := []string{"true", "false", "true", "false", "true"}; !reflect.DeepEqual(values, want) {
+	if want := []string{"true", "false", "true", "false", "true", "false", "true"}; !reflect.DeepEqual(values, want) {
 		t.Errorf("pump echoes = %v, want %v", values, want)
 	}
 }
@@ -298,6 +300,7 @@ func testRejectedCommands(t *testing.T, addr string) {
 		{"fan/pulse", `{"for":"1s","id":"r5"}`, `{"id":"r5","name":"fan","ok":false,"error":"fan: bad value: only outputs can be pulsed"}`},
 		{"pump/pulse", `forever`, `{"name":"pump","ok":false,"error":"pump: bad value: pulse length \"forever\": want a duration like \"500ms\""}`},
 		{"pump/pulse", `2h`, `{"name":"pump","ok":false,"error":"pump: bad value: pulse length 2h0m0s: must be above 0 and at most 1h0m0s"}`},
+		{"stuck/pulse", `{"id":"r7"}`, `{"id":"r7","name":"stuck","ok":false,"error":"stuck: bad value: pulse length is missing (want e.g. \"500ms\"; or give the output a default, outputs[].pulse)"}`},
 		{"pump/set", strings.Repeat("1", 2000), `{"name":"pump","ok":false,"error":"pump: bad value: payload over 1024 bytes"}`},
 	}
 	for _, tt := range tests {
