@@ -1,6 +1,7 @@
 package pibridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -418,7 +419,7 @@ func (c *Core) execute(ctx context.Context, cmd Command) (Reading, error) {
 	}
 	switch cmd.Op {
 	case OpPulse:
-		err = box.Pulse(ctx, sig.Name, cmd.For)
+		err = box.Pulse(ctx, sig.Name, cmp.Or(cmd.For, sig.Pulse))
 	default:
 		err = box.Set(ctx, sig.Name, v)
 	}
@@ -440,8 +441,12 @@ func (c *Core) validate(cmd Command) (Signal, Value, error) {
 		if sig.Kind != KindOutput {
 			return sig, Value{}, fmt.Errorf("%s: %w: only outputs can be pulsed", sig.Name, ErrBadValue)
 		}
-		if cmd.For <= 0 || cmd.For > MaxPulse {
-			return sig, Value{}, fmt.Errorf("%s: %w: pulse length %s must be above 0 and at most %s", sig.Name, ErrBadValue, cmd.For, MaxPulse)
+		d := cmp.Or(cmd.For, sig.Pulse)
+		if d == 0 {
+			return sig, Value{}, fmt.Errorf("%s: %w: pulse length is missing (want e.g. \"500ms\"; or give the output a default, outputs[].pulse)", sig.Name, ErrBadValue)
+		}
+		if d < 0 || d > MaxPulse {
+			return sig, Value{}, fmt.Errorf("%s: %w: pulse length %s must be above 0 and at most %s", sig.Name, ErrBadValue, d, MaxPulse)
 		}
 		return sig, Value{}, nil
 	}

@@ -44,6 +44,7 @@ func (a *fakeActuator) Pulse(_ context.Context, name string, d time.Duration) er
 var testSignals = []Signal{
 	{Name: "button", Kind: KindInput},
 	{Name: "led", Kind: KindOutput},
+	{Name: "bell", Kind: KindOutput, Pulse: 3 * time.Second},
 	{Name: "fan", Kind: KindPWM},
 	{Name: "air.temperature", Kind: KindSensor, Unit: "°C"},
 }
@@ -81,6 +82,9 @@ func TestExecuteValidates(t *testing.T) {
 		{cmd: Command{Name: "fan", Value: Toggle()}, wantErr: `fan: bad value "toggle": a pwm takes a number from 0 to 1`, is: ErrBadValue},
 		{cmd: Command{Name: "fan", Op: OpPulse, For: time.Second}, wantErr: "fan: bad value: only outputs can be pulsed", is: ErrBadValue},
 		{cmd: Command{Name: "led", Op: OpPulse, For: 2 * time.Hour}, wantErr: "led: bad value: pulse length 2h0m0s must be above 0 and at most 1h0m0s", is: ErrBadValue},
+		{cmd: Command{Name: "bell", Op: OpPulse}, want: "bell pulse 3s"},
+		{cmd: Command{Name: "bell", Op: OpPulse, For: time.Second}, want: "bell pulse 1s"},
+		{cmd: Command{Name: "led", Op: OpPulse}, wantErr: `led: bad value: pulse length is missing (want e.g. "500ms"; or give the output a default, outputs[].pulse)`, is: ErrBadValue},
 	}
 	for _, tt := range tests {
 		a.sets = nil

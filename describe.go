@@ -27,6 +27,10 @@ func AppendDescription(b []byte, d Device, signals []Signal) []byte {
 		}
 		b = append(b, `,"writable":`...)
 		b = strconv.AppendBool(b, s.Kind.Writable())
+		if s.Pulse > 0 {
+			b = append(b, `,"pulse":`...)
+			b = AppendJSONString(b, s.Pulse.String())
+		}
 		if s.Kind == KindPWM {
 			b = append(b, `,"min":0,"max":1`...)
 		}

@@ -3,6 +3,7 @@ package pibridge
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Kind says what a signal is and therefore which values it takes.
@@ -39,6 +40,9 @@ type Signal struct {
 	// DeviceClass is the Home Assistant device class of a sensor quantity
 	// (temperature, humidity, pressure, voltage), empty when none fits.
 	DeviceClass string
+	// Pulse is an output's default pulse length, used by a pulse command
+	// that names none; 0 when the configuration gives none.
+	Pulse time.Duration
 }
 
 // Topic returns the MQTT topic path of the signal: "air.temperature" is

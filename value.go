@@ -168,7 +168,8 @@ type pulsePayload struct {
 }
 
 // ParsePulsePayload reads the body of an MQTT /pulse message: a duration
-// ("500ms") or JSON {"for":"500ms","id":"…"}.
+// ("500ms") or JSON {"for":"500ms","id":"…"}, where no "for" means the
+// output's own length (0).
 func ParsePulsePayload(b []byte) (d time.Duration, id string, err error) {
 	t := bytes.TrimSpace(b)
 	if len(t) > 0 && t[0] == '{' {
@@ -179,14 +180,21 @@ func ParsePulsePayload(b []byte) (d time.Duration, id string, err error) {
 		d, err = ParsePulse(p.For)
 		return d, p.ID, err
 	}
+	// An empty payload is also what clears a retained message: it must not
+	// move a relay, so the output's own length takes JSON without "for".
+	if len(t) == 0 {
+		return 0, "", fmt.Errorf("%w: pulse length is missing (want e.g. \"500ms\", or {} for the output's own)", ErrBadValue)
+	}
 	d, err = ParsePulse(string(t))
 	return d, "", err
 }
 
-// ParsePulse parses and bounds a pulse length.
+// ParsePulse parses and bounds a pulse length. An empty length is 0: the
+// output's own default (outputs[].pulse), which the core fills in, so
+// that every door offers it without knowing the configuration.
 func ParsePulse(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, fmt.Errorf("%w: pulse length is missing (want e.g. \"500ms\")", ErrBadValue)
+	if strings.TrimSpace(s) == "" {
+		return 0, nil
 	}
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {

@@ -73,7 +73,9 @@ func TestParsePulsePayload(t *testing.T) {
 	}{
 		{in: "500ms", want: 500 * time.Millisecond},
 		{in: `{"for":"2s","id":"p1"}`, want: 2 * time.Second, id: "p1"},
-		{in: "", wantErr: `bad value: pulse length is missing (want e.g. "500ms")`},
+		{in: "", wantErr: `bad value: pulse length is missing (want e.g. "500ms", or {} for the output's own)`},
+		{in: `{}`},                    // the output's own length
+		{in: `{"id":"p3"}`, id: "p3"}, // likewise
 		{in: "500", wantErr: `bad value: pulse length "500": want a duration like "500ms"`},
 		{in: "-1s", wantErr: `bad value: pulse length -1s: must be above 0 and at most 1h0m0s`},
 		{in: "2h", wantErr: `bad value: pulse length 2h0m0s: must be above 0 and at most 1h0m0s`},

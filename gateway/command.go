@@ -60,10 +60,15 @@ func (g *Gateway) command(ctx context.Context, d *device, name string, op pibrid
 	topic := g.prefix + d.id + "/" + sig.Topic()
 	if op == pibridge.OpPulse {
 		topic += "/pulse"
+		// No length: the device's own default for the output (its outputs[].pulse).
+		var length string
+		if dur > 0 {
+			length = dur.String()
+		}
 		payload, _ = json.Marshal(struct {
-			For string `json:"for"`
+			For string `json:"for,omitempty"`
 			ID  string `json:"id"`
-		}{dur.String(), id})
+		}{length, id})
 	} else {
 		topic += "/set"
 		payload = append(payload, `{"value":`...)

@@ -37,12 +37,14 @@ func TestDemoSignals(t *testing.T) {
 		return pibridge.Signal{Name: name, Kind: pibridge.KindSensor, Unit: unit, Source: source, DeviceClass: class}
 	}
 	air := "bme280 i2c 1 0x76 on GPIO2/GPIO3 (simulated)"
+	relay := pin("relay", pibridge.KindOutput, "GPIO23")
+	relay.Pulse = 2 * time.Second
 	want := func(cpuSource string) []pibridge.Signal {
 		return []pibridge.Signal{
 			pin("button", pibridge.KindInput, "GPIO17"),
 			pin("door", pibridge.KindInput, "GPIO27"),
 			pin("led", pibridge.KindOutput, "GPIO22"),
-			pin("relay", pibridge.KindOutput, "GPIO23"),
+			relay,
 			pin("fan", pibridge.KindPWM, "GPIO18"),
 			sensor("air.temperature", "°C", "temperature", air),
 			sensor("air.humidity", "%", "humidity", air),

@@ -781,7 +781,7 @@ func (c Config) Signals() []pibridge.Signal {
 		out = append(out, pibridge.Signal{Name: in.Name, Kind: pibridge.KindInput, Pin: pin(in.Pin), Source: pinSource})
 	}
 	for _, o := range cfg.Outputs {
-		out = append(out, pibridge.Signal{Name: o.Name, Kind: pibridge.KindOutput, Pin: pin(o.Pin), Source: pinSource})
+		out = append(out, pibridge.Signal{Name: o.Name, Kind: pibridge.KindOutput, Pin: pin(o.Pin), Source: pinSource, Pulse: o.Pulse.D()})
 	}
 	for _, w := range cfg.PWM {
 		out = append(out, pibridge.Signal{Name: w.Name, Kind: pibridge.KindPWM, Pin: pin(w.Pin), Source: pinSource})

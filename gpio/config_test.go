@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 	"periph.io/x/conn/v3/onewire"
@@ -303,7 +304,7 @@ board: periph
 inputs:
   - {name: door, pin: GPIO17, pull: up, invert: true, debounce: 20ms}
 outputs:
-  - {name: pump, pin: GPIO27, initial: off, safe: off, max_on: 10m, invert: false, failsafe_after: 60s}
+  - {name: pump, pin: GPIO27, initial: off, safe: off, max_on: 10m, pulse: 30s, invert: false, failsafe_after: 60s}
   - {name: up,   pin: GPIO5,  interlock: blind, interlock_wait: 200ms}
   - {name: down, pin: GPIO6,  interlock: blind, interlock_wait: 200ms}
 pwm:
@@ -334,7 +335,7 @@ sensors:
 	}
 	want := []pibridge.Signal{
 		{Name: "door", Kind: pibridge.KindInput, Pin: "GPIO17"},
-		{Name: "pump", Kind: pibridge.KindOutput, Pin: "GPIO27"},
+		{Name: "pump", Kind: pibridge.KindOutput, Pin: "GPIO27", Pulse: 30 * time.Second},
 		{Name: "up", Kind: pibridge.KindOutput, Pin: "GPIO5"},
 		{Name: "down", Kind: pibridge.KindOutput, Pin: "GPIO6"},
 		{Name: "fan", Kind: pibridge.KindPWM, Pin: "GPIO18"},

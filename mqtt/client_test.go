@@ -255,21 +255,23 @@ func testCommands(t *testing.T, addr string) {
 	waitAck(w, "c2")
 	w.publish(base+"/pump/pulse", `{"for":"50ms","id":"c3"}`, false)
 	waitAck(w, "c3")
+	w.publish(base+"/pump/pulse", `{"id":"c4"}`, false) // pump's own length
+	waitAck(w, "c4")
 	w.publish(base+"/pump/set", "toggle", false)
-	w.waitFor("every echo", func([]msg) bool { return len(w.on(base+"/pump")) == 5 })
+	w.waitFor("every echo", func([]msg) bool { return len(w.on(base+"/pump")) == 7 })
 
-	want := []string{"set pump true", "set pump false", "set fan 0.25", "pulse pump 50ms", `set pump "toggle"`}
+	want := []string{"set pump true", "set pump false", "set fan 0.25", "pulse pump 50ms", "pulse pump 30s", `set pump "toggle"`}
 	if got := act.Calls(); !reflect.DeepEqual(got, want) {
 		t.Errorf("actuator calls = %q, want %q", got, want)
 	}
-	if got := acks(w); len(got) != 3 {
-		t.Errorf("acks = %q, want three (commands without id are not acked when they succeed)", got)
+	if got := acks(w); len(got) != 4 {
+		t.Errorf("acks = %q, want four (commands without id are not acked when they succeed)", got)
 	}
 	var values []string
 	for _, m := range w.on(base + "/pump") {
 		values = append(values, string(decodeReading(t, m).Value))
 	}
-	if want := []string{"true", "false", "true", "false", "true"}; !reflect.DeepEqual(values, want) {
+	if want := []string{"true", "false", "true", "false", "true", "false", "true"}; !reflect.DeepEqual(values, want) {
 		t.Errorf("pump echoes = %v, want %v", values, want)
 	}
 }
@@ -298,6 +300,7 @@ func testRejectedCommands(t *testing.T, addr string) {
 		{"fan/pulse", `{"for":"1s","id":"r5"}`, `{"id":"r5","name":"fan","ok":false,"error":"fan: bad value: only outputs can be pulsed"}`},
 		{"pump/pulse", `forever`, `{"name":"pump","ok":false,"error":"pump: bad value: pulse length \"forever\": want a duration like \"500ms\""}`},
 		{"pump/pulse", `2h`, `{"name":"pump","ok":false,"error":"pump: bad value: pulse length 2h0m0s: must be above 0 and at most 1h0m0s"}`},
+		{"stuck/pulse", `{"id":"r7"}`, `{"id":"r7","name":"stuck","ok":false,"error":"stuck: bad value: pulse length is missing (want e.g. \"500ms\"; or give the output a default, outputs[].pulse)"}`},
 		{"pump/set", strings.Repeat("1", 2000), `{"name":"pump","ok":false,"error":"pump: bad value: payload over 1024 bytes"}`},
 	}
 	for _, tt := range tests {
@@ -505,7 +508,7 @@ func testHomeAssistant(t *testing.T, addr string) {
 	core.Emit("cpu", pibridge.Number(41), time.Time{})
 	w := watch(t, addr, "homeassistant/#", base+"/cpu")
 	startClient(t, core, "tcp://"+addr, perEntity)
-	ms := discoveryConfigs(w.waitFor("discovery", func(ms []msg) bool { return len(discoveryConfigs(ms)) == len(testSignals) }))
+	ms := discoveryConfigs(w.waitFor("discovery", func(ms []msg) bool { return len(discoveryConfigs(ms)) == testEntities }))
 	got := map[string]map[string]any{}
 	for _, m := range ms {
 		if !json.Valid([]byte(m.Payload)) || bytes.Contains([]byte(m.Payload), []byte(`\u`)) {
@@ -540,6 +543,13 @@ func testHomeAssistant(t *testing.T, addr string) {
 			"command_topic", "pibridge/dev1/"+name+"/set",
 			"payload_on", "on", "payload_off", "off", "state_on", "on", "state_off", "off")
 	}
+	buttonOf := func(name, pulse string) map[string]any {
+		b := with(common(name+" pulse", name+"_pulse", ""),
+			"command_topic", "pibridge/dev1/"+name+"/pulse", "payload_press", pulse)
+		delete(b, "state_topic") // a button has no state
+		delete(b, "value_template")
+		return b
+	}
 	sensorOf := func(name, object, state, class, unit string) map[string]any {
 		return with(common(name, object, state), "device_class", class, "unit_of_measurement", unit,
 			"state_class", "measurement", "availability_mode", "all",
@@ -548,8 +558,9 @@ func testHomeAssistant(t *testing.T, addr string) {
 	want := map[string]map[string]any{
 		"homeassistant/binary_sensor/dev1/door/config": with(common("door", "door", "door"),
 			"value_template", "{{ 'ON' if value_json.value else 'OFF' }}"),
-		"homeassistant/switch/dev1/pump/config":  switchOf("pump"),
-		"homeassistant/switch/dev1/stuck/config": switchOf("stuck"),
+		"homeassistant/switch/dev1/pump/config":       switchOf("pump"),
+		"homeassistant/switch/dev1/stuck/config":      switchOf("stuck"),
+		"homeassistant/button/dev1/pump_pulse/config": buttonOf("pump", "30s"),
 		"homeassistant/number/dev1/fan/config": with(common("fan", "fan", "fan"),
 			"command_topic", "pibridge/dev1/fan/set", "min", 0.0, "max", 1.0, "step", 0.01, "mode", "slider"),
 		"homeassistant/sensor/dev1/air_temperature/config": sensorOf("air.temperature", "air_temperature", "air/temperature", "temperature", "°C"),
@@ -584,14 +595,14 @@ func testHomeAssistant(t *testing.T, addr string) {
 	w.publish("homeassistant/status", "online", false)
 	asked := time.Now()
 	w.waitFor("discovery and the states again", func(ms []msg) bool {
-		return len(discoveryConfigs(ms)) == 2*len(testSignals) && len(w.on(base+"/cpu")) > states
+		return len(discoveryConfigs(ms)) == 2*testEntities && len(w.on(base+"/cpu")) > states
 	})
 	if d := time.Since(asked); d < testTiming.haDelayMin {
 		t.Errorf("answered the birth message after %s, before the %s pause", d, testTiming.haDelayMin)
 	}
 	w.sync()
-	if n := len(discoveryConfigs(w.all())); n != 2*len(testSignals) {
-		t.Errorf("%d configs after one live birth message, want %d (the retained one must not count)", n, 2*len(testSignals))
+	if n := len(discoveryConfigs(w.all())); n != 2*testEntities {
+		t.Errorf("%d configs after one live birth message, want %d (the retained one must not count)", n, 2*testEntities)
 	}
 	w.publish("homeassistant/status", "", true) // clear the retained birth message for the next test
 }
@@ -634,6 +645,7 @@ func testHomeAssistantRemoved(t *testing.T, addr string) {
 	sort.Strings(topics)
 	want := []string{
 		"homeassistant/binary_sensor/dev1/door/config",
+		"homeassistant/button/dev1/pump_pulse/config",
 		"homeassistant/number/dev1/fan/config",
 		"homeassistant/sensor/dev1/air_humidity/config",
 		"homeassistant/sensor/dev1/air_temperature/config",

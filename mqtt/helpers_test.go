@@ -231,13 +231,17 @@ func (p *proxy) stop() {
 // whose actuator always refuses.
 var testSignals = []pibridge.Signal{
 	{Name: "door", Kind: pibridge.KindInput},
-	{Name: "pump", Kind: pibridge.KindOutput},
+	{Name: "pump", Kind: pibridge.KindOutput, Pulse: 30 * time.Second},
 	{Name: "stuck", Kind: pibridge.KindOutput},
 	{Name: "fan", Kind: pibridge.KindPWM},
 	{Name: "air.temperature", Kind: pibridge.KindSensor, Unit: "°C", DeviceClass: "temperature"},
 	{Name: "air.humidity", Kind: pibridge.KindSensor, Unit: "%", DeviceClass: "humidity"},
 	{Name: "cpu", Kind: pibridge.KindSensor, Unit: "°C", DeviceClass: "temperature"},
 }
+
+// testEntities is how many Home Assistant entities testSignals make: one
+// each, and a button for pump's default pulse.
+var testEntities = len(testSignals) + 1
 
 // awaitJournal waits until the readings emitted so far are in the
 // client's outbox: the core hands them over on a goroutine of its own.

@@ -21,11 +21,12 @@ type haEntity struct {
 	Platform          string    `json:"p,omitempty"`
 	Name              string    `json:"name"`
 	UniqueID          string    `json:"unique_id"`
-	StateTopic        string    `json:"state_topic"`
-	ValueTemplate     string    `json:"value_template"`
+	StateTopic        string    `json:"state_topic,omitempty"`    // none for a button
+	ValueTemplate     string    `json:"value_template,omitempty"` // none for a button
 	CommandTopic      string    `json:"command_topic,omitempty"`
 	PayloadOn         string    `json:"payload_on,omitempty"`
 	PayloadOff        string    `json:"payload_off,omitempty"`
+	PayloadPress      string    `json:"payload_press,omitempty"`
 	StateOn           string    `json:"state_on,omitempty"`
 	StateOff          string    `json:"state_off,omitempty"`
 	Min               *float64  `json:"min,omitempty"`
@@ -89,7 +90,7 @@ type haConfig struct {
 // haItem is one signal's entity, built once.
 type haItem struct {
 	object    string // object id and component key: "air_temperature"
-	component string // platform: sensor, binary_sensor, switch, number
+	component string // platform: sensor, binary_sensor, switch, number, button
 	entity    haEntity
 }
 
@@ -98,7 +99,8 @@ type haItem struct {
 var migrateMarker = []byte(`{"migrate_discovery": true}`)
 
 // haItems returns one entity per signal: inputs binary_sensor, outputs
-// switch, pwm number, sensors sensor. A sensor's availability needs the
+// switch (and a button when it has a default pulse), pwm number, sensors
+// sensor. A sensor's availability needs the
 // bridge online and the sensor fresh (availability mode all).
 func (c *Client) haItems() []haItem {
 	zero, one := 0.0, 1.0
@@ -147,6 +149,25 @@ func (c *Client) haItems() []haItem {
 			continue
 		}
 		out = append(out, haItem{object: object, component: component, entity: e})
+		if s.Kind == pibridge.KindOutput && s.Pulse > 0 {
+			// An output with a default pulse (a door bell, a gate) gets a
+			// button that pulses it for that long.
+			pulse := object + "_pulse"
+			if other, dup := seen[pulse]; dup {
+				c.log.Warn("Home Assistant object id taken by another signal; no pulse button for this one",
+					"signal", s.Name, "other", other, "object_id", pulse)
+				continue
+			}
+			seen[pulse] = s.Name
+			out = append(out, haItem{object: pulse, component: "button", entity: haEntity{
+				Name:         s.Name + " pulse",
+				UniqueID:     c.uniquePrefix() + pulse,
+				CommandTopic: c.topics.base + "/" + s.Name + "/pulse",
+				PayloadPress: s.Pulse.String(),
+				Availability: []haAvail{{Topic: c.topics.status}},
+				QoS:          c.qos,
+			}})
+		}
 	}
 	return out
 }

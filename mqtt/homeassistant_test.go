@@ -43,6 +43,7 @@ var goldenComponents = []string{
 	`"door":{"p":"binary_sensor","name":"door","unique_id":"pibridge_dev1_door","state_topic":"pibridge/dev1/door","value_template":"{{ 'ON' if value_json.value else 'OFF' }}","availability":[{"topic":"pibridge/dev1/status"}],"qos":1}`,
 	`"fan":{"p":"number","name":"fan","unique_id":"pibridge_dev1_fan","state_topic":"pibridge/dev1/fan","value_template":"{{ value_json.value }}","command_topic":"pibridge/dev1/fan/set","min":0,"max":1,"step":0.01,"mode":"slider","availability":[{"topic":"pibridge/dev1/status"}],"qos":1}`,
 	`"pump":{"p":"switch","name":"pump","unique_id":"pibridge_dev1_pump","state_topic":"pibridge/dev1/pump","value_template":"{{ 'on' if value_json.value else 'off' }}","command_topic":"pibridge/dev1/pump/set","payload_on":"on","payload_off":"off","state_on":"on","state_off":"off","availability":[{"topic":"pibridge/dev1/status"}],"qos":1}`,
+	`"pump_pulse":{"p":"button","name":"pump pulse","unique_id":"pibridge_dev1_pump_pulse","command_topic":"pibridge/dev1/pump/pulse","payload_press":"30s","availability":[{"topic":"pibridge/dev1/status"}],"qos":1}`,
 	`"stuck":{"p":"switch","name":"stuck","unique_id":"pibridge_dev1_stuck","state_topic":"pibridge/dev1/stuck","value_template":"{{ 'on' if value_json.value else 'off' }}","command_topic":"pibridge/dev1/stuck/set","payload_on":"on","payload_off":"off","state_on":"on","state_off":"off","availability":[{"topic":"pibridge/dev1/status"}],"qos":1}`,
 }
 
@@ -228,8 +229,8 @@ func testHARollback(t *testing.T, addr string) {
 	core, _ := newCore(t)
 	haClient(t, core, addr, perEntity, nil)
 	ms := discoveryOnly(waitSession(w, from), "homeassistant")
-	if len(ms) != len(testSignals)+2 {
-		t.Fatalf("%d messages, want %d:\n%s", len(ms), len(testSignals)+2, dump(ms))
+	if len(ms) != testEntities+2 {
+		t.Fatalf("%d messages, want %d:\n%s", len(ms), testEntities+2, dump(ms))
 	}
 	first, last := ms[0], ms[len(ms)-1]
 	if first.Topic != "homeassistant/device/dev1/config" || first.Payload != `{"migrate_discovery": true}` {
@@ -379,7 +380,7 @@ func testHARestartStale(t *testing.T, addr string) {
 			t.Errorf("%s available with the bridge stopped: its retained %q would show as current", id, v.retained[v.cmps[id].StateTopic])
 		}
 	}
-	if len(v.cmps) != len(testSignals) {
-		t.Errorf("%d components, want %d", len(v.cmps), len(testSignals))
+	if len(v.cmps) != testEntities {
+		t.Errorf("%d components, want %d", len(v.cmps), testEntities)
 	}
 }

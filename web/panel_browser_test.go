@@ -71,7 +71,7 @@ func newFakeBridge() *fakeBridge {
 			"device":   map[string]any{"id": "greenhouse", "name": "Greenhouse Pi", "version": "1.2.3"},
 			"signals": []map[string]any{
 				{"name": "led", "kind": "output", "writable": true},
-				{"name": "relay", "kind": "output", "writable": true},
+				{"name": "relay", "kind": "output", "writable": true, "pulse": "2s"},
 				{"name": "fan", "kind": "pwm", "writable": true, "min": 0, "max": 1},
 				{"name": "door", "kind": "input", "writable": false},
 				{"name": "air.temperature", "kind": "sensor", "unit": "°C", "writable": false},
@@ -465,6 +465,18 @@ func TestPanelInBrowser(t *testing.T) {
 		b.click(t, `[data-signal="led"] .pulse`)
 		msg := bridge.next(t)
 		if msg["type"] != "pulse" || msg["name"] != "led" || msg["for"] != "500ms" {
+			t.Fatalf("sent %v", msg)
+		}
+		bridge.send(t, map[string]any{"type": "ack", "id": msg["id"], "ok": true})
+	})
+
+	t.Run("pulse of an output's own length", func(t *testing.T) {
+		if got := b.text(t, `[data-signal="relay"] .pulse`); got != "Pulse 2s" {
+			t.Errorf("relay's pulse button reads %q", got)
+		}
+		b.click(t, `[data-signal="relay"] .pulse`)
+		msg := bridge.next(t)
+		if msg["type"] != "pulse" || msg["name"] != "relay" || msg["for"] != "2s" {
 			t.Fatalf("sent %v", msg)
 		}
 		bridge.send(t, map[string]any{"type": "ack", "id": msg["id"], "ok": true})

@@ -133,8 +133,9 @@ func decodeMessage(mt int, data []byte) (message, *decodeError) {
 		if m.name, err = need(env.Name, "name"); err != nil {
 			return fail("%v", err)
 		}
-		if m.dur, err = need(env.For, "for"); err != nil {
-			return fail("%v", err)
+		// No "for": the output's own pulse length, which the core knows.
+		if m.dur, err = stringField(env.For, "for"); err != nil {
+			return fail("pulse: %v", err)
 		}
 	case msgHistory:
 		if m.name, err = need(env.Name, "name"); err != nil {

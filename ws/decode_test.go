@@ -30,6 +30,7 @@ func TestDecodeMessage(t *testing.T) {
 		{in: `{"type":"set","id":"c","name":"led","value":null}`, err: "set: value is missing", id: "c"},
 		{in: `{"type":"set","id":"c","value":1}`, err: "set: name is missing", id: "c"},
 		{in: `{"type":"pulse","id":"c","name":"r","for":1}`, err: "pulse: for must be a string", id: "c"},
+		{in: `{"type":"pulse","id":"c","name":"r"}`, want: message{typ: msgPulse, id: "c", name: "r"}}, // the output's own length
 		{in: `{"type":"history","id":"c","name":"r","since":5}`, err: "history: since must be a string", id: "c"},
 		{in: `{"type":"auth","id":"a"}`, err: "auth: token is missing", id: "a"},
 		{in: `{"type":"nope","id":"n"}`, err: `unknown type "nope"`, id: "n"},

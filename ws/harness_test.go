@@ -24,7 +24,7 @@ import (
 
 var testSignals = []pibridge.Signal{
 	{Name: "led", Kind: pibridge.KindOutput},
-	{Name: "relay", Kind: pibridge.KindOutput},
+	{Name: "relay", Kind: pibridge.KindOutput, Pulse: 2 * time.Second},
 	{Name: "stuck", Kind: pibridge.KindOutput},  // the actuator hangs until its context ends
 	{Name: "locked", Kind: pibridge.KindOutput}, // the actuator refuses: interlock
 	{Name: "fan", Kind: pibridge.KindPWM},

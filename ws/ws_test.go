@@ -216,6 +216,16 @@ func TestPulse(t *testing.T) {
 	if len(values) == 0 || values[len(values)-1] != false {
 		t.Errorf("relay readings before the ack: %v, want ending in false", values)
 	}
+
+	// Without "for" the output's own length (relay's is 2s).
+	for _, f := range c.exchange(`{"type":"pulse","id":"p2","name":"relay"}`) {
+		if f.Type == "ack" && (f.id() != "p2" || f.OK == nil || !*f.OK) {
+			t.Fatalf("reply %s, want an ok ack for p2", f)
+		}
+	}
+	if calls := h.act.Calls(); len(calls) != 2 || calls[0] != "pulse relay 500ms" || calls[1] != "pulse relay 2s" {
+		t.Errorf("actuator calls %q, want pulse relay 500ms then 2s", calls)
+	}
 }
 
 func TestHistoryReply(t *testing.T) {
@@ -270,7 +280,7 @@ func TestErrorPaths(t *testing.T) {
 		{"pulse a pwm", `{"type":"pulse","id":"e9","name":"fan","for":"1s"}`, "ack", "e9", "only outputs can be pulsed"},
 		{"pulse too long", `{"type":"pulse","id":"e10","name":"relay","for":"2h"}`, "ack", "e10", "relay: bad value"},
 		{"pulse bad length", `{"type":"pulse","id":"e11","name":"relay","for":"soon"}`, "ack", "e11", "relay: bad value"},
-		{"pulse without for", `{"type":"pulse","id":"e12","name":"relay"}`, "error", "e12", "pulse: for is missing"},
+		{"pulse without for, no default", `{"type":"pulse","id":"e12","name":"led"}`, "ack", "e12", "led: bad value: pulse length is missing"},
 		{"pulse for a number", `{"type":"pulse","id":"e13","name":"relay","for":500}`, "error", "e13", "for must be a string"},
 		{"malformed JSON", `{"type":"set",`, "error", "", "malformed JSON"},
 		{"not an object", `[1,2]`, "error", "", "malformed JSON"},

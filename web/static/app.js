@@ -24,7 +24,7 @@ const ERROR_SHOW_MS = 8000;
 const TOAST_MS = 5000;
 const TOAST_MAX = 4;
 const FLASH_MS = 700;
-const PULSE_FOR = '500ms';
+const PULSE_FOR = '500ms'; // for an output whose config gives no pulse length
 const PWM_TOLERANCE = 0.005; // hardware may round the duty cycle it echoes
 const CLOSE_UNAUTHORIZED = 4401;
 const REQUEST_TIMEOUT_MS = 10000; // history, subscribe, publish: forget after this
@@ -400,7 +400,7 @@ function toggleOutput(tile) {
 function pulseOutput(tile) {
   clearTileError(tile);
   renderTile(tile);
-  command(tile, 'pulse', {for: PULSE_FOR});
+  command(tile, 'pulse', {for: tile.sig.pulse || PULSE_FOR});
 }
 
 // While dragging, send at most one "set" per PWM_INTERVAL_MS; the latest
@@ -759,7 +759,8 @@ function buildOutput(tile) {
     'class': 'pulse',
     'id': `${tile.id}-pulse`,
     'aria-labelledby': `${tile.id}-pulse ${tile.id}-name`,
-  }, 'Pulse');
+    'title': `On for ${tile.sig.pulse || PULSE_FOR}, then off`,
+  }, tile.sig.pulse ? `Pulse ${tile.sig.pulse}` : 'Pulse');
   tile.switch.addEventListener('click', () => toggleOutput(tile));
   tile.pulse.addEventListener('click', () => pulseOutput(tile));
   tile.controls.push(tile.switch, tile.pulse);
