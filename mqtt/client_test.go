@@ -33,6 +33,10 @@ func TestClient(t *testing.T) {
 		{"queue_max drops the oldest", testQueueOverflow},
 		{"home assistant per-entity discovery", testHomeAssistant},
 		{"home assistant per-entity: removed entities", testHomeAssistantRemoved},
+		{"removed signals: retained topics cleared", func(t *testing.T, addr string) { testRemovedSignals(t, addr, nil) }},
+		{"removed signals, discovery off", func(t *testing.T, addr string) {
+			testRemovedSignals(t, addr, func(c *Config) { c.HomeAssistant.Discovery = boolp(false) })
+		}},
 		{"home assistant device config", testHADeviceConfig},
 		{"home assistant migration", testHAMigration},
 		{"home assistant removed component", testHARemovedComponent},
@@ -682,4 +686,65 @@ func testStopFlushes(t *testing.T, addr string) {
 	if last := ms[len(ms)-1]; last.Topic != base+"/status" || last.Payload != "offline" {
 		t.Errorf("last message %s %q, want offline after the readings", last.Topic, last.Payload)
 	}
+}
+
+// testRemovedSignals starts the bridge where the previous run (its
+// retained meta) had signals it no longer has: their retained state and
+// availability are emptied; everything else retained stays.
+func testRemovedSignals(t *testing.T, addr string, edit func(*Config)) {
+	w := watch(t, addr, base+"/#")
+	w.publish(base+"/meta", `{"device":{"id":"dev1"},"signals":[`+
+		`{"name":"door","kind":"input"},{"name":"old_relay","kind":"output"},`+
+		`{"name":"soil.a0","kind":"sensor","unit":"V"},{"name":"cpu","kind":"sensor"},{"name":"a/#","kind":"output"}]}`, true)
+	removed := map[string]string{
+		base + "/old_relay":         `{"value":true,"ts":"2026-12-01T00:00:00.000Z","seq":7}`,
+		base + "/soil/a0":           `{"value":1.2,"unit":"V","ts":"2026-12-01T00:00:00.000Z","seq":8}`,
+		base + "/soil/a0/available": "online",
+	}
+	kept := map[string]string{
+		base + "/notes":       "not a signal of ours: kept",
+		base + "/door":        `{"value":false,"ts":"2026-12-01T00:00:00.000Z","seq":6}`,
+		base + "/old_relay/x": "below a removed signal, not its topic: kept",
+	}
+	for topic, payload := range removed {
+		w.publish(topic, payload, true)
+	}
+	for topic, payload := range kept {
+		w.publish(topic, payload, true)
+	}
+	w.sync()
+
+	core, _ := newCore(t)
+	startClient(t, core, "tcp://"+addr, edit)
+	w.waitFor("the removed signals' topics emptied", func([]msg) bool {
+		for topic := range removed {
+			ms := w.on(topic)
+			if len(ms) == 0 || ms[len(ms)-1].Payload != "" {
+				return false
+			}
+		}
+		return true
+	})
+	late := watch(t, addr, base+"/#")
+	late.sync()
+	retained := map[string]string{}
+	for _, m := range late.all() {
+		retained[m.Topic] = m.Payload
+	}
+	for topic := range removed {
+		if p, ok := retained[topic]; ok {
+			t.Errorf("%s still retained: %q", topic, p)
+		}
+	}
+	for topic, payload := range kept {
+		if retained[topic] != payload {
+			t.Errorf("%s = %q, want %q kept", topic, retained[topic], payload)
+		}
+	}
+	if !strings.HasPrefix(retained[base+"/meta"], `{"device":{"id":"dev1"`) || strings.Contains(retained[base+"/meta"], "old_relay") {
+		t.Errorf("meta = %q, want this run's", retained[base+"/meta"])
+	}
+	w.publish(base+"/notes", "", true) // leave the broker as found
+	w.publish(base+"/door", "", true)
+	w.publish(base+"/old_relay/x", "", true)
 }

@@ -127,8 +127,10 @@ func (c *Client) onNotification(_ paho.Client, n paho.ConnectionNotification) {
 // discovery, so that `online` means commands are being listened to. (It
 // subscribes here rather than in paho's OnConnect handler, which runs
 // while paho is still resending and could not order `online` after the
-// SUBACK.) It also answers Home Assistant's birth message and keeps the
-// sensors' availability topics current. The publisher sends the states.
+// SUBACK.) It then reads back what the broker retains for the device,
+// for discovery's migrations and to empty the topics of removed signals.
+// It also answers Home Assistant's birth message and keeps the sensors'
+// availability topics current. The publisher sends the states.
 //
 // meta says whether the board's clock is synchronised; sessionLoop
 // publishes it again when that changes (NTP came, or went).
@@ -163,8 +165,12 @@ func (c *Client) sessionLoop(ctx context.Context) {
 				c.publish(c.topics.status, 1, true, "online"),
 				c.publish(c.topics.meta, 1, true, metaJSON(c.device, c.core.Signals(), c.core.RunInfo(), cs)),
 			}, "online and meta")
+			old, ok := c.collectRetained(ctx)
 			if c.haStatus != "" {
-				c.discover(ctx)
+				c.discover(ctx, old, ok)
+			}
+			if ok {
+				c.clearRemoved(ctx, old.meta)
 			}
 			c.publishAvailability(ctx, true)
 		case <-avail.C:
@@ -191,12 +197,12 @@ func (c *Client) subscribe(ctx context.Context) {
 	filters := map[string]byte{c.topics.set: 0, c.topics.pulse: 0, c.topics.setQuantity: 0, c.topics.pulseQuantity: 0}
 	if c.haStatus != "" {
 		filters[c.haStatus] = 0
-		// For collectRetained, which unsubscribes when done.
-		for _, f := range c.sweepFilters() {
-			filters[f] = 0
-		}
-		c.sweeping.Store(true)
 	}
+	// For collectRetained, which unsubscribes when done.
+	for _, f := range c.sweepFilters() {
+		filters[f] = 0
+	}
+	c.sweeping.Store(true)
 	for _, f := range c.bridgeFilters() {
 		if _, ours := filters[f]; !ours {
 			filters[f] = 0

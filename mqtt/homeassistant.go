@@ -257,6 +257,7 @@ func (c *Client) deviceConfig(gone map[string]string) haConfig {
 type retainedConfigs struct {
 	entity map[string][]byte // per-entity topic → payload
 	device []byte            // the device config, nil if none
+	meta   []byte            // the previous run's meta, nil if none
 }
 
 // discoveryPlan returns the discovery messages of a new connection, in
@@ -390,8 +391,7 @@ func (c *Client) publishDiscovery() []paho.Token {
 
 // discover runs the discovery plan of a new connection: it reads back what
 // the broker retains under this node id, then publishes stage by stage.
-func (c *Client) discover(ctx context.Context) {
-	old, ok := c.collectRetained(ctx)
+func (c *Client) discover(ctx context.Context, old retainedConfigs, ok bool) {
 	if !ok {
 		old = retainedConfigs{}
 	}
@@ -426,10 +426,14 @@ func (c *Client) haDelay() time.Duration {
 // uniquePrefix starts the unique_id of every entity of this device.
 func (c *Client) uniquePrefix() string { return "pibridge_" + c.device.ID + "_" }
 
-// sweepFilters are subscribed for collectRetained: every per-entity
-// config under this node id, the device config, and meta, whose live
-// copy marks the end of the retained messages.
+// sweepFilters are subscribed for collectRetained: meta, whose retained
+// copy is what the previous run published and whose live copy marks the
+// end of the retained messages, and with discovery on every per-entity
+// config under this node id and the device config.
 func (c *Client) sweepFilters() []string {
+	if c.haStatus == "" {
+		return []string{c.topics.meta}
+	}
 	return []string{c.cfg.HomeAssistant.Prefix + "/+/" + c.device.ID + "/+/config", c.deviceTopic(), c.topics.meta}
 }
 
@@ -462,8 +466,8 @@ func (c *Client) toSweep(m paho.Message) {
 	}
 }
 
-// collectRetained returns the discovery configs the broker retains under
-// this node id. Subscribed before meta was published, the bridge receives
+// collectRetained returns the previous run's meta and the discovery
+// configs the broker retains under this node id. Subscribed before meta was published, the bridge receives
 // every retained config, then the live copy of its own meta: brokers send
 // a subscription's retained messages before anything published after it.
 // ok is false when that copy did not come back in time.
@@ -500,7 +504,7 @@ func (c *Client) collectRetained(ctx context.Context) (old retainedConfigs, ok b
 		case <-ctx.Done():
 			return old, false
 		case <-t.C:
-			c.log.Warn("could not read back Home Assistant discovery configs; publishing without migration or removals")
+			c.log.Warn("could not read back what the broker retains for this device; publishing without migration or removals")
 			return old, false
 		case in := <-c.sweep:
 			switch {
@@ -512,9 +516,11 @@ func (c *Client) collectRetained(ctx context.Context) (old retainedConfigs, ok b
 					return old, true
 				}
 			case in.tooLong || len(in.payload) == 0:
+			case in.topic == c.topics.meta:
+				old.meta = in.payload
 			case in.topic == c.deviceTopic():
 				old.device = in.payload
-			case in.topic != c.topics.meta:
+			default:
 				old.entity[in.topic] = in.payload
 			}
 		}
