@@ -23,11 +23,7 @@ import (
 // other's "off" is a violation), short enough for 10,000 commands.
 const interlockWait = 5 * time.Millisecond
 
-const interlockConfig = `device: {id: faults, name: "pibridge faults"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", topic_prefix: pibridge, homeassistant: {discovery: false}}
-outputs:
+const interlockConfig = embeddedHead + `outputs:
   - {name: up,   pin: GPIO5, interlock: blind, interlock_wait: %s}
   - {name: down, pin: GPIO6, interlock: blind, interlock_wait: %s}
 `
@@ -71,16 +67,11 @@ func randomCommand(r *rand.Rand) command {
 // order, both must never be on at once. A WebSocket observer does the
 // same with what it sees (its mailbox coalesces, so it may see fewer).
 func interlock(ctx context.Context, s *suite) (harness.Table, error) {
-	dm, err := s.spec.Start(ctx, "f4", fmt.Sprintf(interlockConfig, interlockWait, interlockWait))
+	dm, w, stop, err := watchedBridge(ctx, s, "f4", fmt.Sprintf(interlockConfig, interlockWait, interlockWait))
 	if err != nil {
 		return harness.Table{}, err
 	}
-	defer dm.Stop()
-	w, err := newWatcher(ctx, dm.MQTTAddr, base+"/#", true)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer w.close()
+	defer stop()
 
 	// The WebSocket observer; its hello is the state the replay starts from.
 	var (
