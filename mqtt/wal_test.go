@@ -224,8 +224,8 @@ func TestWALConcurrent(t *testing.T) {
 			o.mu.Lock()
 			synced := o.q.synced()
 			var want []uint64
-			for i := 0; i < o.q.mem.n; i++ {
-				if s := o.q.mem.at(i).Seq; s > synced {
+			for i := 0; i < o.q.mem.Len(); i++ {
+				if s := o.q.mem.At(i).Seq; s > synced {
 					want = append(want, s)
 				}
 			}
