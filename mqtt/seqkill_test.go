@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	pibridge "pibridge"
+	"pibridge/internal/testkit"
 )
 
 // seqHelperEnv makes TestSeqKilledHelper the child process of
@@ -197,20 +197,11 @@ func TestSeqResumesAfterKill(t *testing.T) {
 // last seq a subscriber saw.
 func runKilled(t *testing.T, dir string, idle bool, killAt uint64) (first, seen uint64) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSeqKilledHelper$")
-	cmd.Env = append(os.Environ(), seqHelperEnv+"="+dir)
+	env := []string{seqHelperEnv + "=" + dir}
 	if idle {
-		cmd.Env = append(cmd.Env, "SEQ_HELPER_IDLE=1")
+		env = append(env, "SEQ_HELPER_IDLE=1")
 	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := testkit.Child(t, "TestSeqKilledHelper", env...)
 	killed := false
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
