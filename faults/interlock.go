@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -228,24 +228,16 @@ type wireReading struct {
 }
 
 func apiState(ctx context.Context, url string) (map[string]wireReading, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/api/state", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var st struct {
 		State map[string]wireReading `json:"state"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("/api/state: %w", err)
-	}
-	return st.State, nil
+	err := harness.Get(ctx, url+"/api/state", func(body io.Reader) error {
+		if err := json.NewDecoder(body).Decode(&st); err != nil {
+			return fmt.Errorf("/api/state: %w", err)
+		}
+		return nil
+	})
+	return st.State, err
 }
 
 // replay applies the readings in seq order (after h0, up to last) to the
