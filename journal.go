@@ -21,8 +21,8 @@ const maxPending = 4096
 // guarded by the core's mu.
 type journalRun struct {
 	j     Journal
-	pend  readingQueue // emitted, not yet recorded; seq order
-	shown int          // pend[:shown] were delivered ahead of the journal
+	pend  Ring // emitted, not yet recorded; seq order
+	shown int  // pend[:shown] were delivered ahead of the journal
 	// writing is when the write under way began (nanoseconds since
 	// epoch; 0: none), set before each record, so that only one slow
 	// write, not a long batch or a busy CPU, counts as a stall.
@@ -75,7 +75,7 @@ func (c *Core) AwaitJournal(ctx context.Context) error {
 	for {
 		c.mu.Lock()
 		jr := c.jr
-		if jr == nil || jr.recorded+1 >= target || jr.pend.n == 0 {
+		if jr == nil || jr.recorded+1 >= target || jr.pend.Len() == 0 {
 			c.mu.Unlock()
 			return nil
 		}
@@ -97,8 +97,8 @@ func (c *Core) AwaitJournal(ctx context.Context) error {
 func (c *Core) Unrecorded() (seq uint64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if jr := c.jr; jr != nil && jr.pend.n > 0 {
-		return jr.pend.at(0).Seq, true
+	if jr := c.jr; jr != nil && jr.pend.Len() > 0 {
+		return jr.pend.At(0).Seq, true
 	}
 	return 0, false
 }
@@ -149,13 +149,13 @@ func (c *Core) leaseLocked() seqFile {
 // handOffLocked queues r for the journal; subscribers get it once it is
 // recorded, or right away when the journal is stuck in a write.
 func (c *Core) handOffLocked(jr *journalRun, r Reading) {
-	if jr.pend.n >= maxPending {
+	if jr.pend.Len() >= maxPending {
 		c.overflow.Add(1)
 		c.showLocked(jr)
 		c.deliverLocked(r)
 		return
 	}
-	jr.pend.push(r)
+	jr.pend.Push(r)
 	if jr.stalled() {
 		c.showLocked(jr)
 	}
@@ -172,8 +172,8 @@ func (jr *journalRun) startWrite() { jr.writing.Store(int64(max(time.Since(jr.ep
 
 // showLocked delivers every queued reading not delivered yet.
 func (c *Core) showLocked(jr *journalRun) {
-	for ; jr.shown < jr.pend.n; jr.shown++ {
-		c.deliverLocked(*jr.pend.at(jr.shown))
+	for ; jr.shown < jr.pend.Len(); jr.shown++ {
+		c.deliverLocked(*jr.pend.At(jr.shown))
 		c.ahead.Add(1)
 	}
 }
@@ -207,7 +207,7 @@ func (c *Core) journalLoop(jr *journalRun) {
 		if c.next+seqLease/2 > c.limit {
 			signal(jr.lease)
 		}
-		if jr.pend.n == 0 {
+		if jr.pend.Len() == 0 {
 			stop := jr.stop
 			c.mu.Unlock()
 			if stop {
@@ -217,8 +217,8 @@ func (c *Core) journalLoop(jr *journalRun) {
 			continue
 		}
 		batch = batch[:0]
-		for i := 0; i < min(jr.pend.n, 256); i++ {
-			batch = append(batch, *jr.pend.at(i))
+		for i := 0; i < min(jr.pend.Len(), 256); i++ {
+			batch = append(batch, *jr.pend.At(i))
 		}
 		c.mu.Unlock()
 		jr.startWrite()
@@ -234,11 +234,11 @@ func (c *Core) journalLoop(jr *journalRun) {
 		c.mu.Lock()
 		k := len(batch)
 		for i := jr.shown; i < k; i++ {
-			c.deliverLocked(*jr.pend.at(i))
+			c.deliverLocked(*jr.pend.At(i))
 		}
 		jr.shown = max(jr.shown-k, 0)
 		for range k {
-			jr.pend.popFront()
+			jr.pend.PopFront()
 		}
 		jr.recorded = batch[k-1].Seq
 		if jr.progress != nil {
@@ -308,36 +308,5 @@ func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
-	}
-}
-
-// readingQueue is a ring of readings that grows as needed and gives its
-// memory back once drained.
-type readingQueue struct {
-	buf  []Reading
-	head int
-	n    int
-}
-
-func (q *readingQueue) at(i int) *Reading { return &q.buf[(q.head+i)%len(q.buf)] }
-
-func (q *readingQueue) push(r Reading) {
-	if q.n == len(q.buf) {
-		next := make([]Reading, max(2*len(q.buf), 16))
-		for i := 0; i < q.n; i++ {
-			next[i] = *q.at(i)
-		}
-		q.buf, q.head = next, 0
-	}
-	*q.at(q.n) = r
-	q.n++
-}
-
-func (q *readingQueue) popFront() {
-	*q.at(0) = Reading{}
-	q.head = (q.head + 1) % len(q.buf)
-	q.n--
-	if q.n == 0 && len(q.buf) > 1024 {
-		q.buf, q.head = nil, 0 // the memory of a long stall (90 bytes a reading)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,13 +27,7 @@ func main() {
 	if sock := os.Getenv(echoEnv); sock != "" {
 		os.Exit(echoMain(sock)) // the datagram-hop baseline's far end; see scen_edge.go
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Main("bench", run)
 }
 
 type options struct {

@@ -41,12 +41,20 @@ inputs:
   - {name: in, pin: GPIO17, pull: down, debounce: 0s}
 `
 
-// withSimControl returns d with PIBRIDGE_SIM_CONTROL set to a fresh socket
-// path in the scratch directory, and that path.
-func withSimControl(d harness.DaemonSpec, name string) (harness.DaemonSpec, string) {
-	sock := filepath.Join(d.Scratch, fmt.Sprintf("%s-p%d.sock", name, d.Procs))
-	d.Env = append(slices.Clone(d.Env), "PIBRIDGE_SIM_CONTROL="+sock)
-	return d, sock
+// simControlled starts a bridge on cfg with PIBRIDGE_SIM_CONTROL set to a
+// fresh socket in the scratch directory (sock names it) and dials it: the
+// load generator then moves the sim board's inputs itself. stop ends both.
+func simControlled(ctx context.Context, d harness.DaemonSpec, sock, name, cfg string) (dm *harness.Daemon, sc *simControl, stop func(), err error) {
+	path := filepath.Join(d.Scratch, fmt.Sprintf("%s-p%d.sock", sock, d.Procs))
+	d.Env = append(slices.Clone(d.Env), "PIBRIDGE_SIM_CONTROL="+path)
+	if dm, err = d.Start(ctx, name, cfg); err != nil {
+		return nil, nil, nil, err
+	}
+	if sc, err = dialSimControl(path); err != nil {
+		dm.Stop()
+		return nil, nil, nil, err
+	}
+	return dm, sc, func() { sc.Close(); dm.Stop() }, nil
 }
 
 // simControl is the load generator's end of the control socket.
@@ -106,17 +114,11 @@ func parseEdgeFrame(b, prefix []byte) (f edgeFrame, ok bool) {
 }
 
 func edgeScenario(ctx context.Context, d harness.DaemonSpec, o options, clients int) (harness.Table, error) {
-	d, sock := withSimControl(d, fmt.Sprintf("edge-c%d", clients))
-	dm, err := d.Start(ctx, "edge", edgeConfig)
+	dm, sc, stop, err := simControlled(ctx, d, fmt.Sprintf("edge-c%d", clients), "edge", edgeConfig)
 	if err != nil {
 		return harness.Table{}, err
 	}
-	defer dm.Stop()
-	sc, err := dialSimControl(sock)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer sc.Close()
+	defer stop()
 	conns := make([]*websocket.Conn, 0, clients)
 	defer func() {
 		for _, c := range conns {

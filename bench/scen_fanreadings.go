@@ -91,17 +91,11 @@ func fanoutReadingRows(ctx context.Context, e peerEnv) ([]harness.Row, error) {
 
 func fanReadCellRun(ctx context.Context, e peerEnv, c *fanReadCell) error {
 	tag := fmt.Sprintf("fanread-%d-%d", c.rate, c.clients)
-	d, sock := withSimControl(e.d, tag)
-	dm, err := d.Start(ctx, tag, fanReadConfig(c.clients+16))
+	dm, sc, stop, err := simControlled(ctx, e.d, tag, tag, fanReadConfig(c.clients+16))
 	if err != nil {
 		return err
 	}
-	defer dm.Stop()
-	sc, err := dialSimControl(sock)
-	if err != nil {
-		return err
-	}
-	defer sc.Close()
+	defer stop()
 	conns := make([]*websocket.Conn, 0, c.clients)
 	defer func() {
 		for _, conn := range conns {

@@ -198,17 +198,11 @@ func outboxScenario(ctx context.Context, d harness.DaemonSpec, o options) (harne
 	}
 	defer sub.Disconnect(100)
 
-	d, sock := withSimControl(d, "outbox")
-	dm, err := d.Start(ctx, "outbox", outboxConfig(mosq.Addr))
+	dm, sc, stopBridge, err := simControlled(ctx, d, "outbox", "outbox", outboxConfig(mosq.Addr))
 	if err != nil {
 		return harness.Table{}, err
 	}
-	defer dm.Stop()
-	sc, err := dialSimControl(sock)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer sc.Close()
+	defer stopBridge()
 
 	// The initial readings (one per input) first, so that the window
 	// counts from a quiet start.

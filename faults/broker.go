@@ -21,21 +21,42 @@ const streamSensors = 11
 // sensors every 10 ms and nothing else.
 func streamConfig(broker string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `device: {id: %s, name: "pibridge faults"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: "tcp://%s", qos: 1, topic_prefix: %s, homeassistant: {discovery: false}}
-sensors:
-`, device, broker, prefix)
+	b.WriteString(brokerHead(broker) + `sensors:
+`)
 	for i := range streamSensors {
 		fmt.Fprintf(&b, "  - {name: s%d, type: sim, interval: 10ms}\n", i)
 	}
 	return b.String()
 }
 
-func mosquittoDir(s *suite, name string) (string, error) {
-	dir := filepath.Join(s.scratch, name)
-	return dir, os.MkdirAll(dir, 0o755)
+// watchedMosquitto starts a mosquitto of its own in the scratch directory
+// and a watcher of the bridge's readings on it; stop ends both.
+func watchedMosquitto(ctx context.Context, s *suite, name string, o harness.MosquittoOptions, keep bool) (m *harness.Mosquitto, w *watcher, stop func(), err error) {
+	dir := filepath.Join(s.scratch, name+"-mosquitto")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, nil, err
+	}
+	if m, err = harness.StartMosquitto(dir, o); err != nil {
+		return nil, nil, nil, err
+	}
+	if w, err = newWatcher(ctx, m.Addr, base+"/+", keep); err != nil {
+		m.Kill()
+		return nil, nil, nil, err
+	}
+	return m, w, func() { w.close(); m.Kill() }, nil
+}
+
+// watchedBridge starts a bridge on cfg and a watcher of every topic of
+// its embedded broker; stop ends both.
+func watchedBridge(ctx context.Context, s *suite, name, cfg string) (dm *harness.Daemon, w *watcher, stop func(), err error) {
+	if dm, err = s.spec.Start(ctx, name, cfg); err != nil {
+		return nil, nil, nil, err
+	}
+	if w, err = newWatcher(ctx, dm.MQTTAddr, base+"/#", true); err != nil {
+		dm.Stop()
+		return nil, nil, nil, err
+	}
+	return dm, w, func() { w.close(); dm.Stop() }, nil
 }
 
 // brokerKilled is fault 1: mosquitto SIGKILLed and started again on the
@@ -51,20 +72,11 @@ func mosquittoDir(s *suite, name string) (string, error) {
 // is then the bridge's. (mqtt/integration_test.go TestBrokerKilled makes
 // the same argument in-process.)
 func brokerKilled(ctx context.Context, s *suite) (harness.Table, error) {
-	dir, err := mosquittoDir(s, "f1-mosquitto")
+	m, w, stop, err := watchedMosquitto(ctx, s, "f1", harness.MosquittoOptions{Persist: true}, false)
 	if err != nil {
 		return harness.Table{}, err
 	}
-	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{Persist: true})
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer m.Kill()
-	w, err := newWatcher(ctx, m.Addr, base+"/+", false)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer w.close()
+	defer stop()
 	m.Stop() // saves the watcher's session: it outlives every kill from now on
 	if err := m.Start(); err != nil {
 		return harness.Table{}, err

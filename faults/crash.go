@@ -33,20 +33,11 @@ const commitWindow = 150 * time.Millisecond
 // SIGKILL seq resumes at the last logged seq + 1, so there must be none,
 // and no seq may come twice with different readings.
 func bridgeKilled(ctx context.Context, s *suite) (harness.Table, error) {
-	dir, err := mosquittoDir(s, "f2-mosquitto")
+	m, w, stop, err := watchedMosquitto(ctx, s, "f2", harness.MosquittoOptions{}, false)
 	if err != nil {
 		return harness.Table{}, err
 	}
-	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{})
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer m.Kill()
-	w, err := newWatcher(ctx, m.Addr, base+"/+", false)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer w.close()
+	defer stop()
 
 	dm, err := s.spec.Start(ctx, "f2", streamConfig(m.Addr))
 	if err != nil {

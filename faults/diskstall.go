@@ -31,14 +31,10 @@ const (
 
 func stallConfig(broker string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `device: {id: %s, name: "pibridge faults"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: "tcp://%s", qos: 1, topic_prefix: %s, homeassistant: {discovery: false}}
-outputs:
+	b.WriteString(brokerHead(broker) + `outputs:
   - {name: led, pin: GPIO22, initial: "off", safe: "off"}
 sensors:
-`, device, broker, prefix)
+`)
 	for i := range stallSensors {
 		fmt.Fprintf(&b, "  - {name: s%d, type: sim, interval: 10ms}\n", i)
 	}
@@ -122,21 +118,12 @@ func diskStalled(ctx context.Context, s *suite) (harness.Table, error) {
 // readings of the other run).
 func stallPhase(ctx context.Context, s *suite, name, env string) (stallRun, error) {
 	var res stallRun
-	dir, err := mosquittoDir(s, name+"-mosquitto")
+	m, w, stop, err := watchedMosquitto(ctx, s, name, harness.MosquittoOptions{}, true)
 	if err != nil {
 		return res, err
 	}
-	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{})
-	if err != nil {
-		return res, err
-	}
-	defer m.Kill()
+	defer stop()
 	broker := m.Addr
-	w, err := newWatcher(ctx, broker, base+"/+", true)
-	if err != nil {
-		return res, err
-	}
-	defer w.close()
 	spec := s.spec
 	if env != "" {
 		spec.Env = append(append([]string(nil), spec.Env...), env)

@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,11 +23,7 @@ import (
 // other's "off" is a violation), short enough for 10,000 commands.
 const interlockWait = 5 * time.Millisecond
 
-const interlockConfig = `device: {id: faults, name: "pibridge faults"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", topic_prefix: pibridge, homeassistant: {discovery: false}}
-outputs:
+const interlockConfig = embeddedHead + `outputs:
   - {name: up,   pin: GPIO5, interlock: blind, interlock_wait: %s}
   - {name: down, pin: GPIO6, interlock: blind, interlock_wait: %s}
 `
@@ -71,16 +67,11 @@ func randomCommand(r *rand.Rand) command {
 // order, both must never be on at once. A WebSocket observer does the
 // same with what it sees (its mailbox coalesces, so it may see fewer).
 func interlock(ctx context.Context, s *suite) (harness.Table, error) {
-	dm, err := s.spec.Start(ctx, "f4", fmt.Sprintf(interlockConfig, interlockWait, interlockWait))
+	dm, w, stop, err := watchedBridge(ctx, s, "f4", fmt.Sprintf(interlockConfig, interlockWait, interlockWait))
 	if err != nil {
 		return harness.Table{}, err
 	}
-	defer dm.Stop()
-	w, err := newWatcher(ctx, dm.MQTTAddr, base+"/#", true)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer w.close()
+	defer stop()
 
 	// The WebSocket observer; its hello is the state the replay starts from.
 	var (
@@ -237,24 +228,16 @@ type wireReading struct {
 }
 
 func apiState(ctx context.Context, url string) (map[string]wireReading, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/api/state", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	var st struct {
 		State map[string]wireReading `json:"state"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return nil, fmt.Errorf("/api/state: %w", err)
-	}
-	return st.State, nil
+	err := harness.Get(ctx, url+"/api/state", func(body io.Reader) error {
+		if err := json.NewDecoder(body).Decode(&st); err != nil {
+			return fmt.Errorf("/api/state: %w", err)
+		}
+		return nil
+	})
+	return st.State, err
 }
 
 // replay applies the readings in seq order (after h0, up to last) to the

@@ -23,11 +23,7 @@ import (
 	"pibridge/internal/harness"
 )
 
-const junkConfig = `device: {id: faults, name: "pibridge faults"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", topic_prefix: pibridge, homeassistant: {discovery: false}}
-outputs:
+const junkConfig = embeddedHead + `outputs:
   - {name: led,   pin: GPIO22, initial: "off", safe: "off"}
   - {name: relay, pin: GPIO23, initial: "off", safe: "off"}
 pwm:
@@ -102,16 +98,11 @@ func (c *counter) String() string {
 // keep its memory bounded, answer (count) every bad message, and never
 // move an output.
 func malformed(ctx context.Context, s *suite) (harness.Table, error) {
-	dm, err := s.spec.Start(ctx, "f5", junkConfig)
+	dm, w, stop, err := watchedBridge(ctx, s, "f5", junkConfig)
 	if err != nil {
 		return harness.Table{}, err
 	}
-	defer dm.Stop()
-	w, err := newWatcher(ctx, dm.MQTTAddr, base+"/#", true)
-	if err != nil {
-		return harness.Table{}, err
-	}
-	defer w.close()
+	defer stop()
 	var movedReadings atomic.Int64
 	var flooding atomic.Bool
 	obs, err := observe(ctx, dm.WSURL, func(f *frame, _ []byte, _ time.Time) {

@@ -24,6 +24,22 @@ const (
 	base   = prefix + "/" + device
 )
 
+// embeddedHead begins the config of a bridge on its embedded broker.
+const embeddedHead = `device: {id: ` + device + `, name: "pibridge faults"}
+board: sim
+http: {listen: "127.0.0.1:0"}
+mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", topic_prefix: ` + prefix + `, homeassistant: {discovery: false}}
+`
+
+// brokerHead begins the config of a bridge on the broker at addr.
+func brokerHead(addr string) string {
+	return fmt.Sprintf(`device: {id: %s, name: "pibridge faults"}
+board: sim
+http: {listen: "127.0.0.1:0"}
+mqtt: {broker: "tcp://%s", qos: 1, topic_prefix: %s, homeassistant: {discovery: false}}
+`, device, addr, prefix)
+}
+
 // --- MQTT: every seq through an independent subscriber -----------------
 
 // watcher counts the seqs of the readings it receives on a persistent

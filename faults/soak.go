@@ -13,11 +13,7 @@ import (
 	"pibridge/internal/harness"
 )
 
-const soakConfig = `device: {id: faults, name: "pibridge faults"}
-board: sim
-http: {listen: "127.0.0.1:0"}
-mqtt: {broker: embedded, embedded_listen: "127.0.0.1:0", topic_prefix: pibridge, homeassistant: {discovery: false}}
-outputs:
+const soakConfig = embeddedHead + `outputs:
   - {name: led, pin: GPIO22, initial: "off", safe: "off"}
 sensors:
   - {name: t1, type: sim, interval: 100ms}

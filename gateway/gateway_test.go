@@ -310,9 +310,7 @@ func TestShutdownWithPendingAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	stop := testkit.Start(t, 5*time.Second, g.Run)
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+g.Addr().String()+"/fleet/ws", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -320,15 +318,7 @@ func TestShutdownWithPendingAuth(t *testing.T) {
 	defer conn.Close()
 	testkit.Eventually(t, 5*time.Second, "the socket was not tracked", func() bool { return g.nconns.Load() == 1 })
 	start := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return within 5 s with a socket waiting for its auth frame")
-	}
+	stop() // fails the test when Run has not returned within 5 s
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Run took %v to return", d)
 	}

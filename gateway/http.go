@@ -13,37 +13,33 @@ import (
 
 	"pibridge"
 	"pibridge/httpx"
+	"pibridge/web"
 )
 
 //go:embed static
 var static embed.FS
-
-// contentSecurityPolicy is the panel's: no inline script or style, nothing
-// from another origin.
-const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; " +
-	"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; " +
-	"base-uri 'none'; form-action 'self'"
 
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
 	files := http.FileServerFS(sub)
 	page := func(w http.ResponseWriter, r *http.Request) {
-		if !g.auth.hostAllowed(r.Host) {
-			writeError(w, http.StatusMisdirectedRequest, "host is not allowed (http.allowed_hosts)")
+		if !g.hostOK(w, r) {
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-cache")
+		web.SetSecurityHeaders(w.Header()) // the panel's: no inline script or style, nothing from another origin
 		files.ServeHTTP(w, r)
 	}
 	mux.HandleFunc("GET /{$}", page)
 	mux.HandleFunc("GET /fleet/", func(w http.ResponseWriter, r *http.Request) {
 		http.StripPrefix("/fleet", http.HandlerFunc(page)).ServeHTTP(w, r)
+	})
+	// The sign-in form is the panel's own script, so both pages share it.
+	login := http.StripPrefix("/fleet", web.Handler())
+	mux.HandleFunc("GET /fleet/login.js", func(w http.ResponseWriter, r *http.Request) {
+		if g.hostOK(w, r) {
+			login.ServeHTTP(w, r)
+		}
 	})
 	mux.HandleFunc("GET /fleet/ws", func(w http.ResponseWriter, r *http.Request) { g.serveWS(w, r, nil) })
 	mux.HandleFunc("GET /api/devices", g.serveDevices)
@@ -59,8 +55,7 @@ func (g *Gateway) routes() http.Handler {
 		http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
 	})
 	mux.HandleFunc("GET /d/{id}/{file...}", func(w http.ResponseWriter, r *http.Request) {
-		if !g.auth.hostAllowed(r.Host) {
-			writeError(w, http.StatusMisdirectedRequest, "host is not allowed (http.allowed_hosts)")
+		if !g.hostOK(w, r) {
 			return
 		}
 		id := r.PathValue("id")
@@ -77,6 +72,15 @@ func (g *Gateway) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", g.serveHealth)
 	mux.HandleFunc("GET /metrics", g.serveMetrics)
 	return mux
+}
+
+// hostOK answers 421 and returns false for a Host that is not allowed.
+func (g *Gateway) hostOK(w http.ResponseWriter, r *http.Request) bool {
+	if g.auth.hostAllowed(r.Host) {
+		return true
+	}
+	writeError(w, http.StatusMisdirectedRequest, "host is not allowed (http.allowed_hosts)")
+	return false
 }
 
 // deviceByID returns a listed device, or nil.
@@ -100,8 +104,7 @@ func (g *Gateway) device(h func(http.ResponseWriter, *http.Request, *device)) ht
 	return func(w http.ResponseWriter, r *http.Request) {
 		d := g.deviceByID(r.PathValue("id"))
 		if d == nil {
-			if !g.auth.hostAllowed(r.Host) {
-				writeError(w, http.StatusMisdirectedRequest, "host is not allowed (http.allowed_hosts)")
+			if !g.hostOK(w, r) {
 				return
 			}
 			writeError(w, http.StatusNotFound, pibridge.Clip(r.PathValue("id"))+": "+ErrUnknownDevice.Error())

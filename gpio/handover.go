@@ -3,6 +3,7 @@ package gpio
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -10,6 +11,19 @@ import (
 	"periph.io/x/conn/v3/gpio/gpiotest"
 	"periph.io/x/conn/v3/physic"
 )
+
+// handable is an output or a pwm as the hand-over sees it.
+type handable[P any] interface {
+	label() string
+	line() pgpio.PinIO
+	// setHanded marks whether the pin belongs to the next board now.
+	setHanded(bool)
+	// giveBack marks a part taken over handed again and drops its timers.
+	giveBack()
+	// takeOver builds b's part from this handed one, or returns the zero
+	// P when it is not handed.
+	takeOver(b *Board) P
+}
 
 // HandOver prepares b to give its unchanged outputs and pwm to the board
 // that will open next's config with Options.Keep set to b: an output or
@@ -19,33 +33,19 @@ import (
 // returns the names handed over. Call it before ending b's Run.
 func (b *Board) HandOver(next Config) []string {
 	next = next.withDefaults()
-	nextOut := map[string]OutputConfig{}
-	for _, c := range next.Outputs {
-		nextOut[c.Name] = c
-	}
-	nextPWM := map[string]PWMConfig{}
-	for _, c := range next.PWM {
-		nextPWM[c.Name] = c
-	}
-	var kept []string
-	for i, o := range b.outputs {
-		c, ok := nextOut[o.name]
-		same := ok && reflect.DeepEqual(c, b.cfg.Outputs[i]) && next.Board == b.cfg.Board
-		o.mu.Lock()
-		o.handed = same
-		o.mu.Unlock()
+	sameBoard := next.Board == b.cfg.Board
+	kept := handOver(b.outputs, b.cfg.Outputs, next.Outputs, sameBoard, nil)
+	return handOver(b.pwms, b.cfg.PWM, next.PWM, sameBoard, kept)
+}
+
+// handOver marks each of parts (configured by cfgs) handed when next holds
+// its config unchanged, and appends the names handed to kept.
+func handOver[P handable[P], C any](parts []P, cfgs, next []C, sameBoard bool, kept []string) []string {
+	for i, p := range parts {
+		same := sameBoard && slices.ContainsFunc(next, func(c C) bool { return reflect.DeepEqual(c, cfgs[i]) })
+		p.setHanded(same)
 		if same {
-			kept = append(kept, o.name)
-		}
-	}
-	for i, w := range b.pwms {
-		c, ok := nextPWM[w.name]
-		same := ok && reflect.DeepEqual(c, b.cfg.PWM[i]) && next.Board == b.cfg.Board
-		w.mu.Lock()
-		w.handed = same
-		w.mu.Unlock()
-		if same {
-			kept = append(kept, w.name)
+			kept = append(kept, p.label())
 		}
 	}
 	return kept
@@ -55,14 +55,10 @@ func (b *Board) HandOver(next Config) []string {
 // for when no board could take the pins over.
 func (b *Board) TakeBack() {
 	for _, o := range b.outputs {
-		o.mu.Lock()
-		o.handed = false
-		o.mu.Unlock()
+		o.setHanded(false)
 	}
 	for _, w := range b.pwms {
-		w.mu.Lock()
-		w.handed = false
-		w.mu.Unlock()
+		w.setHanded(false)
 	}
 }
 
@@ -73,27 +69,23 @@ func (b *Board) returnKept() {
 	if b.keep == nil {
 		return
 	}
-	for _, o := range b.outputs {
-		for _, p := range b.keep.outputs {
-			if p.pin == o.pin {
-				o.mu.Lock()
-				o.handed = true
-				o.mu.Unlock()
-				if o.timer != nil {
-					o.timer.Stop()
-				}
-			}
+	returnTo(b.outputs, b.keep.outputs)
+	returnTo(b.pwms, b.keep.pwms)
+}
+
+// returnTo marks each of parts on a pin of prev handed again.
+func returnTo[P handable[P]](parts, prev []P) {
+	for _, p := range parts {
+		if slices.ContainsFunc(prev, func(q P) bool { return q.line() == p.line() }) {
+			p.giveBack()
 		}
 	}
-	for _, w := range b.pwms {
-		for _, p := range b.keep.pwms {
-			if p.pin == w.pin {
-				w.mu.Lock()
-				w.handed = true
-				w.mu.Unlock()
-			}
-		}
-	}
+}
+
+// keptIndex returns the index of the config equal to c among the first n
+// of prev (the parts prev's board opened), or -1.
+func keptIndex[C any](prev []C, n int, c C) int {
+	return slices.IndexFunc(prev[:min(n, len(prev))], func(p C) bool { return reflect.DeepEqual(p, c) })
 }
 
 // keptInput returns prev's pin of an input of the same config, so a
@@ -102,12 +94,20 @@ func (b *Board) keptInput(c InputConfig) (pgpio.PinIO, *gpiotest.Pin) {
 	if b.keep == nil {
 		return nil, nil
 	}
-	for i, p := range b.keep.inputs {
-		if p.name == c.Name && reflect.DeepEqual(b.keep.cfg.Inputs[i], c) {
-			return p.pin, p.sim
-		}
+	if i := keptIndex(b.keep.cfg.Inputs, len(b.keep.inputs), c); i >= 0 {
+		return b.keep.inputs[i].pin, b.keep.inputs[i].sim
 	}
 	return nil, nil
+}
+
+// kept takes over prev's handed part of config c for b, or returns the
+// zero P.
+func kept[P handable[P], C any](b *Board, prev []P, prevCfg []C, c C) P {
+	if i := keptIndex(prevCfg, len(prev), c); i >= 0 {
+		return prev[i].takeOver(b)
+	}
+	var none P
+	return none
 }
 
 // keptOutput takes over prev's handed output of the same config: the pin,
@@ -116,27 +116,7 @@ func (b *Board) keptOutput(c OutputConfig) *output {
 	if b.keep == nil {
 		return nil
 	}
-	for i, p := range b.keep.outputs {
-		if p.name != c.Name || !reflect.DeepEqual(b.keep.cfg.Outputs[i], c) {
-			continue
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if !p.handed {
-			return nil
-		}
-		if p.timer != nil {
-			p.timer.Stop()
-		}
-		o := &output{b: b, name: c.Name, pin: p.pin, sim: p.sim, invert: p.invert, safe: p.safe,
-			maxOn: p.maxOn, fsAfter: p.fsAfter,
-			on: p.on, lastOff: p.lastOff, pulseEnd: p.pulseEnd, maxOnEnd: p.maxOnEnd}
-		o.mu.Lock()
-		o.armLocked(b.clock.Now())
-		o.mu.Unlock()
-		return o
-	}
-	return nil
+	return kept(b, b.keep.outputs, b.keep.cfg.Outputs, c)
 }
 
 // keptPWM is keptOutput for a pwm.
@@ -144,18 +124,62 @@ func (b *Board) keptPWM(c PWMConfig) *pwmOut {
 	if b.keep == nil {
 		return nil
 	}
-	for i, p := range b.keep.pwms {
-		if p.name != c.Name || !reflect.DeepEqual(b.keep.cfg.PWM[i], c) {
-			continue
-		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if !p.handed {
-			return nil
-		}
-		return &pwmOut{b: b, name: c.Name, pin: p.pin, sim: p.sim, freq: p.freq, safe: p.safe, duty: p.duty, noPWM: p.noPWM}
+	return kept(b, b.keep.pwms, b.keep.cfg.PWM, c)
+}
+
+func (o *output) label() string     { return o.name }
+func (o *output) line() pgpio.PinIO { return o.pin }
+func (w *pwmOut) label() string     { return w.name }
+func (w *pwmOut) line() pgpio.PinIO { return w.pin }
+
+func (o *output) setHanded(h bool) {
+	o.mu.Lock()
+	o.handed = h
+	o.mu.Unlock()
+}
+
+func (o *output) giveBack() {
+	o.setHanded(true)
+	if o.timer != nil {
+		o.timer.Stop()
 	}
-	return nil
+}
+
+func (w *pwmOut) setHanded(h bool) {
+	w.mu.Lock()
+	w.handed = h
+	w.mu.Unlock()
+}
+
+func (w *pwmOut) giveBack() { w.setHanded(true) }
+
+// takeOver moves o's pin, state and deadlines to a new output of b without
+// writing the pin.
+func (o *output) takeOver(b *Board) *output {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.handed {
+		return nil
+	}
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+	n := &output{b: b, name: o.name, pin: o.pin, sim: o.sim, invert: o.invert, safe: o.safe,
+		maxOn: o.maxOn, fsAfter: o.fsAfter,
+		on: o.on, lastOff: o.lastOff, pulseEnd: o.pulseEnd, maxOnEnd: o.maxOnEnd}
+	n.mu.Lock()
+	n.armLocked(b.clock.Now())
+	n.mu.Unlock()
+	return n
+}
+
+func (w *pwmOut) takeOver(b *Board) *pwmOut {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.handed {
+		return nil
+	}
+	return &pwmOut{b: b, name: w.name, pin: w.pin, sim: w.sim, freq: w.freq, safe: w.safe, duty: w.duty, noPWM: w.noPWM}
 }
 
 // simPin is a pin of the sim board that logs every level and duty cycle

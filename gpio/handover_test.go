@@ -5,7 +5,6 @@ import (
 	"errors"
 	"syscall"
 	"testing"
-	"time"
 
 	"pibridge"
 )
@@ -30,9 +29,7 @@ func TestHandOverKeepsUnchangedPins(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- a.Run(ctx, nopEmitter{}) }()
-	for !a.Running() {
-		time.Sleep(time.Millisecond) // Run starts at once; nothing else to wait on
-	}
+	eventually(t, "the board running", a.Running)
 	if err := a.Set(ctx, "pump", pibridge.Bool(true)); err != nil {
 		t.Fatal(err)
 	}

@@ -122,21 +122,11 @@ func start(t *testing.T, cfg Config, o Options) *running {
 		t.Fatalf("Open: %v", err)
 	}
 	rec := &recorder{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx, rec) }()
+	stopRun := testkit.Start(t, 5*time.Second, func(ctx context.Context) error { return b.Run(ctx, rec) })
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Errorf("Run did not return within 5s of its context ending")
-			}
+			stopRun()
 			if err := b.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
+
+	"pibridge/internal/testkit"
 )
 
 func simControlConfig() Config {
@@ -318,24 +320,14 @@ func TestSimControlStopsWithContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sc.Run(ctx) }()
+	stop := testkit.Start(t, 5*time.Second, sc.Run)
 	send := sender(t, path)
 	send("button 1") // works before the board runs: the pin moves, Run emits it later
 	eventually(t, "the datagram applied", func() bool { a, _ := sc.Stats(); return a == 1 })
 	if v, _ := b.Level("button"); !v.Bool() {
 		t.Error("button pin did not move")
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after its context ended")
-	}
+	stop()
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {
 		t.Errorf("socket left after Run (%v)", err)
 	}

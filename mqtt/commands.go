@@ -37,6 +37,18 @@ type inbound struct {
 	tooLong  bool
 }
 
+// copyInbound copies m out of paho's buffers; a payload over
+// maxCommandPayload is only marked, not kept.
+func copyInbound(m paho.Message) inbound {
+	in := inbound{topic: m.Topic(), retained: m.Retained()}
+	if p := m.Payload(); len(p) > maxCommandPayload {
+		in.tooLong = true
+	} else {
+		in.payload = bytes.Clone(p)
+	}
+	return in
+}
+
 // pendingAck is an answer to a command, waiting to be published.
 type pendingAck struct {
 	id, name string
@@ -55,12 +67,7 @@ func (c *Client) onMessage(_ paho.Client, m paho.Message) {
 	if bridged && !c.forTheBridge(m.Topic()) {
 		return
 	}
-	in := inbound{topic: m.Topic(), retained: m.Retained()}
-	if p := m.Payload(); len(p) > maxCommandPayload {
-		in.tooLong = true
-	} else {
-		in.payload = bytes.Clone(p)
-	}
+	in := copyInbound(m)
 	select {
 	case c.inbox <- in:
 	default:

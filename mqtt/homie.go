@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -275,12 +274,7 @@ func (s homieSub) Deliver(r pibridge.Reading) {
 
 // onMessage is paho's handler: it copies a /set into the loop's channel.
 func (h *homie) onMessage(_ paho.Client, m paho.Message) {
-	in := inbound{topic: m.Topic(), retained: m.Retained()}
-	if p := m.Payload(); len(p) > maxCommandPayload {
-		in.tooLong = true
-	} else {
-		in.payload = bytes.Clone(p)
-	}
+	in := copyInbound(m)
 	select {
 	case h.setCh <- in:
 	default:

@@ -17,6 +17,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	pibridge "pibridge"
+	"pibridge/internal/testkit"
 )
 
 // Integration tests against a real mosquitto that is killed and started
@@ -449,17 +450,7 @@ type bridgeProc struct {
 
 func startBridgeProc(t *testing.T, dir, broker string, every time.Duration) *bridgeProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=bridge", "HELPER_STATE_DIR="+dir, "HELPER_BROKER="+broker, "HELPER_EVERY="+every.String())
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out, stderr := testkit.Child(t, "", helperEnv+"=bridge", "HELPER_STATE_DIR="+dir, "HELPER_BROKER="+broker, "HELPER_EVERY="+every.String())
 	p := &bridgeProc{cmd: cmd, change: make(chan struct{}, 1), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)

@@ -15,10 +15,10 @@ type outboxQueue struct {
 	max    int // readings held at most (queue_max): beyond, the oldest is dropped
 	memMax int // readings in memory at most
 
-	mem      readingRing // the newest readings, seq order
-	written  int         // mem[:written] are on disk as well
-	inflight int         // mem[written:written+inflight] are being written
-	disk     seqSpans    // readings held on disk only, all older than mem
+	mem      pibridge.Ring // the newest readings, seq order
+	written  int           // mem[:written] are on disk as well
+	inflight int           // mem[written:written+inflight] are being written
+	disk     seqSpans      // readings held on disk only, all older than mem
 
 	floor     uint64 // every key ≤ floor is to be deleted from disk
 	diskFloor uint64 // the floor of the last committed transaction
@@ -33,19 +33,19 @@ type outboxQueue struct {
 	workArrived func()
 }
 
-func (q *outboxQueue) len() int { return q.disk.n + q.mem.n }
+func (q *outboxQueue) len() int { return q.disk.n + q.mem.Len() }
 
 // unwritten is how many readings in memory are not on disk.
-func (q *outboxQueue) unwritten() int { return q.mem.n - q.written }
+func (q *outboxQueue) unwritten() int { return q.mem.Len() - q.written }
 
 // idle reports whether a transaction would have nothing to store or delete.
-func (q *outboxQueue) idle() bool { return q.mem.n == q.written+q.inflight && !q.deletes }
+func (q *outboxQueue) idle() bool { return q.mem.Len() == q.written+q.inflight && !q.deletes }
 
 // synced returns a seq S such that every reading with seq ≤ S is on disk,
 // acknowledged or dropped.
 func (q *outboxQueue) synced() uint64 {
-	if q.written < q.mem.n {
-		return q.mem.at(q.written).Seq - 1
+	if q.written < q.mem.Len() {
+		return q.mem.At(q.written).Seq - 1
 	}
 	return q.newest
 }
@@ -54,8 +54,8 @@ func (q *outboxQueue) firstHeld() uint64 {
 	if q.disk.n > 0 {
 		return q.disk.first()
 	}
-	if q.mem.n > 0 {
-		return q.mem.at(0).Seq
+	if q.mem.Len() > 0 {
+		return q.mem.At(0).Seq
 	}
 	return 0
 }
@@ -78,10 +78,10 @@ func (q *outboxQueue) push(r pibridge.Reading) (waiting int, droppedUnwritten bo
 	if q.len() >= q.max {
 		q.dropOldest()
 	}
-	if q.mem.n >= q.memMax {
+	if q.mem.Len() >= q.memMax {
 		if q.written > 0 {
 			// The oldest in memory is on disk too: keep only its seq.
-			q.disk.push(q.mem.at(0).Seq)
+			q.disk.push(q.mem.At(0).Seq)
 			q.popFront()
 		} else {
 			q.popFront()
@@ -90,8 +90,8 @@ func (q *outboxQueue) push(r pibridge.Reading) (waiting int, droppedUnwritten bo
 			droppedUnwritten = true
 		}
 	}
-	q.mem.push(r)
-	waiting = q.mem.n - q.written - q.inflight
+	q.mem.Push(r)
+	waiting = q.mem.Len() - q.written - q.inflight
 	if waiting == 1 {
 		q.work()
 	}
@@ -131,7 +131,7 @@ func (q *outboxQueue) commit(seq uint64) bool {
 	}
 	q.floor = seq
 	onDisk := q.disk.popTo(seq) > 0
-	for q.mem.n > 0 && q.mem.at(0).Seq <= seq {
+	for q.mem.Len() > 0 && q.mem.At(0).Seq <= seq {
 		onDisk = onDisk || q.written > 0
 		q.popFront()
 	}
@@ -143,11 +143,11 @@ func (q *outboxQueue) commit(seq uint64) bool {
 
 // nextInMemory returns the oldest reading in memory above after.
 func (q *outboxQueue) nextInMemory(after uint64) (pibridge.Reading, bool) {
-	i := q.mem.search(after)
-	if i == q.mem.n {
+	i := search(&q.mem, after)
+	if i == q.mem.Len() {
 		return pibridge.Reading{}, false
 	}
-	return *q.mem.at(i), true
+	return *q.mem.At(i), true
 }
 
 // skip drops seq, held on disk only, as unreadable.
@@ -165,7 +165,7 @@ func (q *outboxQueue) takeBatch(n int) (batch []pibridge.Reading, floor uint64, 
 	n = min(q.unwritten(), n)
 	batch = make([]pibridge.Reading, n)
 	for i := range batch {
-		batch[i] = *q.mem.at(q.written + i)
+		batch[i] = *q.mem.At(q.written + i)
 	}
 	q.inflight = n
 	q.deletes = false
@@ -185,7 +185,7 @@ func (q *outboxQueue) batchDone(batch []pibridge.Reading, floor uint64) {
 	q.inflight = 0
 	q.diskFloor = floor
 	if len(batch) > 0 {
-		q.written = q.mem.search(batch[len(batch)-1].Seq)
+		q.written = search(&q.mem, batch[len(batch)-1].Seq)
 		if batch[0].Seq <= q.floor {
 			q.noteDeletes() // acknowledged while being written
 		}
@@ -200,7 +200,7 @@ func (q *outboxQueue) dropOldest() {
 		q.disk.popTo(seq)
 		q.noteDeletes()
 	} else {
-		seq = q.mem.at(0).Seq
+		seq = q.mem.At(0).Seq
 		if q.written > 0 {
 			q.noteDeletes()
 		}
@@ -219,7 +219,7 @@ func (q *outboxQueue) popFront() {
 	case q.inflight > 0:
 		q.inflight--
 	}
-	q.mem.popFront()
+	q.mem.PopFront()
 }
 
 func (q *outboxQueue) noteDeletes() {
@@ -235,39 +235,10 @@ func (q *outboxQueue) work() {
 	}
 }
 
-// readingRing is a queue of readings in seq order that grows as needed.
-type readingRing struct {
-	buf  []pibridge.Reading
-	head int
-	n    int
-}
-
-func (q *readingRing) at(i int) *pibridge.Reading { return &q.buf[(q.head+i)%len(q.buf)] }
-
-func (q *readingRing) push(r pibridge.Reading) {
-	if q.n == len(q.buf) {
-		next := make([]pibridge.Reading, max(2*len(q.buf), 64))
-		for i := 0; i < q.n; i++ {
-			next[i] = *q.at(i)
-		}
-		q.buf, q.head = next, 0
-	}
-	*q.at(q.n) = r
-	q.n++
-}
-
-func (q *readingRing) popFront() {
-	*q.at(0) = pibridge.Reading{}
-	q.head = (q.head + 1) % len(q.buf)
-	q.n--
-	if q.n == 0 && len(q.buf) > 256 {
-		q.buf, q.head = nil, 0 // give back the memory of a burst
-	}
-}
-
-// search returns the index of the first reading with a seq above after.
-func (q *readingRing) search(after uint64) int {
-	return sort.Search(q.n, func(i int) bool { return q.at(i).Seq > after })
+// search returns the index in q of the first reading with a seq above
+// after.
+func search(q *pibridge.Ring, after uint64) int {
+	return sort.Search(q.Len(), func(i int) bool { return q.At(i).Seq > after })
 }
 
 // seqSpans is a set of seqs kept as ascending runs: the readings of a long

@@ -15,8 +15,8 @@ func queueSeqs(q *outboxQueue) []uint64 {
 			out = append(out, s)
 		}
 	}
-	for i := 0; i < q.mem.n; i++ {
-		out = append(out, q.mem.at(i).Seq)
+	for i := 0; i < q.mem.Len(); i++ {
+		out = append(out, q.mem.At(i).Seq)
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	pibridge "pibridge"
+	"pibridge/internal/testkit"
 )
 
 // seqHelperEnv makes TestSeqKilledHelper the child process of
@@ -74,21 +74,45 @@ func TestSeqKilledHelper(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Queued() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	// Every reading in the outbox, then every one acknowledged.
+	settled := func() {
+		core.AwaitJournal(ctx)
+		for c.Queued() > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // polling with a deadline
+		}
 	}
+	settled()
 	// Readings further apart than the commit window, each acknowledged:
-	// the log switches files and truncates what was acknowledged.
+	// the log switches files and truncates what was acknowledged. The
+	// spacing is what is tested here, not a wait for something.
 	for i := 0; i < 3; i++ {
 		time.Sleep(2 * CommitWindow)
 		core.Emit("cpu", pibridge.Number(float64(i)), time.Time{})
 	}
-	for c.Queued() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	settled()
+	// Recycled: the two log files hold no more than the last few readings
+	// (the first 2,997 took some 15 KB).
+	for recycled := time.Now().Add(10 * time.Second); walBytes(dir) > 1024; {
+		if time.Now().After(recycled) {
+			fail(fmt.Errorf("the outbox's log still holds %d bytes", walBytes(dir)))
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
-	time.Sleep(5 * CommitWindow)
 	fmt.Fprintln(os.Stdout, "IDLE", c.Queued())
 	select {}
+}
+
+// walBytes is the size of the outbox's two log files in dir.
+func walBytes(dir string) int64 {
+	var n int64
+	for _, p := range walPaths(filepath.Join(dir, outboxFile)) {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // TestSeqResumesAfterKill SIGKILLs a core whose journal is the disk outbox
@@ -173,20 +197,11 @@ func TestSeqResumesAfterKill(t *testing.T) {
 // last seq a subscriber saw.
 func runKilled(t *testing.T, dir string, idle bool, killAt uint64) (first, seen uint64) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSeqKilledHelper$")
-	cmd.Env = append(os.Environ(), seqHelperEnv+"="+dir)
+	env := []string{seqHelperEnv + "=" + dir}
 	if idle {
-		cmd.Env = append(cmd.Env, "SEQ_HELPER_IDLE=1")
+		env = append(env, "SEQ_HELPER_IDLE=1")
 	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := testkit.Child(t, "TestSeqKilledHelper", env...)
 	killed := false
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	pibridge "pibridge"
+	"pibridge/internal/testkit"
 )
 
 func TestWALRecordRoundTrip(t *testing.T) {
@@ -224,8 +225,8 @@ func TestWALConcurrent(t *testing.T) {
 			o.mu.Lock()
 			synced := o.q.synced()
 			var want []uint64
-			for i := 0; i < o.q.mem.n; i++ {
-				if s := o.q.mem.at(i).Seq; s > synced {
+			for i := 0; i < o.q.mem.Len(); i++ {
+				if s := o.q.mem.At(i).Seq; s > synced {
 					want = append(want, s)
 				}
 			}
@@ -310,17 +311,7 @@ func TestWALKilled(t *testing.T) {
 	from := uint64(1)
 	var dups uint64
 	for round := 0; round < 5; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestWALKilledHelper$")
-		cmd.Env = append(os.Environ(), walHelperEnv+"="+dir, "WAL_HELPER_FROM="+strconv.FormatUint(from, 10))
-		var stderr lockedBuffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, stdout, stderr := testkit.Child(t, "TestWALKilledHelper", walHelperEnv+"="+dir, "WAL_HELPER_FROM="+strconv.FormatUint(from, 10))
 		// Kill after a varying number of readings: 2,000 to 12,000.
 		killAt := from + 2000 + uint64(round)*2500
 		var appended, acked uint64

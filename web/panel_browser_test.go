@@ -537,7 +537,10 @@ func TestPanelInBrowser(t *testing.T) {
 		}
 		// A reading older than the one shown is ignored.
 		bridge.send(t, map[string]any{"type": "reading", "name": "door", "value": false, "ts": "2026-01-01T00:00:00.000Z", "seq": 9})
-		time.Sleep(100 * time.Millisecond)
+		// A marker after it on the same socket: once the panel has it, it
+		// has handled the stale reading too.
+		bridge.send(t, map[string]any{"type": "reading", "name": "relay", "value": false, "ts": "2026-01-01T00:00:00.000Z", "seq": 13})
+		b.waitFor(t, `pibridge.state.values.relay.seq === 13`)
 		if got := b.text(t, `[data-signal="door"] .value`); got != "ON" {
 			t.Errorf("door after a stale reading = %q", got)
 		}

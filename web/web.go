@@ -124,7 +124,7 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	setSecurityHeaders(w.Header())
+	SetSecurityHeaders(w.Header())
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -154,10 +154,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, name, time.Time{}, body)
 }
 
-// setSecurityHeaders sets the headers every response carries, errors included.
+// SetSecurityHeaders sets the headers every response carries, errors
+// included; the fleet gateway's page carries the same.
 // no-cache (revalidate, not "do not store") makes a browser pick up the panel of
 // a new binary at once; the ETag keeps that revalidation cheap.
-func setSecurityHeaders(h http.Header) {
+func SetSecurityHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", contentSecurityPolicy)
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -24,6 +24,10 @@ type burstRelease struct {
 	min    int
 	free   func() // debug.FreeOSMemory; tests count calls
 	closed bool
+	// now and after are the clock: time.Now and time.AfterFunc, a fake
+	// one in tests.
+	now   func() time.Time
+	after func(time.Duration, func())
 }
 
 const (
@@ -34,7 +38,8 @@ const (
 )
 
 func newBurstRelease() *burstRelease {
-	return &burstRelease{quiet: burstQuiet, min: burstJoins, free: debug.FreeOSMemory}
+	return &burstRelease{quiet: burstQuiet, min: burstJoins, free: debug.FreeOSMemory,
+		now: time.Now, after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 }
 
 // joined records one new connection.
@@ -42,10 +47,10 @@ func (b *burstRelease) joined() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.joins++
-	b.last = time.Now()
+	b.last = b.now()
 	if b.joins >= b.min && !b.armed && !b.closed {
 		b.armed = true
-		time.AfterFunc(b.quiet, b.settle)
+		b.after(b.quiet, b.settle)
 	}
 }
 
@@ -56,8 +61,8 @@ func (b *burstRelease) settle() {
 		b.mu.Unlock()
 		return
 	}
-	if wait := b.quiet - time.Since(b.last); wait > 0 {
-		time.AfterFunc(wait, b.settle) // still arriving
+	if wait := b.quiet - b.now().Sub(b.last); wait > 0 {
+		b.after(wait, b.settle) // still arriving
 		b.mu.Unlock()
 		return
 	}

@@ -487,4 +487,22 @@ func TestGatewayInChromium(t *testing.T) {
 	if os.Getenv("PIBRIDGE_SCREENSHOTS") == "1" {
 		br.Screenshot(t, filepath.Join("..", "..", "docs", "fleet-device.png"))
 	}
+
+	// Signed out, the fleet page shows the panel's sign-in form (login.js,
+	// served by the gateway) and it signs in again.
+	br.AllowNetworkErrors(true) // the 401s and the refused handshake
+	br.Navigate(t, f.gw.HTTPURL+"/")
+	if !paneltest.Eval[bool](t, br, `fetch('api/logout', {method: 'POST'}).then((r) => r.ok)`) {
+		t.Fatal("logout refused")
+	}
+	br.Navigate(t, f.gw.HTTPURL+"/")
+	br.WaitFor(t, `!document.querySelector('#login-panel').hidden`)
+	if got := br.Text(t, "#login-panel p"); got != "This gateway needs its access token." {
+		t.Errorf("login text %q", got)
+	}
+	paneltest.Eval[bool](t, br, `(document.querySelector('#token').value = 'wrong', document.querySelector('#login button').click(), true)`)
+	br.WaitFor(t, `document.querySelector('#login-error').textContent !== ''`)
+	paneltest.Eval[bool](t, br, `(document.querySelector('#token').value = '`+gatewayToken+`', document.querySelector('#login button').click(), true)`)
+	br.WaitFor(t, `document.querySelectorAll('#devices tbody tr').length === 3 && document.querySelector('#login-panel').hidden`)
+	br.AllowNetworkErrors(false)
 }

@@ -3,6 +3,9 @@
 // replaces one row (or removes it). Ages tick locally once a second.
 // URLs are relative so the page works behind a reverse proxy's prefix.
 
+// The panel's sign-in form: the gateway serves the panel's login.js here.
+import {login, loginForm} from './login.js';
+
 const devices = new Map(); // id → device as the gateway last described it
 const rows = new Map();    // id → <tr>
 let socket = null;
@@ -10,6 +13,10 @@ let retry = 500;
 let needLogin = false;
 
 const $ = (id) => document.getElementById(id);
+const form = loginForm('gateway', {failed: showLogin, signedIn: () => {
+  needLogin = false;
+  connect();
+}});
 
 function wsURL(path) {
   const u = new URL(path, location.href);
@@ -22,7 +29,7 @@ async function start() {
   const token = new URLSearchParams(location.hash.slice(1)).get('token');
   if (token !== null) {
     history.replaceState(null, '', location.pathname + location.search);
-    await login(token);
+    await login('gateway', token);
   }
   if (await checkAuth()) return;
   connect();
@@ -189,35 +196,9 @@ function age(ms) {
 function showLogin(msg) {
   needLogin = true;
   $('placeholder').hidden = true;
-  $('login-panel').hidden = false;
-  const e = $('login-error');
-  e.textContent = msg;
-  e.hidden = !msg;
-  $('token').focus();
+  form.show(msg);
 }
 
-async function login(token) {
-  try {
-    const res = await fetch('api/login', {
-      method: 'POST', credentials: 'same-origin',
-      headers: {'Content-Type': 'application/json'}, body: JSON.stringify({token}),
-    });
-    if (res.ok) return '';
-    return res.status === 401 ? 'Wrong token.' : `Sign-in failed (${res.status}).`;
-  } catch (err) {
-    return 'The gateway cannot be reached.';
-  }
-}
-
-$('login').addEventListener('submit', async (ev) => {
-  ev.preventDefault();
-  const err = await login($('token').value);
-  if (err) { showLogin(err); return; }
-  $('token').value = '';
-  $('login-panel').hidden = true;
-  needLogin = false;
-  connect();
-});
 $('search').addEventListener('input', filter);
 setInterval(ages, 1000);
 start();

@@ -58,16 +58,22 @@ func TestInputs(t *testing.T) {
 	n = r.readings(t, "door")
 	r.sh(t, "chip pulls 17 up 20; chip pull 17 up")
 	r.waitState(t, "door", false, "door after a burst ending high")
-	time.Sleep(300 * time.Millisecond) // what must not come: a second reading after the burst settled
-	if got := r.readings(t, "door") - n; got != 1 {
-		t.Errorf("burst of 41 edges: %d door readings, want 1", got)
+	// A marker edge through the same debounce: any second reading for the
+	// burst comes before the marker's.
+	r.pull(t, 17, "down")
+	r.waitState(t, "door", true, "door after the marker edge")
+	if got := r.readings(t, "door") - n; got != 2 {
+		t.Errorf("burst of 41 edges, then one: %d door readings, want 2", got)
 	}
 
 	// A 30ms high glitch, long enough to read without debounce, shorter
 	// than motion's 250ms debounce: no reading.
 	n = r.readings(t, "motion")
 	r.sh(t, "chip glitch 16 up 30")
-	time.Sleep(600 * time.Millisecond) // what must not come: a reading for the glitch
+	// The wait is what is tested: nothing comes within twice the debounce.
+	// A marker edge would not do: a lone reading "true" for the glitch
+	// would hide the marker's.
+	time.Sleep(600 * time.Millisecond)
 	if got := r.readings(t, "motion") - n; got != 0 {
 		t.Errorf("sub-debounce glitch: %d motion readings, want 0", got)
 	}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -178,38 +177,10 @@ func (d DaemonSpec) Start(ctx context.Context, name, config string) (*Daemon, er
 	cmd.Env = append(cmd.Env, d.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	dm := &Daemon{Cmd: cmd, Dir: dir, HTTPAddr: httpAddr, MQTTAddr: mqttAddr, HTTPURL: "http://" + httpAddr, WSURL: "ws://" + httpAddr + "/ws", LogPath: logPath, done: make(chan struct{})}
-
-	client := &http.Client{Timeout: 200 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	if err := dm.spawn(ctx, logf); err != nil {
 		return nil, err
 	}
-	dm.PID = cmd.Process.Pid
-	go func() { dm.exitErr = cmd.Wait(); logf.Close(); close(dm.done) }()
-	deadline := t0.Add(15 * time.Second)
-	for {
-		resp, err := client.Get(dm.HTTPURL + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				dm.Ready = time.Since(t0)
-				return dm, nil
-			}
-		}
-		select {
-		case <-dm.done:
-			return nil, fmt.Errorf("bridge exited before ready (%v); log: %s", dm.exitErr, Tail(logPath))
-		case <-ctx.Done():
-			dm.Stop()
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Microsecond):
-		}
-		if time.Now().After(deadline) {
-			dm.Stop()
-			return nil, fmt.Errorf("not ready after 15s; log: %s", Tail(logPath))
-		}
-	}
+	return dm, nil
 }
 
 // Stop sends SIGTERM and waits for the exit, SIGKILL after 10 s. It

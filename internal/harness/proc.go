@@ -67,21 +67,31 @@ func (m Metrics) Sum(name string, labels ...string) float64 {
 
 // Scrape reads url (a /metrics endpoint) within 5 s.
 func Scrape(ctx context.Context, url string) (Metrics, error) {
+	var m Metrics
+	err := Get(ctx, url, func(body io.Reader) (err error) {
+		m, err = parseMetrics(body)
+		return err
+	})
+	return m, err
+}
+
+// Get reads url within 5 s and hands the body of a 200 answer to read.
+func Get(ctx context.Context, url string, read func(body io.Reader) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
-	return parseMetrics(resp.Body)
+	return read(resp.Body)
 }
 
 func parseMetrics(r io.Reader) (Metrics, error) {

@@ -28,17 +28,24 @@ func (dm *Daemon) Restart(ctx context.Context) (*Daemon, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	nd := &Daemon{Cmd: cmd, Dir: dm.Dir, HTTPAddr: dm.HTTPAddr, MQTTAddr: dm.MQTTAddr, HTTPURL: dm.HTTPURL,
 		WSURL: dm.WSURL, LogPath: dm.LogPath, done: make(chan struct{})}
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	nd.PID = cmd.Process.Pid
-	go func() { nd.exitErr = cmd.Wait(); logf.Close(); close(nd.done) }()
-	if err := nd.waitReady(ctx, t0, 15*time.Second); err != nil {
+	if err := nd.spawn(ctx, logf); err != nil {
 		return nil, err
 	}
 	return nd, nil
+}
+
+// spawn starts dm's command, its output going to logf, which is closed once
+// the process has exited, and waits until it is ready: Ready is spawn →
+// /healthz 200.
+func (dm *Daemon) spawn(ctx context.Context, logf *os.File) error {
+	t0 := time.Now()
+	if err := dm.Cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	dm.PID = dm.Cmd.Process.Pid
+	go func() { dm.exitErr = dm.Cmd.Wait(); logf.Close(); close(dm.done) }()
+	return dm.waitReady(ctx, t0, 15*time.Second)
 }
 
 // waitReady polls /healthz until it answers 200, the process exits, ctx

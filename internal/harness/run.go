@@ -1,11 +1,14 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"strings"
+	"syscall"
 )
 
 // Setup is what the bench and the fault suite do before their first
@@ -29,4 +32,17 @@ func Setup(bridge, name string, args []string, keep bool, out io.Writer) (m Mach
 	fmt.Fprintf(out, "machine: %s, %d CPUs (nproc), %s %s/%s\n", m.CPU, m.NCPU, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(out, "command: %s %s\n", name, strings.Join(args, " "))
 	return m, scratch, cleanup, nil
+}
+
+// Main is the main of the bench, the fault suite and the fleet run: run
+// under a context that SIGINT or SIGTERM ends, its error on stderr after
+// the command's name, and exit status 1 then.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }

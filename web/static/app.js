@@ -14,6 +14,7 @@
 
 import {Chart, RANGES, chartsAvailable, readTheme} from './chart.js';
 import {Pages} from './pages.js';
+import {loginForm} from './login.js';
 
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10000;
@@ -69,6 +70,7 @@ const state = {
     topics: new Map(), // topic → row (see upsertTopic)
   },
   pages: null, // the Logs, Device and Settings pages (pages.js)
+  login: null, // the sign-in form (login.js)
 };
 
 // ---------------------------------------------------------------- start-up
@@ -93,7 +95,7 @@ function start() {
 
   const token = takeFragmentToken();
   if (token) {
-    loginAndConnect(token);
+    state.login.submit(token);
     return;
   }
   connect();
@@ -998,12 +1000,12 @@ function toast(text) {
 // ---------------------------------------------------------------- login
 
 function bindLogin() {
-  document.getElementById('login').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const input = document.getElementById('token');
-    setLoginError(''); // a new attempt: the last one's error is old news
-    if (input.value) loginAndConnect(input.value);
-  });
+  state.login = loginForm('bridge', {failed: showLogin, signedIn: () => {
+    state.needLogin = false;
+    document.getElementById('placeholder').hidden = state.signals.length > 0;
+    state.retryDelay = RETRY_MIN_MS;
+    connect();
+  }});
 }
 
 function showLogin(error) {
@@ -1017,69 +1019,12 @@ function showLogin(error) {
   setConnected(false);
   setStatus('offline');
   document.getElementById('placeholder').hidden = true;
-  const panel = document.getElementById('login-panel');
-  const wasHidden = panel.hidden;
-  panel.hidden = false;
-  setLoginError(error);
-  if (wasHidden) document.getElementById('token').focus();
+  state.login.show(error);
 }
 
 function hideLogin() {
   state.needLogin = false;
-  document.getElementById('login-panel').hidden = true;
-  setLoginError('');
-}
-
-function setLoginError(text) {
-  const p = document.getElementById('login-error');
-  p.textContent = text;
-  p.hidden = !text;
-}
-
-async function loginAndConnect(token) {
-  const button = document.querySelector('#login button[type="submit"]');
-  button.disabled = true;
-  const error = await login(token);
-  button.disabled = false;
-  if (error) {
-    showLogin(error);
-    return;
-  }
-  document.getElementById('token').value = '';
-  hideLogin();
-  document.getElementById('placeholder').hidden = state.signals.length > 0;
-  state.retryDelay = RETRY_MIN_MS;
-  connect();
-}
-
-// login posts the token; the answer sets the session cookie. It resolves to
-// an error message, or '' on success.
-async function login(token) {
-  let res;
-  try {
-    res = await fetch('api/login', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: {'Content-Type': 'application/json'},
-      body: JSON.stringify({token}),
-    });
-  } catch (err) {
-    return 'The bridge cannot be reached.';
-  }
-  if (res.ok) return '';
-  const detail = await errorDetail(res);
-  if (res.status === 401) return detail || 'Wrong token.';
-  if (res.status === 429) return detail || 'Too many attempts; wait a moment.';
-  return detail || `Login failed (HTTP ${res.status}).`;
-}
-
-async function errorDetail(res) {
-  try {
-    const body = await res.json();
-    return typeof body.error === 'string' ? body.error : '';
-  } catch (err) {
-    return '';
-  }
+  state.login.hide();
 }
 
 // ---------------------------------------------------------------- helpers
