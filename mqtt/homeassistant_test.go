@@ -336,9 +336,16 @@ func testHARestartStale(t *testing.T, addr string) {
 	})
 
 	setStale(true, "air.temperature", "air.humidity")
+	// last reads the watcher once: it may receive between two reads.
+	last := func(topic string) string {
+		ms := w.on(base + "/" + topic)
+		if len(ms) == 0 {
+			return ""
+		}
+		return ms[len(ms)-1].Payload
+	}
 	w.waitFor("the stale sensor offline", func([]msg) bool {
-		av := w.on(base + "/air/temperature/available")
-		return av[len(av)-1].Payload == "offline" && w.on(base + "/air/humidity/available")[len(w.on(base+"/air/humidity/available"))-1].Payload == "offline"
+		return last("air/temperature/available") == "offline" && last("air/humidity/available") == "offline"
 	})
 	v := restartHA(t, addr)
 	for _, id := range []string{"air_temperature", "air_humidity"} {
@@ -361,8 +368,7 @@ func testHARestartStale(t *testing.T, addr string) {
 	core.Emit("air.temperature", pibridge.Number(21), time.Time{})
 	core.Emit("air.humidity", pibridge.Number(40), time.Time{})
 	ms := w.waitFor("air.temperature online", func([]msg) bool {
-		av := w.on(base + "/air/temperature/available")
-		return av[len(av)-1].Payload == "online"
+		return last("air/temperature/available") == "online"
 	})[from:]
 	reading := slices.IndexFunc(ms, func(m msg) bool { return m.Topic == base+"/air/temperature" })
 	online := slices.IndexFunc(ms, func(m msg) bool { return m.Topic == base+"/air/temperature/available" })
