@@ -2,6 +2,7 @@ package gpio
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"path"
@@ -202,19 +203,18 @@ func (f Frequency) Hz() float64 { return float64(f) / float64(physic.Hertz) }
 
 func (f Frequency) String() string { return physic.Frequency(f).String() }
 
-// UnmarshalYAML reports a bad frequency as a yaml.TypeError, as
-// pibridge.Duration does, so decoding goes on and every problem of the file
-// is reported together.
+// UnmarshalYAML reads "25kHz", "1kHz", "500Hz". Its errors say what is
+// wrong with the value; the decoder adds where.
 func (f *Frequency) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a frequency such as \"25kHz\" or \"500Hz\"", n.Line)}}
+		return errors.New(`want a frequency such as "25kHz" or "500Hz"`)
 	}
 	var p physic.Frequency
 	if err := p.Set(strings.ReplaceAll(n.Value, " ", "")); err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", n.Line, n.Value)}}
+		return fmt.Errorf("%q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", n.Value)
 	}
 	if p <= 0 {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: a frequency must be above 0", n.Line, n.Value)}}
+		return fmt.Errorf("%q: a frequency must be above 0", n.Value)
 	}
 	*f = Frequency(p)
 	return nil
@@ -231,7 +231,7 @@ type Address string
 // the characters the user wrote, for messages and for 1-Wire ids.
 func (a *Address) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address such as 0x76 or \"28-0316a2791eff\"", n.Line)}}
+		return errors.New(`want an address such as 0x76 or "28-0316a2791eff"`)
 	}
 	*a = Address(n.Value)
 	return nil

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -100,14 +101,17 @@ func (b *Brokers) UnmarshalYAML(n *yaml.Node) error {
 		*b = Brokers{n.Value}
 		return nil
 	case yaml.SequenceNode:
-		var list []string
-		if err := n.Decode(&list); err != nil {
-			return err
+		list := make(Brokers, len(n.Content))
+		for i, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return fmt.Errorf("item %d (line %d): want a URL", i, c.Line)
+			}
+			list[i] = c.Value
 		}
 		*b = list
 		return nil
 	}
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: broker: want a URL or a list of URLs", n.Line)}}
+	return errors.New("want a URL or a list of URLs")
 }
 
 // Defaults fills in what the file left out. deviceID is device.id.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"pibridge"
 	"pibridge/gateway"
 	"pibridge/gpio"
+	"pibridge/internal/strictyaml"
 	"pibridge/mqtt"
 	"pibridge/ws"
 )
@@ -186,9 +186,15 @@ func (f *fieldErrors) add(e *pibridge.FieldError) {
 
 func (f *fieldErrors) covers(path string) bool { return f.paths[path] }
 
-// parseConfig decodes strictly. Type errors do not stop it: they come
-// back as fieldErrors beside the partly filled config, so that validation
-// can still report everything else in the same run.
+// maxMappingKeys bounds the keys of one mapping that are decoded: no
+// section of a config has more than a few dozen, and every key read may
+// be a problem to describe.
+const maxMappingKeys = 256
+
+// parseConfig decodes strictly, each section over its defaults. Problems
+// of decoding do not stop it: they come back as fieldErrors beside the
+// partly filled config, so that validation can still report everything
+// else in the same run.
 func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
@@ -198,34 +204,16 @@ func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 		return nil, nil, &pibridge.FieldError{Msg: "the file is empty"}
 	}
 	errs := &fieldErrors{}
-	// yaml.v3 reports a repeated key once per pair of its occurrences (n
-	// copies, n(n-1)/2 messages): drop the repeats here, one problem per
-	// key, and decode what is left.
-	lines := map[int]int(nil) // line in what is decoded → line in the file
-	if dropDuplicateKeys(&root, "", errs) {
-		var err error
-		if src, lines, err = reencode(&root); err != nil {
-			return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-		}
-	}
 	cfg := &Config{HTTP: ws.Defaults()}
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil || errors.Is(err, io.EOF) {
-		return cfg, errs, nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	if len(te.Errors) > maxProblems-len(errs.errs) {
-		errs.more += len(te.Errors) - max(0, maxProblems-len(errs.errs))
-		te.Errors = te.Errors[:max(0, maxProblems-len(errs.errs))]
-	}
-	spots := indexYAML(&root)
-	for _, msg := range te.Errors {
-		errs.add(describeYAMLError(spots, fileLine(msg, lines)))
+	dec := strictyaml.Decoder{MaxKeys: maxMappingKeys, MaxErrors: maxProblems}
+	var de *strictyaml.Error
+	if err := dec.Decode(&root, cfg); errors.As(err, &de) {
+		for _, e := range de.Problems {
+			errs.add(e)
+		}
+		errs.more += de.More
+	} else if err != nil {
+		return nil, nil, err
 	}
 	return cfg, errs, nil
 }
