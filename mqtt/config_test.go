@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"pibridge"
+	"pibridge/internal/strictyaml"
 )
 
 func intp(i int) *int    { return &i }
@@ -40,8 +41,9 @@ func TestConfigYAML(t *testing.T) {
 	}
 
 	var c Config
-	err := yaml.Unmarshal([]byte("broker: {a: b}"), &c)
-	if err == nil || !strings.Contains(err.Error(), "line 1: broker: want a URL or a list of URLs") {
+	err := strictyaml.Unmarshal([]byte("broker: {a: b}"), &c)
+	var fe *pibridge.FieldError
+	if !errors.As(err, &fe) || fe.Line != 1 || fe.Error() != "broker: want a URL or a list of URLs" {
 		t.Errorf("mapping as broker: err = %v", err)
 	}
 

@@ -223,6 +223,11 @@ func (d *Decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	tmp := reflect.New(v.Type())
+	// yaml.v3 would cut 1.5 to 1 for an integer; a config means what it says.
+	if words(v.Type()) == "a whole number" && n.ShortTag() == "!!float" {
+		d.wrongKind(n, v.Type(), path)
+		return
+	}
 	if err := n.Decode(tmp.Interface()); err != nil {
 		d.wrongKind(n, v.Type(), path)
 		return
@@ -328,7 +333,7 @@ func fieldsOf(t reflect.Type) map[string][]int {
 	walk = func(t reflect.Type, index []int) {
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() {
+			if !f.IsExported() && !f.Anonymous {
 				continue
 			}
 			tag := f.Tag.Get("yaml")
