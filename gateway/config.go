@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -72,8 +73,8 @@ func (c Config) Validate() error {
 		p.Addf("gateway.name", "longer than 128 characters")
 	}
 	if c.TopicPrefix != "" {
-		if why := validPrefix(c.TopicPrefix); why != "" {
-			p.Addf("gateway.topic_prefix", "%q: %s", c.TopicPrefix, why)
+		if err := validPrefix(c.TopicPrefix); err != nil {
+			p.Addf("gateway.topic_prefix", "%q: %v", c.TopicPrefix, err)
 		}
 	}
 	if h := c.History.D(); h != 0 && (h < time.Minute || h > maxHistory) {
@@ -89,18 +90,18 @@ func (c Config) Validate() error {
 }
 
 // validPrefix applies the topic rules of README "MQTT topics" to a prefix.
-func validPrefix(s string) string {
+func validPrefix(s string) error {
 	switch {
 	case len(s) > 256:
-		return "longer than 256 characters"
+		return errors.New("longer than 256 characters")
 	case strings.ContainsAny(s, "+#\x00"):
-		return "must not contain +, # or NUL"
+		return errors.New("must not contain +, # or NUL")
 	case strings.HasPrefix(s, "$"):
-		return "must not start with $"
+		return errors.New("must not start with $")
 	case strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "//"):
-		return "must not start or end with / or hold an empty level"
+		return errors.New("must not start or end with / or hold an empty level")
 	}
-	return ""
+	return nil
 }
 
 // withDefaults returns c with every zero field set to its default.

@@ -365,7 +365,7 @@ func (g *Gateway) handle(m inMsg) {
 		return
 	}
 	id, tail, ok := strings.Cut(rest, "/")
-	if !ok || pibridge.ValidName(id, 64) != "" {
+	if !ok || pibridge.ValidName(id, 64) != nil {
 		g.stats.junk.Add(1)
 		return
 	}
@@ -422,7 +422,7 @@ func (g *Gateway) handle(m inMsg) {
 	_, known := d.index[name]
 	listed := d.listed
 	d.mu.Unlock()
-	if !known && (listed || validSignal(name) != "" || strings.HasSuffix(tail, "/set") || strings.HasSuffix(tail, "/pulse")) {
+	if !known && (listed || validSignal(name) != nil || strings.HasSuffix(tail, "/set") || strings.HasSuffix(tail, "/pulse")) {
 		return // a command, or a signal the meta does not list
 	}
 	r, ok := parseReading(name, m.payload)

@@ -396,8 +396,8 @@ type validator struct {
 type pinUse struct{ path, bus string }
 
 func (v *validator) name(path, name string) {
-	if why := pibridge.ValidSignalName(name); why != "" {
-		v.p.Addf(path+".name", "%s", why)
+	if err := pibridge.ValidSignalName(name); err != nil {
+		v.p.Add(path+".name", err)
 		return
 	}
 	if prev, dup := v.names[name]; dup {
@@ -531,8 +531,8 @@ func (v *validator) output(path string, o OutputConfig) (group string) {
 		}
 		return ""
 	}
-	if why := pibridge.ValidName(o.Interlock, 32); why != "" {
-		v.p.Addf(path+".interlock", "%s", why)
+	if err := pibridge.ValidName(o.Interlock, 32); err != nil {
+		v.p.Add(path+".interlock", err)
 		return ""
 	}
 	// The safe state of an interlocked pair (a motor's two directions)

@@ -320,13 +320,13 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 			embedded = true
 			continue
 		}
-		if why := brokerProblem(b); why != "" {
-			p.Addf(path, "%q: %s", b, why)
+		if err := brokerProblem(b); err != nil {
+			p.Addf(path, "%q: %v", b, err)
 		}
 	}
 	if embedded {
-		if why := listenProblem(c.EmbeddedListen); why != "" {
-			p.Addf("embedded_listen", "%q: %s", c.EmbeddedListen, why)
+		if err := listenProblem(c.EmbeddedListen); err != nil {
+			p.Addf("embedded_listen", "%q: %v", c.EmbeddedListen, err)
 		}
 		// The bridge's client has one identity for every broker it lists:
 		// an internal one must not go to another broker, so it is the
@@ -339,39 +339,39 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 	}
 }
 
-func brokerProblem(b string) string {
+func brokerProblem(b string) error {
 	u, err := url.Parse(b)
 	if err != nil || u.Opaque != "" {
-		return "not a URL (want e.g. tcp://localhost:1883)"
+		return errors.New("not a URL (want e.g. tcp://localhost:1883)")
 	}
 	switch u.Scheme {
 	case "tcp", "ssl", "ws", "wss":
 	default:
-		return "scheme must be tcp, ssl, ws, wss or embedded"
+		return errors.New("scheme must be tcp, ssl, ws, wss or embedded")
 	}
 	if u.Hostname() == "" {
-		return "missing host"
+		return errors.New("missing host")
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "port must be a number from 1 to 65535"
+			return errors.New("port must be a number from 1 to 65535")
 		}
 	}
 	if (u.Scheme == "tcp" || u.Scheme == "ssl") && (u.Path != "" && u.Path != "/" || u.RawQuery != "") {
-		return "tcp and ssl URLs take no path or query"
+		return errors.New("tcp and ssl URLs take no path or query")
 	}
-	return ""
+	return nil
 }
 
-func listenProblem(addr string) string {
+func listenProblem(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "want host:port such as 127.0.0.1:1883"
+		return errors.New("want host:port such as 127.0.0.1:1883")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "port must be a number from 0 to 65535"
+		return errors.New("port must be a number from 0 to 65535")
 	}
-	return ""
+	return nil
 }
 
 // CheckFiles reports the files the section names that the bridge will

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -95,16 +96,12 @@ func loopbackListen(listen string) bool {
 // It does no I/O: New reads token_file.
 func (c Config) Validate() error {
 	var p pibridge.Problems
-	if err := validListen(c.Listen); err != "" {
-		p.Addf("listen", "%s", err)
-	}
+	p.Add("listen", validListen(c.Listen))
 	if c.Token != "" && c.TokenFile != "" {
 		p.Addf("token", "set token or token_file, not both")
 	}
 	if c.Token != "" && c.Token != TokenNone {
-		if why := validToken(c.Token); why != "" {
-			p.Addf("token", "%s", why)
-		}
+		p.Add("token", validToken(c.Token))
 	}
 	if c.ReadToken != "" {
 		switch {
@@ -113,18 +110,16 @@ func (c Config) Validate() error {
 		case c.ReadToken == c.Token:
 			p.Addf("read_token", "must differ from token")
 		}
-		if why := validToken(c.ReadToken); why != "" {
-			p.Addf("read_token", "%s", why)
-		}
+		p.Add("read_token", validToken(c.ReadToken))
 	}
 	for i, o := range c.AllowedOrigins {
-		if _, err := normalOrigin(o); err != "" {
-			p.Addf(fmt.Sprintf("allowed_origins[%d]", i), "%q: %s", o, err)
+		if _, err := normalOrigin(o); err != nil {
+			p.Addf(fmt.Sprintf("allowed_origins[%d]", i), "%q: %v", o, err)
 		}
 	}
 	for i, h := range c.AllowedHosts {
-		if err := validHostName(h); err != "" {
-			p.Addf(fmt.Sprintf("allowed_hosts[%d]", i), "%q: %s", h, err)
+		if err := validHostName(h); err != nil {
+			p.Addf(fmt.Sprintf("allowed_hosts[%d]", i), "%q: %v", h, err)
 		}
 	}
 	p.Add("tls", c.TLS.Validate())
@@ -148,71 +143,71 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-func validListen(s string) string {
+func validListen(s string) error {
 	if s == "" {
-		return `must be host:port, such as "0.0.0.0:8080" or "127.0.0.1:8080"`
+		return errors.New(`must be host:port, such as "0.0.0.0:8080" or "127.0.0.1:8080"`)
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Sprintf("%q: must be host:port, such as \"0.0.0.0:8080\"", s)
+		return fmt.Errorf("%q: must be host:port, such as \"0.0.0.0:8080\"", s)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Sprintf("%q: port %q must be a number from 0 to 65535", s, port)
+		return fmt.Errorf("%q: port %q must be a number from 0 to 65535", s, port)
 	}
 	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil && validHostName(host) != "" {
-			return fmt.Sprintf("%q: host %q is neither an IP address nor a host name", s, host)
+		if _, err := netip.ParseAddr(host); err != nil && validHostName(host) != nil {
+			return fmt.Errorf("%q: host %q is neither an IP address nor a host name", s, host)
 		}
 	}
-	return ""
+	return nil
 }
 
 // validToken checks what can travel in an Authorization header. The
 // reasons never quote the token: problems are printed and logged.
-func validToken(t string) string {
+func validToken(t string) error {
 	for i := 0; i < len(t); i++ {
 		if t[i] <= ' ' || t[i] >= 0x7f {
-			return "only visible ASCII characters are allowed (no spaces)"
+			return errors.New("only visible ASCII characters are allowed (no spaces)")
 		}
 	}
-	return ""
+	return nil
 }
 
 // normalOrigin returns an origin as browsers send it: lower-case
 // scheme://host[:port], nothing else.
-func normalOrigin(s string) (string, string) {
+func normalOrigin(s string) (string, error) {
 	if s == "*" || strings.Contains(s, "*") {
-		return "", "wildcards are not supported: list each origin"
+		return "", errors.New("wildcards are not supported: list each origin")
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", "not a URL"
+		return "", errors.New("not a URL")
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", `want an origin such as "https://panel.example:8443"`
+		return "", errors.New(`want an origin such as "https://panel.example:8443"`)
 	case u.Host == "" || u.User != nil:
-		return "", "want scheme://host[:port]"
+		return "", errors.New("want scheme://host[:port]")
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
-		return "", "an origin has no path, query or fragment"
+		return "", errors.New("an origin has no path, query or fragment")
 	}
-	return strings.ToLower(u.Scheme + "://" + u.Host), ""
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
 }
 
 // validHostName accepts DNS names (letters, digits, '-', '_', dots),
 // without port or scheme.
-func validHostName(h string) string {
+func validHostName(h string) error {
 	if h == "" {
-		return "must not be empty"
+		return errors.New("must not be empty")
 	}
 	if len(h) > 253 {
-		return "longer than 253 characters"
+		return errors.New("longer than 253 characters")
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return "want a host name without scheme, port or wildcard"
+			return errors.New("want a host name without scheme, port or wildcard")
 		}
 	}
-	return ""
+	return nil
 }

@@ -255,9 +255,7 @@ func (c *Config) validate(p *pibridge.Problems) {
 		c.validateGateway(p)
 		return
 	}
-	if why := pibridge.ValidName(c.Device.ID, 64); why != "" {
-		p.Addf("device.id", "%s", why)
-	}
+	p.Add("device.id", pibridge.ValidName(c.Device.ID, 64))
 	p.Add("http", c.HTTP.Validate())
 	p.Add("mqtt", c.MQTT.Validate())
 	gpioErr := c.GPIO.Validate()

@@ -57,8 +57,8 @@ func TestDecode(t *testing.T) {
 		want  []problem
 	}{
 		{
-			name:  "everything well formed",
-			yaml:  "board: sim\nname: 42\nqos: 0x2\nitems: [{pin: GPIO17, wait: 20ms}]\nsection: {port: 1_000, ratio: 0.5, on: true, leaf: {pin: P1_11}}\ntags: {a: 1}\nevery: 5m\nany: [1, x]\n",
+			name: "everything well formed",
+			yaml: "board: sim\nname: 42\nqos: 0x2\nitems: [{pin: GPIO17, wait: 20ms}]\nsection: {port: 1_000, ratio: 0.5, on: true, leaf: {pin: P1_11}}\ntags: {a: 1}\nevery: 5m\nany: [1, x]\n",
 			check: func(d *doc) bool {
 				return d.Board == "sim" && d.Name == "42" && d.QoS == 2 && d.Items[0].Wait.D() == 20*time.Millisecond &&
 					d.Section.Port == 1000 && d.Section.Leaf.Pin == "P1_11" && d.Tags["a"] == 1 && d.Every.D() == 5*time.Minute &&
@@ -109,8 +109,8 @@ func TestDecode(t *testing.T) {
 			},
 		},
 		{
-			name:  "alias and merge",
-			yaml:  "items:\n  - &base {pin: GPIO5, wait: 1s}\n  - <<: *base\n    pin: GPIO6\n  - *base\nname: &n bob\nboard: *n\n",
+			name: "alias and merge",
+			yaml: "items:\n  - &base {pin: GPIO5, wait: 1s}\n  - <<: *base\n    pin: GPIO6\n  - *base\nname: &n bob\nboard: *n\n",
 			check: func(d *doc) bool {
 				return d.Items[1].Pin == "GPIO6" && d.Items[1].Wait.D() == time.Second && d.Items[2].Pin == "GPIO5" && d.Board == "bob"
 			},
@@ -130,9 +130,11 @@ func TestDecode(t *testing.T) {
 			},
 		},
 		{
-			name:  "nested pointer: allocated, and null empties it",
-			yaml:  "section:\n  leaf:\n    wait: 2s\n",
-			check: func(d *doc) bool { return d.Section != nil && d.Section.Leaf != nil && d.Section.Leaf.Wait.D() == 2*time.Second },
+			name: "nested pointer: allocated, and null empties it",
+			yaml: "section:\n  leaf:\n    wait: 2s\n",
+			check: func(d *doc) bool {
+				return d.Section != nil && d.Section.Leaf != nil && d.Section.Leaf.Wait.D() == 2*time.Second
+			},
 		},
 		{
 			name:  "null keeps a scalar, empties a pointer",
