@@ -204,7 +204,7 @@ func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 		return nil, nil, &pibridge.FieldError{Msg: "the file is empty"}
 	}
 	errs := &fieldErrors{}
-	cfg := &Config{HTTP: ws.Defaults()}
+	cfg := &Config{HTTP: ws.Defaults(), MQTT: mqtt.Defaults()}
 	dec := strictyaml.Decoder{MaxKeys: maxMappingKeys, MaxErrors: maxProblems}
 	var de *strictyaml.Error
 	if err := dec.Decode(&root, cfg); errors.As(err, &de) {
@@ -247,7 +247,7 @@ func (c *Config) defaults(getenv func(string) string) {
 		c.StateDir = defaultStateDir(getenv)
 	}
 	c.GPIO.Defaults()
-	c.MQTT.Defaults(c.Device.ID)
+	c.MQTT.Derive(c.Device.ID)
 }
 
 func (c *Config) validate(p *pibridge.Problems) {

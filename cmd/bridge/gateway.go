@@ -23,7 +23,7 @@ func (c *Config) gatewayDefaults(getenv func(string) string) {
 		c.StateDir = defaultStateDir(getenv)
 	}
 	clientID := c.MQTT.ClientID
-	c.MQTT.Defaults("gateway")
+	c.MQTT.Derive("gateway")
 	c.Gateway.MQTT = gateway.MQTTConfig{
 		Brokers: c.MQTT.Broker, ClientID: clientID,
 		Username: c.MQTT.Username, PasswordFile: c.MQTT.PasswordFile,
