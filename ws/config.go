@@ -47,20 +47,9 @@ const (
 
 // Defaults returns the section as it is before the configuration file is
 // decoded over it, so that a key the file sets to zero ("max_clients: 0")
-// is reported by Validate rather than taken for "default".
-func Defaults() Config { return Config{}.withDefaults() }
-
-// withDefaults fills what is unset: the one place the section's defaults
-// live. New applies it to a Config built in code.
-func (c Config) withDefaults() Config {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.MaxClients == 0 {
-		c.MaxClients = DefaultMaxClients
-	}
-	return c
-}
+// is reported by Validate rather than taken for "default". A Config built
+// in code starts from it too: New takes its Config as it is.
+func Defaults() Config { return Config{Listen: DefaultListen, MaxClients: DefaultMaxClients} }
 
 // AuthEnabled reports whether /ws and /api/* need a token: one is set,
 // read from TokenFile, or generated because the listen address is beyond
