@@ -92,7 +92,11 @@ func New(c Config, d Deps) (*Gateway, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	c = c.withDefaults()
+	// HTTP is the http: section's, checked there; a Config built in code
+	// must still have been started from Defaults.
+	if c.HTTP.Listen == "" || c.HTTP.MaxClients < 1 {
+		return nil, fmt.Errorf("gateway: http.listen %q, http.max_clients %d: start the Config from Defaults", c.HTTP.Listen, c.HTTP.MaxClients)
+	}
 	if len(c.MQTT.Brokers) == 0 {
 		return nil, errors.New("gateway: no broker: list the fleet's broker nodes in mqtt.broker")
 	}

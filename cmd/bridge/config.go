@@ -204,7 +204,10 @@ func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 		return nil, nil, &pibridge.FieldError{Msg: "the file is empty"}
 	}
 	errs := &fieldErrors{}
-	cfg := &Config{HTTP: ws.Defaults(), MQTT: mqtt.Defaults()}
+	// Every section is decoded over its defaults; gateway: too, and is
+	// dropped again when the text has no such key.
+	gw := gateway.Defaults()
+	cfg := &Config{HTTP: ws.Defaults(), MQTT: mqtt.Defaults(), Gateway: &gw}
 	dec := strictyaml.Decoder{MaxKeys: maxMappingKeys, MaxErrors: maxProblems}
 	var de *strictyaml.Error
 	if err := dec.Decode(&root, cfg); errors.As(err, &de) {
@@ -215,7 +218,24 @@ func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 	} else if err != nil {
 		return nil, nil, err
 	}
+	if !hasTopKey(&root, "gateway") {
+		cfg.Gateway = nil
+	}
 	return cfg, errs, nil
+}
+
+// hasTopKey reports whether the document's top mapping has key.
+func hasTopKey(doc *yaml.Node, key string) bool {
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		if top[i].Value == key {
+			return true
+		}
+	}
+	return false
 }
 
 // applyEnv lets a test or a container move the listeners and the state
