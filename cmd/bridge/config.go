@@ -125,7 +125,7 @@ func loadSource(src []byte, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	cfg.applyEnv(getenv)
-	cfg.defaults(getenv)
+	cfg.derive(getenv)
 	var p pibridge.Problems
 	for _, e := range decodeErrs.errs {
 		p.Add("", e)
@@ -207,7 +207,7 @@ func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 	// Every section is decoded over its defaults; gateway: too, and is
 	// dropped again when the text has no such key.
 	gw := gateway.Defaults()
-	cfg := &Config{HTTP: ws.Defaults(), MQTT: mqtt.Defaults(), Gateway: &gw}
+	cfg := &Config{Device: DeviceConfig{ID: defaultDeviceID}, HTTP: ws.Defaults(), MQTT: mqtt.Defaults(), Gateway: &gw}
 	dec := strictyaml.Decoder{MaxKeys: maxMappingKeys, MaxErrors: maxProblems}
 	var de *strictyaml.Error
 	if err := dec.Decode(&root, cfg); errors.As(err, &de) {
@@ -252,13 +252,18 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	}
 }
 
-func (c *Config) defaults(getenv func(string) string) {
+// defaultDeviceID is device.id when the file has none.
+const defaultDeviceID = "pibridge"
+
+// derive fills in the defaults that depend on another section or on the
+// machine, once, after decoding and before validation: device.name is
+// device.id, state_dir the first writable of the usual places, and each
+// part's own derived defaults (mqtt's client_id, the board's per-item
+// defaults, the gateway's topic_prefix).
+func (c *Config) derive(getenv func(string) string) {
 	if c.Gateway != nil {
-		c.gatewayDefaults(getenv)
+		c.gatewayDerive(getenv)
 		return
-	}
-	if c.Device.ID == "" {
-		c.Device.ID = "pibridge"
 	}
 	if c.Device.Name == "" {
 		c.Device.Name = c.Device.ID

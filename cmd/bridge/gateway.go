@@ -15,11 +15,10 @@ import (
 // A file with a gateway: section runs the binary as a gateway (README
 // "Many boards"): no board, no pin, one panel for every device of a fleet.
 
-// gatewayDefaults fills in what a gateway's file left out and what derives
-// from other sections. The MQTT client id stays empty unless set: the
+// gatewayDerive is derive for a gateway. The MQTT client id stays empty unless set: the
 // gateway makes a distinct one, so that two gateways of one fleet never
 // take over each other's connection.
-func (c *Config) gatewayDefaults(getenv func(string) string) {
+func (c *Config) gatewayDerive(getenv func(string) string) {
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir(getenv)
 	}
