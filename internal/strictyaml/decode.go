@@ -370,22 +370,40 @@ func (d *Decoder) pairs(n *yaml.Node, path string, f func(k, v *yaml.Node)) {
 		kind  yaml.Kind
 		value string
 	}
-	lines := make(map[key][]int, len(n.Content)/2)
-	var repeated []key
-	kept := make([]*yaml.Node, 0, len(n.Content))
-	for i := 0; i+1 < len(n.Content); i += 2 {
+	keyOf := func(i int) key {
 		k := n.Content[i]
 		if k.Kind == yaml.AliasNode && k.Alias != nil {
 			k = k.Alias
 		}
-		kk := key{k.Kind, k.Value}
-		seen := lines[kk]
-		if len(seen) == 1 {
+		return key{k.Kind, k.Value}
+	}
+	// Counted first, lines gathered only for the keys that repeat: a
+	// hostile mapping may have 100,000 keys.
+	count := make(map[key]int, len(n.Content)/2)
+	var repeated []key
+	kept := make([]*yaml.Node, 0, len(n.Content))
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kk := keyOf(i)
+		c := count[kk]
+		count[kk] = c + 1
+		switch c {
+		case 0:
+			k := n.Content[i]
+			if k.Kind == yaml.AliasNode && k.Alias != nil {
+				k = k.Alias
+			}
+			kept = append(kept, k, n.Content[i+1])
+		case 1:
 			repeated = append(repeated, kk)
 		}
-		lines[kk] = append(seen, n.Content[i].Line)
-		if seen == nil {
-			kept = append(kept, k, n.Content[i+1])
+	}
+	var lines map[key][]int
+	if len(repeated) > 0 {
+		lines = make(map[key][]int, len(repeated))
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if kk := keyOf(i); count[kk] > 1 {
+				lines[kk] = append(lines[kk], n.Content[i].Line)
+			}
 		}
 	}
 	for _, kk := range repeated {
