@@ -84,7 +84,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("%q: not a duration (want e.g. \"500ms\", \"10s\", \"5m\")", n.Value)
+		return fmt.Errorf("%q: not a duration (want e.g. \"500ms\", \"10s\", \"5m\")", Clip(n.Value))
 	}
 	if v < 0 {
 		return fmt.Errorf("%q: a duration cannot be negative", n.Value)

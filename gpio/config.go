@@ -211,7 +211,7 @@ func (f *Frequency) UnmarshalYAML(n *yaml.Node) error {
 	}
 	var p physic.Frequency
 	if err := p.Set(strings.ReplaceAll(n.Value, " ", "")); err != nil {
-		return fmt.Errorf("%q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", n.Value)
+		return fmt.Errorf("%q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", pibridge.Clip(n.Value))
 	}
 	if p <= 0 {
 		return fmt.Errorf("%q: a frequency must be above 0", n.Value)
