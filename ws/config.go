@@ -82,7 +82,7 @@ func loopbackListen(listen string) bool {
 
 // Validate returns every problem of the section at once, each with its
 // field path relative to the section ("listen", "allowed_origins[1]").
-// It does no I/O: New reads token_file.
+// It does no I/O: CheckFiles looks at the files, New reads them.
 func (c Config) Validate() error {
 	var p pibridge.Problems
 	p.Add("listen", validListen(c.Listen))
