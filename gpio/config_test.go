@@ -387,7 +387,7 @@ func TestDefaults(t *testing.T) {
 		Outputs: []OutputConfig{{Name: "b", Pin: "GPIO5"}},
 		Sensors: []SensorConfig{{Name: "s", Type: "ads1115"}, {Name: "c", Type: "cpu_temp"}, {Name: "w", Type: "ds18b20", Address: "28-0316a2791eff"}},
 	}
-	c.Defaults()
+	c.Derive()
 	if c.Board != "periph" || c.Inputs[0].Pull != "none" || c.Outputs[0].Initial != "off" || c.Outputs[0].Safe != "off" {
 		t.Errorf("defaults: %+v", c)
 	}

@@ -271,7 +271,7 @@ func (c *Config) derive(getenv func(string) string) {
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir(getenv)
 	}
-	c.GPIO.Defaults()
+	c.GPIO.Derive()
 	c.MQTT.Derive(c.Device.ID)
 }
 
