@@ -28,7 +28,8 @@ import (
 // keys, wrong types and repeated keys are problems; decoding goes on
 // after each, so that one run reports them all. A key absent from the
 // text (or null, for a non-pointer) leaves the value as it was: decoding
-// over a part's defaults keeps them.
+// over a part's defaults keeps them. A Decoder serves one Decode at a
+// time.
 type Decoder struct {
 	// MaxKeys bounds the keys read of one mapping (0: no bound); the rest
 	// are one problem.
