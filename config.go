@@ -34,7 +34,7 @@ func (p *Problems) Add(prefix string, err error) {
 		if prefix != "" {
 			path = joinPath(prefix, path)
 		}
-		p.errs = append(p.errs, &FieldError{Path: path, Msg: fe.Msg})
+		p.errs = append(p.errs, &FieldError{Path: path, Line: fe.Line, Msg: fe.Msg})
 		return
 	}
 	p.errs = append(p.errs, &FieldError{Path: prefix, Msg: err.Error()})
@@ -56,6 +56,9 @@ func joinPath(prefix, path string) string {
 // FieldError is one configuration problem: `outputs[1].pin: "GPIO99": no such pin`.
 type FieldError struct {
 	Path string
+	// Line is the line of the text the problem is on, when decoding
+	// found it (0 for problems of validation, which sees no text).
+	Line int
 	Msg  string
 }
 
@@ -73,18 +76,18 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// UnmarshalYAML reports a bad duration as a yaml.TypeError so that decoding
-// goes on and every problem of the file is reported together.
+// UnmarshalYAML reads "500ms", "10s", "5m". Its errors say what is wrong
+// with the value; the decoder adds where.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a duration such as \"500ms\" or \"10s\"", n.Line)}}
+		return errors.New(`want a duration such as "500ms" or "10s"`)
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: not a duration (want e.g. \"500ms\", \"10s\", \"5m\")", n.Line, n.Value)}}
+		return fmt.Errorf("%q: not a duration (want e.g. \"500ms\", \"10s\", \"5m\")", Clip(n.Value))
 	}
 	if v < 0 {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: a duration cannot be negative", n.Line, n.Value)}}
+		return fmt.Errorf("%q: a duration cannot be negative", n.Value)
 	}
 	*d = Duration(v)
 	return nil

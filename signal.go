@@ -1,6 +1,7 @@
 package pibridge
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -53,31 +54,32 @@ func (s Signal) Topic() string { return strings.ReplaceAll(s.Name, ".", "/") }
 var reservedNames = map[string]bool{"status": true, "meta": true, "ack": true}
 
 // ValidName checks a signal name, device id part or quantity: [a-z0-9_-],
-// 1..max characters. It returns a reason, or "" when the name is fine.
-func ValidName(name string, max int) string {
+// 1..max characters. Its error says why a name is not; the caller adds
+// the field path (Problems.Add).
+func ValidName(name string, max int) error {
 	if name == "" {
-		return "must not be empty"
+		return errors.New("must not be empty")
 	}
 	if len(name) > max {
-		return fmt.Sprintf("%q is longer than %d characters", name, max)
+		return fmt.Errorf("%q is longer than %d characters", name, max)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return fmt.Sprintf("%q: only a-z, 0-9, _ and - are allowed (found %q)", name, rune(c))
+			return fmt.Errorf("%q: only a-z, 0-9, _ and - are allowed (found %q)", name, rune(c))
 		}
 	}
-	return ""
+	return nil
 }
 
 // ValidSignalName checks a configured signal name: ValidName plus the
 // reserved device topics.
-func ValidSignalName(name string) string {
-	if why := ValidName(name, 32); why != "" {
-		return why
+func ValidSignalName(name string) error {
+	if err := ValidName(name, 32); err != nil {
+		return err
 	}
 	if reservedNames[name] {
-		return fmt.Sprintf("%q is reserved", name)
+		return fmt.Errorf("%q is reserved", name)
 	}
-	return ""
+	return nil
 }

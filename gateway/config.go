@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -9,7 +10,7 @@ import (
 	"pibridge"
 )
 
-// Defaults applied by New.
+// The section's defaults (Defaults).
 const (
 	DefaultName           = "pibridge fleet"
 	DefaultTopicPrefix    = "pibridge"
@@ -23,8 +24,8 @@ const (
 	maxCommandTimeout = time.Minute
 )
 
-// Config is the gateway: section of the configuration file. The zero
-// value is the default. HTTP and MQTT are not part of the section: the
+// Config is the gateway: section of the configuration file, decoded over
+// Defaults. HTTP and MQTT are not part of the section: the
 // wiring fills them from the file's http: and mqtt: sections, which a
 // gateway shares with a bridge (README "Many boards").
 type Config struct {
@@ -68,65 +69,68 @@ type MQTTConfig struct {
 // http: and mqtt: sections' to check, with their own rules.
 func (c Config) Validate() error {
 	var p pibridge.Problems
-	if len(c.Name) > 128 {
+	switch {
+	case c.Name == "":
+		p.Addf("gateway.name", "must not be empty")
+	case len(c.Name) > 128:
 		p.Addf("gateway.name", "longer than 128 characters")
 	}
-	if c.TopicPrefix != "" {
-		if why := validPrefix(c.TopicPrefix); why != "" {
-			p.Addf("gateway.topic_prefix", "%q: %s", c.TopicPrefix, why)
-		}
+	if err := validPrefix(c.TopicPrefix); err != nil {
+		p.Addf("gateway.topic_prefix", "%q: %v", c.TopicPrefix, err)
 	}
-	if h := c.History.D(); h != 0 && (h < time.Minute || h > maxHistory) {
+	if h := c.History.D(); h < time.Minute || h > maxHistory {
 		p.Addf("gateway.history", "%s: must be from 1m to %s", h, maxHistory)
 	}
-	if t := c.CommandTimeout.D(); t != 0 && (t < 10*time.Millisecond || t > maxCommandTimeout) {
+	if t := c.CommandTimeout.D(); t < 10*time.Millisecond || t > maxCommandTimeout {
 		p.Addf("gateway.command_timeout", "%s: must be from 10ms to %s", t, maxCommandTimeout)
 	}
-	if c.MaxDevices < 0 {
+	switch {
+	case c.MaxDevices < 0:
 		p.Addf("gateway.max_devices", "%d: must not be negative", c.MaxDevices)
+	case c.MaxDevices == 0:
+		p.Addf("gateway.max_devices", "0: must be at least 1")
 	}
 	return p.Err()
 }
 
 // validPrefix applies the topic rules of README "MQTT topics" to a prefix.
-func validPrefix(s string) string {
+func validPrefix(s string) error {
 	switch {
+	case s == "":
+		return errors.New("must not be empty")
 	case len(s) > 256:
-		return "longer than 256 characters"
+		return errors.New("longer than 256 characters")
 	case strings.ContainsAny(s, "+#\x00"):
-		return "must not contain +, # or NUL"
+		return errors.New("must not contain +, # or NUL")
 	case strings.HasPrefix(s, "$"):
-		return "must not start with $"
+		return errors.New("must not start with $")
 	case strings.HasPrefix(s, "/") || strings.HasSuffix(s, "/") || strings.Contains(s, "//"):
-		return "must not start or end with / or hold an empty level"
+		return errors.New("must not start or end with / or hold an empty level")
 	}
-	return ""
+	return nil
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c Config) withDefaults() Config {
-	if c.Name == "" {
-		c.Name = DefaultName
+// Defaults returns the section as it is before the file is decoded over
+// it: a key the file leaves out keeps its default, a key it sets is
+// validated as written. A Config built in code starts from it too, for
+// New takes its Config as it is. TopicPrefix is left to Derive.
+func Defaults() Config {
+	return Config{
+		Name:           DefaultName,
+		History:        pibridge.Duration(DefaultHistory),
+		CommandTimeout: pibridge.Duration(DefaultCommandTimeout),
+		MaxDevices:     DefaultMaxDevices,
+		HTTP:           HTTPConfig{Listen: DefaultListen, MaxClients: DefaultMaxClients},
 	}
+}
+
+// Derive fills in what depends on another section, the one place such
+// defaults live: an empty topic_prefix is mqtt.topic_prefix (the fleet's
+// devices publish under it). The wiring calls it once, before Validate.
+func (c *Config) Derive(mqttTopicPrefix string) {
 	if c.TopicPrefix == "" {
-		c.TopicPrefix = DefaultTopicPrefix
+		c.TopicPrefix = mqttTopicPrefix
 	}
-	if c.History == 0 {
-		c.History = pibridge.Duration(DefaultHistory)
-	}
-	if c.CommandTimeout == 0 {
-		c.CommandTimeout = pibridge.Duration(DefaultCommandTimeout)
-	}
-	if c.MaxDevices == 0 {
-		c.MaxDevices = DefaultMaxDevices
-	}
-	if c.HTTP.MaxClients == 0 {
-		c.HTTP.MaxClients = DefaultMaxClients
-	}
-	if c.HTTP.Listen == "" {
-		c.HTTP.Listen = DefaultListen
-	}
-	return c
 }
 
 // loopbackListen reports whether a listen address takes connections from

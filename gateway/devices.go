@@ -79,7 +79,7 @@ func parseMeta(id string, payload []byte) (pibridge.Device, []pibridge.Signal, [
 	signals := make([]pibridge.Signal, 0, len(m.Signals))
 	for _, s := range m.Signals {
 		k, ok := parseKind(s.Kind)
-		if !ok || validSignal(s.Name) != "" {
+		if !ok || validSignal(s.Name) != nil {
 			return pibridge.Device{}, nil, nil, "signal " + pibridge.Clip(s.Name) + " of kind " + pibridge.Clip(s.Kind) + " is not valid"
 		}
 		signals = append(signals, pibridge.Signal{Name: s.Name, Kind: k, Unit: s.Unit})
@@ -100,15 +100,15 @@ func parseKind(s string) (pibridge.Kind, bool) {
 }
 
 // validSignal accepts `name` and `sensor.quantity`.
-func validSignal(name string) string {
+func validSignal(name string) error {
 	base, q, two := strings.Cut(name, ".")
-	if why := pibridge.ValidName(base, 32); why != "" {
-		return why
+	if err := pibridge.ValidName(base, 32); err != nil {
+		return err
 	}
 	if two {
 		return pibridge.ValidName(q, 32)
 	}
-	return ""
+	return nil
 }
 
 // readingJSON is the payload of P/D/<signal>.

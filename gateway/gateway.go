@@ -92,7 +92,11 @@ func New(c Config, d Deps) (*Gateway, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	c = c.withDefaults()
+	// HTTP is the http: section's, checked there; a Config built in code
+	// must still have been started from Defaults.
+	if c.HTTP.Listen == "" || c.HTTP.MaxClients < 1 {
+		return nil, fmt.Errorf("gateway: http.listen %q, http.max_clients %d: start the Config from Defaults", c.HTTP.Listen, c.HTTP.MaxClients)
+	}
 	if len(c.MQTT.Brokers) == 0 {
 		return nil, errors.New("gateway: no broker: list the fleet's broker nodes in mqtt.broker")
 	}
@@ -365,7 +369,7 @@ func (g *Gateway) handle(m inMsg) {
 		return
 	}
 	id, tail, ok := strings.Cut(rest, "/")
-	if !ok || pibridge.ValidName(id, 64) != "" {
+	if !ok || pibridge.ValidName(id, 64) != nil {
 		g.stats.junk.Add(1)
 		return
 	}
@@ -422,7 +426,7 @@ func (g *Gateway) handle(m inMsg) {
 	_, known := d.index[name]
 	listed := d.listed
 	d.mu.Unlock()
-	if !known && (listed || validSignal(name) != "" || strings.HasSuffix(tail, "/set") || strings.HasSuffix(tail, "/pulse")) {
+	if !known && (listed || validSignal(name) != nil || strings.HasSuffix(tail, "/set") || strings.HasSuffix(tail, "/pulse")) {
 		return // a command, or a signal the meta does not list
 	}
 	r, ok := parseReading(name, m.payload)

@@ -95,10 +95,19 @@ func (f *fakeDevice) answer(m paho.Message) {
 	f.c.Publish("pibridge/"+f.id+"/ack", 1, false, fmt.Sprintf(`{"id":%q,"name":%q,"ok":true}`, cmd.ID, name))
 }
 
+// testConfig is Defaults, as the wiring derives it, on a free loopback
+// port with one broker.
+func testConfig(broker, token, readToken string) Config {
+	c := Defaults()
+	c.Derive(DefaultTopicPrefix)
+	c.HTTP.Listen, c.HTTP.Token, c.HTTP.ReadToken = "127.0.0.1:0", token, readToken
+	c.MQTT.Brokers = []string{broker}
+	return c
+}
+
 func startGateway(t *testing.T, broker string) (*Gateway, func()) {
 	t.Helper()
-	g, err := New(Config{CommandTimeout: 0, HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "none"},
-		MQTT: MQTTConfig{Brokers: []string{"tcp://" + broker}}}, Deps{})
+	g, err := New(testConfig("tcp://"+broker, "none", ""), Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,25 +233,34 @@ func TestGatewayConcurrent(t *testing.T) {
 // TestConfigValidate names every bad field of the section.
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		c    Config
+		edit func(*Config)
 		want string
 	}{
-		{Config{}, ""},
-		{Config{TopicPrefix: "$SYS"}, `gateway.topic_prefix: "$SYS": must not start with $`},
-		{Config{TopicPrefix: "a//b"}, `gateway.topic_prefix: "a//b": must not start or end with / or hold an empty level`},
-		{Config{History: 1}, "gateway.history: 1ns: must be from 1m to 24h0m0s"},
-		{Config{MaxDevices: -2}, "gateway.max_devices: -2: must not be negative"},
+		{func(*Config) {}, ""},
+		{func(c *Config) { c.TopicPrefix = "$SYS" }, `gateway.topic_prefix: "$SYS": must not start with $`},
+		{func(c *Config) { c.TopicPrefix = "a//b" }, `gateway.topic_prefix: "a//b": must not start or end with / or hold an empty level`},
+		{func(c *Config) { c.History = 1 }, "gateway.history: 1ns: must be from 1m to 24h0m0s"},
+		{func(c *Config) { c.MaxDevices = -2 }, "gateway.max_devices: -2: must not be negative"},
+		// An explicit zero is a value like any other, not "the default".
+		{func(c *Config) { c.History, c.CommandTimeout, c.MaxDevices, c.Name = 0, 0, 0, "" }, "gateway.name: must not be empty\n" +
+			"gateway.history: 0s: must be from 1m to 24h0m0s\ngateway.command_timeout: 0s: must be from 10ms to 1m0s\ngateway.max_devices: 0: must be at least 1"},
+		{func(c *Config) { c.TopicPrefix = "" }, `gateway.topic_prefix: "": must not be empty`},
 	} {
-		err := tc.c.Validate()
+		c := Defaults()
+		c.Derive(DefaultTopicPrefix)
+		tc.edit(&c)
+		err := c.Validate()
 		got := ""
 		if err != nil {
 			got = err.Error()
 		}
 		if got != tc.want {
-			t.Errorf("%+v: %q; want %q", tc.c, got, tc.want)
+			t.Errorf("%+v: %q; want %q", c, got, tc.want)
 		}
 	}
-	if _, err := New(Config{}, Deps{}); err == nil || !strings.Contains(err.Error(), "mqtt.broker") {
+	noBroker := testConfig("", "none", "")
+	noBroker.MQTT.Brokers = nil
+	if _, err := New(noBroker, Deps{}); err == nil || !strings.Contains(err.Error(), "mqtt.broker") {
 		t.Errorf("New without brokers: %v; want an error naming mqtt.broker", err)
 	}
 }
@@ -251,7 +269,7 @@ func TestConfigValidate(t *testing.T) {
 // in any order, an ack counts only from the device commanded, and an
 // empty retained meta removes the device.
 func TestHandleOrder(t *testing.T) {
-	g, err := New(Config{HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "none"}, MQTT: MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}}}, Deps{})
+	g, err := New(testConfig("tcp://127.0.0.1:1", "none", ""), Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +323,7 @@ func TestHandleOrder(t *testing.T) {
 // TestShutdownWithPendingAuth: a socket still waiting for its auth frame
 // does not hold Run for its 10 s; it is told 1001 or 4401 and Run returns.
 func TestShutdownWithPendingAuth(t *testing.T) {
-	g, err := New(Config{HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "s3cret-token"},
-		MQTT: MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}}}, Deps{})
+	g, err := New(testConfig("tcp://127.0.0.1:1", "s3cret-token", ""), Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,8 +344,7 @@ func TestShutdownWithPendingAuth(t *testing.T) {
 // TestReadToken: the read token sees a device (hello says readonly, as a
 // bridge's does) and cannot command it; the control token can.
 func TestReadToken(t *testing.T) {
-	g, err := New(Config{HTTP: HTTPConfig{Listen: "127.0.0.1:0", Token: "control-token", ReadToken: "viewer-token"},
-		MQTT: MQTTConfig{Brokers: []string{"tcp://127.0.0.1:1"}}}, Deps{})
+	g, err := New(testConfig("tcp://127.0.0.1:1", "control-token", "viewer-token"), Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package gpio
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"path"
@@ -22,9 +23,11 @@ import (
 // it, so its fields are the top-level keys board, inputs, outputs, pwm and
 // sensors.
 //
-// Zero values mean "the default" throughout. Defaults writes them in, and
-// Validate gives the same answer before and after Defaults, so the -check
-// table can show either form.
+// Its defaults are per item and most depend on the item's type (a
+// sensor's address, bus, channels), so they are derived after decoding
+// rather than decoded over: an empty field means "the default" throughout.
+// Derive writes them in, and Validate gives the same answer before and
+// after Derive, so the -check table can show either form.
 type Config struct {
 	// Board is "periph" (real hardware through periph.io) or "sim". An
 	// empty board is "periph": a configuration file describes real pins.
@@ -202,19 +205,18 @@ func (f Frequency) Hz() float64 { return float64(f) / float64(physic.Hertz) }
 
 func (f Frequency) String() string { return physic.Frequency(f).String() }
 
-// UnmarshalYAML reports a bad frequency as a yaml.TypeError, as
-// pibridge.Duration does, so decoding goes on and every problem of the file
-// is reported together.
+// UnmarshalYAML reads "25kHz", "1kHz", "500Hz". Its errors say what is
+// wrong with the value; the decoder adds where.
 func (f *Frequency) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want a frequency such as \"25kHz\" or \"500Hz\"", n.Line)}}
+		return errors.New(`want a frequency such as "25kHz" or "500Hz"`)
 	}
 	var p physic.Frequency
 	if err := p.Set(strings.ReplaceAll(n.Value, " ", "")); err != nil {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", n.Line, n.Value)}}
+		return fmt.Errorf("%q: not a frequency (want e.g. \"25kHz\", \"1kHz\", \"500Hz\")", pibridge.Clip(n.Value))
 	}
 	if p <= 0 {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: a frequency must be above 0", n.Line, n.Value)}}
+		return fmt.Errorf("%q: a frequency must be above 0", n.Value)
 	}
 	*f = Frequency(p)
 	return nil
@@ -231,7 +233,7 @@ type Address string
 // the characters the user wrote, for messages and for 1-Wire ids.
 func (a *Address) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: want an address such as 0x76 or \"28-0316a2791eff\"", n.Line)}}
+		return errors.New(`want an address such as 0x76 or "28-0316a2791eff"`)
 	}
 	*a = Address(n.Value)
 	return nil
@@ -277,12 +279,13 @@ func (a Address) OneWire() (onewire.Address, error) {
 	return onewire.Address(binary.LittleEndian.Uint64(rom[:])), nil
 }
 
-// Defaults writes the default of every field left empty: board periph,
-// pull none, initial and safe off, sensor interval 5s, i2c_bus "1", the
-// type's usual address (bme280/bmp280 0x76, ads1115 0x48), ads1115
-// channels [0], thermal_zone thermal_zone0, onewire_pin GPIO4. New calls
-// it on its own copy.
-func (c *Config) Defaults() {
+// Derive writes the default of every field left empty, the one place
+// they live: board periph, pull none, initial and safe off, sensor
+// interval 5s, i2c_bus "1", the type's usual address (bme280/bmp280 0x76,
+// ads1115 0x48), ads1115 channels [0], thermal_zone thermal_zone0,
+// onewire_pin GPIO4. It is idempotent; Validate and Open apply it to
+// their own copy, so a Config built in code needs no call.
+func (c *Config) Derive() {
 	if c.Board == "" {
 		c.Board = BoardPeriph
 	}
@@ -330,7 +333,7 @@ func (c *Config) Defaults() {
 	}
 }
 
-// clone copies c deeply enough that Defaults on the copy leaves c alone.
+// clone copies c deeply enough that Derive on the copy leaves c alone.
 func (c Config) clone() Config {
 	c.Inputs = append([]InputConfig(nil), c.Inputs...)
 	c.Outputs = append([]OutputConfig(nil), c.Outputs...)
@@ -342,17 +345,17 @@ func (c Config) clone() Config {
 	return c
 }
 
-// withDefaults returns a defaulted copy.
+// withDefaults returns a derived copy.
 func (c Config) withDefaults() Config {
 	d := c.clone()
-	d.Defaults()
+	d.Derive()
 	return d
 }
 
 // Validate returns every problem of the configuration at once, each with
 // its field path (`outputs[1].pin: "GPIO99": no such pin`), joined by
 // pibridge.Problems. It does not change c; empty fields count as their
-// defaults (see Defaults).
+// defaults (see Derive).
 func (c *Config) Validate() error {
 	cfg := c.withDefaults()
 	v := &validator{names: map[string]string{}, pins: map[int]pinUse{}}
@@ -396,8 +399,8 @@ type validator struct {
 type pinUse struct{ path, bus string }
 
 func (v *validator) name(path, name string) {
-	if why := pibridge.ValidSignalName(name); why != "" {
-		v.p.Addf(path+".name", "%s", why)
+	if err := pibridge.ValidSignalName(name); err != nil {
+		v.p.Add(path+".name", err)
 		return
 	}
 	if prev, dup := v.names[name]; dup {
@@ -531,8 +534,8 @@ func (v *validator) output(path string, o OutputConfig) (group string) {
 		}
 		return ""
 	}
-	if why := pibridge.ValidName(o.Interlock, 32); why != "" {
-		v.p.Addf(path+".interlock", "%s", why)
+	if err := pibridge.ValidName(o.Interlock, 32); err != nil {
+		v.p.Add(path+".interlock", err)
 		return ""
 	}
 	// The safe state of an interlocked pair (a motor's two directions)

@@ -1,7 +1,6 @@
 package gpio
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +12,7 @@ import (
 	"periph.io/x/conn/v3/onewire"
 
 	"pibridge"
+	"pibridge/internal/strictyaml"
 )
 
 func TestNormalizePin(t *testing.T) {
@@ -291,9 +291,7 @@ type file struct {
 func decodeStrict(t *testing.T, src string) (file, error) {
 	t.Helper()
 	var f file
-	dec := yaml.NewDecoder(strings.NewReader(src))
-	dec.KnownFields(true)
-	err := dec.Decode(&f)
+	err := strictyaml.Unmarshal([]byte(src), &f)
 	return f, err
 }
 
@@ -353,8 +351,8 @@ sensors:
 	}
 }
 
-// Bad frequencies and addresses are yaml.TypeErrors: decoding goes on and
-// reports them together with unknown keys.
+// Bad frequencies and addresses do not stop decoding: they are reported
+// together with unknown keys, each at its field path.
 func TestYAMLErrorsContinue(t *testing.T) {
 	src := `
 pwm:
@@ -370,10 +368,10 @@ sensors:
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		`line 3: "fast": not a frequency`,
-		`line 4: "-5Hz": a frequency must be above 0`,
-		`field colour not found`,
-		`line 7: want an address such as 0x76`,
+		`pwm[0].frequency: "fast": not a frequency`,
+		`pwm[1].frequency: "-5Hz": a frequency must be above 0`,
+		`pwm[2].colour: unknown key (line 5)`,
+		`sensors[0].address: want an address such as 0x76`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not contain %q", msg, want)
@@ -390,7 +388,7 @@ func TestDefaults(t *testing.T) {
 		Outputs: []OutputConfig{{Name: "b", Pin: "GPIO5"}},
 		Sensors: []SensorConfig{{Name: "s", Type: "ads1115"}, {Name: "c", Type: "cpu_temp"}, {Name: "w", Type: "ds18b20", Address: "28-0316a2791eff"}},
 	}
-	c.Defaults()
+	c.Derive()
 	if c.Board != "periph" || c.Inputs[0].Pull != "none" || c.Outputs[0].Initial != "off" || c.Outputs[0].Safe != "off" {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -467,9 +465,7 @@ func TestExampleConfig(t *testing.T) {
 		MQTT     yaml.Node `yaml:"mqtt"`
 		Config   `yaml:",inline"`
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	if err := strictyaml.Unmarshal(src, &f); err != nil {
 		t.Fatal(err)
 	}
 	c := f.Config

@@ -35,7 +35,7 @@ func BenchmarkOutbox(b *testing.B) {
 			addr := startMosquitto(b)
 			px := newProxy(b, addr)
 			core, _ := newCore(b)
-			o := Options{Config: Config{Broker: Brokers{"tcp://" + px.addr}}, Core: core, Logger: testLogger(b)}
+			o := Options{Config: testConfig(core, "tcp://"+px.addr), Core: core, Logger: testLogger(b)}
 			if bc.disk {
 				o.StateDir = b.TempDir()
 			}
@@ -135,7 +135,7 @@ func TestRecoveryDefaultTiming(t *testing.T) {
 	m.stop()
 	m.start()
 	core, _ := newCore(t)
-	c, err := newClient(Options{Config: Config{Broker: Brokers{"tcp://" + m.addr}}, Core: core, Logger: testLogger(t), StateDir: t.TempDir()}, defaultTiming)
+	c, err := newClient(Options{Config: testConfig(core, "tcp://"+m.addr), Core: core, Logger: testLogger(t), StateDir: t.TempDir()}, defaultTiming)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,8 @@ import (
 // bridge's own password.
 func authBroker(t *testing.T) (addr, bridgePW string) {
 	t.Helper()
-	var cfg Config
-	cfg.Defaults("dev1")
+	cfg := Defaults()
+	cfg.Derive("dev1")
 	bridgePW = pibridge.RandomText()
 	b, err := NewAuthBroker("127.0.0.1:0", testLogger(t), cfg.EmbeddedAuth(map[string]string{"ha": "s3cret"}, bridgePW))
 	if err != nil {
@@ -90,7 +90,7 @@ func TestEmbeddedBrokerACL(t *testing.T) {
 	addr, bridgePW := authBroker(t)
 	core, act := newCore(t)
 	runClient(t, newTestClientOpts(t, core, "tcp://"+addr, func(c *Config) {
-		c.HomeAssistant.Discovery = boolp(true)
+		c.HomeAssistant.Discovery = true
 	}, func(o *Options) { o.EmbeddedPassword = bridgePW }))
 	w := watchWith(t, addr, as("ha", "s3cret"), base+"/#", "homeassistant/#")
 	waitOnline(w)
@@ -231,11 +231,11 @@ func TestLoadEmbeddedUsers(t *testing.T) {
 // command and announce Home Assistant on its own status topic; only the
 // bridge writes its state, discovery and Homie trees.
 func TestEmbeddedAuthPublishRules(t *testing.T) {
-	var cfg Config
+	cfg := Defaults()
 	cfg.HomeAssistant.Prefix = "ha-custom"
 	cfg.HomeAssistant.StatusTopic = "ha-custom/birth"
 	cfg.Homie.Enabled = true
-	cfg.Defaults("green_house")
+	cfg.Derive("green_house")
 	a := cfg.EmbeddedAuth(map[string]string{"ha": "pw"}, "bridge-pw")
 	hook, err := authHook("0.0.0.0:1883", &a, testLogger(t))
 	if err != nil {

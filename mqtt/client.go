@@ -190,7 +190,9 @@ func newClient(o Options, tm timing) (*Client, error) {
 		device.Version = o.Version
 	}
 	cfg := o.Config
-	cfg.Defaults(device.ID)
+	if cfg.DeviceID != device.ID {
+		return nil, fmt.Errorf("mqtt: Config.DeviceID %q is not the core's device %q (Config.Derive sets it)", cfg.DeviceID, device.ID)
+	}
 	if err := errors.Join(cfg.Validate(), cfg.CheckFiles()); err != nil {
 		var p pibridge.Problems
 		p.Add("mqtt", err)

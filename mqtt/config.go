@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -16,7 +17,7 @@ import (
 // Embedded is the broker address that means the broker inside this process.
 const Embedded = "embedded"
 
-// Defaults applied by Config.Defaults.
+// The section's defaults (Defaults).
 const (
 	DefaultBroker         = "tcp://localhost:1883"
 	DefaultEmbeddedListen = "127.0.0.1:1883"
@@ -50,7 +51,7 @@ type Config struct {
 	PasswordFile      string             `yaml:"password_file"`
 	TLS               pibridge.ClientTLS `yaml:"tls"`
 	TopicPrefix       string             `yaml:"topic_prefix"`
-	QoS               *int               `yaml:"qos"` // nil until Defaults: 0 is a valid choice
+	QoS               int                `yaml:"qos"`
 	QueueMax          int                `yaml:"queue_max"`
 	HomeAssistant     HomeAssistant      `yaml:"homeassistant"`
 	Homie             Homie              `yaml:"homie"`
@@ -59,14 +60,14 @@ type Config struct {
 	BridgeAllow []string `yaml:"bridge_allow"`
 
 	// DeviceID is device.id, from another section: the bridge's own
-	// topics, which bridge_allow must stay clear of, are under it. The
-	// wiring sets it (Defaults does).
+	// topics, which bridge_allow must stay clear of, are under it. Derive
+	// sets it.
 	DeviceID string `yaml:"-"`
 }
 
 // HomeAssistant configures MQTT discovery (README "Home Assistant").
 type HomeAssistant struct {
-	Discovery *bool  `yaml:"discovery"` // nil until Defaults: default on
+	Discovery bool   `yaml:"discovery"`
 	Prefix    string `yaml:"prefix"`
 	// StatusTopic is where Home Assistant announces itself (its birth
 	// message): its own setting, not derived from the discovery prefix.
@@ -100,50 +101,42 @@ func (b *Brokers) UnmarshalYAML(n *yaml.Node) error {
 		*b = Brokers{n.Value}
 		return nil
 	case yaml.SequenceNode:
-		var list []string
-		if err := n.Decode(&list); err != nil {
-			return err
+		list := make(Brokers, len(n.Content))
+		for i, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return fmt.Errorf("item %d (line %d): want a URL", i, c.Line)
+			}
+			list[i] = c.Value
 		}
 		*b = list
 		return nil
 	}
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: broker: want a URL or a list of URLs", n.Line)}}
+	return errors.New("want a URL or a list of URLs")
 }
 
-// Defaults fills in what the file left out. deviceID is device.id.
-func (c *Config) Defaults(deviceID string) {
+// Defaults returns the section as it is before the file is decoded over
+// it: a key the file leaves out keeps its default here, and a key it sets
+// is validated as written (qos: 0 and discovery: false are choices).
+func Defaults() Config {
+	return Config{
+		Broker:         Brokers{DefaultBroker},
+		EmbeddedListen: DefaultEmbeddedListen,
+		TopicPrefix:    DefaultTopicPrefix,
+		QoS:            DefaultQoS,
+		QueueMax:       DefaultQueueMax,
+		HomeAssistant:  HomeAssistant{Discovery: true, Prefix: DefaultHAPrefix, StatusTopic: DefaultHAStatusTopic},
+		Homie:          Homie{Prefix: DefaultHomiePrefix},
+	}
+}
+
+// Derive fills in what depends on device.id, another section: the one
+// place such defaults live. DeviceID is set, and an empty client_id
+// becomes "pibridge-<device.id>". The wiring calls it once, after
+// decoding and before Validate; New takes the result as it is.
+func (c *Config) Derive(deviceID string) {
 	c.DeviceID = deviceID
-	if len(c.Broker) == 0 {
-		c.Broker = Brokers{DefaultBroker}
-	}
-	if c.EmbeddedListen == "" {
-		c.EmbeddedListen = DefaultEmbeddedListen
-	}
 	if c.ClientID == "" {
 		c.ClientID = "pibridge-" + deviceID
-	}
-	if c.TopicPrefix == "" {
-		c.TopicPrefix = DefaultTopicPrefix
-	}
-	if c.QoS == nil {
-		q := DefaultQoS
-		c.QoS = &q
-	}
-	if c.QueueMax == 0 {
-		c.QueueMax = DefaultQueueMax
-	}
-	if c.HomeAssistant.Discovery == nil {
-		on := true
-		c.HomeAssistant.Discovery = &on
-	}
-	if c.HomeAssistant.Prefix == "" {
-		c.HomeAssistant.Prefix = DefaultHAPrefix
-	}
-	if c.HomeAssistant.StatusTopic == "" {
-		c.HomeAssistant.StatusTopic = DefaultHAStatusTopic
-	}
-	if c.Homie.Prefix == "" {
-		c.Homie.Prefix = DefaultHomiePrefix
 	}
 }
 
@@ -218,19 +211,12 @@ func (c *Config) brokerURLs(embeddedAddr string) []string {
 	return out
 }
 
-func (c *Config) qos() byte {
-	if c.QoS == nil {
-		return DefaultQoS
-	}
-	return byte(*c.QoS)
-}
+func (c *Config) qos() byte { return byte(c.QoS) }
 
-func (c *Config) discovery() bool {
-	return c.HomeAssistant.Discovery == nil || *c.HomeAssistant.Discovery
-}
+func (c *Config) discovery() bool { return c.HomeAssistant.Discovery }
 
 // Validate reports every problem of the section at once, each with its
-// field path relative to `mqtt:`. Call it after Defaults. It does no I/O:
+// field path relative to `mqtt:`. Call it after Derive. It does no I/O:
 // CheckFiles reads the files.
 func (c *Config) Validate() error {
 	var p pibridge.Problems
@@ -252,8 +238,8 @@ func (c *Config) Validate() error {
 	if err := validatePrefix(c.TopicPrefix); err != nil {
 		p.Addf("topic_prefix", "%v", err)
 	}
-	if c.QoS != nil && (*c.QoS < 0 || *c.QoS > 2) {
-		p.Addf("qos", "%d: must be 0, 1 or 2", *c.QoS)
+	if c.QoS < 0 || c.QoS > 2 {
+		p.Addf("qos", "%d: must be 0, 1 or 2", c.QoS)
 	}
 	switch {
 	case c.QueueMax < 1:
@@ -316,13 +302,13 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 			embedded = true
 			continue
 		}
-		if why := brokerProblem(b); why != "" {
-			p.Addf(path, "%q: %s", b, why)
+		if err := brokerProblem(b); err != nil {
+			p.Addf(path, "%q: %v", b, err)
 		}
 	}
 	if embedded {
-		if why := listenProblem(c.EmbeddedListen); why != "" {
-			p.Addf("embedded_listen", "%q: %s", c.EmbeddedListen, why)
+		if err := listenProblem(c.EmbeddedListen); err != nil {
+			p.Addf("embedded_listen", "%q: %v", c.EmbeddedListen, err)
 		}
 		// The bridge's client has one identity for every broker it lists:
 		// an internal one must not go to another broker, so it is the
@@ -335,39 +321,39 @@ func (c *Config) validateBrokers(p *pibridge.Problems) {
 	}
 }
 
-func brokerProblem(b string) string {
+func brokerProblem(b string) error {
 	u, err := url.Parse(b)
 	if err != nil || u.Opaque != "" {
-		return "not a URL (want e.g. tcp://localhost:1883)"
+		return errors.New("not a URL (want e.g. tcp://localhost:1883)")
 	}
 	switch u.Scheme {
 	case "tcp", "ssl", "ws", "wss":
 	default:
-		return "scheme must be tcp, ssl, ws, wss or embedded"
+		return errors.New("scheme must be tcp, ssl, ws, wss or embedded")
 	}
 	if u.Hostname() == "" {
-		return "missing host"
+		return errors.New("missing host")
 	}
 	if port := u.Port(); port != "" {
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "port must be a number from 1 to 65535"
+			return errors.New("port must be a number from 1 to 65535")
 		}
 	}
 	if (u.Scheme == "tcp" || u.Scheme == "ssl") && (u.Path != "" && u.Path != "/" || u.RawQuery != "") {
-		return "tcp and ssl URLs take no path or query"
+		return errors.New("tcp and ssl URLs take no path or query")
 	}
-	return ""
+	return nil
 }
 
-func listenProblem(addr string) string {
+func listenProblem(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "want host:port such as 127.0.0.1:1883"
+		return errors.New("want host:port such as 127.0.0.1:1883")
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "port must be a number from 0 to 65535"
+		return errors.New("port must be a number from 0 to 65535")
 	}
-	return ""
+	return nil
 }
 
 // CheckFiles reports the files the section names that the bridge will

@@ -9,13 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
-
 	"pibridge"
+	"pibridge/internal/strictyaml"
 )
-
-func intp(i int) *int    { return &i }
-func boolp(b bool) *bool { return &b }
 
 func TestConfigYAML(t *testing.T) {
 	tests := []struct {
@@ -30,7 +26,7 @@ func TestConfigYAML(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var c Config
-			if err := yaml.Unmarshal([]byte(tt.yaml), &c); err != nil {
+			if err := strictyaml.Unmarshal([]byte(tt.yaml), &c); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(c.Broker, tt.want) {
@@ -40,8 +36,9 @@ func TestConfigYAML(t *testing.T) {
 	}
 
 	var c Config
-	err := yaml.Unmarshal([]byte("broker: {a: b}"), &c)
-	if err == nil || !strings.Contains(err.Error(), "line 1: broker: want a URL or a list of URLs") {
+	err := strictyaml.Unmarshal([]byte("broker: {a: b}"), &c)
+	var fe *pibridge.FieldError
+	if !errors.As(err, &fe) || fe.Line != 1 || fe.Error() != "broker: want a URL or a list of URLs" {
 		t.Errorf("mapping as broker: err = %v", err)
 	}
 
@@ -59,32 +56,39 @@ queue_max: 100000
 homeassistant: {discovery: false, prefix: homeassistant}
 bridge_allow: ["home/#"]
 `
-	dec := yaml.NewDecoder(strings.NewReader(full))
-	dec.KnownFields(true)
-	c = Config{}
-	if err := dec.Decode(&c); err != nil {
+	c = Defaults()
+	if err := strictyaml.Unmarshal([]byte(full), &c); err != nil {
 		t.Fatal(err)
 	}
-	c.Defaults("greenhouse")
-	if *c.QoS != 0 || *c.HomeAssistant.Discovery || c.ClientID != "pibridge-greenhouse" || c.BridgeAllow[0] != "home/#" {
-		t.Errorf("decoded %+v: qos 0 and discovery false must survive Defaults", c)
+	c.Derive("greenhouse")
+	if c.QoS != 0 || c.HomeAssistant.Discovery || c.ClientID != "pibridge-greenhouse" || c.BridgeAllow[0] != "home/#" {
+		t.Errorf("decoded %+v: qos 0 and discovery false must survive decoding over Defaults", c)
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
 	}
+
+	// What the text leaves out keeps its default.
+	c = Defaults()
+	if err := strictyaml.Unmarshal([]byte("homeassistant: {per_entity: true}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.QoS != DefaultQoS || !c.HomeAssistant.Discovery || c.HomeAssistant.Prefix != DefaultHAPrefix || !c.HomeAssistant.PerEntity {
+		t.Errorf("decoded %+v: the defaults the text leaves out are lost", c)
+	}
 }
 
 func TestConfigDefaults(t *testing.T) {
-	var c Config
-	c.Defaults("dev1")
+	c := Defaults()
+	c.Derive("dev1")
 	want := Config{
 		Broker:         Brokers{"tcp://localhost:1883"},
 		EmbeddedListen: "127.0.0.1:1883",
 		ClientID:       "pibridge-dev1",
 		TopicPrefix:    "pibridge",
-		QoS:            intp(1),
+		QoS:            1,
 		QueueMax:       100000,
-		HomeAssistant:  HomeAssistant{Discovery: boolp(true), Prefix: "homeassistant", StatusTopic: "homeassistant/status"},
+		HomeAssistant:  HomeAssistant{Discovery: true, Prefix: "homeassistant", StatusTopic: "homeassistant/status"},
 		Homie:          Homie{Prefix: "homie"},
 		DeviceID:       "dev1",
 	}
@@ -127,8 +131,8 @@ func TestConfigValidate(t *testing.T) {
 		{"embedded_listen", func(c *Config) { c.Broker = Brokers{"embedded"}; c.EmbeddedListen = "1883" },
 			[]string{`embedded_listen: "1883": want host:port such as 127.0.0.1:1883`}},
 		{"embedded_listen unused", func(c *Config) { c.EmbeddedListen = "1883" }, nil},
-		{"qos", func(c *Config) { c.QoS = intp(3) }, []string{`qos: 3: must be 0, 1 or 2`}},
-		{"qos 0", func(c *Config) { c.QoS = intp(0) }, nil},
+		{"qos", func(c *Config) { c.QoS = 3 }, []string{`qos: 3: must be 0, 1 or 2`}},
+		{"qos 0", func(c *Config) { c.QoS = 0 }, nil},
 		{"queue_max", func(c *Config) { c.QueueMax = -1 }, []string{`queue_max: -1: must be at least 1`}},
 		{"queue_max too big", func(c *Config) { c.QueueMax = 2000000 }, []string{`queue_max: 2000000: must be at most 1000000`}},
 		{"prefix wildcard", func(c *Config) { c.TopicPrefix = "home/+" }, []string{`topic_prefix: "home/+": must not contain + or #`}},
@@ -144,7 +148,7 @@ func TestConfigValidate(t *testing.T) {
 		{"ha configuration url", func(c *Config) { c.HomeAssistant.ConfigurationURL = "pi.local:8080" }, []string{`homeassistant.configuration_url: "pi.local:8080": want an absolute URL such as http://pi.local:8080/`}},
 		{"homie prefix", func(c *Config) { c.Homie = Homie{Enabled: true, Prefix: "Homie/x"} }, []string{`homie.prefix: "Homie/x": must be one topic level of a-z, 0-9 and - (Homie's ID format)`}},
 		{"homie prefix, homie off", func(c *Config) { c.Homie.Prefix = "Homie/x" }, nil},
-		{"ha prefix, discovery off", func(c *Config) { c.HomeAssistant.Prefix = "ha/#"; c.HomeAssistant.Discovery = boolp(false) }, nil},
+		{"ha prefix, discovery off", func(c *Config) { c.HomeAssistant.Prefix = "ha/#"; c.HomeAssistant.Discovery = false }, nil},
 		{"bridge_allow", func(c *Config) { c.BridgeAllow = []string{"home/+/temp", "#", "a/#/b", "a/b+", "", "$SYS/#"} }, []string{
 			`bridge_allow[1]: "#" overlaps the bridge's own topics pibridge/dev1/#`,
 			`bridge_allow[2]: "a/#/b": # must be alone in the last level`,
@@ -164,7 +168,7 @@ func TestConfigValidate(t *testing.T) {
 			`bridge_allow[8]: "homeassistant" overlaps the bridge's own topics homeassistant/#`,
 		}},
 		{"bridge_allow on Home Assistant's topics, discovery off", func(c *Config) {
-			c.HomeAssistant.Discovery = boolp(false)
+			c.HomeAssistant.Discovery = false
 			c.BridgeAllow = []string{"homeassistant/#"}
 		}, nil},
 		{"embedded_users_file without the embedded broker", func(c *Config) { c.EmbeddedUsersFile = pw }, []string{
@@ -199,7 +203,7 @@ func TestConfigValidate(t *testing.T) {
 			`tls.ca_file: "` + dir + `": is a directory`,
 			`tls.cert_file: "` + dir + `/cert.pem": no such file`,
 		}},
-		{"several at once", func(c *Config) { c.QoS = intp(-1); c.QueueMax = -5; c.Broker = Brokers{"embedded", "embedded"} }, []string{
+		{"several at once", func(c *Config) { c.QoS = -1; c.QueueMax = -5; c.Broker = Brokers{"embedded", "embedded"} }, []string{
 			`broker[1]: "embedded": listed twice`,
 			`qos: -1: must be 0, 1 or 2`,
 			`queue_max: -5: must be at least 1`,
@@ -207,8 +211,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var c Config
-			c.Defaults("dev1")
+			c := Defaults()
+			c.Derive("dev1")
 			tt.edit(&c)
 			err := errors.Join(c.Validate(), c.CheckFiles())
 			var got []string

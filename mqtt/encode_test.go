@@ -150,12 +150,13 @@ func TestNewErrors(t *testing.T) {
 	if _, err := New(Options{}); err == nil || err.Error() != "mqtt: Options.Core is nil" {
 		t.Errorf("no core: %v", err)
 	}
-	q := 7
-	_, err := New(Options{Core: core, Config: Config{QoS: &q, Broker: Brokers{"ftp://x"}}})
+	bad := testConfig(core, "ftp://x")
+	bad.QoS = 7
+	_, err := New(Options{Core: core, Config: bad})
 	if want := "mqtt.broker: \"ftp://x\": scheme must be tcp, ssl, ws, wss or embedded\nmqtt.qos: 7: must be 0, 1 or 2"; err == nil || err.Error() != want {
 		t.Errorf("bad config: %v\nwant %s", err, want)
 	}
-	c, err := New(Options{Core: core, Config: Config{Broker: Brokers{"tcp://127.0.0.1:1"}}})
+	c, err := New(Options{Core: core, Config: testConfig(core, "tcp://127.0.0.1:1")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -290,6 +290,15 @@ func startClient(t *testing.T, core *pibridge.Core, broker string, edit func(*Co
 // on disk, so that the client tests run against both outboxes.
 const outboxEnv = "PIBRIDGE_TEST_OUTBOX"
 
+// testConfig is the section a file naming only broker decodes to, for
+// core's device.
+func testConfig(core *pibridge.Core, broker string) Config {
+	c := Defaults()
+	c.Broker = Brokers{broker}
+	c.Derive(core.Device().ID)
+	return c
+}
+
 func newTestClient(t testing.TB, core *pibridge.Core, broker string, edit func(*Config)) *Client {
 	t.Helper()
 	return newTestClientOpts(t, core, broker, edit, nil)
@@ -300,7 +309,7 @@ func newTestClient(t testing.TB, core *pibridge.Core, broker string, edit func(*
 // the device card does not depend on the machine the tests run on.
 func newTestClientOpts(t testing.TB, core *pibridge.Core, broker string, edit func(*Config), editOpts func(*Options)) *Client {
 	t.Helper()
-	cfg := Config{Broker: Brokers{broker}}
+	cfg := testConfig(core, broker)
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -52,7 +52,9 @@ func TestHomieCollisionStopsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { core.Close() })
-	_, err = New(Options{Core: core, Config: Config{Homie: Homie{Enabled: true}}})
+	cfg := testConfig(core, DefaultBroker)
+	cfg.Homie.Enabled = true
+	_, err = New(Options{Core: core, Config: cfg})
 	if err == nil || !strings.Contains(err.Error(), "signals a_b and a-b both map") {
 		t.Fatalf("New: %v, want the collision naming both signals", err)
 	}

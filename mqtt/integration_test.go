@@ -189,7 +189,7 @@ func pause(d time.Duration) {
 // startDiskClient runs a client with its outbox on disk in a new state_dir.
 func startDiskClient(t *testing.T, core *pibridge.Core, broker string, edit func(*Config)) *Client {
 	t.Helper()
-	cfg := Config{Broker: Brokers{broker}}
+	cfg := testConfig(core, broker)
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -421,7 +421,7 @@ func helperBridge() int {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
-	c, err := newClient(Options{Config: Config{Broker: Brokers{broker}}, Core: core, Logger: log, StateDir: dir}, testTiming)
+	c, err := newClient(Options{Config: testConfig(core, broker), Core: core, Logger: log, StateDir: dir}, testTiming)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1

@@ -56,7 +56,7 @@ func TestSeqKilledHelper(t *testing.T) {
 		}
 		broker = "tcp://" + b.Addr()
 	}
-	c, err := newClient(Options{Config: Config{Broker: Brokers{broker}}, Core: core, StateDir: dir}, testTiming)
+	c, err := newClient(Options{Config: testConfig(core, broker), Core: core, StateDir: dir}, testTiming)
 	if err != nil {
 		fail(err)
 	}
@@ -139,7 +139,7 @@ func TestSeqResumesAfterKill(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				c, err := newClient(Options{Config: Config{Broker: Brokers{"tcp://127.0.0.1:1"}}, Core: core, StateDir: dir, Logger: testLogger(t)}, testTiming)
+				c, err := newClient(Options{Config: testConfig(core, "tcp://127.0.0.1:1"), Core: core, StateDir: dir, Logger: testLogger(t)}, testTiming)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -249,7 +249,7 @@ func TestSeqSkipAfterPowerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer core.Close()
-	c, err := newClient(Options{Config: Config{Broker: Brokers{"tcp://127.0.0.1:1"}}, Core: core, StateDir: dir, Logger: testLogger(t)}, testTiming)
+	c, err := newClient(Options{Config: testConfig(core, "tcp://127.0.0.1:1"), Core: core, StateDir: dir, Logger: testLogger(t)}, testTiming)
 	if err != nil {
 		t.Fatal(err)
 	}

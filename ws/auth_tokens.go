@@ -26,8 +26,8 @@ func (g *gatekeeper) loadTokens(cfg Config, stateDir string) error {
 		switch {
 		case token == "":
 			return fmt.Errorf("ws: http.token_file: %s is empty", cfg.TokenFile)
-		case validToken(token) != "":
-			return fmt.Errorf("ws: http.token_file: %s: %s", cfg.TokenFile, validToken(token))
+		case validToken(token) != nil:
+			return fmt.Errorf("ws: http.token_file: %s: %w", cfg.TokenFile, validToken(token))
 		case token == cfg.ReadToken:
 			return errors.New("ws: http.read_token must differ from the token in token_file")
 		}
@@ -71,7 +71,7 @@ func loadOrCreateToken(dir string) (token string, created bool, err error) {
 	switch {
 	case err == nil:
 		token = strings.TrimSpace(string(b))
-		if token == "" || validToken(token) != "" {
+		if token == "" || validToken(token) != nil {
 			return "", false, fmt.Errorf("%s holds no usable token: delete it to have a new one generated", path)
 		}
 		return token, false, nil

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,20 +47,9 @@ const (
 
 // Defaults returns the section as it is before the configuration file is
 // decoded over it, so that a key the file sets to zero ("max_clients: 0")
-// is reported by Validate rather than taken for "default".
-func Defaults() Config { return Config{}.withDefaults() }
-
-// withDefaults fills what is unset: the one place the section's defaults
-// live. New applies it to a Config built in code.
-func (c Config) withDefaults() Config {
-	if c.Listen == "" {
-		c.Listen = DefaultListen
-	}
-	if c.MaxClients == 0 {
-		c.MaxClients = DefaultMaxClients
-	}
-	return c
-}
+// is reported by Validate rather than taken for "default". A Config built
+// in code starts from it too: New takes its Config as it is.
+func Defaults() Config { return Config{Listen: DefaultListen, MaxClients: DefaultMaxClients} }
 
 // AuthEnabled reports whether /ws and /api/* need a token: one is set,
 // read from TokenFile, or generated because the listen address is beyond
@@ -92,19 +82,15 @@ func loopbackListen(listen string) bool {
 
 // Validate returns every problem of the section at once, each with its
 // field path relative to the section ("listen", "allowed_origins[1]").
-// It does no I/O: New reads token_file.
+// It does no I/O: CheckFiles looks at the files, New reads them.
 func (c Config) Validate() error {
 	var p pibridge.Problems
-	if err := validListen(c.Listen); err != "" {
-		p.Addf("listen", "%s", err)
-	}
+	p.Add("listen", validListen(c.Listen))
 	if c.Token != "" && c.TokenFile != "" {
 		p.Addf("token", "set token or token_file, not both")
 	}
 	if c.Token != "" && c.Token != TokenNone {
-		if why := validToken(c.Token); why != "" {
-			p.Addf("token", "%s", why)
-		}
+		p.Add("token", validToken(c.Token))
 	}
 	if c.ReadToken != "" {
 		switch {
@@ -113,18 +99,16 @@ func (c Config) Validate() error {
 		case c.ReadToken == c.Token:
 			p.Addf("read_token", "must differ from token")
 		}
-		if why := validToken(c.ReadToken); why != "" {
-			p.Addf("read_token", "%s", why)
-		}
+		p.Add("read_token", validToken(c.ReadToken))
 	}
 	for i, o := range c.AllowedOrigins {
-		if _, err := normalOrigin(o); err != "" {
-			p.Addf(fmt.Sprintf("allowed_origins[%d]", i), "%q: %s", o, err)
+		if _, err := normalOrigin(o); err != nil {
+			p.Addf(fmt.Sprintf("allowed_origins[%d]", i), "%q: %v", o, err)
 		}
 	}
 	for i, h := range c.AllowedHosts {
-		if err := validHostName(h); err != "" {
-			p.Addf(fmt.Sprintf("allowed_hosts[%d]", i), "%q: %s", h, err)
+		if err := validHostName(h); err != nil {
+			p.Addf(fmt.Sprintf("allowed_hosts[%d]", i), "%q: %v", h, err)
 		}
 	}
 	p.Add("tls", c.TLS.Validate())
@@ -148,71 +132,71 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-func validListen(s string) string {
+func validListen(s string) error {
 	if s == "" {
-		return `must be host:port, such as "0.0.0.0:8080" or "127.0.0.1:8080"`
+		return errors.New(`must be host:port, such as "0.0.0.0:8080" or "127.0.0.1:8080"`)
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return fmt.Sprintf("%q: must be host:port, such as \"0.0.0.0:8080\"", s)
+		return fmt.Errorf("%q: must be host:port, such as \"0.0.0.0:8080\"", s)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-		return fmt.Sprintf("%q: port %q must be a number from 0 to 65535", s, port)
+		return fmt.Errorf("%q: port %q must be a number from 0 to 65535", s, port)
 	}
 	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil && validHostName(host) != "" {
-			return fmt.Sprintf("%q: host %q is neither an IP address nor a host name", s, host)
+		if _, err := netip.ParseAddr(host); err != nil && validHostName(host) != nil {
+			return fmt.Errorf("%q: host %q is neither an IP address nor a host name", s, host)
 		}
 	}
-	return ""
+	return nil
 }
 
 // validToken checks what can travel in an Authorization header. The
 // reasons never quote the token: problems are printed and logged.
-func validToken(t string) string {
+func validToken(t string) error {
 	for i := 0; i < len(t); i++ {
 		if t[i] <= ' ' || t[i] >= 0x7f {
-			return "only visible ASCII characters are allowed (no spaces)"
+			return errors.New("only visible ASCII characters are allowed (no spaces)")
 		}
 	}
-	return ""
+	return nil
 }
 
 // normalOrigin returns an origin as browsers send it: lower-case
 // scheme://host[:port], nothing else.
-func normalOrigin(s string) (string, string) {
+func normalOrigin(s string) (string, error) {
 	if s == "*" || strings.Contains(s, "*") {
-		return "", "wildcards are not supported: list each origin"
+		return "", errors.New("wildcards are not supported: list each origin")
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", "not a URL"
+		return "", errors.New("not a URL")
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
-		return "", `want an origin such as "https://panel.example:8443"`
+		return "", errors.New(`want an origin such as "https://panel.example:8443"`)
 	case u.Host == "" || u.User != nil:
-		return "", "want scheme://host[:port]"
+		return "", errors.New("want scheme://host[:port]")
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
-		return "", "an origin has no path, query or fragment"
+		return "", errors.New("an origin has no path, query or fragment")
 	}
-	return strings.ToLower(u.Scheme + "://" + u.Host), ""
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
 }
 
 // validHostName accepts DNS names (letters, digits, '-', '_', dots),
 // without port or scheme.
-func validHostName(h string) string {
+func validHostName(h string) error {
 	if h == "" {
-		return "must not be empty"
+		return errors.New("must not be empty")
 	}
 	if len(h) > 253 {
-		return "longer than 253 characters"
+		return errors.New("longer than 253 characters")
 	}
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return "want a host name without scheme, port or wildcard"
+			return errors.New("want a host name without scheme, port or wildcard")
 		}
 	}
-	return ""
+	return nil
 }

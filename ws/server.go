@@ -188,7 +188,7 @@ func New(o Options) (*Server, error) {
 	if err := validateAllow(o.BridgeAllow); err != nil {
 		return nil, err
 	}
-	cfg := o.Config.withDefaults()
+	cfg := o.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ws: config: %w", err)
 	}

@@ -24,15 +24,20 @@ import (
 // stats the files at most once in it.
 const certCheckEvery = 2 * time.Second
 
-// CheckFiles loads the TLS key pair, so that -check and start both
-// report a missing, unreadable or mismatched certificate, naming its
-// field. Validate does no I/O.
+// CheckFiles looks at the files the section names, so that -check and
+// start both report a missing or unreadable token_file and a missing,
+// unreadable or mismatched certificate, naming the field (http.…).
+// Validate does no I/O.
 func (c Config) CheckFiles() error {
-	if !c.TLS.Enabled() {
-		return nil
+	var p pibridge.Problems
+	if c.TokenFile != "" {
+		p.Add("http.token_file", pibridge.CheckFile(c.TokenFile))
 	}
-	_, err := loadKeyPair(c.TLS)
-	return err
+	if c.TLS.Enabled() {
+		_, err := loadKeyPair(c.TLS)
+		p.Add("", err)
+	}
+	return p.Err()
 }
 
 // loadKeyPair is ServerTLS.LoadKeyPair with the paths from the file's root.

@@ -344,6 +344,29 @@ func TestCheckTLSFiles(t *testing.T) {
 	}
 }
 
+// TestCheckFilesTokenFile: a token_file that cannot be read is reported by
+// CheckFiles with its field, as -check shows it, before New reads it.
+func TestCheckFilesTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "token")
+	os.WriteFile(good, []byte("s3cret-token-0123456789\n"), 0o600)
+	for _, tc := range []struct{ file, want string }{
+		{good, ""},
+		{filepath.Join(dir, "nope"), `http.token_file: "` + dir + `/nope": no such file`},
+		{dir, `http.token_file: "` + dir + `": is a directory`},
+	} {
+		cfg := Defaults()
+		cfg.TokenFile = tc.file
+		got := ""
+		if err := cfg.CheckFiles(); err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("token_file %s: %q, want %q", tc.file, got, tc.want)
+		}
+	}
+}
+
 // TestSilentConnectionOnTLSPort: a connection that sends nothing is
 // closed after the first-byte wait, and holds up nobody meanwhile.
 func TestSilentConnectionOnTLSPort(t *testing.T) {

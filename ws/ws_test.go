@@ -680,8 +680,9 @@ func TestTokenFile(t *testing.T) {
 		}
 		return p
 	}
+	withFile := func(name string) Config { c := Defaults(); c.TokenFile = name; return c }
 	good := write("token", "s3cret-from-a-file-123\n")
-	s, err := New(Options{Core: core, Config: Config{TokenFile: good}})
+	s, err := New(Options{Core: core, Config: withFile(good)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -689,13 +690,13 @@ func TestTokenFile(t *testing.T) {
 		t.Error("the token from the file is refused")
 	}
 	for name, content := range map[string]string{"empty": " \n", "spaces": "two words"} {
-		if _, err := New(Options{Core: core, Config: Config{TokenFile: write(name, content)}}); err == nil {
+		if _, err := New(Options{Core: core, Config: withFile(write(name, content))}); err == nil {
 			t.Errorf("token file %q accepted", content)
 		} else if strings.Contains(err.Error(), "two words") {
 			t.Errorf("the error quotes the token: %v", err)
 		}
 	}
-	if _, err := New(Options{Core: core, Config: Config{TokenFile: dir + "/missing"}}); err == nil {
+	if _, err := New(Options{Core: core, Config: withFile(dir + "/missing")}); err == nil {
 		t.Error("a missing token file is accepted")
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"pibridge"
 	"pibridge/gateway"
 	"pibridge/gpio"
+	"pibridge/internal/strictyaml"
 	"pibridge/mqtt"
 	"pibridge/ws"
 )
@@ -125,7 +125,7 @@ func loadSource(src []byte, getenv func(string) string) (*Config, error) {
 		return nil, err
 	}
 	cfg.applyEnv(getenv)
-	cfg.defaults(getenv)
+	cfg.derive(getenv)
 	var p pibridge.Problems
 	for _, e := range decodeErrs.errs {
 		p.Add("", e)
@@ -186,9 +186,15 @@ func (f *fieldErrors) add(e *pibridge.FieldError) {
 
 func (f *fieldErrors) covers(path string) bool { return f.paths[path] }
 
-// parseConfig decodes strictly. Type errors do not stop it: they come
-// back as fieldErrors beside the partly filled config, so that validation
-// can still report everything else in the same run.
+// maxMappingKeys bounds the keys of one mapping that are decoded: no
+// section of a config has more than a few dozen, and every key read may
+// be a problem to describe.
+const maxMappingKeys = 256
+
+// parseConfig decodes strictly, each section over its defaults. Problems
+// of decoding do not stop it: they come back as fieldErrors beside the
+// partly filled config, so that validation can still report everything
+// else in the same run.
 func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(src, &root); err != nil {
@@ -198,36 +204,38 @@ func parseConfig(src []byte) (*Config, *fieldErrors, error) {
 		return nil, nil, &pibridge.FieldError{Msg: "the file is empty"}
 	}
 	errs := &fieldErrors{}
-	// yaml.v3 reports a repeated key once per pair of its occurrences (n
-	// copies, n(n-1)/2 messages): drop the repeats here, one problem per
-	// key, and decode what is left.
-	lines := map[int]int(nil) // line in what is decoded → line in the file
-	if dropDuplicateKeys(&root, "", errs) {
-		var err error
-		if src, lines, err = reencode(&root); err != nil {
-			return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	// Every section is decoded over its defaults; gateway: too, and is
+	// dropped again when the text has no such key.
+	gw := gateway.Defaults()
+	cfg := &Config{Device: DeviceConfig{ID: defaultDeviceID}, HTTP: ws.Defaults(), MQTT: mqtt.Defaults(), Gateway: &gw}
+	dec := strictyaml.Decoder{MaxKeys: maxMappingKeys, MaxErrors: maxProblems}
+	var de *strictyaml.Error
+	if err := dec.Decode(&root, cfg); errors.As(err, &de) {
+		for _, e := range de.Problems {
+			errs.add(e)
 		}
+		errs.more += de.More
+	} else if err != nil {
+		return nil, nil, err
 	}
-	cfg := &Config{HTTP: ws.Defaults()}
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	err := dec.Decode(cfg)
-	if err == nil || errors.Is(err, io.EOF) {
-		return cfg, errs, nil
-	}
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return nil, nil, &pibridge.FieldError{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	if len(te.Errors) > maxProblems-len(errs.errs) {
-		errs.more += len(te.Errors) - max(0, maxProblems-len(errs.errs))
-		te.Errors = te.Errors[:max(0, maxProblems-len(errs.errs))]
-	}
-	spots := indexYAML(&root)
-	for _, msg := range te.Errors {
-		errs.add(describeYAMLError(spots, fileLine(msg, lines)))
+	if !hasTopKey(&root, "gateway") {
+		cfg.Gateway = nil
 	}
 	return cfg, errs, nil
+}
+
+// hasTopKey reports whether the document's top mapping has key.
+func hasTopKey(doc *yaml.Node, key string) bool {
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return false
+	}
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		if top[i].Value == key {
+			return true
+		}
+	}
+	return false
 }
 
 // applyEnv lets a test or a container move the listeners and the state
@@ -244,13 +252,18 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	}
 }
 
-func (c *Config) defaults(getenv func(string) string) {
+// defaultDeviceID is device.id when the file has none.
+const defaultDeviceID = "pibridge"
+
+// derive fills in the defaults that depend on another section or on the
+// machine, once, after decoding and before validation: device.name is
+// device.id, state_dir the first writable of the usual places, and each
+// part's own derived defaults (mqtt's client_id, the board's per-item
+// defaults, the gateway's topic_prefix).
+func (c *Config) derive(getenv func(string) string) {
 	if c.Gateway != nil {
-		c.gatewayDefaults(getenv)
+		c.gatewayDerive(getenv)
 		return
-	}
-	if c.Device.ID == "" {
-		c.Device.ID = "pibridge"
 	}
 	if c.Device.Name == "" {
 		c.Device.Name = c.Device.ID
@@ -258,8 +271,8 @@ func (c *Config) defaults(getenv func(string) string) {
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir(getenv)
 	}
-	c.GPIO.Defaults()
-	c.MQTT.Defaults(c.Device.ID)
+	c.GPIO.Derive()
+	c.MQTT.Derive(c.Device.ID)
 }
 
 func (c *Config) validate(p *pibridge.Problems) {
@@ -267,9 +280,7 @@ func (c *Config) validate(p *pibridge.Problems) {
 		c.validateGateway(p)
 		return
 	}
-	if why := pibridge.ValidName(c.Device.ID, 64); why != "" {
-		p.Addf("device.id", "%s", why)
-	}
+	p.Add("device.id", pibridge.ValidName(c.Device.ID, 64))
 	p.Add("http", c.HTTP.Validate())
 	p.Add("mqtt", c.MQTT.Validate())
 	gpioErr := c.GPIO.Validate()

@@ -82,6 +82,16 @@ func TestBrokenConfigs(t *testing.T) {
 			want: []string{`outputs: want a list, not a mapping`, `mqtt.queue_max: "lots": want a whole number`},
 		},
 		{
+			name: "an explicit zero is a value, not the default",
+			yaml: "device: {id: \"\"}\nboard: sim\nhttp: {max_clients: 0}\nmqtt: {queue_max: 0, qos: 1.5}\n",
+			want: []string{
+				`mqtt.qos: "1.5": want a whole number`,
+				`device.id: must not be empty`,
+				`http.max_clients: 0: must be at least 1`,
+				`mqtt.queue_max: 0: must be at least 1`,
+			},
+		},
+		{
 			name: "syntax error",
 			yaml: "board: sim\noutputs:\n  - {name: pump, pin: GPIO22\n",
 			want: []string{`line 2: did not find expected ',' or '}'`},

@@ -15,22 +15,20 @@ import (
 // A file with a gateway: section runs the binary as a gateway (README
 // "Many boards"): no board, no pin, one panel for every device of a fleet.
 
-// gatewayDefaults fills in what a gateway's file left out. The MQTT client
-// id stays empty unless set: the gateway makes a distinct one, so that two
-// gateways of one fleet never take over each other's connection.
-func (c *Config) gatewayDefaults(getenv func(string) string) {
+// gatewayDerive is derive for a gateway. The MQTT client id stays empty unless set: the
+// gateway makes a distinct one, so that two gateways of one fleet never
+// take over each other's connection.
+func (c *Config) gatewayDerive(getenv func(string) string) {
 	if c.StateDir == "" {
 		c.StateDir = defaultStateDir(getenv)
 	}
 	clientID := c.MQTT.ClientID
-	c.MQTT.Defaults("gateway")
+	c.MQTT.Derive("gateway")
 	c.Gateway.MQTT = gateway.MQTTConfig{
 		Brokers: c.MQTT.Broker, ClientID: clientID,
 		Username: c.MQTT.Username, PasswordFile: c.MQTT.PasswordFile,
 	}
-	if c.Gateway.TopicPrefix == "" {
-		c.Gateway.TopicPrefix = c.MQTT.TopicPrefix
-	}
+	c.Gateway.Derive(c.MQTT.TopicPrefix)
 	h := c.HTTP
 	c.Gateway.HTTP = gateway.HTTPConfig{
 		Listen: h.Listen, Token: h.Token, TokenFile: h.TokenFile, ReadToken: h.ReadToken,

@@ -414,6 +414,15 @@ func TestGatewayConfig(t *testing.T) {
 				"gateway.max_devices: -1: must not be negative",
 			},
 		},
+		{
+			name: "explicit zeros",
+			yaml: "gateway: {history: 0s, max_devices: 0, name: \"\"}\nmqtt: {broker: tcp://a:1883}\n",
+			want: []string{
+				"gateway.name: must not be empty",
+				"gateway.history: 0s: must be from 1m to 24h0m0s",
+				"gateway.max_devices: 0: must be at least 1",
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "config.yaml")

@@ -20,6 +20,7 @@ import (
 	"pibridge"
 	"pibridge/gpio"
 	"pibridge/internal/logring"
+	"pibridge/internal/strictyaml"
 	pmetrics "pibridge/metrics"
 	"pibridge/mqtt"
 	"pibridge/ws"
@@ -308,16 +309,16 @@ func validateSource(src []byte, getenv func(string) string) ws.ConfigReport {
 		return rep
 	}
 	var root yaml.Node
-	var spots []yamlSpot
+	var lines map[string]int
 	if yaml.Unmarshal(src, &root) == nil {
-		spots = indexYAML(&root)
+		lines = strictyaml.Lines(&root)
 	}
 	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
 	for _, e := range errs {
-		rep.Problems = append(rep.Problems, locate(e, spots))
+		rep.Problems = append(rep.Problems, locate(e, lines))
 	}
 	// In the order of the text; problems without a line last.
 	slices.SortStableFunc(rep.Problems, func(a, b ws.ConfigProblem) int {
@@ -331,26 +332,24 @@ func validateSource(src []byte, getenv func(string) string) ws.ConfigReport {
 
 var reLineIn = regexp.MustCompile(`\bline (\d+)\b`)
 
-// locate finds a problem's line: the one its message names, else the
-// line of its field path (or of the nearest enclosing field that is in
-// the text).
-func locate(err error, spots []yamlSpot) ws.ConfigProblem {
+// locate finds a problem's line: the one decoding found, else the one its
+// message names, else the line of its field path (or of the nearest
+// enclosing field that is in the text).
+func locate(err error, lines map[string]int) ws.ConfigProblem {
 	p := ws.ConfigProblem{Msg: err.Error()}
 	var fe *pibridge.FieldError
 	if errors.As(err, &fe) {
-		p.Path = fe.Path
+		p.Path, p.Line = fe.Path, fe.Line
+	}
+	if p.Line != 0 {
+		return p
 	}
 	if m := reLineIn.FindStringSubmatch(p.Msg); m != nil {
 		p.Line, _ = strconv.Atoi(m[1])
 		return p
 	}
 	for path := p.Path; path != "" && p.Line == 0; path = parentPath(path) {
-		for _, s := range spots {
-			if s.path == path || strings.HasPrefix(s.path, path+".") || strings.HasPrefix(s.path, path+"[") {
-				p.Line = s.line
-				break
-			}
-		}
+		p.Line = lines[path]
 	}
 	return p
 }

@@ -21,6 +21,8 @@ func TestValidateSource(t *testing.T) {
 		{"not YAML", "device: {id: x\nboard: sim\n", false, []int{1}, "expected", 0},
 		{"a bad duration and a bad name", "device: {id: x}\nboard: sim\ninputs:\n  - name: Door\n    pin: GPIO17\n    debounce: soon\n", false, []int{4, 6}, "duration", 0},
 		{"empty", "", false, []int{0}, "empty", 0},
+		{"a key twice, at the repeat", "device: {id: x}\nboard: sim\nhttp:\n  listen: \"127.0.0.1:0\"\nboard: sim\n", false, []int{5}, "defined 2 times", 0},
+		{"a wrong type deep in a list", "device: {id: x}\nboard: sim\nsensors:\n  - name: t\n    type: ads1115\n    channels:\n      - 0\n      - one\n", false, []int{8}, "want a whole number", 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rep := validateSource([]byte(c.src), getenv)

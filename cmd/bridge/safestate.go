@@ -42,7 +42,7 @@ func driveSafe(cfg *Config, log *slog.Logger, stdout io.Writer) error {
 // them. (Interlocked outputs are always safe off: configuration checks it.)
 func safeState(cfg *Config, o gpio.Options) (*gpio.Board, error) {
 	hw := gpio.Config{Board: cfg.GPIO.Board, Outputs: slices.Clone(cfg.GPIO.Outputs), PWM: slices.Clone(cfg.GPIO.PWM)}
-	hw.Defaults()
+	hw.Derive()
 	for i := range hw.Outputs {
 		hw.Outputs[i].Initial = hw.Outputs[i].Safe
 	}
