@@ -3,7 +3,10 @@ package mqtt
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
+
+	"pibridge/internal/rawio"
 )
 
 // readBuffer is what one read(2) may bring in: a burst of small packets,
@@ -13,13 +16,20 @@ const readBuffer = 4 << 10
 // bufConn reads through a buffer: paho's packets.ReadPacket reads the
 // fixed header byte, each remaining-length byte and then the rest, which
 // on a bare socket is one read(2) (and one netpoller wake-up) per field.
+// On a plain TCP socket the buffer is filled by raw read(2)s (see
+// rawio): a message arriving after a quiet spell then costs no wake-up of
+// the runtime's monitor thread.
 type bufConn struct {
 	net.Conn
 	r *bufio.Reader
 }
 
 func newBufConn(c net.Conn) *bufConn {
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBuffer)}
+	var src io.Reader = c
+	if r, err := rawio.NewReader(c); err == nil {
+		src = r
+	}
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(src, readBuffer)}
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
