@@ -3,7 +3,6 @@ package mqtt
 import (
 	"bufio"
 	"errors"
-	"io"
 	"net"
 
 	"pibridge/internal/rawio"
@@ -21,15 +20,15 @@ const readBuffer = 4 << 10
 // the runtime's monitor thread.
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	r   *bufio.Reader
+	raw bool // r is filled by raw reads
 }
 
 func newBufConn(c net.Conn) *bufConn {
-	var src io.Reader = c
 	if r, err := rawio.NewReader(c); err == nil {
-		src = r
+		return &bufConn{Conn: c, r: bufio.NewReaderSize(r, readBuffer), raw: true}
 	}
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(src, readBuffer)}
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBuffer)}
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
