@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -191,5 +192,31 @@ func TestNoAllocations(t *testing.T) {
 		r.Read(buf)
 	}); n != 0 {
 		t.Fatalf("%v allocations per write and read, want 0", n)
+	}
+}
+
+// TestReaderLocalClose: a read blocked when the connection is closed
+// under it fails as the Conn's own would, with the text paho looks for to
+// tell a deliberate close from a broken connection.
+func TestReaderLocalClose(t *testing.T) {
+	skipUnsupported(t)
+	a, _ := tcpPair(t)
+	r, err := NewReader(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Read(make([]byte, 16))
+		done <- err
+	}()
+	a.Close()
+	select {
+	case err := <-done:
+		if err == nil || !errors.Is(err, net.ErrClosed) || !strings.Contains(err.Error(), "use of closed network connection") {
+			t.Fatalf("Read after Close: %v, want net.ErrClosed (\"use of closed network connection\")", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a blocked Read did not end with Close")
 	}
 }
