@@ -27,7 +27,7 @@ type client struct {
 	s        *Server
 	conn     *websocket.Conn
 	nc       net.Conn        // conn's socket, which the writer writes to
-	raw      syscall.RawConn // nc's, when it is plain TCP: the writer's first try (see write); nil for TLS
+	raw      syscall.RawConn // nc's, when it is plain TCP (see write); nil for TLS
 	mb       *mailbox
 	remote   string
 	readOnly bool
@@ -269,28 +269,18 @@ func (c *client) writeBatch(w *writeState) error {
 	return c.write(w, buf)
 }
 
-// write writes whole frames within writeWait. On plain TCP it first
-// tries one raw non-blocking write(2), which is all it takes while the
-// client keeps up: no write deadline to set, and no wake-up of the
-// runtime's monitor thread (see rawio). What that leaves goes through the
-// net.Conn under the deadline, which is cleared again after, so that a
-// later raw try does not find it passed.
+// write writes whole frames within writeWait. On plain TCP it writes
+// with raw write(2)s (see rawio): no wake-up of the runtime's monitor
+// thread, and no write deadline unless the socket is full.
 func (c *client) write(w *writeState, p []byte) error {
 	if c.mb.condemned.Load() || c.gone.Load() {
 		return errStop
 	}
 	if c.raw != nil {
-		n, err := w.raw.TryWrite(c.raw, p)
-		if err != nil || n == len(p) {
-			return err
-		}
-		p = p[n:]
+		return w.raw.Write(c.raw, p, c.nc, c.s.tune.writeWait)
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.s.tune.writeWait))
 	_, err := c.nc.Write(p)
-	if err == nil && c.raw != nil {
-		c.nc.SetWriteDeadline(time.Time{})
-	}
 	return err
 }
 

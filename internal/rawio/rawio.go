@@ -18,48 +18,78 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 )
 
 // ErrUnsupported is returned by NewReader where raw calls are not built in.
 var ErrUnsupported = errors.New("rawio: not supported on this platform")
 
-// Writer makes single non-blocking write attempts. One Writer may serve
-// many sockets, one call at a time; its zero value is ready.
+// Writer writes through raw write(2)s. One Writer may serve many
+// sockets, one call at a time; its zero value is ready.
 type Writer struct {
 	p     []byte
-	n     int
 	errno syscall.Errno
+	d     Deadliner
+	wait  time.Duration
+	armed bool                  // the deadline was set by this call
 	fn    func(fd uintptr) bool // w.write, made once: a call allocates nothing
 }
 
-// TryWrite writes what one write(2) takes of p and never waits for room:
-// it returns the bytes written, fewer than len(p) when the socket's
-// buffer is full. err is a failure of the socket (or its write deadline
-// having passed), never "would block".
-func (w *Writer) TryWrite(rc syscall.RawConn, p []byte) (n int, err error) {
+// Deadliner is the part of a net.Conn that Write needs.
+type Deadliner interface {
+	SetWriteDeadline(time.Time) error
+}
+
+// Write writes all of p as net.Conn.Write would, under the descriptor's
+// write lock, so that no other write to the socket lands inside p: raw
+// write(2)s, and when the socket is full, a wait for room in the
+// netpoller. Only then is a deadline set (d.SetWriteDeadline(now + wait),
+// and cleared once p is out): a write that completes at once, the usual
+// case, sets no timer. The error of a deadline is a net.Error whose
+// Timeout is true.
+func (w *Writer) Write(rc syscall.RawConn, p []byte, d Deadliner, wait time.Duration) error {
 	if len(p) == 0 {
-		return 0, nil
+		return nil
 	}
 	if w.fn == nil {
 		w.fn = w.write
 	}
-	w.p, w.n, w.errno = p, 0, 0
-	err = rc.Write(w.fn)
-	n, errno := w.n, w.errno
-	w.p = nil
-	if err != nil {
-		return 0, err
+	w.p, w.errno, w.d, w.wait, w.armed = p, 0, d, wait, false
+	err := rc.Write(w.fn)
+	errno, armed := w.errno, w.armed
+	w.p, w.d = nil, nil
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("write", errno)
 	}
-	switch errno {
-	case 0, syscall.EAGAIN:
-		return n, nil
+	if err == nil && armed {
+		err = d.SetWriteDeadline(time.Time{})
 	}
-	return n, os.NewSyscallError("write", errno)
+	return err
 }
 
+// write is called with the descriptor's write lock held, until it
+// returns true.
 func (w *Writer) write(fd uintptr) bool {
-	w.n, w.errno = rawWrite(fd, w.p)
-	return true // one attempt: never wait
+	for len(w.p) > 0 {
+		n, errno := rawWrite(fd, w.p)
+		if errno == syscall.EAGAIN || (errno == 0 && n == 0) {
+			break
+		}
+		if errno != 0 {
+			w.errno = errno
+			return true
+		}
+		w.p = w.p[n:]
+	}
+	if len(w.p) == 0 {
+		return true
+	}
+	if !w.armed {
+		// SetWriteDeadline does not take the write lock: it may run here.
+		w.armed = true
+		w.d.SetWriteDeadline(time.Now().Add(w.wait))
+	}
+	return false // wait for room
 }
 
 // Reader is a net.Conn's reading side through raw read(2)s; it waits for

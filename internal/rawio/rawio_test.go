@@ -46,84 +46,133 @@ func skipUnsupported(t *testing.T) {
 	}
 }
 
-// TestTryWriteNeverWaits: TryWrite writes all of p while the socket has
-// room, and once the peer stops reading it returns short (finally 0)
-// without an error and without waiting; the peer then reads exactly the
-// bytes TryWrite reported, in order.
-func TestTryWriteNeverWaits(t *testing.T) {
+// countingDeadliner counts the deadlines Write sets.
+type countingDeadliner struct {
+	net.Conn
+	set, cleared int
+}
+
+func (d *countingDeadliner) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() {
+		d.cleared++
+	} else {
+		d.set++
+	}
+	return d.Conn.SetWriteDeadline(t)
+}
+
+// TestWrite: a write the socket takes at once sets no deadline; one that
+// fills the socket waits for the peer to read, arms the deadline and
+// clears it after; the peer gets every byte once, in order.
+func TestWrite(t *testing.T) {
 	skipUnsupported(t)
 	a, b := tcpPair(t)
 	a.SetWriteBuffer(4096)
-	b.SetReadBuffer(4096)
 	rc, err := RawConn(a)
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := &countingDeadliner{Conn: a}
 	var w Writer
-	chunk := make([]byte, 1000)
-	var sent bytes.Buffer
-	short := false
-	start := time.Now()
-	for i := 0; !short; i++ {
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("the socket never filled")
-		}
-		for j := range chunk {
-			chunk[j] = byte(i + j)
-		}
-		n, err := w.TryWrite(rc, chunk)
-		if err != nil {
-			t.Fatalf("write %d: %v", i, err)
-		}
-		sent.Write(chunk[:n])
-		short = n < len(chunk)
-	}
-	// Full: further tries return at once with nothing written.
-	for range 3 {
-		t0 := time.Now()
-		n, err := w.TryWrite(rc, chunk)
-		if err != nil || n != 0 {
-			t.Fatalf("TryWrite on a full socket = %d, %v; want 0, nil", n, err)
-		}
-		if d := time.Since(t0); d > time.Second {
-			t.Fatalf("TryWrite on a full socket took %v", d)
-		}
-	}
-	a.CloseWrite()
-	got, err := io.ReadAll(b)
-	if err != nil {
+	if err := w.Write(rc, []byte("hello"), d, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, sent.Bytes()) {
-		t.Fatalf("peer read %d bytes, not the %d TryWrite reported written (or not in order)", len(got), sent.Len())
+	if d.set != 0 || d.cleared != 0 {
+		t.Fatalf("a write taken at once set %d and cleared %d deadlines, want none", d.set, d.cleared)
+	}
+	big := make([]byte, 1<<20) // more than the sending socket's buffer
+	for i := range big {
+		big[i] = byte(i % 251)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 5+len(big))
+		io.ReadFull(b, buf)
+		got <- buf
+	}()
+	if err := w.Write(rc, big, d, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if d.set != 1 || d.cleared != 1 {
+		t.Fatalf("a write that filled the socket set %d and cleared %d deadlines, want 1 and 1", d.set, d.cleared)
+	}
+	if buf := <-got; string(buf[:5]) != "hello" || !bytes.Equal(buf[5:], big) {
+		t.Fatal("the peer did not read every byte once, in order")
 	}
 }
 
-// TestTryWriteErrors: a passed write deadline and a closed connection are
-// errors, the first one a timeout like the Conn's own.
-func TestTryWriteErrors(t *testing.T) {
+// TestWriteDeadline: a peer that never reads makes Write fail with a
+// timeout once the wait has passed; what the peer gets is a prefix of p.
+// A deadline already passed (set by someone else) fails at once, and so
+// does a closed connection.
+func TestWriteDeadline(t *testing.T) {
 	skipUnsupported(t)
-	a, _ := tcpPair(t)
+	a, b := tcpPair(t)
+	a.SetWriteBuffer(4096)
 	rc, err := RawConn(a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var w Writer
-	a.SetWriteDeadline(time.Now().Add(-time.Second))
-	if _, err := w.TryWrite(rc, []byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("past deadline: %v, want a deadline error", err)
+	big := make([]byte, 4<<20)
+	for i := range big {
+		big[i] = byte(i % 251)
 	}
 	var ne net.Error
-	if _, err := w.TryWrite(rc, []byte("x")); !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("past deadline: %v is not a net.Error timeout", err)
+	if err := w.Write(rc, big, a, 100*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Write to a peer that does not read: %v, want a timeout", err)
 	}
-	a.SetWriteDeadline(time.Time{})
-	if n, err := w.TryWrite(rc, []byte("x")); n != 1 || err != nil {
-		t.Fatalf("deadline cleared: %d, %v", n, err)
+	a.CloseWrite()
+	prefix, err := io.ReadAll(b)
+	if err != nil || len(prefix) == 0 || len(prefix) >= len(big) || !bytes.Equal(prefix, big[:len(prefix)]) {
+		t.Fatalf("the peer read %d bytes (%v), want a proper prefix of what was written", len(prefix), err)
 	}
-	a.Close()
-	if _, err := w.TryWrite(rc, []byte("x")); err == nil {
-		t.Fatal("TryWrite on a closed connection succeeded")
+
+	c, _ := tcpPair(t)
+	rc, _ = RawConn(c)
+	c.SetWriteDeadline(time.Now().Add(-time.Second))
+	if err := w.Write(rc, []byte("x"), c, time.Second); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write past a deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	c.Close()
+	if err := w.Write(rc, []byte("x"), c, time.Second); err == nil {
+		t.Fatal("Write on a closed connection succeeded")
+	}
+}
+
+// TestWriteIsNotInterleaved: a Write that waits for room holds the
+// socket: a net.Conn.Write from elsewhere lands before or after it,
+// never inside.
+func TestWriteIsNotInterleaved(t *testing.T) {
+	skipUnsupported(t)
+	a, b := tcpPair(t)
+	a.SetWriteBuffer(4096)
+	rc, err := RawConn(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 20
+	raw, other := bytes.Repeat([]byte{'r'}, size), bytes.Repeat([]byte{'o'}, size)
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 2*size)
+		io.ReadFull(b, buf)
+		got <- buf
+	}()
+	done := make(chan error, 1)
+	go func() {
+		var w Writer
+		done <- w.Write(rc, raw, a, 5*time.Second)
+	}()
+	if _, err := a.Write(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	buf := <-got
+	if runs := 1 + bytes.Count(buf, []byte("ro")) + bytes.Count(buf, []byte("or")); runs != 2 {
+		t.Fatalf("the two writes were cut into %d runs, want 2", runs)
 	}
 }
 
@@ -185,10 +234,10 @@ func TestNoAllocations(t *testing.T) {
 	var w Writer
 	p := []byte("0123456789")
 	buf := make([]byte, 64)
-	w.TryWrite(rc, p) // warm
+	w.Write(rc, p, a, time.Second) // warm
 	r.Read(buf)
 	if n := testing.AllocsPerRun(100, func() {
-		w.TryWrite(rc, p)
+		w.Write(rc, p, a, time.Second)
 		r.Read(buf)
 	}); n != 0 {
 		t.Fatalf("%v allocations per write and read, want 0", n)
