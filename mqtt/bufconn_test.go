@@ -3,8 +3,12 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -104,5 +108,35 @@ func TestOpenConnectionUnknownScheme(t *testing.T) {
 	_, err := dialBroker(context.Background(), u, *paho.NewClientOptions())
 	if err == nil || !strings.Contains(err.Error(), "quic://") || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("err = %v, want the scheme named and the password hidden", err)
+	}
+}
+
+// TestBufConnRawTCP: on a plain TCP socket the buffer is filled by raw
+// reads (no wake-up of the runtime's monitor thread per message); paho
+// reads the same packets through it, and the broker's close ends it.
+func TestBufConnRawTCP(t *testing.T) {
+	client, server := tcpPair(t)
+	bc := newBufConn(client)
+	if runtime.GOOS == "linux" && !bc.raw {
+		t.Fatal("a TCP connection does not read through rawio")
+	}
+	for i := range 3 {
+		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+		p.TopicName = fmt.Sprintf("lab/%d", i)
+		p.Payload = []byte("x")
+		if err := p.Write(server); err != nil {
+			t.Fatal(err)
+		}
+		cp, err := packets.ReadPacket(bc)
+		if err != nil {
+			t.Fatalf("packet %d: %v", i, err)
+		}
+		if got, ok := cp.(*packets.PublishPacket); !ok || got.TopicName != p.TopicName {
+			t.Fatalf("packet %d: %v", i, cp)
+		}
+	}
+	server.Close()
+	if _, err := packets.ReadPacket(bc); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the close: %v, want EOF", err)
 	}
 }

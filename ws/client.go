@@ -6,10 +6,13 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+
+	"pibridge/internal/rawio"
 )
 
 // client is one WebSocket connection: a reader goroutine (it also runs
@@ -23,7 +26,8 @@ import (
 type client struct {
 	s        *Server
 	conn     *websocket.Conn
-	nc       net.Conn // conn's socket, which the writer writes to
+	nc       net.Conn        // conn's socket, which the writer writes to
+	raw      syscall.RawConn // nc's, when it is plain TCP (see write); nil for TLS
 	mb       *mailbox
 	remote   string
 	readOnly bool
@@ -45,10 +49,12 @@ func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *clie
 	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.tune.sendBuffer > 0 {
 		_ = tc.SetWriteBuffer(s.tune.sendBuffer) // best effort: the default only costs memory
 	}
+	raw, _ := rawio.RawConn(conn.NetConn())
 	return &client{
 		s:        s,
 		conn:     conn,
 		nc:       conn.NetConn(),
+		raw:      raw,
 		mb:       newMailbox(len(s.hub.state), s.tune.maxReplies, s.tune.maxReplyBytes),
 		remote:   remote,
 		readOnly: acc.role != roleControl,
@@ -188,6 +194,7 @@ func (c *client) extendReadDeadline() {
 type writeState struct {
 	b   batch
 	buf []byte
+	raw rawio.Writer
 }
 
 // writeChunk bounds one write: a batch beyond it goes out in several. A
@@ -238,18 +245,18 @@ var errStop = errors.New("stop")
 func (c *client) writeBatch(w *writeState) error {
 	frames := w.b.frames
 	if len(frames) == 1 {
-		return c.write(frames[0])
+		return c.write(w, frames[0])
 	}
 	buf := w.buf[:0]
 	for _, f := range frames {
 		if len(buf) > 0 && len(buf)+len(f) > cap(buf) {
-			if err := c.write(buf); err != nil {
+			if err := c.write(w, buf); err != nil {
 				return err
 			}
 			buf = buf[:0]
 		}
 		if len(f) > cap(buf) {
-			if err := c.write(f); err != nil {
+			if err := c.write(w, f); err != nil {
 				return err
 			}
 			continue
@@ -259,13 +266,18 @@ func (c *client) writeBatch(w *writeState) error {
 	if len(buf) == 0 {
 		return nil
 	}
-	return c.write(buf)
+	return c.write(w, buf)
 }
 
-// write writes whole frames within writeWait.
-func (c *client) write(p []byte) error {
+// write writes whole frames within writeWait. On plain TCP it writes
+// with raw write(2)s (see rawio): no wake-up of the runtime's monitor
+// thread, and no write deadline unless the socket is full.
+func (c *client) write(w *writeState, p []byte) error {
 	if c.mb.condemned.Load() || c.gone.Load() {
 		return errStop
+	}
+	if c.raw != nil {
+		return w.raw.Write(c.raw, p, c.nc, c.s.tune.writeWait)
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.s.tune.writeWait))
 	_, err := c.nc.Write(p)
