@@ -35,7 +35,7 @@ func TestClient(t *testing.T) {
 		{"home assistant per-entity: removed entities", testHomeAssistantRemoved},
 		{"removed signals: retained topics cleared", func(t *testing.T, addr string) { testRemovedSignals(t, addr, nil) }},
 		{"removed signals, discovery off", func(t *testing.T, addr string) {
-			testRemovedSignals(t, addr, func(c *Config) { c.HomeAssistant.Discovery = boolp(false) })
+			testRemovedSignals(t, addr, func(c *Config) { c.HomeAssistant.Discovery = false })
 		}},
 		{"home assistant device config", testHADeviceConfig},
 		{"home assistant migration", testHAMigration},
