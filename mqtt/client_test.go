@@ -436,7 +436,7 @@ func testOutage(t *testing.T, addr string) {
 	eventually(t, "the client to notice", func() bool { return !c.Connected() })
 	w.waitFor("the will", func([]msg) bool {
 		st := w.on(base + "/status")
-		return st[len(st)-1].Payload == "offline"
+		return len(st) > 0 && st[len(st)-1].Payload == "offline"
 	})
 	for i := 0; i < n; i++ {
 		core.Emit("cpu", pibridge.Number(float64(70+i)), time.Time{})
@@ -444,11 +444,11 @@ func testOutage(t *testing.T, addr string) {
 	px.start(t)
 	w.waitFor("online again", func([]msg) bool {
 		st := w.on(base + "/status")
-		return st[len(st)-1].Payload == "online"
+		return len(st) > 0 && st[len(st)-1].Payload == "online"
 	})
 	ms = w.waitFor("the readings of the second outage", func(ms []msg) bool {
 		seqs := readingSeqs(t, ms)
-		return seqs[len(seqs)-1] == 2*n
+		return len(seqs) > 0 && seqs[len(seqs)-1] == 2*n
 	})
 	// At least once, in order of first arrival.
 	var firsts []uint64
@@ -678,7 +678,7 @@ func testStopFlushes(t *testing.T, addr string) {
 	stop()
 	ms := w.waitFor("offline", func([]msg) bool {
 		st := w.on(base + "/status")
-		return st[len(st)-1].Payload == "offline"
+		return len(st) > 0 && st[len(st)-1].Payload == "offline"
 	})
 	if seqs := readingSeqs(t, ms); !slices.Equal(seqs, seqRange(1, n)) {
 		t.Errorf("before offline got seqs %v, want 1..%d", seqs, n)
