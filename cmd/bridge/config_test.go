@@ -239,11 +239,9 @@ func TestHostileConfigs(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			start := time.Now()
+			// What bounds the work is asserted below (keys read, problems
+			// listed), not a time: a loaded CI machine is not a slow parser.
 			err := run(ctx, []string{"-check", "-config", path}, envOf(map[string]string{"PIBRIDGE_STATE_DIR": t.TempDir()}), &stdout, &stderr)
-			if took := time.Since(start); took > 5*time.Second {
-				t.Errorf("-check took %s", took)
-			}
 			if code := exitStatus(err, &stderr); code != 2 {
 				t.Fatalf("exit status %d, want 2 (err %v)", code, err)
 			}
