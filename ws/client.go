@@ -23,7 +23,8 @@ import (
 type client struct {
 	s        *Server
 	conn     *websocket.Conn
-	nc       net.Conn // conn's socket, which the writer writes to
+	nc       net.Conn  // conn's socket, which the writer writes to
+	ic       *idleConn // conn's socket as gorilla reads it; nil where the reader never parks
 	mb       *mailbox
 	remote   string
 	readOnly bool
@@ -41,14 +42,19 @@ type client struct {
 	grewStack bool // the reader's: its last message went through paho (see read)
 }
 
-func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *client {
-	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.tune.sendBuffer > 0 {
+func newClient(s *Server, conn *websocket.Conn, ic *idleConn, acc access, remote string) *client {
+	nc := conn.NetConn()
+	if ic != nil {
+		nc = ic.TCPConn
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && s.tune.sendBuffer > 0 {
 		_ = tc.SetWriteBuffer(s.tune.sendBuffer) // best effort: the default only costs memory
 	}
 	return &client{
 		s:        s,
 		conn:     conn,
-		nc:       conn.NetConn(),
+		nc:       nc,
+		ic:       ic,
 		mb:       newMailbox(len(s.hub.state), s.tune.maxReplies, s.tune.maxReplyBytes),
 		remote:   remote,
 		readOnly: acc.role != roleControl,
@@ -76,6 +82,9 @@ func (c *client) serve() {
 	// gorilla's own handler would write the close reply from here too,
 	// mid-flush of the writer, and move its write deadline.
 	c.conn.SetCloseHandler(c.closeReply)
+	if c.ic != nil && c.s.idle != nil {
+		c.ic.c = c // from now on the reader may park
+	}
 	go c.read()
 }
 
@@ -284,6 +293,7 @@ func (c *client) writeFailed(err error) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		c.s.countSlow(c, "write timed out")
 	}
+	c.stay()
 	c.conn.Close()
 }
 
@@ -291,6 +301,7 @@ func (c *client) writeFailed(err error) {
 // answer it; the reader sees the answer (or the deadline) and finishes.
 func (c *client) sendClose(code int, text string) {
 	c.closing.Store(true)
+	c.stay()
 	err := c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
 		time.Now().Add(c.s.tune.closeWait))
 	if err != nil {
@@ -320,6 +331,10 @@ func (c *client) closeReply(code int, _ string) error {
 
 // finish runs in the reader goroutine once reading has ended.
 func (c *client) finish(readErr error) {
+	c.stay() // the drain below reads on this goroutine
+	if c.ic != nil && c.s.idle != nil {
+		c.s.idle.forget(c.ic)
+	}
 	c.dropSubscriptions()
 	c.gone.Store(true)
 	// Unblock a write stuck on a dead peer; the writer checks gone before

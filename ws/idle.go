@@ -1,0 +1,253 @@
+package ws
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// An idle connection holds no goroutine. Its reader, once the client has
+// been silent for idleAfter at a message boundary, hands the socket to the
+// server's poller (one epoll set for all idle connections) and ends; the
+// poller starts a fresh reader when the socket becomes readable, or when
+// the read deadline has passed (swept every pongWait/10), and a close or
+// our close frame wakes it at once. A goroutine is 2 KiB of stack and half
+// a KiB of runtime state for the life of the connection, which is most of
+// what an idle connection would cost otherwise (README: "Memory per
+// connection").
+//
+// The reader waits inside gorilla (NextReader loops over control frames),
+// so it ends from below: idleConn is the net.Conn gorilla reads through,
+// and its Read ends the goroutine (runtime.Goexit) only where no state is
+// lost: gorilla's buffer empty and the stream at a message boundary, which
+// idleConn knows by following the frame headers it hands up.
+
+// readerSize is the buffer gorilla reads a connection through: it keeps
+// it for the connection's life. gorilla uses the hijacked reader only when
+// it is larger than 256 bytes, and a control frame (125 bytes and a
+// header) must fit.
+const readerSize = 264
+
+// idleAfter is how long a reader waits at a message boundary before it
+// parks: a client that sends commands every few ms keeps its reader.
+const idleAfter = 250 * time.Millisecond
+
+// reader states
+const (
+	readerRunning int32 = iota
+	readerParked
+)
+
+// idleConn is a client's TCP socket as gorilla reads it.
+type idleConn struct {
+	*net.TCPConn
+	br *bufio.Reader // gorilla's reader of this conn (ours, see hijacker)
+	fr frameTracker  // the frames handed up so far; the reader's alone
+
+	c      *client // set once the reader may park; nil before
+	state  atomic.Int32
+	noPark atomic.Bool // a close is coming: the reader stays
+	slot   int32       // in the poller; -1 until the first park
+	armed  bool        // registered with the poller once (then re-armed); the reader's
+
+	mu        sync.Mutex
+	deadline  time.Time // the read deadline gorilla and we asked for
+	lingering bool      // the socket has a shorter one meanwhile
+}
+
+// SetReadDeadline records t and applies it, unless the reader is
+// lingering: then it applies t when it stops.
+func (w *idleConn) SetReadDeadline(t time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.deadline = t
+	if w.lingering {
+		return nil
+	}
+	return w.TCPConn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (w *idleConn) SetDeadline(t time.Time) error {
+	if err := w.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return w.TCPConn.SetWriteDeadline(t)
+}
+
+func (w *idleConn) Read(p []byte) (int, error) {
+	if w.c != nil && w.fr.atBoundary() && w.br.Buffered() == 0 && !w.noPark.Load() {
+		if n, err, ok := w.linger(p); ok {
+			return n, err
+		}
+	}
+	n, err := w.TCPConn.Read(p)
+	w.fr.feed(p[:n])
+	return n, err
+}
+
+// WriteTo reads through Read: net.TCPConn's own would bypass the frame
+// tracking.
+func (w *idleConn) WriteTo(dst io.Writer) (int64, error) {
+	return io.Copy(dst, struct{ io.Reader }{w})
+}
+
+// linger reads for up to idleAfter; if nothing came, the reader parks and
+// its goroutine ends here. ok=false: read on as usual.
+func (w *idleConn) linger(p []byte) (n int, err error, ok bool) {
+	now := time.Now()
+	until := now.Add(idleAfter)
+	w.mu.Lock()
+	dl := w.deadline
+	if !dl.IsZero() && !until.Before(dl) {
+		w.mu.Unlock()
+		return 0, nil, false // the real deadline comes first
+	}
+	w.lingering = true
+	w.TCPConn.SetReadDeadline(until)
+	w.mu.Unlock()
+
+	n, err = w.TCPConn.Read(p)
+
+	w.mu.Lock()
+	w.lingering = false
+	w.TCPConn.SetReadDeadline(w.deadline)
+	w.mu.Unlock()
+	if n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		w.fr.feed(p[:n])
+		return n, err, true
+	}
+	if w.park() {
+		runtime.Goexit() // the poller starts the next reader
+	}
+	return 0, nil, false
+}
+
+// park hands the socket to the poller; false if it may not (then the
+// reader goes on reading).
+func (w *idleConn) park() bool {
+	p := w.c.s.idle
+	w.state.Store(readerParked)
+	if err := p.arm(w); err != nil {
+		w.state.Store(readerRunning)
+		return false
+	}
+	// A close that came meanwhile may have missed the parked state: the
+	// reader then stays, unless the closer has already started another.
+	if w.noPark.Load() && w.state.CompareAndSwap(readerParked, readerRunning) {
+		return false
+	}
+	return true
+}
+
+// wake starts a reader for a parked connection.
+func (w *idleConn) wake() {
+	if w.state.CompareAndSwap(readerParked, readerRunning) {
+		go w.c.read()
+	}
+}
+
+// expired reports whether the read deadline has passed.
+func (w *idleConn) expired(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return !w.deadline.IsZero() && !now.Before(w.deadline)
+}
+
+// stay keeps the reader running from now on and wakes a parked one: the
+// connection is about to close or to wait for the client's close reply.
+func (c *client) stay() {
+	if c.ic == nil {
+		return
+	}
+	c.ic.noPark.Store(true)
+	c.ic.wake()
+}
+
+// frameTracker follows the WebSocket frames of a client's byte stream
+// (RFC 6455 section 5.2) just enough to know where messages begin.
+type frameTracker struct {
+	skip     uint64 // payload bytes of the current frame still to come
+	hdr      [14]byte
+	n        uint8 // header bytes gathered
+	fragment bool  // a data message continues in further frames
+}
+
+func (t *frameTracker) atBoundary() bool { return t.skip == 0 && t.n == 0 && !t.fragment }
+
+func (t *frameTracker) feed(p []byte) {
+	for len(p) > 0 {
+		if t.skip > 0 {
+			k := uint64(len(p))
+			if k > t.skip {
+				k = t.skip
+			}
+			p, t.skip = p[k:], t.skip-k
+			continue
+		}
+		t.hdr[t.n] = p[0]
+		t.n++
+		p = p[1:]
+		if t.n < 2 {
+			continue
+		}
+		need, size := uint8(2), uint64(t.hdr[1]&0x7f)
+		switch size {
+		case 126:
+			need += 2
+		case 127:
+			need += 8
+		}
+		if t.hdr[1]&0x80 != 0 {
+			need += 4
+		}
+		if t.n < need {
+			continue
+		}
+		switch size {
+		case 126:
+			size = uint64(t.hdr[2])<<8 | uint64(t.hdr[3])
+		case 127:
+			size = 0
+			for _, b := range t.hdr[2:10] {
+				size = size<<8 | uint64(b)
+			}
+		}
+		fin, op := t.hdr[0]&0x80 != 0, t.hdr[0]&0x0f
+		if op < 8 { // data or continuation; control frames sit between fragments
+			t.fragment = !fin
+		}
+		t.skip, t.n = size, 0
+	}
+}
+
+// hijacker hands gorilla the connection wrapped for parking, and a small
+// reader of our own (gorilla would otherwise keep net/http's 4 KiB one or
+// allocate its own, which parking could not see into).
+type hijacker struct {
+	http.ResponseWriter
+	ic *idleConn // the wrapped socket; nil for TLS, which is not parked
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return nc, brw, err // gorilla refuses the latter
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && idlePolling {
+		h.ic = &idleConn{TCPConn: tc, slot: -1}
+		nc = h.ic
+	}
+	br := bufio.NewReaderSize(nc, readerSize)
+	if h.ic != nil {
+		h.ic.br = br
+	}
+	return nc, bufio.NewReadWriter(br, brw.Writer), nil
+}

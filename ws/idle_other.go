@@ -1,0 +1,21 @@
+//go:build !linux
+
+package ws
+
+import (
+	"errors"
+	"time"
+)
+
+// idlePolling: without epoll, a reader never parks.
+const idlePolling = false
+
+type poller struct{}
+
+func newPoller(time.Duration) (*poller, error) { return &poller{}, nil }
+
+func (*poller) arm(*idleConn) error { return errors.New("no poller") }
+func (*poller) forget(*idleConn)    {}
+func (*poller) run()                {}
+func (*poller) wakeExpired()        {}
+func (*poller) close()              {}
