@@ -18,7 +18,8 @@ import (
 // server's poller (one epoll set for all idle connections) and ends; the
 // poller starts a fresh reader when the socket becomes readable, or when
 // the read deadline has passed (swept every pongWait/10), and a close or
-// our close frame wakes it at once. A goroutine is 2 KiB of stack and half
+// our close frame wakes it at once. A reader waits idleAfter (250 ms)
+// before it parks, so a client that sends commands every few ms keeps it. A goroutine is 2 KiB of stack and half
 // a KiB of runtime state for the life of the connection, which is most of
 // what an idle connection would cost otherwise (README: "Memory per
 // connection").
@@ -34,10 +35,6 @@ import (
 // it is larger than 256 bytes, and a control frame (125 bytes and a
 // header) must fit.
 const readerSize = 264
-
-// idleAfter is how long a reader waits at a message boundary before it
-// parks: a client that sends commands every few ms keeps its reader.
-const idleAfter = 250 * time.Millisecond
 
 // reader states
 const (
@@ -55,7 +52,7 @@ type idleConn struct {
 	state  atomic.Int32
 	noPark atomic.Bool // a close is coming: the reader stays
 	slot   int32       // in the poller; -1 until the first park
-	armed  bool        // registered with the poller once (then re-armed); the reader's
+	armed  bool        // registered with the poller (then re-armed with MOD); the reader's
 
 	mu        sync.Mutex
 	deadline  time.Time // the read deadline gorilla and we asked for
@@ -99,11 +96,11 @@ func (w *idleConn) WriteTo(dst io.Writer) (int64, error) {
 	return io.Copy(dst, struct{ io.Reader }{w})
 }
 
-// linger reads for up to idleAfter; if nothing came, the reader parks and
+// linger reads for up to tuning.idleAfter; if nothing came, the reader parks and
 // its goroutine ends here. ok=false: read on as usual.
 func (w *idleConn) linger(p []byte) (n int, err error, ok bool) {
 	now := time.Now()
-	until := now.Add(idleAfter)
+	until := now.Add(w.c.s.tune.idleAfter)
 	w.mu.Lock()
 	dl := w.deadline
 	if !dl.IsZero() && !until.Before(dl) {
@@ -134,8 +131,9 @@ func (w *idleConn) linger(p []byte) (n int, err error, ok bool) {
 // reader goes on reading).
 func (w *idleConn) park() bool {
 	p := w.c.s.idle
-	w.state.Store(readerParked)
-	if err := p.arm(w); err != nil {
+	op := p.prepare(w)
+	w.state.Store(readerParked) // before arming: the event may come at once
+	if err := p.arm(w, op); err != nil {
 		w.state.Store(readerRunning)
 		return false
 	}

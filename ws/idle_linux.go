@@ -35,10 +35,9 @@ func newPoller(sweep time.Duration) (*poller, error) {
 	return &poller{f: os.NewFile(uintptr(fd), "epoll"), sweep: sweep}, nil
 }
 
-// arm registers w's socket for one readable event. The socket is reached
-// through its RawConn, so it cannot be closed (and its number reused)
-// meanwhile; once closed, the kernel forgets the registration.
-func (p *poller) arm(w *idleConn) error {
+// prepare gives w a slot and says how to arm it; the reader calls it
+// before it parks, while these fields are still its own.
+func (p *poller) prepare(w *idleConn) (op int) {
 	if w.slot < 0 {
 		p.mu.Lock()
 		if n := len(p.free); n > 0 {
@@ -50,26 +49,27 @@ func (p *poller) arm(w *idleConn) error {
 		p.slots[w.slot] = w
 		p.mu.Unlock()
 	}
+	if w.armed {
+		return unix.EPOLL_CTL_MOD // a oneshot registration stays, disarmed
+	}
+	w.armed = true
+	return unix.EPOLL_CTL_ADD
+}
+
+// arm registers w's socket for one readable event. The socket is reached
+// through its RawConn, so it cannot be closed (and its number reused)
+// meanwhile; once closed, the kernel forgets the registration.
+func (p *poller) arm(w *idleConn, op int) error {
 	rc, err := w.TCPConn.SyscallConn()
 	if err != nil {
 		return err
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: w.slot}
 	var cerr error
-	err = rc.Control(func(fd uintptr) {
-		op := unix.EPOLL_CTL_MOD
-		if !w.armed {
-			op = unix.EPOLL_CTL_ADD
-		}
-		cerr = unix.EpollCtl(int(p.f.Fd()), op, int(fd), &ev)
-	})
-	if err == nil {
-		err = cerr
+	if err := rc.Control(func(fd uintptr) { cerr = unix.EpollCtl(int(p.f.Fd()), op, int(fd), &ev) }); err != nil {
+		return err
 	}
-	if err == nil {
-		w.armed = true
-	}
-	return err
+	return cerr
 }
 
 // forget gives w's slot back; its reader calls it as the connection ends.
@@ -129,3 +129,16 @@ func (p *poller) wakeExpired() {
 }
 
 func (p *poller) close() { p.f.Close() }
+
+// parked counts the parked readers.
+func (p *poller) parked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, w := range p.slots {
+		if w != nil && w.state.Load() == readerParked {
+			n++
+		}
+	}
+	return n
+}

@@ -14,8 +14,9 @@ type poller struct{}
 
 func newPoller(time.Duration) (*poller, error) { return &poller{}, nil }
 
-func (*poller) arm(*idleConn) error { return errors.New("no poller") }
-func (*poller) forget(*idleConn)    {}
-func (*poller) run()                {}
-func (*poller) wakeExpired()        {}
-func (*poller) close()              {}
+func (*poller) prepare(*idleConn) int    { return 0 }
+func (*poller) arm(*idleConn, int) error { return errors.New("no poller") }
+func (*poller) forget(*idleConn)         {}
+func (*poller) run()                     {}
+func (*poller) close()                   {}
+func (*poller) parked() int              { return 0 }

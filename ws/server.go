@@ -101,6 +101,7 @@ type tuning struct {
 	maxReplies     int           // queued replies per client
 	maxReplyBytes  int
 	sendBuffer     int           // SO_SNDBUF of each connection; 0: the kernel's autotuning
+	idleAfter      time.Duration // silence after which a reader parks (see idleConn)
 	authWait       time.Duration // for the auth frame of a connection without credentials
 	maxPending     int           // connections not yet authenticated at once
 	maxPendingAddr int           // of which from one address (clientAddr)
@@ -148,6 +149,7 @@ func defaultTuning() tuning {
 		// minutes of a slow stream; 128 KiB still carries a panel's
 		// stream over any LAN (it is 1 s of 128 KiB/s at a 1 s RTT).
 		sendBuffer:     128 << 10,
+		idleAfter:      250 * time.Millisecond,
 		authWait:       10 * time.Second,
 		maxPending:     32,
 		maxPendingAddr: 8,
