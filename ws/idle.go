@@ -21,8 +21,8 @@ import (
 // our close frame wakes it at once. A reader waits idleAfter (250 ms)
 // before it parks, so a client that sends commands every few ms keeps it. A goroutine is 2 KiB of stack and half
 // a KiB of runtime state for the life of the connection, which is most of
-// what an idle connection would cost otherwise (README: "Memory per
-// connection").
+// what an idle connection would cost otherwise (README: "WebSocket
+// protocol").
 //
 // The reader waits inside gorilla (NextReader loops over control frames),
 // so it ends from below: idleConn is the net.Conn gorilla reads through,
