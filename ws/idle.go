@@ -27,14 +27,10 @@ import (
 // The reader waits inside gorilla (NextReader loops over control frames),
 // so it ends from below: idleConn is the net.Conn gorilla reads through,
 // and its Read ends the goroutine (runtime.Goexit) only where no state is
-// lost: gorilla's buffer empty and the stream at a message boundary, which
-// idleConn knows by following the frame headers it hands up.
-
-// readerSize is the buffer gorilla reads a connection through: it keeps
-// it for the connection's life. gorilla uses the hijacked reader only when
-// it is larger than 256 bytes, and a control frame (125 bytes and a
-// header) must fit.
-const readerSize = 264
+// lost: where the bytes handed up so far end at a message boundary, which
+// idleConn knows by following the frame headers. gorilla then holds
+// nothing of the stream: it asks for more only once its buffer has no
+// whole frame left, and every frame handed up is whole.
 
 // reader states
 const (
@@ -45,8 +41,7 @@ const (
 // idleConn is a client's TCP socket as gorilla reads it.
 type idleConn struct {
 	*net.TCPConn
-	br *bufio.Reader // gorilla's reader of this conn (ours, see hijacker)
-	fr frameTracker  // the frames handed up so far; the reader's alone
+	fr frameTracker // the frames handed up so far; the reader's alone
 
 	c      *client // set once the reader may park; nil before
 	state  atomic.Int32
@@ -80,7 +75,7 @@ func (w *idleConn) SetDeadline(t time.Time) error {
 }
 
 func (w *idleConn) Read(p []byte) (int, error) {
-	if w.c != nil && w.fr.atBoundary() && w.br.Buffered() == 0 && !w.noPark.Load() {
+	if w.c != nil && w.fr.atBoundary() && !w.noPark.Load() {
 		if n, err, ok := w.linger(p); ok {
 			return n, err
 		}
@@ -226,9 +221,7 @@ func (t *frameTracker) feed(p []byte) {
 	}
 }
 
-// hijacker hands gorilla the connection wrapped for parking, and a small
-// reader of our own (gorilla would otherwise keep net/http's 4 KiB one or
-// allocate its own, which parking could not see into).
+// hijacker hands gorilla the connection wrapped for parking.
 type hijacker struct {
 	http.ResponseWriter
 	ic *idleConn // the wrapped socket; nil for TLS, which is not parked
@@ -236,16 +229,12 @@ type hijacker struct {
 
 func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err != nil || brw.Reader.Buffered() > 0 {
-		return nc, brw, err // gorilla refuses the latter
+	if err != nil {
+		return nc, brw, err
 	}
 	if tc, ok := nc.(*net.TCPConn); ok && idlePolling {
 		h.ic = &idleConn{TCPConn: tc, slot: -1}
 		nc = h.ic
 	}
-	br := bufio.NewReaderSize(nc, readerSize)
-	if h.ic != nil {
-		h.ic.br = br
-	}
-	return nc, bufio.NewReadWriter(br, brw.Writer), nil
+	return nc, brw, nil
 }

@@ -168,10 +168,10 @@ const (
 	// maxMessageSize is the largest client frame; gorilla closes with 1009
 	// beyond it.
 	maxMessageSize = 64 << 10
-	// The read buffer is small (readerSize, given to gorilla by
-	// hijacker): clients send a few short commands, and this buffer lives
-	// as long as the connection. Larger frames are read through it in
-	// pieces.
+	// readBufferSize is small: clients send a few short commands, and this
+	// buffer lives as long as the connection. Larger frames are read through
+	// it in pieces.
+	readBufferSize = 256 // gorilla wants 125 (a control frame) at least
 	// writeBufferSize is gorilla's write buffer, which we never use (see
 	// client): with writeBufferPool, a connection holds none.
 	writeBufferSize = 4096
@@ -233,7 +233,7 @@ func New(o Options) (*Server, error) {
 	}
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout:  10 * time.Second,
-		ReadBufferSize:    0, // gorilla reads through hijacker's reader
+		ReadBufferSize:    readBufferSize,
 		WriteBufferSize:   writeBufferSize,
 		WriteBufferPool:   writeBufferPool,
 		EnableCompression: false, // SetReadLimit counts compressed bytes
