@@ -28,9 +28,9 @@ type client struct {
 	mb       *mailbox
 	remote   string
 	readOnly bool
-	session  sessionKey        // the login session it came with; zero for a token
-	subs     map[string]func() // MQTT filter → cancel; the reader's alone; nil until a subscribe
-	hubIndex int               // position in hub.clients; guarded by hub.mu
+	session  sessionKey     // the login session it came with; zero for a token
+	subs     []subscription // the MQTT filters it holds; the reader's alone
+	hubIndex int            // position in hub.clients; guarded by hub.mu
 
 	closing atomic.Bool // our close frame is out: wait for the reply, no longer
 	slow    atomic.Bool // counted in SlowClosed
