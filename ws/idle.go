@@ -18,7 +18,7 @@ import (
 // server's poller (one epoll set for all idle connections) and ends; the
 // poller starts a fresh reader when the socket becomes readable, or when
 // the read deadline has passed (swept every pongWait/10), and a close or
-// our close frame wakes it at once. A reader waits idleAfter (250 ms)
+// our close frame wakes it at once. A reader waits idleAfter (100 ms)
 // before it parks, so a client that sends commands every few ms keeps it. A goroutine is 2 KiB of stack and half
 // a KiB of runtime state for the life of the connection, which is most of
 // what an idle connection would cost otherwise (README: "WebSocket
