@@ -14,15 +14,14 @@ import (
 )
 
 // An idle connection holds no goroutine. Its reader, once the client has
-// been silent for idleAfter at a message boundary, hands the socket to the
-// server's poller (one epoll set for all idle connections) and ends; the
-// poller starts a fresh reader when the socket becomes readable, or when
-// the read deadline has passed (swept every pongWait/10), and a close or
-// our close frame wakes it at once. A reader waits idleAfter (100 ms)
-// before it parks, so a client that sends commands every few ms keeps it. A goroutine is 2 KiB of stack and half
-// a KiB of runtime state for the life of the connection, which is most of
-// what an idle connection would cost otherwise (README: "WebSocket
-// protocol").
+// been silent for idleAfter (100 ms: a client sending commands a few ms
+// apart keeps it) at a message boundary, hands the socket to the server's
+// poller (one epoll set for all idle connections) and ends. The poller
+// starts a fresh reader when the socket becomes readable or the read
+// deadline has passed (swept every pongWait/10); a coming close starts one
+// at once. A goroutine would hold 2 KiB of stack and half a KiB of runtime
+// state for the connection's life, most of what an idle connection costs
+// otherwise (README: "WebSocket protocol").
 //
 // The reader waits inside gorilla (NextReader loops over control frames),
 // so it ends from below: idleConn is the net.Conn gorilla reads through,
