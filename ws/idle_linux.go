@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,8 +16,11 @@ const idlePolling = true
 // poller watches the sockets of parked readers with one epoll set, which
 // is itself waited on through the runtime's poller: no thread blocks.
 type poller struct {
-	f     *os.File // the epoll set
+	f     *os.File // the epoll set, for waiting on it
+	fd    int      // the same, for epoll_ctl (f.Fd would make f blocking)
 	sweep time.Duration
+
+	sweeps atomic.Int64 // tests: the poller must not spin
 
 	mu    sync.Mutex
 	slots []*idleConn // by slot; the epoll data of a socket is its slot
@@ -32,7 +36,7 @@ func newPoller(sweep time.Duration) (*poller, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &poller{f: os.NewFile(uintptr(fd), "epoll"), sweep: sweep}, nil
+	return &poller{f: os.NewFile(uintptr(fd), "epoll"), fd: fd, sweep: sweep}, nil
 }
 
 // prepare gives w a slot and says how to arm it; the reader calls it
@@ -66,7 +70,7 @@ func (p *poller) arm(w *idleConn, op int) error {
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: w.slot}
 	var cerr error
-	if err := rc.Control(func(fd uintptr) { cerr = unix.EpollCtl(int(p.f.Fd()), op, int(fd), &ev) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { cerr = unix.EpollCtl(p.fd, op, int(fd), &ev) }); err != nil {
 		return err
 	}
 	return cerr
@@ -93,7 +97,9 @@ func (p *poller) run() {
 	}
 	events := make([]unix.EpollEvent, 64)
 	for {
-		p.f.SetReadDeadline(time.Now().Add(p.sweep))
+		if err := p.f.SetReadDeadline(time.Now().Add(p.sweep)); err != nil {
+			return // closed
+		}
 		n := 0
 		err := rc.Read(func(fd uintptr) bool {
 			var werr error
@@ -118,6 +124,7 @@ func (p *poller) run() {
 }
 
 func (p *poller) wakeExpired() {
+	p.sweeps.Add(1)
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -131,7 +131,15 @@ func TestParkedReader(t *testing.T) {
 		{"a silent client is dropped", func(tu *tuning) {
 			tu.pongWait, tu.pingPeriod = 400*time.Millisecond, time.Hour
 		}, func(t *testing.T, h *harness, c net.Conn) {
+			// Parked twice: the poller still sweeps, and only every pongWait/10.
+			write(t, c, clientFrame(true, 1, history))
+			frameWith(t, c, 1, `"id":"h1"`)
+			waitFor(t, "the reader to park again", func() bool { return parkedReaders(h) == 1 })
+			start, sweeps := time.Now(), h.srv.idle.sweeps.Load()
 			waitFor(t, "the silent client to be dropped", func() bool { return h.srv.Clients() == 0 })
+			if n, most := h.srv.idle.sweeps.Load()-sweeps, 2+int64(time.Since(start)/(40*time.Millisecond)); n > most {
+				t.Errorf("%d sweeps in %s, want at most %d", n, time.Since(start), most)
+			}
 		}},
 		{"shutdown", nil, func(t *testing.T, h *harness, c net.Conn) {
 			go func() {
