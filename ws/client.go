@@ -88,11 +88,12 @@ func (c *client) serve() {
 	go c.read()
 }
 
-// read is the reader goroutine's body. An idle reader waits deep inside
-// gorilla and net; its stack stays at the initial 2 KiB only if the frames
-// above are few and small (here read and readLoop, with NextReader called
-// directly). One more frame of a hundred bytes and it is 4 KiB for the
-// connection's life (TestIdleConnectionFootprint). A passthrough message
+// read is the reader goroutine's body. Where readers park (see idleConn)
+// an idle connection has none; elsewhere (https, not Linux) an idle
+// reader waits deep inside gorilla and net, and its stack stays at the
+// initial 2 KiB only if the frames above are few and small (here read and
+// readLoop, with NextReader called directly). One more frame of a hundred
+// bytes and it is 4 KiB for the connection's life. A passthrough message
 // (a subscribe through paho, say) grows the stack to 8 KiB, which the
 // collector gives back only halving at each cycle: after one the reader
 // goes on in a fresh goroutine, whose stack starts at 2 KiB again. Other
