@@ -75,7 +75,14 @@ func (w *idleConn) SetDeadline(t time.Time) error {
 
 func (w *idleConn) Read(p []byte) (int, error) {
 	if w.c != nil && w.fr.atBoundary() && !w.noPark.Load() {
-		if n, err, ok := w.linger(p); ok {
+		if !w.fr.woken && !w.fr.data {
+			// Nothing but control frames since the reader started (a
+			// pong, every pingPeriod on every connection at once), or
+			// nothing yet on a new connection: no reason to wait.
+			if w.park() {
+				runtime.Goexit()
+			}
+		} else if n, err, ok := w.linger(p); ok {
 			return n, err
 		}
 	}
@@ -126,7 +133,8 @@ func (w *idleConn) linger(p []byte) (n int, err error, ok bool) {
 func (w *idleConn) park() bool {
 	p := w.c.s.idle
 	op := p.prepare(w)
-	w.state.Store(readerParked) // before arming: the event may come at once
+	w.fr.woken, w.fr.data = true, false // the next reader reads before it parks
+	w.state.Store(readerParked)         // before arming: the event may come at once
 	if err := p.arm(w, op); err != nil {
 		w.state.Store(readerRunning)
 		return false
@@ -170,6 +178,8 @@ type frameTracker struct {
 	hdr      [14]byte
 	n        uint8 // header bytes gathered
 	fragment bool  // a data message continues in further frames
+	woken    bool  // no frame yet since the reader was started by the poller
+	data     bool  // a data frame came since the reader last parked
 }
 
 func (t *frameTracker) atBoundary() bool { return t.skip == 0 && t.n == 0 && !t.fragment }
@@ -214,9 +224,9 @@ func (t *frameTracker) feed(p []byte) {
 		}
 		fin, op := t.hdr[0]&0x80 != 0, t.hdr[0]&0x0f
 		if op < 8 { // data or continuation; control frames sit between fragments
-			t.fragment = !fin
+			t.fragment, t.data = !fin, true
 		}
-		t.skip, t.n = size, 0
+		t.skip, t.n, t.woken = size, 0, false
 	}
 }
 

@@ -21,6 +21,7 @@ type poller struct {
 	sweep time.Duration
 
 	sweeps atomic.Int64 // tests: the poller must not spin
+	parks  atomic.Int64 // tests
 
 	mu    sync.Mutex
 	slots []*idleConn // by slot; the epoll data of a socket is its slot
@@ -64,6 +65,7 @@ func (p *poller) prepare(w *idleConn) (op int) {
 // through its RawConn, so it cannot be closed (and its number reused)
 // meanwhile; once closed, the kernel forgets the registration.
 func (p *poller) arm(w *idleConn, op int) error {
+	p.parks.Add(1)
 	rc, err := w.TCPConn.SyscallConn()
 	if err != nil {
 		return err

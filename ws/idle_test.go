@@ -121,6 +121,15 @@ func TestParkedReader(t *testing.T) {
 			write(t, c, clientFrame(true, 9, "p1"))
 			frameWith(t, c, 10, "p1")
 		}},
+		{"a pong parks the reader again at once", func(tu *tuning) { tu.idleAfter = time.Hour }, func(t *testing.T, h *harness, c net.Conn) {
+			parks := h.srv.idle.parks.Load()
+			write(t, c, clientFrame(true, 10, "p2"))
+			// Pongs come from every connection at once, every pingPeriod:
+			// their readers must not wait idleAfter each.
+			waitFor(t, "the reader to park again", func() bool {
+				return h.srv.idle.parks.Load() > parks && parkedReaders(h) == 1
+			})
+		}},
 		{"the client closes", nil, func(t *testing.T, h *harness, c net.Conn) {
 			write(t, c, clientFrame(true, 8, "\x03\xe8bye"))
 			if _, p := serverFrame(t, c); p[:2] != "\x03\xe8" {
