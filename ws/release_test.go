@@ -27,8 +27,8 @@ func TestBurstRelease(t *testing.T) {
 			b := &burstRelease{quiet: 50 * time.Millisecond, min: 8, free: func() { at.Store(time.Now().UnixNano()); freed.Add(1) }}
 			var lastJoin time.Time
 			for range tc.joins {
+				lastJoin = time.Now() // before: the join's own clock reads no earlier
 				b.joined()
-				lastJoin = time.Now()
 				time.Sleep(2 * time.Millisecond) // joins spread over longer than quiet in the long burst
 			}
 			if tc.stop {
