@@ -149,7 +149,7 @@ func defaultTuning() tuning {
 		// minutes of a slow stream; 128 KiB still carries a panel's
 		// stream over any LAN (it is 1 s of 128 KiB/s at a 1 s RTT).
 		sendBuffer:     128 << 10,
-		idleAfter:      100 * time.Millisecond,
+		idleAfter:      20 * time.Millisecond,
 		authWait:       10 * time.Second,
 		maxPending:     32,
 		maxPendingAddr: 8,
