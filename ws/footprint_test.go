@@ -212,11 +212,11 @@ func idleFootprint(t *testing.T, subscribed bool) {
 	heap, stack := float64(int64(heap1-heap0))/n, float64(int64(stack1-stack0))/n
 	per := heap + stack
 	t.Logf("%.1f KiB per idle connection: %.1f KiB heap, %.1f KiB goroutine stacks", per/1024, heap/1024, stack/1024)
-	// About 3 KiB of heap (the client's socket included) and, once the
+	// About 2.5 KiB of heap (the client's socket included) and, once the
 	// reader has parked, no stack but the runtime's spare ones: a reader
 	// kept for the connection's life (2 KiB, 4 KiB if grown) fails this.
 	// Without epoll the reader stays, with its 2 KiB.
-	bound := 4.2
+	bound := 3.6
 	if !idlePolling {
 		bound = 6.5
 	}
