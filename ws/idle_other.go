@@ -4,13 +4,14 @@ package ws
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 )
 
 // idlePolling: without epoll, a reader never parks.
 const idlePolling = false
 
-type poller struct{}
+type poller struct{ sweeps, parks atomic.Int64 }
 
 func newPoller(time.Duration) (*poller, error) { return &poller{}, nil }
 
