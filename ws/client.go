@@ -28,12 +28,13 @@ type client struct {
 	conn     *websocket.Conn
 	nc       net.Conn        // conn's socket, which the writer writes to
 	raw      syscall.RawConn // nc's, when it is plain TCP (see write); nil for TLS
+	ic       *idleConn       // conn's socket as gorilla reads it; nil where the reader never parks
 	mb       *mailbox
 	remote   string
 	readOnly bool
-	session  sessionKey        // the login session it came with; zero for a token
-	subs     map[string]func() // MQTT filter → cancel; the reader's alone; nil until a subscribe
-	hubIndex int               // position in hub.clients; guarded by hub.mu
+	session  sessionKey     // the login session it came with; zero for a token
+	subs     []subscription // the MQTT filters it holds; the reader's alone
+	hubIndex int            // position in hub.clients; guarded by hub.mu
 
 	closing atomic.Bool // our close frame is out: wait for the reply, no longer
 	slow    atomic.Bool // counted in SlowClosed
@@ -45,16 +46,21 @@ type client struct {
 	grewStack bool // the reader's: its last message went through paho (see read)
 }
 
-func newClient(s *Server, conn *websocket.Conn, acc access, remote string) *client {
-	if tc, ok := conn.NetConn().(*net.TCPConn); ok && s.tune.sendBuffer > 0 {
+func newClient(s *Server, conn *websocket.Conn, ic *idleConn, acc access, remote string) *client {
+	nc := conn.NetConn()
+	if ic != nil {
+		nc = ic.TCPConn
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && s.tune.sendBuffer > 0 {
 		_ = tc.SetWriteBuffer(s.tune.sendBuffer) // best effort: the default only costs memory
 	}
-	raw, _ := rawio.RawConn(conn.NetConn())
+	raw, _ := rawio.RawConn(nc) // the socket itself: conn's is the idleConn wrapper
 	return &client{
 		s:        s,
 		conn:     conn,
-		nc:       conn.NetConn(),
+		nc:       nc,
 		raw:      raw,
+		ic:       ic,
 		mb:       newMailbox(len(s.hub.state), s.tune.maxReplies, s.tune.maxReplyBytes),
 		remote:   remote,
 		readOnly: acc.role != roleControl,
@@ -82,14 +88,18 @@ func (c *client) serve() {
 	// gorilla's own handler would write the close reply from here too,
 	// mid-flush of the writer, and move its write deadline.
 	c.conn.SetCloseHandler(c.closeReply)
+	if c.ic != nil && c.s.idle != nil {
+		c.ic.c = c // from now on the reader may park
+	}
 	go c.read()
 }
 
-// read is the reader goroutine's body. An idle reader waits deep inside
-// gorilla and net; its stack stays at the initial 2 KiB only if the frames
-// above are few and small (here read and readLoop, with NextReader called
-// directly). One more frame of a hundred bytes and it is 4 KiB for the
-// connection's life (TestIdleConnectionFootprint). A passthrough message
+// read is the reader goroutine's body. Where readers park (see idleConn)
+// an idle connection has none; elsewhere (https, not Linux) an idle
+// reader waits deep inside gorilla and net, and its stack stays at the
+// initial 2 KiB only if the frames above are few and small (here read and
+// readLoop, with NextReader called directly). One more frame of a hundred
+// bytes and it is 4 KiB for the connection's life. A passthrough message
 // (a subscribe through paho, say) grows the stack to 8 KiB, which the
 // collector gives back only halving at each cycle: after one the reader
 // goes on in a fresh goroutine, whose stack starts at 2 KiB again. Other
@@ -296,6 +306,7 @@ func (c *client) writeFailed(err error) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		c.s.countSlow(c, "write timed out")
 	}
+	c.stay()
 	c.conn.Close()
 }
 
@@ -303,6 +314,7 @@ func (c *client) writeFailed(err error) {
 // answer it; the reader sees the answer (or the deadline) and finishes.
 func (c *client) sendClose(code int, text string) {
 	c.closing.Store(true)
+	c.stay()
 	err := c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text),
 		time.Now().Add(c.s.tune.closeWait))
 	if err != nil {
@@ -332,6 +344,10 @@ func (c *client) closeReply(code int, _ string) error {
 
 // finish runs in the reader goroutine once reading has ended.
 func (c *client) finish(readErr error) {
+	c.stay() // the drain below reads on this goroutine
+	if c.ic != nil && c.s.idle != nil {
+		c.s.idle.forget(c.ic)
+	}
 	c.dropSubscriptions()
 	c.gone.Store(true)
 	// Unblock a write stuck on a dead peer; the writer checks gone before

@@ -62,36 +62,35 @@ func (c *client) subscribe(m *message) {
 		c.ackErr(m.id, fmt.Errorf("subscribe %w", err))
 		return
 	}
-	var fresh []string
-	for _, f := range m.topics {
-		if _, dup := c.subs[f]; !dup && !slices.Contains(fresh, f) {
-			fresh = append(fresh, f)
+	held := len(c.subs)
+	fresh := 0
+	for i, f := range m.topics {
+		if c.subscribed(f) < 0 && !slices.Contains(m.topics[:i], f) {
+			fresh++
 		}
 	}
-	if len(c.subs)+len(fresh) > maxSubscriptions {
+	if held+fresh > maxSubscriptions {
 		c.ackErr(m.id, fmt.Errorf("subscribe: at most %d subscriptions per connection", maxSubscriptions))
 		return
 	}
 	g := &subGate{c: c}
-	made := make(map[string]func(), len(fresh))
-	for _, f := range fresh {
+	for _, f := range m.topics {
+		if c.subscribed(f) >= 0 {
+			continue
+		}
 		cancel, err := c.s.pass.Subscribe(f, g.deliver)
 		if err != nil {
-			for _, cancel := range made {
-				cancel()
+			for _, sub := range c.subs[held:] {
+				sub.cancel()
 			}
+			clear(c.subs[held:])
+			c.subs = c.subs[:held]
 			g.drop()
 			c.s.log.Debug("mqtt subscribe failed", "remote", c.remote, "filter", pibridge.Clip(f), "err", err)
 			c.ackErr(m.id, fmt.Errorf("subscribe %q: %w", pibridge.Clip(f), err))
 			return
 		}
-		made[f] = cancel
-	}
-	if c.subs == nil && len(made) > 0 {
-		c.subs = make(map[string]func(), len(made))
-	}
-	for f, cancel := range made {
-		c.subs[f] = cancel
+		c.subs = append(c.subs, subscription{f, cancel})
 	}
 	c.ackErr(m.id, nil)
 	g.open()
@@ -105,9 +104,9 @@ func (c *client) unsubscribe(m *message) {
 		return
 	}
 	for _, f := range m.topics {
-		if cancel, ok := c.subs[f]; ok {
-			cancel()
-			delete(c.subs, f)
+		if i := c.subscribed(f); i >= 0 {
+			c.subs[i].cancel()
+			c.subs = slices.Delete(c.subs, i, i+1)
 		}
 	}
 	c.ackErr(m.id, nil)
@@ -170,10 +169,27 @@ func (c *client) publishErr(topic string, err error) error {
 // dropSubscriptions cancels every subscription; the reader calls it when
 // the connection ends.
 func (c *client) dropSubscriptions() {
-	for f, cancel := range c.subs {
-		cancel()
-		delete(c.subs, f)
+	for _, sub := range c.subs {
+		sub.cancel()
 	}
+	c.subs = nil
+}
+
+// subscription is one MQTT filter a client holds. A client holds a few
+// (maxSubscriptions at most), so a slice, a fraction of a map's size.
+type subscription struct {
+	filter string
+	cancel func()
+}
+
+// subscribed returns the index of filter in c.subs, or -1.
+func (c *client) subscribed(filter string) int {
+	for i, sub := range c.subs {
+		if sub.filter == filter {
+			return i
+		}
+	}
+	return -1
 }
 
 // subGate passes MQTT messages of one subscribe request into the client's

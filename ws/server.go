@@ -53,6 +53,9 @@ type Server struct {
 	hub  *hub
 	// release gives memory back after a burst of connections.
 	release *burstRelease
+	// idle watches the sockets of parked readers (see idleConn); nil
+	// until Run, and where it could not be made.
+	idle *poller
 
 	upgrader websocket.Upgrader
 	gate     *gatekeeper // who may come in: Host, Origin, tokens, sessions, slow-down
@@ -98,6 +101,7 @@ type tuning struct {
 	maxReplies     int           // queued replies per client
 	maxReplyBytes  int
 	sendBuffer     int           // SO_SNDBUF of each connection; 0: the kernel's autotuning
+	idleAfter      time.Duration // silence after which a reader parks (see idleConn)
 	authWait       time.Duration // for the auth frame of a connection without credentials
 	maxPending     int           // connections not yet authenticated at once
 	maxPendingAddr int           // of which from one address (clientAddr)
@@ -145,6 +149,7 @@ func defaultTuning() tuning {
 		// minutes of a slow stream; 128 KiB still carries a panel's
 		// stream over any LAN (it is 1 s of 128 KiB/s at a 1 s RTT).
 		sendBuffer:     128 << 10,
+		idleAfter:      20 * time.Millisecond,
 		authWait:       10 * time.Second,
 		maxPending:     32,
 		maxPendingAddr: 8,
@@ -314,17 +319,32 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	snapshot, unsubscribe := s.core.Subscribe(s.hub)
 	s.hub.start(snapshot)
+	polled := make(chan struct{})
+	if p, err := newPoller(s.tune.pongWait / 10); err == nil {
+		s.idle = p
+		go func() { defer close(polled); p.run() }()
+	} else {
+		s.log.Warn("idle websocket connections keep a goroutine each", "err", err)
+		close(polled)
+	}
 	close(s.running)
 	s.hub.run(ctx, s.tune.pingPeriod)
 	s.cancelCommands()
 	unsubscribe()
 	s.shutdown()
+	if s.idle != nil {
+		s.idle.close()
+	}
+	<-polled
 	return nil
 }
 
 func (s *Server) shutdown() {
 	s.release.stop()
 	clients := s.hub.close()
+	for _, c := range clients {
+		c.stay() // a parked reader runs again, to see the close
+	}
 	close(s.stopped)
 	s.connMu.Lock()
 	s.connClosed = true
@@ -450,7 +470,8 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	conn, err := s.upgrader.Upgrade(hj, r, nil)
 	if err == nil && !s.track(conn, adm == admitFrame) {
 		conn.Close() // Run has ended meanwhile: like a failed upgrade
 		err = errors.New("shutting down")
@@ -467,7 +488,7 @@ func (s *Server) ServeWS(w http.ResponseWriter, r *http.Request) {
 	// while it runs, net/http keeps its connection state alive (two 4 KiB
 	// buffers, the request and response, a deep stack), 15 KiB per idle
 	// client that the hijacked connection never uses again.
-	go s.serveConn(conn, acc, adm, r.RemoteAddr)
+	go s.serveConn(conn, hj.ic, acc, adm, r.RemoteAddr)
 }
 
 // track registers an upgraded connection for shutdown; false once Run is
@@ -494,7 +515,7 @@ func (s *Server) authenticated(conn *websocket.Conn) {
 
 // serveConn owns an upgraded connection: it authenticates it when the
 // request could not, joins the hub, and hands the connection to its reader.
-func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remote string) {
+func (s *Server) serveConn(conn *websocket.Conn, ic *idleConn, acc access, adm admission, remote string) {
 	var c *client
 	switch adm {
 	case admitStale:
@@ -507,10 +528,10 @@ func (s *Server) serveConn(conn *websocket.Conn, acc access, adm admission, remo
 		s.gate.releasePending(httpx.ClientAddr(remote))
 		if ok {
 			s.authenticated(conn)
-			c = s.join(conn, acc, remote, authMsg.id)
+			c = s.join(conn, ic, acc, remote, authMsg.id)
 		}
 	default:
-		c = s.join(conn, acc, remote, "")
+		c = s.join(conn, ic, acc, remote, "")
 	}
 	if c == nil {
 		s.untrack(conn)
@@ -533,8 +554,8 @@ func (s *Server) untrack(conn *websocket.Conn) {
 
 // join makes an authenticated connection a client of the hub with its
 // hello queued; nil when the hub is closed (the connection is closed too).
-func (s *Server) join(conn *websocket.Conn, acc access, remote, authID string) *client {
-	c := newClient(s, conn, acc, remote)
+func (s *Server) join(conn *websocket.Conn, ic *idleConn, acc access, remote, authID string) *client {
+	c := newClient(s, conn, ic, acc, remote)
 	state, ok := s.hub.join(c, nil)
 	if !ok {
 		s.reject(conn, websocket.CloseGoingAway, "going away")
