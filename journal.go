@@ -331,10 +331,13 @@ func (c *Core) leaseLoop(jr *journalRun) {
 // detach delivers what waits (in order, ahead of the later readings that
 // now go straight to subscribers), lets the journal's goroutine record it,
 // and waits for the goroutines to end; before Run, it records it itself.
+// Every caller returns once the journal has let go.
 func (c *Core) detach(jr *journalRun) {
 	c.mu.Lock()
 	if c.jr != jr {
 		c.mu.Unlock()
+		<-jr.done // detached by another caller: wait as it does
+		<-jr.leaseDone
 		return
 	}
 	c.showLocked(jr)
