@@ -25,8 +25,9 @@ type Options struct {
 	Core    *pibridge.Core
 	Logger  *slog.Logger
 	Version string // reported in P/D/meta and Home Assistant discovery
-	// Outbox holds the readings until the broker has them. When nil, the
-	// client opens a DiskOutbox in StateDir (mqtt-outbox.db) and closes
+	// Outbox holds the readings until the broker has them; one given here
+	// is the caller's to run and close. When nil, the client opens a
+	// DiskOutbox in StateDir (mqtt-outbox.db), runs it in Run and closes
 	// it when Run returns; without a StateDir either, the readings are
 	// kept in memory only. Both hold at most queue_max readings.
 	Outbox Outbox
