@@ -511,6 +511,7 @@ func TestDiskOutboxAckWhileWriting(t *testing.T) {
 		defer o.mu.Unlock()
 		return o.q.inflight == 5
 	})
+	<-f.entered // apply has taken the gate: clearing it below does not let this one through
 	o.Commit(3)
 	appendSeqs(o, 6, 7)
 	f.set(func(f *fakeStore) { f.gate = nil })
