@@ -40,14 +40,17 @@ type Subscriber interface {
 // Journal keeps every reading on disk for the consumers that must not lose
 // one (the MQTT outbox), and tells after a crash where seq stopped. The
 // core hands readings to it through a bounded queue and one goroutine of
-// its own, so a disk that stalls holds up no Emit, fan-out or command.
+// its own (JournalRunner.Run), so a disk that stalls holds up no Emit,
+// fan-out or command.
 type Journal interface {
 	// LastSeq is the highest seq the journal kept from earlier runs (0:
 	// none). It is asked once, when the journal is attached.
 	LastSeq() uint64
-	// Record keeps r; it may wait for the disk. It is called from one
-	// goroutine, in seq order, with no lock of the core's held.
-	Record(r Reading)
+	// Record keeps the readings of batch, in order (seq order, at most
+	// 256 of them): one write for them all when it can. It may wait for
+	// the disk. It is called from one goroutine, with no lock of the
+	// core's held, and must not keep batch, which is reused.
+	Record(batch []Reading)
 }
 
 // Op is what a command asks for.

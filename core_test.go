@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"pibridge/internal/testkit"
 )
 
 // fakeActuator applies commands by emitting them, as a board does.
@@ -244,9 +246,11 @@ func BenchmarkEmit(b *testing.B) {
 				b.Fatal(err)
 			}
 			if journal {
-				if _, err := c.AttachJournal(discardJournal{}); err != nil {
+				jr, err := c.AttachJournal(discardJournal{})
+				if err != nil {
 					b.Fatal(err)
 				}
+				testkit.Start(b, 5*time.Second, jr.Run)
 			}
 			defer c.Close()
 			c.Subscribe(discard{})
@@ -261,8 +265,8 @@ func BenchmarkEmit(b *testing.B) {
 
 type discardJournal struct{}
 
-func (discardJournal) LastSeq() uint64 { return 0 }
-func (discardJournal) Record(Reading)  {}
+func (discardJournal) LastSeq() uint64  { return 0 }
+func (discardJournal) Record([]Reading) {}
 
 type discard struct{}
 

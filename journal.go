@@ -24,11 +24,12 @@ type journalRun struct {
 	pend  Ring // emitted, not yet recorded; seq order
 	shown int  // pend[:shown] were delivered ahead of the journal
 	// writing is when the write under way began (nanoseconds since
-	// epoch; 0: none), set before each record, so that only one slow
-	// write, not a long batch or a busy CPU, counts as a stall.
+	// epoch; 0: none), set before each batch's write (a batch is one
+	// write), so that a slow write, not a busy CPU, counts as a stall.
 	writing atomic.Int64
 	epoch   time.Time
-	stop    bool
+	started bool // Run has started the goroutines
+	stop    bool // detached: record what waits, then end
 	// recorded is the seq of the last reading recorded; progress, made
 	// by a waiter (AwaitJournal) only, is closed when it moves.
 	recorded uint64
@@ -41,10 +42,17 @@ type journalRun struct {
 	lease, leaseDone chan struct{}
 }
 
-// AttachJournal makes j the core's journal and starts its goroutine;
-// detach writes what waits and ends it (Close detaches too). Attach it
-// before the first reading: seq resumes after j.LastSeq().
-func (c *Core) AttachJournal(j Journal) (detach func(), err error) {
+// JournalRunner is a journal attached to the core: Run records, Detach
+// lets go of it.
+type JournalRunner struct {
+	c  *Core
+	jr *journalRun
+}
+
+// AttachJournal makes j the core's journal, and starts nothing: readings
+// wait for it in a bounded queue from now on, and its Run records them.
+// Attach it before the first reading: seq resumes after j.LastSeq().
+func (c *Core) AttachJournal(j Journal) (*JournalRunner, error) {
 	last := j.LastSeq()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -61,10 +69,42 @@ func (c *Core) AttachJournal(j Journal) (detach func(), err error) {
 	jr.timer = time.AfterFunc(time.Hour, func() { c.overdue(jr) })
 	jr.timer.Stop()
 	c.jr = jr
-	go c.journalLoop(jr)
-	go c.leaseLoop(jr)
-	return func() { c.detach(jr) }, nil
+	return &JournalRunner{c: c, jr: jr}, nil
 }
+
+// Run records the readings as they come, in batches, and extends the seq
+// reservation, until ctx ends; then it records what waits, detaches the
+// journal and returns once its goroutines have ended. A Run after Detach
+// (or Close) returns at once.
+func (r *JournalRunner) Run(ctx context.Context) error {
+	c, jr := r.c, r.jr
+	c.mu.Lock()
+	if jr.started {
+		c.mu.Unlock()
+		return errors.New("core: journal Run called twice")
+	}
+	jr.started = true
+	stopped := jr.stop
+	c.mu.Unlock()
+	if stopped {
+		return nil
+	}
+	go c.leaseLoop(jr)
+	go c.journalLoop(jr)
+	select {
+	case <-ctx.Done():
+		c.detach(jr)
+	case <-jr.done: // detached meanwhile
+	}
+	<-jr.done
+	<-jr.leaseDone
+	return nil
+}
+
+// Detach records what waits and lets go of the journal: later readings go
+// straight to subscribers. It waits for Run's goroutines, or records on
+// the caller's when Run has not started. Close detaches too.
+func (r *JournalRunner) Detach() { r.c.detach(r.jr) }
 
 // AwaitJournal waits until the journal has every reading emitted before
 // the call (or ctx ends): MQTT's last flush at shutdown, and tests.
@@ -156,6 +196,12 @@ func (c *Core) handOffLocked(jr *journalRun, r Reading) {
 		return
 	}
 	jr.pend.Push(r)
+	if !jr.started && jr.writing.Load() == 0 {
+		// Nothing records before Run: the wait counts as a write under
+		// way, so that the readings are shown after stallAfter all the same.
+		jr.startWrite()
+		jr.timer.Reset(stallAfter)
+	}
 	if jr.stalled() {
 		c.showLocked(jr)
 	}
@@ -226,10 +272,7 @@ func (c *Core) journalLoop(jr *journalRun) {
 		if c.gate != nil {
 			c.gate()
 		}
-		for _, r := range batch {
-			jr.startWrite()
-			jr.j.Record(r)
-		}
+		jr.j.Record(batch)
 		jr.writing.Store(0)
 		c.mu.Lock()
 		k := len(batch)
@@ -286,19 +329,28 @@ func (c *Core) leaseLoop(jr *journalRun) {
 }
 
 // detach delivers what waits (in order, ahead of the later readings that
-// now go straight to subscribers), lets the goroutine record it, and waits
-// for the goroutine to end.
+// now go straight to subscribers), lets the journal's goroutine record it,
+// and waits for the goroutines to end; before Run, it records it itself.
+// Every caller returns once the journal has let go.
 func (c *Core) detach(jr *journalRun) {
 	c.mu.Lock()
 	if c.jr != jr {
 		c.mu.Unlock()
+		<-jr.done // detached by another caller: wait as it does
+		<-jr.leaseDone
 		return
 	}
 	c.showLocked(jr)
 	c.jr = nil
 	jr.stop = true
+	started := jr.started
 	c.mu.Unlock()
-	signal(jr.kick)
+	if started {
+		signal(jr.kick)
+	} else {
+		close(jr.leaseDone)
+		c.journalLoop(jr) // stop is set: it drains and returns
+	}
 	<-jr.done
 	<-jr.leaseDone
 	jr.timer.Stop()

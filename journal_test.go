@@ -2,6 +2,7 @@ package pibridge
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -28,12 +29,14 @@ func (j *memJournal) LastSeq() uint64 {
 	return j.recs[len(j.recs)-1]
 }
 
-func (j *memJournal) Record(r Reading) {
+func (j *memJournal) Record(batch []Reading) {
 	if j.block != nil {
 		<-j.block
 	}
 	j.mu.Lock()
-	j.recs = append(j.recs, r.Seq)
+	for _, r := range batch {
+		j.recs = append(j.recs, r.Seq)
+	}
 	j.mu.Unlock()
 }
 
@@ -59,9 +62,17 @@ func startJournaled(t *testing.T, dir, boot string, j *memJournal) *Core {
 		t.Fatal(err)
 	}
 	c.SetActuator(&fakeActuator{core: c})
-	if _, err := c.AttachJournal(j); err != nil {
+	jr, err := c.AttachJournal(j)
+	if err != nil {
 		t.Fatal(err)
 	}
+	testkit.Start(t, 5*time.Second, jr.Run)
+	// Running before the first reading, so that none waits for Run.
+	waitFor(t, "the journal running", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return jr.jr.started
+	})
 	return c
 }
 
@@ -326,3 +337,74 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 type subscriberFunc func(Reading)
 
 func (f subscriberFunc) Deliver(r Reading) { f(r) }
+
+// TestJournalLifecycle: AttachJournal starts no goroutine; readings
+// emitted before Run wait for it (and are shown after stallAfter all the
+// same); Run records them in order and, once its ctx ends, what came
+// since, and returns with no goroutine left; Detach without Run records
+// on the caller's goroutine.
+func TestJournalLifecycle(t *testing.T) {
+	tests := []struct {
+		name string
+		run  bool
+	}{{"run then cancel", true}, {"detach without run", false}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			c, err := New(Options{Device: Device{ID: "t"}, Signals: testSignals, StateDir: t.TempDir(), BootID: "b"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := &memJournal{}
+			jr, err := c.AttachJournal(j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := runtime.NumGoroutine(); n > before {
+				t.Errorf("AttachJournal started %d goroutines", n-before)
+			}
+			rec := &recorder{}
+			_, cancel := c.Subscribe(rec)
+			defer cancel()
+			emitN(c, 3)
+			if got := j.seqs(); len(got) != 0 {
+				t.Fatalf("journal recorded %v before Run", got)
+			}
+			waitFor(t, "the waiting readings shown after stallAfter", func() bool {
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				return len(rec.seqs) == 3
+			})
+			if tt.run {
+				ctx, stop := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- jr.Run(ctx) }()
+				waitFor(t, "the waiting readings recorded", func() bool { return len(j.seqs()) == 3 })
+				emitN(c, 2)
+				stop()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatal(err)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("Run did not return after its ctx ended")
+				}
+			} else {
+				jr.Detach()
+				emitN(c, 2) // straight to subscribers now
+			}
+			want := map[bool][]uint64{true: {1, 2, 3, 4, 5}, false: {1, 2, 3}}[tt.run]
+			if got := j.seqs(); !slices.Equal(got, want) {
+				t.Errorf("journal holds %v, want %v", got, want)
+			}
+			if err := jr.Run(context.Background()); err == nil && tt.run {
+				t.Error("a second Run did not fail")
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			testkit.Eventually(t, 5*time.Second, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before })
+		})
+	}
+}

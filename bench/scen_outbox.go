@@ -283,7 +283,8 @@ func outboxScenario(ctx context.Context, d harness.DaemonSpec, o options) (harne
 	mq0, err1 := harness.CPUTime(mosq.PID)
 	me0, err2 := harness.CPUTime(os.Getpid())
 	w0, err3 := diskWrites(dm.PID)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	_, sw0, err4 := harness.Syscalls(dm.PID)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return harness.Table{}, err
 	}
 	t0 := time.Now()
@@ -299,7 +300,8 @@ func outboxScenario(ctx context.Context, d harness.DaemonSpec, o options) (harne
 	mq1, err1 := harness.CPUTime(mosq.PID)
 	me1, err2 := harness.CPUTime(os.Getpid())
 	w1, err3 := diskWrites(dm.PID)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	_, sw1, err4 := harness.Syscalls(dm.PID)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return harness.Table{}, err
 	}
 	m1, err := scrape(dm.HTTPURL)
@@ -358,6 +360,8 @@ func outboxScenario(ctx context.Context, d harness.DaemonSpec, o options) (harne
 		harness.R("outbox depth at window start → end", fmt.Sprintf("%.0f → %.0f", m0["pibridge_mqtt_outbox_readings"], m1["pibridge_mqtt_outbox_readings"]), "", ""),
 		harness.R("outbox dropped (total at window end)", fmt.Sprintf("%.0f", m1["pibridge_mqtt_outbox_dropped_total"]), "0", harness.Verdict(m1["pibridge_mqtt_outbox_dropped_total"] == 0)),
 		harness.R("daemon disk writes (/proc/pid/io write_bytes)", fmt.Sprintf("%.2f MiB/s", float64(w1-w0)/(1<<20)/window.Seconds()), "", ""),
+		harness.R("daemon write system calls per reading emitted (/proc/pid/io syscw: the outbox's log, MQTT, bbolt)",
+			fmt.Sprintf("%.2f", float64(sw1-sw0)/max(m1["pibridge_core_readings_emitted_total"]-m0["pibridge_core_readings_emitted_total"], 1)), "", ""),
 		harness.R("daemon CPU (utime+stime)", fmt.Sprintf("%.1f %% of a core", cpuPct), "", ""),
 		harness.R("mosquitto CPU / load generator CPU (generator + subscriber)", fmt.Sprintf("%.1f %% / %.1f %% of a core", pct(mq1-mq0), pct(me1-me0)), "", ""),
 		harness.R("daemon RSS at window end / peak (VmHWM)", harness.MiB(mem.RSS)+" / "+harness.MiB(hwm), "", ""),

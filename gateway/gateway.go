@@ -213,6 +213,15 @@ func (g *Gateway) pahoOptions() (*paho.ClientOptions, error) {
 	return o, nil
 }
 
+// Close closes the listener New opened, for a gateway whose Run is never
+// called (Run closes it itself).
+func (g *Gateway) Close() error {
+	if err := g.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
 // Addr is where the HTTP server listens.
 func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
 

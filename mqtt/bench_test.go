@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -172,4 +174,61 @@ func TestRecoveryDefaultTiming(t *testing.T) {
 	last := c.lastSeq.Load()
 	e.halt()
 	w.waitFor("every reading", func(w *seqWatcher) bool { return w.hasAll(1, last) })
+}
+
+// BenchmarkDiskAppend measures the core's journal path into the disk
+// outbox with the broker up: readings appended in batches of the given
+// size (the journal hands over up to 256 at a time; batch=1 is one
+// reading a call) and acknowledged right away, so no transaction is
+// needed. One op is one reading; writes/reading counts the process's
+// write system calls (/proc/self/io syscw): one log write per batch.
+//
+// go test -run=^$ -bench=DiskAppend ./mqtt
+func BenchmarkDiskAppend(b *testing.B) {
+	for _, size := range []int{1, 16, 256} {
+		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
+			o, err := running(OpenDiskOutbox(b.TempDir(), 1<<16, nil))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer o.Close()
+			batch := make([]pibridge.Reading, size)
+			ts := time.Now()
+			var seq uint64
+			w0 := syscw(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i += size {
+				batch = batch[:min(size, b.N-i)]
+				for j := range batch {
+					seq++
+					batch[j] = pibridge.Reading{Name: "air.temperature", Value: pibridge.Number(21.5), Unit: "°C", TS: ts, Seq: seq}
+				}
+				o.Append(batch...)
+				o.Commit(seq)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(syscw(b)-w0)/float64(b.N), "writes/reading")
+		})
+	}
+}
+
+// syscw is the process's count of write system calls so far.
+func syscw(tb testing.TB) uint64 {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		tb.Skip("no /proc/self/io:", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return n
+		}
+	}
+	tb.Fatal("no syscw in /proc/self/io")
+	return 0
 }

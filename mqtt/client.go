@@ -25,8 +25,9 @@ type Options struct {
 	Core    *pibridge.Core
 	Logger  *slog.Logger
 	Version string // reported in P/D/meta and Home Assistant discovery
-	// Outbox holds the readings until the broker has them. When nil, the
-	// client opens a DiskOutbox in StateDir (mqtt-outbox.db) and closes
+	// Outbox holds the readings until the broker has them; one given here
+	// is the caller's to run and close. When nil, the client opens a
+	// DiskOutbox in StateDir (mqtt-outbox.db), runs it in Run and closes
 	// it when Run returns; without a StateDir either, the readings are
 	// kept in memory only. Both hold at most queue_max readings.
 	Outbox Outbox
@@ -147,8 +148,8 @@ type Client struct {
 	embeddedAddr     string // Options.EmbeddedAddr
 	embeddedPassword string // Options.EmbeddedPassword
 
-	running     atomic.Bool
-	unsubscribe func()
+	running atomic.Bool
+	journal *pibridge.JournalRunner // the outbox as the core's journal
 	// Goroutines that outlive the call that started them (a browser's
 	// unsubscribe) join bg, so that Run can wait for them; quit tells
 	// them Run is ending, and once it has, spawn starts none.
@@ -169,12 +170,13 @@ type Client struct {
 	acksDropped     atomic.Uint64
 }
 
-// New checks the configuration, prepares the paho client and attaches the
-// outbox as the core's journal, so readings queue from now on; Run
-// connects. The journal is attached here, not in Run, because the core's
-// seq must resume after the outbox's last before the board's first
-// reading, and the board's Run starts beside this one. Close (or Run's
-// end) detaches it.
+// New checks the configuration, opens the outbox, prepares the paho
+// client and attaches the outbox as the core's journal; it starts no
+// goroutine and connects nowhere: Run does. The journal is attached here,
+// not in Run, because the core's seq must resume after the outbox's last
+// before the board's first reading, and the board's Run starts beside
+// this one: readings emitted before Run wait in the core's bounded queue.
+// Close (or Run's end) detaches it.
 func New(o Options) (*Client, error) { return newClient(o, defaultTiming) }
 
 func newClient(o Options, tm timing) (*Client, error) {
@@ -259,7 +261,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 	if c.qos == 0 {
 		log.Warn("qos 0: readings published while the connection drops are lost without notice")
 	}
-	if c.unsubscribe, err = o.Core.AttachJournal(journal{c}); err != nil {
+	if c.journal, err = o.Core.AttachJournal(journal{c}); err != nil {
 		if c.ownOutbox != nil {
 			c.ownOutbox.Close()
 		}
@@ -274,13 +276,14 @@ func newClient(o Options, tm timing) (*Client, error) {
 	return c, nil
 }
 
-// Close stops taking readings and closes the disk outbox New opened,
-// after committing what waits. Run calls it when it returns; call it
-// yourself only when Run is never called.
+// Close stops taking readings (the journal records what waits first) and
+// closes the disk outbox New opened, after committing what waits. Run
+// calls it when it returns; call it yourself only when Run is never
+// called.
 func (c *Client) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		c.unsubscribe()
+		c.journal.Detach()
 		if c.ownOutbox != nil {
 			err = c.ownOutbox.Close()
 		}
@@ -376,9 +379,12 @@ type journal struct{ c *Client }
 
 // Record runs on the core's journal goroutine, never under its lock: the
 // outbox's log write may wait for the disk here and nowhere else.
-func (j journal) Record(r pibridge.Reading) {
-	j.c.outbox.Append(r)
-	j.c.lastSeq.Store(r.Seq)
+func (j journal) Record(batch []pibridge.Reading) {
+	if len(batch) == 0 {
+		return
+	}
+	j.c.outbox.Append(batch...)
+	j.c.lastSeq.Store(batch[len(batch)-1].Seq)
 	select {
 	case j.c.wake <- struct{}{}:
 	default:
@@ -433,10 +439,26 @@ func (c *Client) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("mqtt: Run called twice")
 	}
+	// The journal and the outbox's writer outlive ctx: the publisher's
+	// last flush waits for the journal (the safe state's readings), and
+	// Close, once everything else has ended, stops both.
+	jctx, stopJournal := context.WithCancel(context.WithoutCancel(ctx))
+	journaled := make(chan struct{})
+	go func() { defer close(journaled); c.journal.Run(jctx) }()
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		if c.ownOutbox != nil {
+			c.ownOutbox.Run(context.WithoutCancel(ctx))
+		}
+	}()
 	defer func() {
+		stopJournal()
+		<-journaled // what waited is in the outbox
 		if err := c.Close(); err != nil {
 			c.log.Warn("closing the outbox", "err", err)
 		}
+		<-written
 	}()
 	c.log.Info("connecting", "broker", c.cfg.brokerSummary(c.embeddedAddr), "client_id", c.cfg.ClientID,
 		"topics", c.topics.base+"/#", "queue_max", c.cfg.QueueMax)

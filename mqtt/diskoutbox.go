@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,9 +17,9 @@ import (
 // DiskOutbox is an Outbox that keeps readings in a bbolt file under
 // state_dir, so that they survive a broker outage, a restart and a crash.
 //
-// Append hands the reading's record to the log (walLog: one write(2), no
-// fsync, so a killed process loses nothing the kernel has) and to the
-// queue in memory (outboxQueue), and returns. A writer goroutine commits
+// Append hands a batch of readings' records to the log (walLog: one
+// write(2), no fsync, so a killed process loses nothing the kernel has)
+// and to the queue in memory (outboxQueue), and returns. Run commits
 // what waits in one bbolt transaction, which fsyncs, once the oldest
 // waiting reading has waited CommitWindow or CommitBatch readings wait
 // (group commit); acknowledged readings are deleted in the same
@@ -73,8 +74,9 @@ type DiskOutbox struct {
 
 	kick      chan struct{} // work arrived
 	full      chan struct{} // CommitBatch readings wait
-	stop      chan struct{}
-	done      chan struct{}
+	state     int           // outboxNew, outboxRunning, outboxClosed; guarded by mu
+	stop      chan struct{} // closed by Close
+	done      chan struct{} // closed when Run has ended
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -110,8 +112,8 @@ var defaultDiskParams = diskParams{
 }
 
 // OpenDiskOutbox opens (or creates) dir/mqtt-outbox.db and loads the seqs
-// of the readings it holds, which are published first. It holds at most
-// max readings. It fails only when another process holds the file: a disk
+// of the readings it holds, which are published first; Run commits. It
+// holds at most max readings. It fails only when another process holds the file: a disk
 // that cannot be written (full, read-only, missing) is not an error, the
 // outbox keeps readings in memory meanwhile and retries. Close it after use.
 //
@@ -154,7 +156,6 @@ func openDiskOutbox(path string, open storeOpener, wal [2]string, limit int, log
 		o.wal = &walLog{paths: wal}
 		o.replayLog()
 	}
-	go o.writer()
 	return o, nil
 }
 
@@ -237,26 +238,28 @@ func (o *DiskOutbox) replayLog() {
 	}
 }
 
-// Append writes r to the log, adds it in memory, and returns; the writer
-// stores it in the file. The log write may wait for the disk (the core
-// calls Append from its journal goroutine, never under its lock), but
-// holds only walMu meanwhile.
-func (o *DiskOutbox) Append(r pibridge.Reading) {
+// Append writes rs (seq order) to the log in one write, adds them in
+// memory, and returns; the writer stores them in the file. The log write
+// may wait for the disk (the core calls Append from its journal
+// goroutine, never under its lock), but holds only walMu meanwhile.
+func (o *DiskOutbox) Append(rs ...pibridge.Reading) {
 	o.walMu.Lock()
 	defer o.walMu.Unlock()
 	o.mu.Lock()
-	if o.behindLocked(r) {
-		o.mu.Unlock()
-		return
+	for len(rs) > 0 && o.behindLocked(rs[0]) {
+		rs = rs[1:] // in seq order: only a prefix can be behind
 	}
 	o.mu.Unlock()
+	if len(rs) == 0 {
+		return
+	}
 	w := o.wal
 	var err error
 	logged := w.usable()
 	if logged {
-		// Before pushLocked kicks the writer: the record is in the
+		// Before pushLocked kicks the writer: the records are in the
 		// active file when the writer next looks at the log.
-		_, err = w.append(r)
+		_, err = w.append(rs)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -272,10 +275,11 @@ func (o *DiskOutbox) Append(r pibridge.Reading) {
 			signal(o.kick)
 		}
 	}
-	if o.behindLocked(r) {
-		return // the file, opened meanwhile, held later seqs
+	for _, r := range rs {
+		if !o.behindLocked(r) { // the file, opened meanwhile, may hold later seqs
+			o.pushLocked(r)
+		}
 	}
-	o.pushLocked(r)
 }
 
 // behindLocked drops r when its seq is not above every seq held.
@@ -471,12 +475,19 @@ func (o *DiskOutbox) Failing() bool {
 	return o.failing
 }
 
-// Close commits what waits, once more, and closes the file. Readings
-// appended afterwards are not stored.
+// Close ends Run, commits what waits, once more, and closes the file.
+// Readings appended afterwards are not stored.
 func (o *DiskOutbox) Close() error {
 	o.closeOnce.Do(func() {
+		o.mu.Lock()
+		running := o.state == outboxRunning
+		o.state = outboxClosed
+		o.mu.Unlock()
 		close(o.stop)
-		<-o.done
+		if running {
+			<-o.done
+		}
+		o.final()
 		o.dbMu.Lock()
 		if o.st != nil {
 			o.closeErr = o.st.close()
@@ -509,10 +520,37 @@ func (o *DiskOutbox) noteWorkLocked() {
 	signal(o.kick)
 }
 
-// writer commits what waits, one transaction per window, and retries with
-// backoff while the disk fails. Close ends it.
-func (o *DiskOutbox) writer() {
+// Run commits what waits, one transaction per window (group commit), and
+// retries with backoff while the disk fails, until ctx ends or Close is
+// called; Close commits what is left. Until Run, readings wait in memory
+// and in the log. Run after Close returns at once.
+func (o *DiskOutbox) Run(ctx context.Context) error {
+	o.mu.Lock()
+	state := o.state
+	if state == outboxNew {
+		o.state = outboxRunning
+	}
+	o.mu.Unlock()
+	switch state {
+	case outboxRunning:
+		return errors.New("outbox: Run called twice")
+	case outboxClosed:
+		return nil
+	}
 	defer close(o.done)
+	o.writer(ctx)
+	return nil
+}
+
+// Run's states, guarded by mu.
+const (
+	outboxNew = iota
+	outboxRunning
+	outboxClosed
+)
+
+// writer is Run's loop.
+func (o *DiskOutbox) writer(ctx context.Context) {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
@@ -525,7 +563,8 @@ func (o *DiskOutbox) writer() {
 		if since.IsZero() {
 			select {
 			case <-o.stop:
-				o.final()
+				return
+			case <-ctx.Done():
 				return
 			case <-o.kick:
 				continue
@@ -535,7 +574,8 @@ func (o *DiskOutbox) writer() {
 			t.Reset(d)
 			select {
 			case <-o.stop:
-				o.final()
+				return
+			case <-ctx.Done():
 				return
 			case <-t.C:
 			case <-o.full:
@@ -550,7 +590,8 @@ func (o *DiskOutbox) writer() {
 			t.Reset(retry.next())
 			select {
 			case <-o.stop:
-				o.final()
+				return
+			case <-ctx.Done():
 				return
 			case <-t.C:
 			}

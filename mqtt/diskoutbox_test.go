@@ -208,7 +208,7 @@ var testDiskParams = diskParams{
 
 func openFake(t *testing.T, f *fakeStore, max int, p diskParams) *DiskOutbox {
 	t.Helper()
-	o, err := openDiskOutbox("fake", f.opener(), [2]string{}, max, testLogger(t), p)
+	o, err := running(openDiskOutbox("fake", f.opener(), [2]string{}, max, testLogger(t), p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +361,7 @@ func TestDiskOutboxReadsBackFromDisk(t *testing.T) {
 // back, in order, with its content.
 func TestDiskOutboxRestart(t *testing.T) {
 	dir := t.TempDir()
-	o, err := OpenDiskOutbox(dir, 1000, testLogger(t))
+	o, err := running(OpenDiskOutbox(dir, 1000, testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func TestDiskOutboxRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o, err = OpenDiskOutbox(dir, 1000, testLogger(t))
+	o, err = running(OpenDiskOutbox(dir, 1000, testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestDiskOutboxRestart(t *testing.T) {
 	o.Close()
 
 	// queue_max lowered meanwhile: the oldest go, counted.
-	o, err = OpenDiskOutbox(dir, 20, testLogger(t))
+	o, err = running(OpenDiskOutbox(dir, 20, testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestDiskOutboxRestart(t *testing.T) {
 
 func TestDiskOutboxInUse(t *testing.T) {
 	dir := t.TempDir()
-	o, err := OpenDiskOutbox(dir, 10, testLogger(t))
+	o, err := running(OpenDiskOutbox(dir, 10, testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func TestDiskOutboxDamagedFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("not a bbolt file, not at all, not even close to one page"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o, err := OpenDiskOutbox(dir, 10, testLogger(t))
+	o, err := running(OpenDiskOutbox(dir, 10, testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,6 +511,7 @@ func TestDiskOutboxAckWhileWriting(t *testing.T) {
 		defer o.mu.Unlock()
 		return o.q.inflight == 5
 	})
+	<-f.entered // apply has taken the gate: clearing it below does not let this one through
 	o.Commit(3)
 	appendSeqs(o, 6, 7)
 	f.set(func(f *fakeStore) { f.gate = nil })
@@ -535,7 +536,7 @@ func TestDiskOutboxFullDisk(t *testing.T) {
 	filler := filepath.Join(dir, "filler")
 	p := testDiskParams
 	p.memMax = 500
-	o, err := openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), walPaths(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p)
+	o, err := running(openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), walPaths(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +593,7 @@ func TestDiskOutboxFullDisk(t *testing.T) {
 	if out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput(); err != nil {
 		t.Fatalf("remount ro: %v %s", err, out)
 	}
-	o, err = openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), walPaths(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p)
+	o, err = running(openDiskOutbox(filepath.Join(dir, outboxFile), boltOpener(filepath.Join(dir, outboxFile)), walPaths(filepath.Join(dir, outboxFile)), 1000000, testLogger(t), p))
 	if err != nil {
 		t.Fatal(err)
 	}

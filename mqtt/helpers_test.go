@@ -503,3 +503,11 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	testkit.Eventually(t, waitLong, what, cond)
 }
+
+// running starts the outbox's Run, as the client does; Close ends it.
+func running(o *DiskOutbox, err error) (*DiskOutbox, error) {
+	if err == nil {
+		go o.Run(context.Background())
+	}
+	return o, err
+}

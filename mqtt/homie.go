@@ -40,13 +40,14 @@ type homieProp struct {
 
 // homie is the Homie side of a Client.
 type homie struct {
-	c     *Client
-	paho  paho.Client
-	base  string // <prefix>/5/<device>
-	props []homieProp
-	index map[string]int // signal name → props index
-	sets  map[string]int // set topic → props index
-	desc  []byte
+	c        *Client
+	paho     paho.Client
+	base     string // <prefix>/5/<device>
+	props    []homieProp
+	index    map[string]int // signal name → props index
+	sets     map[string]int // set topic → props index
+	desc     []byte         // $description, built by run: its version is kept in stateDir
+	stateDir string
 
 	connected chan struct{} // paho connected: announce
 	wake      chan struct{} // a reading is pending
@@ -229,9 +230,7 @@ func newHomie(c *Client, stateDir string) (*homie, error) {
 			h.sets[p.topic+"/set"] = i
 		}
 	}
-	if h.desc, err = homieDescribe(c.device, h.props, stateDir, time.Now()); err != nil {
-		return nil, fmt.Errorf("homie: %w", err)
-	}
+	h.stateDir = stateDir
 	opts, err := c.pahoOptions()
 	if err != nil {
 		return nil, err
@@ -286,6 +285,12 @@ func (h *homie) onMessage(_ paho.Client, m paho.Message) {
 
 // run connects and serves until ctx ends, then publishes `disconnected`.
 func (h *homie) run(ctx context.Context) {
+	desc, err := homieDescribe(h.c.device, h.props, h.stateDir, time.Now())
+	if err != nil {
+		h.c.log.Error("homie: cannot describe the device", "err", err)
+		return
+	}
+	h.desc = desc
 	_, cancel := h.c.core.Subscribe(homieSub{h})
 	defer cancel()
 	h.paho.Connect() // with connect retry, paho keeps trying; OnConnect says when

@@ -13,11 +13,12 @@ import (
 // are dropped for room. The memory outbox is the first implementation; a
 // disk one (readings survive a restart) fits the same methods.
 type Outbox interface {
-	// Append adds a reading whose seq is above every seq held. It may
-	// wait for the disk: the core's journal goroutine calls it, in seq
-	// order. When the outbox is full it drops the oldest reading and
-	// counts it.
-	Append(r pibridge.Reading)
+	// Append adds readings, in seq order, each with a seq above every
+	// seq held: a batch goes to the disk in one write. It may wait for
+	// the disk: the core's journal goroutine calls it. When the outbox is
+	// full it drops the oldest reading and counts it. It keeps no
+	// reference to rs.
+	Append(rs ...pibridge.Reading)
 	// Next returns the oldest reading with a seq above after. It may read
 	// the disk and counts as the publisher's progress: only the publisher
 	// calls it.
@@ -56,9 +57,15 @@ func NewMemoryOutbox(max int) Outbox {
 
 func (o *memOutbox) at(i int) *pibridge.Reading { return &o.ring[(o.head+i)%len(o.ring)] }
 
-func (o *memOutbox) Append(r pibridge.Reading) {
+func (o *memOutbox) Append(rs ...pibridge.Reading) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	for _, r := range rs {
+		o.appendLocked(r)
+	}
+}
+
+func (o *memOutbox) appendLocked(r pibridge.Reading) {
 	if o.n == o.max {
 		*o.at(0) = pibridge.Reading{}
 		o.head = (o.head + 1) % len(o.ring)

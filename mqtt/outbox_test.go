@@ -51,7 +51,7 @@ func TestOutbox(t *testing.T) {
 	}{
 		{"memory", func(_ *testing.T, max int) Outbox { return NewMemoryOutbox(max) }},
 		{"disk", func(t *testing.T, max int) Outbox {
-			o, err := OpenDiskOutbox(t.TempDir(), max, testLogger(t))
+			o, err := running(OpenDiskOutbox(t.TempDir(), max, testLogger(t)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -186,7 +186,7 @@ func decodeWALRecord(b []byte) (pibridge.Reading, int, bool) {
 // appendWALRecord encodes r as a WAL record at the end of b.
 func appendWALRecord(b []byte, r pibridge.Reading) []byte {
 	start := len(b)
-	b = append(b, make([]byte, 8)...)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
 	b = binary.BigEndian.AppendUint64(b, r.Seq)
 	b = encodeRecord(b, r)
 	body := b[start+8:]
@@ -195,32 +195,46 @@ func appendWALRecord(b []byte, r pibridge.Reading) []byte {
 	return b
 }
 
-// append writes r to the active file with one write(2), no fsync. On a
-// failure (full disk, I/O error) it cuts the file back to its whole
-// records, so that later records are not hidden behind a torn one; if
-// that fails too, the file takes no more records until it is truncated.
-func (w *walLog) append(r pibridge.Reading) (int, error) {
+// append writes the records of rs (seq order) to the active file with
+// one write(2), no fsync. On a failure (full disk, I/O error) it cuts the
+// file back to its whole records, so that later records are not hidden
+// behind a torn one; if that fails too, the file takes no more records
+// until it is truncated. Every reading of a failed write counts as failed.
+func (w *walLog) append(rs []pibridge.Reading) (int, error) {
+	if len(rs) == 0 {
+		return 0, nil
+	}
 	f := &w.f[w.active]
 	if f.bad || f.file == nil {
-		w.fails.Add(1)
+		w.fails.Add(uint64(len(rs)))
 		return 0, errWALBad
 	}
-	w.buf = appendWALRecord(w.buf[:0], r)
+	w.buf = w.buf[:0]
+	for i := range rs {
+		w.buf = appendWALRecord(w.buf, rs[i])
+	}
 	n, err := f.file.Write(w.buf)
+	if cap(w.buf) > walKeepBuf {
+		w.buf = nil // a long batch's buffer is not kept for the next one
+	}
 	if err != nil {
 		if n > 0 {
 			if terr := f.file.Truncate(f.size); terr != nil {
 				f.bad = true
 			}
 		}
-		w.fails.Add(1)
+		w.fails.Add(uint64(len(rs)))
 		return 0, err
 	}
 	f.size += int64(n)
-	f.last = r.Seq
+	f.last = rs[len(rs)-1].Seq
 	w.bytes.Add(uint64(n))
 	return n, nil
 }
+
+// walKeepBuf is the encoding buffer kept between writes: a batch of 256
+// readings of ordinary size fits.
+const walKeepBuf = 64 << 10
 
 var errWALBad = errors.New("outbox log: a failed write could not be cut off; waiting for the file to be recycled")
 

@@ -89,7 +89,7 @@ func TestWALTornTail(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			writeWAL(t, dir, tt.files)
-			o, err := OpenDiskOutbox(dir, 1000, testLogger(t))
+			o, err := running(OpenDiskOutbox(dir, 1000, testLogger(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +149,7 @@ func TestWALReplayIdempotent(t *testing.T) {
 	files := [2][]byte{walRecords(3, 4, 5, 6), walRecords(7, 8, 6)}
 	for round := 0; round < 3; round++ {
 		writeWAL(t, dir, files) // the same log again, as if never recycled
-		o, err := OpenDiskOutbox(dir, 1000, testLogger(t))
+		o, err := running(OpenDiskOutbox(dir, 1000, testLogger(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,7 +185,7 @@ func TestWALConcurrent(t *testing.T) {
 	p := testDiskParams
 	p.window = 2 * time.Millisecond // many commits and switches
 	p.memMax = 1 << 20
-	o, err := openDiskOutbox(path, boltOpener(path), walPaths(path), 1<<20, testLogger(t), p)
+	o, err := running(openDiskOutbox(path, boltOpener(path), walPaths(path), 1<<20, testLogger(t), p))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestWALKilledHelper(t *testing.T) {
 		t.Skip("the child process of TestWALKilled")
 	}
 	from, _ := strconv.ParseUint(os.Getenv("WAL_HELPER_FROM"), 10, 64)
-	o, err := OpenDiskOutbox(dir, 1<<20, nil)
+	o, err := running(OpenDiskOutbox(dir, 1<<20, nil))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -340,7 +340,7 @@ func TestWALKilled(t *testing.T) {
 			t.Fatalf("round %d: the child ended at seq %d before the kill: %s", round, appended, stderr.String())
 		}
 
-		o, err := OpenDiskOutbox(dir, 1<<20, testLogger(t))
+		o, err := running(OpenDiskOutbox(dir, 1<<20, testLogger(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,7 +393,7 @@ func BenchmarkDiskOutboxAppend(b *testing.B) {
 			if withLog {
 				wal = walPaths(path)
 			}
-			o, err := openDiskOutbox(path, boltOpener(path), wal, 1<<20, nil, defaultDiskParams)
+			o, err := running(openDiskOutbox(path, boltOpener(path), wal, 1<<20, nil, defaultDiskParams))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -451,7 +451,7 @@ func TestWALDiskWrites(t *testing.T) {
 		if withLog {
 			wal = walPaths(path)
 		}
-		o, err := openDiskOutbox(path, boltOpener(path), wal, 1<<20, testLogger(t), defaultDiskParams)
+		o, err := running(openDiskOutbox(path, boltOpener(path), wal, 1<<20, testLogger(t), defaultDiskParams))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -154,7 +154,8 @@ func (s *Server) Listen(firstByteWait time.Duration) (net.Listener, error) {
 }
 
 // splitListener sorts accepted connections into TLS and plain ones. Its
-// accept goroutine ends when the listener is closed; a goroutine per
+// accept goroutine, started by the first Accept, ends when the listener
+// is closed; a goroutine per
 // connection waits for the first byte, so that a silent client holds
 // nobody else up.
 type splitListener struct {
@@ -162,9 +163,10 @@ type splitListener struct {
 	cfg  *tls.Config
 	wait time.Duration
 
-	out  chan accepted
-	done chan struct{}
-	once sync.Once
+	out   chan accepted
+	done  chan struct{}
+	once  sync.Once
+	start sync.Once // the accept goroutine
 
 	mu      sync.Mutex
 	sorting map[net.Conn]struct{} // waiting for their first byte
@@ -176,10 +178,8 @@ type accepted struct {
 }
 
 func newSplitListener(ln net.Listener, cfg *tls.Config, wait time.Duration) *splitListener {
-	l := &splitListener{Listener: ln, cfg: cfg, wait: wait, out: make(chan accepted),
+	return &splitListener{Listener: ln, cfg: cfg, wait: wait, out: make(chan accepted),
 		done: make(chan struct{}), sorting: make(map[net.Conn]struct{})}
-	go l.acceptLoop()
-	return l
 }
 
 func (l *splitListener) acceptLoop() {
@@ -244,6 +244,9 @@ func (l *splitListener) sort(c net.Conn) {
 }
 
 func (l *splitListener) Accept() (net.Conn, error) {
+	// Started by the first Accept (the server's Run), so that a listener
+	// opened and closed without serving leaves no goroutine.
+	l.start.Do(func() { go l.acceptLoop() })
 	select {
 	case a := <-l.out:
 		return a.c, a.err
