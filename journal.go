@@ -28,8 +28,11 @@ type journalRun struct {
 	// write), so that a slow write, not a busy CPU, counts as a stall.
 	writing atomic.Int64
 	epoch   time.Time
-	started bool // Run has started the goroutines
-	stop    bool // detached: record what waits, then end
+	// stallAfter is the package's, but for tests that must not see a busy
+	// machine's descheduled write as a stall; set under the core's mu.
+	stallAfter time.Duration
+	started    bool // Run has started the goroutines
+	stop       bool // detached: record what waits, then end
 	// recorded is the seq of the last reading recorded; progress, made
 	// by a waiter (AwaitJournal) only, is closed when it moves.
 	recorded uint64
@@ -64,7 +67,7 @@ func (c *Core) AttachJournal(j Journal) (*JournalRunner, error) {
 	} else if last >= c.next {
 		c.log.Error("journal attached after the first reading holds later seqs", "journal_last_seq", last, "next_seq", c.next)
 	}
-	jr := &journalRun{j: j, kick: make(chan struct{}, 1), done: make(chan struct{}), epoch: time.Now(),
+	jr := &journalRun{j: j, stallAfter: stallAfter, kick: make(chan struct{}, 1), done: make(chan struct{}), epoch: time.Now(),
 		lease: make(chan struct{}, 1), leaseDone: make(chan struct{})}
 	jr.timer = time.AfterFunc(time.Hour, func() { c.overdue(jr) })
 	jr.timer.Stop()
@@ -200,7 +203,7 @@ func (c *Core) handOffLocked(jr *journalRun, r Reading) {
 		// Nothing records before Run: the wait counts as a write under
 		// way, so that the readings are shown after stallAfter all the same.
 		jr.startWrite()
-		jr.timer.Reset(stallAfter)
+		jr.timer.Reset(jr.stallAfter)
 	}
 	if jr.stalled() {
 		c.showLocked(jr)
@@ -211,7 +214,7 @@ func (c *Core) handOffLocked(jr *journalRun, r Reading) {
 // stalled reports whether the write under way has taken stallAfter.
 func (jr *journalRun) stalled() bool {
 	w := jr.writing.Load()
-	return w != 0 && time.Since(jr.epoch)-time.Duration(w) >= stallAfter
+	return w != 0 && time.Since(jr.epoch)-time.Duration(w) >= jr.stallAfter
 }
 
 func (jr *journalRun) startWrite() { jr.writing.Store(int64(max(time.Since(jr.epoch), 1))) }
@@ -239,7 +242,7 @@ func (c *Core) overdue(jr *journalRun) {
 	case jr.stalled():
 		c.showLocked(jr) // later ones go with Emit's own check
 	default:
-		jr.timer.Reset(stallAfter - (time.Since(jr.epoch) - time.Duration(w)))
+		jr.timer.Reset(jr.stallAfter - (time.Since(jr.epoch) - time.Duration(w)))
 	}
 }
 
@@ -268,7 +271,7 @@ func (c *Core) journalLoop(jr *journalRun) {
 		}
 		c.mu.Unlock()
 		jr.startWrite()
-		jr.timer.Reset(stallAfter)
+		jr.timer.Reset(jr.stallAfter)
 		if c.gate != nil {
 			c.gate()
 		}

@@ -301,6 +301,11 @@ func TestHealthyJournalBeforeSubscribers(t *testing.T) {
 	j := &memJournal{}
 	c := startJournaled(t, t.TempDir(), "b", j)
 	defer c.Close()
+	// A write of a healthy journal that a loaded machine deschedules past
+	// 5 ms would count as a stall: this test is about the healthy path.
+	c.mu.Lock()
+	c.jr.stallAfter = time.Hour
+	c.mu.Unlock()
 	var bad []uint64
 	var mu sync.Mutex
 	sub := subscriberFunc(func(r Reading) {
@@ -318,13 +323,8 @@ func TestHealthyJournalBeforeSubscribers(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// The journal's goroutine may be descheduled past stallAfter on a busy
-	// machine; then a reading is shown ahead and counted.
-	if ahead, _ := c.JournalStats(); uint64(len(bad)) > ahead {
-		t.Errorf("%d readings seen before the journal had them, only %d counted as ahead", len(bad), ahead)
-	}
-	if len(bad) > 20 {
-		t.Errorf("%d of 2000 readings seen before the journal had them", len(bad))
+	if ahead, _ := c.JournalStats(); len(bad) > 0 || ahead > 0 {
+		t.Errorf("%d of 2000 readings seen before the journal had them (%d counted as ahead)", len(bad), ahead)
 	}
 }
 
