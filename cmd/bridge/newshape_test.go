@@ -99,8 +99,11 @@ func build(t *testing.T) (closeAll func()) {
 	must(err)
 	met := newMetrics(core, board, client, live, func() bool { return true })
 	gwAddr := testkit.FreeAddr(t)
-	gw, err := gateway.New(gateway.Config{HTTP: gateway.HTTPConfig{Listen: gwAddr, Token: "none"},
-		MQTT: gateway.MQTTConfig{Brokers: []string{"tcp://" + broker.Addr()}}}, gateway.Deps{Logger: log, StateDir: t.TempDir()})
+	gwCfg := gateway.Defaults()
+	gwCfg.Derive("pibridge")
+	gwCfg.HTTP.Listen, gwCfg.HTTP.Token = gwAddr, "none"
+	gwCfg.MQTT.Brokers = []string{"tcp://" + broker.Addr()}
+	gw, err := gateway.New(gwCfg, gateway.Deps{Logger: log, StateDir: t.TempDir()})
 	must(err)
 
 	return func() {
