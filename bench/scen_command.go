@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -48,11 +49,11 @@ func commandScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 		if name == peerNodeRED || name == peerMochi {
 			continue // the bridge against mosquitto's own listener; the others have no such path configured
 		}
-		r, err := commandRun(ctx, e, name)
+		rs, err := commandRun(ctx, e, name)
 		if err != nil {
 			return harness.Table{}, fmt.Errorf("%s: %w", name, err)
 		}
-		results = append(results, r)
+		results = append(results, rs...)
 	}
 	t := harness.Table{Title: fmt.Sprintf("WebSocket command → MQTT (WebSocket client publishes lab/cmd → subject → MQTT subscriber), %d commands at %d/s, GOMAXPROCS=%d", e.o.cmdSamples, e.o.cmdRate, e.d.Procs)}
 	var mosq *cmdResult
@@ -63,7 +64,7 @@ func commandScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 	}
 	for _, r := range results {
 		target, verdict := "", ""
-		if mosq != nil && r.name != mosq.name {
+		if mosq != nil && r.name != mosq.name && !strings.Contains(r.name, "hop alone") {
 			target = "each ≤ mosquitto-ws"
 			verdict = harness.Verdict(r.lat.Q(.5) <= mosq.lat.Q(.5) && r.lat.Q(.99) <= mosq.lat.Q(.99) && r.lat.Q(.999) <= mosq.lat.Q(.999))
 		}
@@ -80,6 +81,7 @@ func commandScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 	t.Notes = append(t.Notes,
 		"latency = the MQTT subscriber's receipt − the send time carried in the payload, both the load generator's monotonic clock; one command written at a time, the next not waiting for the answer",
 		"the subscriber is on the broker's TCP listener (for the bridge: the mosquitto it is connected to, on the load generator's core; for mosquitto-ws: the subject itself)",
+		"the bridge's path has one broker hop more than mosquitto-ws's; its \"broker hop alone\" row times that hop by itself (QoS 1 over TCP, same pacing): the bridge's own share is its row minus that one",
 		fmt.Sprintf("the first %d commands are warm-up, not counted; CPU and syscalls: the subject's process over the sending and drain", cmdWarmup(e.o)),
 	)
 	return t, nil
@@ -87,14 +89,35 @@ func commandScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 
 func cmdWarmup(o peerOptions) int { return min(1000, o.cmdSamples/10) }
 
-func commandRun(ctx context.Context, e peerEnv, name string) (cmdResult, error) {
+// commandRun measures name's command path; for the bridge it also
+// measures, on the same broker, the hop its path has and mosquitto-ws's
+// has not: an MQTT publisher → that mosquitto → the subscriber.
+func commandRun(ctx context.Context, e peerEnv, name string) ([]cmdResult, error) {
 	s, err := e.start(ctx, name, "command-"+name)
 	if err != nil {
-		return cmdResult{}, err
+		return nil, err
 	}
 	defer s.stop()
-	r := cmdResult{name: s.name}
-	sub, err := dialMQTT(ctx, s.pubAddr, "cmdsub", "lab/#")
+	var dial func() (cmdSender, error)
+	if s.wsURL != "" {
+		dial = func() (cmdSender, error) { return dialBridgeCommander(ctx, s.wsURL) }
+	} else {
+		dial = func() (cmdSender, error) { return dialMQTTWSCommander(ctx, s.cmdURL, "commander") }
+	}
+	r, err := commandMeasure(ctx, e, s, s.name, "cmdsub", dial)
+	if err != nil || s.wsURL == "" {
+		return []cmdResult{r}, err
+	}
+	hop, err := commandMeasure(ctx, e, s, s.name+": its broker hop alone (MQTT publisher → mosquitto → subscriber)", "hopsub",
+		func() (cmdSender, error) { return dialTCPCommander(ctx, s.pubAddr, "hopcommander") })
+	return []cmdResult{r, hop}, err
+}
+
+// commandMeasure sends the paced commands through the sender dial makes
+// and times them at a subscriber of s's broker.
+func commandMeasure(ctx context.Context, e peerEnv, s *subject, name, subID string, dial func() (cmdSender, error)) (cmdResult, error) {
+	r := cmdResult{name: name}
+	sub, err := dialMQTT(ctx, s.pubAddr, subID, "lab/#")
 	if err != nil {
 		return r, fmt.Errorf("subscriber: %w", err)
 	}
@@ -109,12 +132,7 @@ func commandRun(ctx context.Context, e peerEnv, name string) (cmdResult, error) 
 	if err := f.waitReady(ctx, probePub, 20*time.Second); err != nil {
 		return r, err
 	}
-	var snd cmdSender
-	if s.wsURL != "" {
-		snd, err = dialBridgeCommander(ctx, s.wsURL)
-	} else {
-		snd, err = dialMQTTWSCommander(ctx, s.cmdURL, "commander")
-	}
+	snd, err := dial()
 	if err != nil {
 		return r, fmt.Errorf("command client: %w", err)
 	}
@@ -251,15 +269,69 @@ func dialMQTTWSCommander(ctx context.Context, url, clientID string) (*mqttWSComm
 	return m, nil
 }
 
-func (m *mqttWSCommander) send(seq int64, payload []byte) error {
+// appendCommand appends a QoS 1 PUBLISH of payload to cmdTopic.
+func appendCommand(b []byte, seq int64, payload []byte) []byte {
 	id := uint16(seq%65535) + 1
-	m.buf = appendRemaining(append(m.buf[:0], pktPublish<<4|0x02), 2+len(cmdTopic)+2+len(payload))
-	m.buf = appendMQTTString(m.buf, cmdTopic)
-	m.buf = append(m.buf, byte(id>>8), byte(id))
-	m.buf = append(m.buf, payload...)
+	b = appendRemaining(append(b, pktPublish<<4|0x02), 2+len(cmdTopic)+2+len(payload))
+	b = appendMQTTString(b, cmdTopic)
+	b = append(b, byte(id>>8), byte(id))
+	return append(b, payload...)
+}
+
+func (m *mqttWSCommander) send(seq int64, payload []byte) error {
+	m.buf = appendCommand(m.buf[:0], seq, payload)
 	_ = m.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	return m.c.WriteMessage(websocket.BinaryMessage, m.buf)
 }
 
 func (m *mqttWSCommander) answered() int64 { return m.acks.Load() }
 func (m *mqttWSCommander) Close() error    { return closeNow(m.c.NetConn()) }
+
+// tcpCommander publishes at QoS 1 over plain MQTT and counts the PUBACKs.
+type tcpCommander struct {
+	c    net.Conn
+	buf  []byte
+	acks atomic.Int64
+}
+
+func dialTCPCommander(ctx context.Context, addr, clientID string) (*tcpCommander, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(mqttConnect(clientID)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	r := &mqttReader{r: bufio.NewReaderSize(c, 2048)}
+	if _, err := r.expect(pktConnack); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	m := &tcpCommander{c: c}
+	go func() {
+		for {
+			t, _, err := r.next()
+			if err != nil {
+				return
+			}
+			if t == pktPuback {
+				m.acks.Add(1)
+			}
+		}
+	}()
+	return m, nil
+}
+
+func (m *tcpCommander) send(seq int64, payload []byte) error {
+	m.buf = appendCommand(m.buf[:0], seq, payload)
+	_ = m.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, err := m.c.Write(m.buf)
+	return err
+}
+
+func (m *tcpCommander) answered() int64 { return m.acks.Load() }
+func (m *tcpCommander) Close() error    { return closeNow(m.c) }
