@@ -255,18 +255,21 @@ func dialMQTTWSCommander(ctx context.Context, url, clientID string) (*mqttWSComm
 	}
 	_ = c.NetConn().SetDeadline(time.Time{})
 	m := &mqttWSCommander{c: c}
-	go func() {
-		for {
-			t, _, err := r.next()
-			if err != nil {
-				return
-			}
-			if t == pktPuback {
-				m.acks.Add(1)
-			}
-		}
-	}()
+	go countPubacks(r, &m.acks)
 	return m, nil
+}
+
+// countPubacks counts the PUBACKs r reads until it fails.
+func countPubacks(r *mqttReader, acks *atomic.Int64) {
+	for {
+		t, _, err := r.next()
+		if err != nil {
+			return
+		}
+		if t == pktPuback {
+			acks.Add(1)
+		}
+	}
 }
 
 // appendCommand appends a QoS 1 PUBLISH of payload to cmdTopic.
@@ -312,17 +315,7 @@ func dialTCPCommander(ctx context.Context, addr, clientID string) (*tcpCommander
 	}
 	_ = c.SetDeadline(time.Time{})
 	m := &tcpCommander{c: c}
-	go func() {
-		for {
-			t, _, err := r.next()
-			if err != nil {
-				return
-			}
-			if t == pktPuback {
-				m.acks.Add(1)
-			}
-		}
-	}()
+	go countPubacks(r, &m.acks)
 	return m, nil
 }
 
