@@ -104,22 +104,9 @@ func rawSubscribe(t testing.TB, c net.Conn, filter string) {
 		t.Fatal(err)
 	}
 	for {
-		var hdr [2]byte
-		if _, err := io.ReadFull(c, hdr[:]); err != nil {
-			t.Fatal(err)
-		}
-		n := int(hdr[1] & 0x7f)
-		if n == 126 {
-			var l [2]byte
-			io.ReadFull(c, l[:])
-			n = int(binary.BigEndian.Uint16(l[:]))
-		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(c, b); err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(b), `"type":"ack"`) {
-			if !strings.Contains(string(b), `"ok":true`) {
+		_, b := serverFrame(t, c)
+		if strings.Contains(b, `"type":"ack"`) {
+			if !strings.Contains(b, `"ok":true`) {
 				t.Fatalf("subscribe refused: %s", b)
 			}
 			return

@@ -26,7 +26,7 @@ func clientFrame(fin bool, op byte, payload string) []byte {
 }
 
 // serverFrame reads one unmasked frame.
-func serverFrame(t *testing.T, c net.Conn) (op byte, payload string) {
+func serverFrame(t testing.TB, c net.Conn) (op byte, payload string) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer c.SetReadDeadline(time.Time{})
