@@ -133,16 +133,25 @@ func (w *idleConn) linger(p []byte) (n int, err error, ok bool) {
 	return 0, nil, false
 }
 
+// parkHook, set by tests, runs between a reader's parked state and the
+// arming of its socket, where a wake may start the next reader.
+var parkHook func(*idleConn)
+
 // park hands the socket to the poller; false if it may not (then the
 // reader goes on reading).
 func (w *idleConn) park() bool {
 	p := w.c.s.idle
 	op := p.prepare(w)
+	slot := w.slot                      // from the parked state on, a woken reader may finish and give it back
 	w.fr.woken, w.fr.data = true, false // the next reader reads before it parks
 	w.state.Store(readerParked)         // before arming: the event may come at once
-	if err := p.arm(w, op); err != nil {
-		w.state.Store(readerRunning)
-		return false
+	if parkHook != nil {
+		parkHook(w)
+	}
+	if err := p.arm(w, slot, op); err != nil {
+		// A wake (a close, most likely) may have started the next reader
+		// meanwhile: then this one ends, or two would read.
+		return !w.state.CompareAndSwap(readerParked, readerRunning)
 	}
 	// A close that came meanwhile may have missed the parked state: the
 	// reader then stays, unless the closer has already started another.

@@ -64,13 +64,13 @@ func (p *poller) prepare(w *idleConn) (op int) {
 // arm registers w's socket for one readable event. The socket is reached
 // through its RawConn, so it cannot be closed (and its number reused)
 // meanwhile; once closed, the kernel forgets the registration.
-func (p *poller) arm(w *idleConn, op int) error {
+func (p *poller) arm(w *idleConn, slot int32, op int) error {
 	p.parks.Add(1)
 	rc, err := w.TCPConn.SyscallConn()
 	if err != nil {
 		return err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: w.slot}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: slot}
 	var cerr error
 	if err := rc.Control(func(fd uintptr) { cerr = unix.EpollCtl(p.fd, op, int(fd), &ev) }); err != nil {
 		return err

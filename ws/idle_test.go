@@ -2,9 +2,11 @@ package ws
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -179,5 +181,44 @@ func TestParkedReader(t *testing.T) {
 				waitFor(t, "the reader to park again", func() bool { return parkedReaders(h) == 1 })
 			}
 		})
+	}
+}
+
+// TestCloseRacingPark: a close that wakes a parking reader before its
+// socket is armed starts the next reader, which sees the close and
+// finishes; the parking reader, whose arming then fails, must end, not
+// read on beside it and finish the client a second time.
+func TestCloseRacingPark(t *testing.T) {
+	if !idlePolling {
+		t.Skip("readers park only where epoll is")
+	}
+	h := newHarness(t, setup{})
+	var once sync.Once
+	parkHook = func(w *idleConn) {
+		once.Do(func() {
+			c := w.c
+			c.stay() // as writeFailed does: the next reader starts
+			c.conn.Close()
+			waitFor(t, "the woken reader to finish", func() bool { return c.gone.Load() })
+		})
+	}
+	defer func() { parkHook = nil }()
+	addr := strings.TrimPrefix(h.ts.URL, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The close may come before the hello: the handshake alone.
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("the server did not close the connection: %v", err)
+	}
+	waitFor(t, "the client to be gone", func() bool { return h.srv.Clients() == 0 })
+	h.stop()
+	if n := h.srv.nconns.Load(); n != 0 {
+		t.Errorf("%d connections counted after shutdown, want 0", n)
 	}
 }

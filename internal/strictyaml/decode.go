@@ -41,6 +41,10 @@ type Decoder struct {
 	errs   []*pibridge.FieldError
 	more   int
 	budget int // node visits left: aliases must not expand without end
+	// expanding holds the anchored nodes being decoded through an alias
+	// or merge: one met again inside itself is a cycle, which the budget
+	// alone would follow deeper than the stack goes.
+	expanding map[*yaml.Node]bool
 }
 
 // Error is every problem Decode found, in the order of the text.
@@ -93,7 +97,7 @@ func (d *Decoder) Decode(n *yaml.Node, v any) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("strictyaml: Decode needs a non-nil pointer, not %T", v)
 	}
-	d.errs, d.more = nil, 0
+	d.errs, d.more, d.expanding = nil, 0, nil
 	// A config has no reason to expand beyond a few times its own size; a
 	// "billion laughs" document does.
 	d.budget = 4*countNodes(n) + 10000
@@ -131,11 +135,33 @@ var (
 	nodeType            = reflect.TypeFor[yaml.Node]()
 )
 
-func (d *Decoder) value(n *yaml.Node, v reflect.Value, path string) {
+// spend counts a node visit; false once the budget is spent.
+func (d *Decoder) spend(path string, line int) bool {
 	if d.budget--; d.budget < 0 {
 		if d.budget == -1 {
-			d.fail(path, n.Line, "aliases expand to a document far larger than the text; decoding stopped")
+			d.fail(path, line, "aliases expand to a document far larger than the text; decoding stopped")
 		}
+		return false
+	}
+	return true
+}
+
+// enter marks the anchored node a as being expanded at path; false (and
+// a problem) when it already is.
+func (d *Decoder) enter(a *yaml.Node, alias *yaml.Node, path string) bool {
+	if d.expanding[a] {
+		d.fail(path, alias.Line, "anchor %q contains itself", pibridge.Clip(alias.Value))
+		return false
+	}
+	if d.expanding == nil {
+		d.expanding = map[*yaml.Node]bool{}
+	}
+	d.expanding[a] = true
+	return true
+}
+
+func (d *Decoder) value(n *yaml.Node, v reflect.Value, path string) {
+	if !d.spend(path, n.Line) {
 		return
 	}
 	switch n.Kind {
@@ -145,7 +171,10 @@ func (d *Decoder) value(n *yaml.Node, v reflect.Value, path string) {
 		}
 		return
 	case yaml.AliasNode:
-		d.value(n.Alias, v, path)
+		if d.enter(n.Alias, n, path) {
+			d.value(n.Alias, v, path)
+			delete(d.expanding, n.Alias)
+		}
 		return
 	}
 	if v.Type() == nodeType {
@@ -451,19 +480,23 @@ func isMerge(k *yaml.Node) bool {
 // merge supplies the keys of a merged mapping (or list of them, the
 // first winning) that are not set yet, marking them set.
 func (d *Decoder) merge(m *yaml.Node, path string, set map[string]bool, f func(k, v *yaml.Node)) {
-	if d.budget--; d.budget < 0 {
+	if !d.spend(path, m.Line) {
 		return
 	}
 	if m.Kind == yaml.AliasNode {
+		if !d.enter(m.Alias, m, path) {
+			return
+		}
+		defer delete(d.expanding, m.Alias)
 		m = m.Alias
 	}
 	switch m.Kind {
 	case yaml.SequenceNode:
 		for _, c := range m.Content {
-			if c.Kind == yaml.AliasNode {
+			if c.Kind == yaml.AliasNode && c.Alias.Kind != yaml.MappingNode {
 				c = c.Alias
 			}
-			if c.Kind != yaml.MappingNode {
+			if c.Kind != yaml.MappingNode && c.Kind != yaml.AliasNode {
 				d.fail(path, c.Line, "<<: want a mapping or a list of mappings to merge")
 				return
 			}

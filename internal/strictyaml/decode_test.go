@@ -234,3 +234,36 @@ func TestLines(t *testing.T) {
 		t.Errorf("Lines = %v, want %v", got, want)
 	}
 }
+
+// TestDecodeCycles: an anchor whose value merges or holds itself is one
+// problem, named, and decoding goes on past it; however large the text
+// (and so the budget), it cannot recurse the stack away.
+func TestDecodeCycles(t *testing.T) {
+	pad := "tags: {" + strings.Repeat("k: 1, ", 1) + "}\nany: [" + strings.Repeat("1,", 350000) + "1]\n"
+	type tree []tree
+	tests := []struct {
+		name string
+		yaml string
+		into func() any
+		ok   func(v any) bool
+	}{
+		{"a mapping merging itself", "section: &x {<<: *x, port: 1}\nname: bob\n",
+			func() any { return &doc{} }, func(v any) bool { return v.(*doc).Name == "bob" && v.(*doc).Section.Port == 1 }},
+		{"a mapping merging itself, in a large text", "section: &x {<<: *x, port: 1}\nname: bob\n" + pad,
+			func() any { return &doc{} }, func(v any) bool { return v.(*doc).Name == "bob" }},
+		{"a list holding itself, in a large text", "a: &x [*x]\n" + strings.Repeat("k: 1\n", 0) + "b: [" + strings.Repeat("[],", 350000) + "[]]\n",
+			func() any { return &map[string]tree{} }, func(v any) bool { return len((*v.(*map[string]tree))["b"]) == 350001 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := tt.into()
+			err := Unmarshal([]byte(tt.yaml), v)
+			if err == nil || !strings.Contains(err.Error(), "contains itself") {
+				t.Errorf("err = %.300v, want the anchor that contains itself named", err)
+			}
+			if !tt.ok(v) {
+				t.Errorf("decoding did not go on past the cycle")
+			}
+		})
+	}
+}
