@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -40,6 +41,40 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
+// smallSendBuffer gives a connected pair whose sending side's buffer is
+// small, so that a write of a megabyte must wait for the peer.
+func smallSendBuffer(t *testing.T) (a, b *net.TCPConn, rc syscall.RawConn) {
+	t.Helper()
+	a, b = tcpPair(t)
+	a.SetWriteBuffer(4096)
+	rc, err := RawConn(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b, rc
+}
+
+// pattern is n bytes that do not repeat within 251, so a reordered or
+// repeated run shows.
+func pattern(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i % 251)
+	}
+	return p
+}
+
+// readInBackground reads exactly n bytes from c and hands them over.
+func readInBackground(c net.Conn, n int) <-chan []byte {
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, n)
+		io.ReadFull(c, buf)
+		got <- buf
+	}()
+	return got
+}
+
 func skipUnsupported(t *testing.T) {
 	if !supported {
 		t.Skipf("no raw calls on %s", runtime.GOOS)
@@ -66,12 +101,7 @@ func (d *countingDeadliner) SetWriteDeadline(t time.Time) error {
 // clears it after; the peer gets every byte once, in order.
 func TestWrite(t *testing.T) {
 	skipUnsupported(t)
-	a, b := tcpPair(t)
-	a.SetWriteBuffer(4096)
-	rc, err := RawConn(a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, rc := smallSendBuffer(t)
 	d := &countingDeadliner{Conn: a}
 	var w Writer
 	if err := w.Write(rc, []byte("hello"), d, time.Second); err != nil {
@@ -80,16 +110,8 @@ func TestWrite(t *testing.T) {
 	if d.set != 0 || d.cleared != 0 {
 		t.Fatalf("a write taken at once set %d and cleared %d deadlines, want none", d.set, d.cleared)
 	}
-	big := make([]byte, 1<<20) // more than the sending socket's buffer
-	for i := range big {
-		big[i] = byte(i % 251)
-	}
-	got := make(chan []byte, 1)
-	go func() {
-		buf := make([]byte, 5+len(big))
-		io.ReadFull(b, buf)
-		got <- buf
-	}()
+	big := pattern(1 << 20) // more than the sending socket's buffer
+	got := readInBackground(b, 5+len(big))
 	if err := w.Write(rc, big, d, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -107,17 +129,9 @@ func TestWrite(t *testing.T) {
 // does a closed connection.
 func TestWriteDeadline(t *testing.T) {
 	skipUnsupported(t)
-	a, b := tcpPair(t)
-	a.SetWriteBuffer(4096)
-	rc, err := RawConn(a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, rc := smallSendBuffer(t)
 	var w Writer
-	big := make([]byte, 4<<20)
-	for i := range big {
-		big[i] = byte(i % 251)
-	}
+	big := pattern(4 << 20)
 	var ne net.Error
 	if err := w.Write(rc, big, a, 100*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Write to a peer that does not read: %v, want a timeout", err)
@@ -145,20 +159,10 @@ func TestWriteDeadline(t *testing.T) {
 // never inside.
 func TestWriteIsNotInterleaved(t *testing.T) {
 	skipUnsupported(t)
-	a, b := tcpPair(t)
-	a.SetWriteBuffer(4096)
-	rc, err := RawConn(a)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, rc := smallSendBuffer(t)
 	const size = 1 << 20
 	raw, other := bytes.Repeat([]byte{'r'}, size), bytes.Repeat([]byte{'o'}, size)
-	got := make(chan []byte, 1)
-	go func() {
-		buf := make([]byte, 2*size)
-		io.ReadFull(b, buf)
-		got <- buf
-	}()
+	got := readInBackground(b, 2*size)
 	done := make(chan error, 1)
 	go func() {
 		var w Writer
