@@ -205,11 +205,16 @@ func (r *reloader) reloadFile() {
 	}
 }
 
-// watchHUP applies the file on every SIGHUP until ctx ends.
-func (r *reloader) watchHUP(ctx context.Context) {
+// watchHUP applies the file on every SIGHUP until stop is called, which
+// returns once the watcher has ended (reloading never blocks: a request
+// waits in the reloader's one-slot queue).
+func (r *reloader) watchHUP(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer signal.Stop(hup)
 		for {
 			select {
@@ -220,6 +225,7 @@ func (r *reloader) watchHUP(ctx context.Context) {
 			}
 		}
 	}()
+	return func() { cancel(); <-done }
 }
 
 // writeAtomic replaces path with data: a temporary file in the same

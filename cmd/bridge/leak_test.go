@@ -229,3 +229,39 @@ func diffStacks(before, now map[string]int) string {
 	}
 	return b.String()
 }
+
+// TestNoGoroutineOutlivesAFailedStart: a start that fails (the panel's
+// port is taken) returns while its context is still live, and nothing it
+// started, the SIGHUP watcher included, is left behind.
+func TestNoGoroutineOutlivesAFailedStart(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	env := map[string]string{
+		"PIBRIDGE_HTTP_LISTEN":          busy.Addr().String(),
+		"PIBRIDGE_MQTT_EMBEDDED_LISTEN": "127.0.0.1:0",
+		"PIBRIDGE_STATE_DIR":            t.TempDir(),
+	}
+	start := func() {
+		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("run on a taken port: %v, want address already in use", err)
+		}
+	}
+	start() // what the process starts once is not the bridge's
+	baseline, before := goroutines()
+	start()
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for {
+		n, now := goroutines()
+		if n <= baseline {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after a failed start returned, %d before:\n%s", n, baseline, diffStacks(before, now))
+		}
+		time.Sleep(5 * time.Millisecond) // polling the count with a deadline
+	}
+}

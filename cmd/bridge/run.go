@@ -96,7 +96,7 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger, getenv func(strin
 	start := time.Now()
 	log.Info("starting", "version", version, "device", cfg.Device.ID, "board", cfg.GPIO.Board, "state_dir", cfg.StateDir)
 	rl := newReloader(log, getenv)
-	rl.watchHUP(ctx)
+	defer rl.watchHUP(ctx)()
 	ep := epoch{cfg: cfg}
 	for {
 		board, next, err := serveEpoch(ctx, ep, rl, log, getenv, stderr, start)
