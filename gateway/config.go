@@ -17,8 +17,10 @@ const (
 	DefaultHistory        = time.Hour
 	DefaultCommandTimeout = 5 * time.Second
 	DefaultMaxDevices     = 10000
-	DefaultMaxClients     = 1024
-	DefaultListen         = "127.0.0.1:8080"
+	// The http: section is the bridge's, decoded over its defaults; these
+	// are the same, so a gateway built in code behaves as one from a file.
+	DefaultMaxClients = 256
+	DefaultListen     = "127.0.0.1:8080"
 
 	maxHistory        = 24 * time.Hour
 	maxCommandTimeout = time.Minute

@@ -16,6 +16,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
+	"pibridge/gateway"
 	"pibridge/internal/harness"
 	"pibridge/internal/testkit"
 	"pibridge/web/paneltest"
@@ -514,4 +515,18 @@ func TestGatewayInChromium(t *testing.T) {
 	paneltest.Eval[bool](t, br, `(document.querySelector('#token').value = '`+gatewayToken+`', document.querySelector('#login button').click(), true)`)
 	br.WaitFor(t, `document.querySelectorAll('#devices tbody tr').length === 3 && document.querySelector('#login-panel').hidden`)
 	br.AllowNetworkErrors(false)
+}
+
+// TestGatewayDefaultsAreTheFiles: a gateway file without http: runs with
+// the same listen address and client limit as a gateway built in code
+// from gateway.Defaults.
+func TestGatewayDefaultsAreTheFiles(t *testing.T) {
+	cfg, err := loadSource([]byte("gateway: {}\nmqtt: {broker: tcp://n1:1883}\n"), envOf(map[string]string{"PIBRIDGE_STATE_DIR": t.TempDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := cfg.Gateway.HTTP, gateway.Defaults().HTTP
+	if got.Listen != want.Listen || got.MaxClients != want.MaxClients {
+		t.Fatalf("from a file: listen %q, max clients %d; gateway.Defaults: %q, %d", got.Listen, got.MaxClients, want.Listen, want.MaxClients)
+	}
 }
