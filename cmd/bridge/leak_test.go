@@ -54,20 +54,7 @@ func TestNoGoroutineOutlivesRun(t *testing.T) {
 	start := time.Now()
 	for i := range cycles {
 		leakCycle(t, hc, stateDir)
-		// A goroutine may be a moment behind run's return (the runtime
-		// has yet to schedule its last instructions); one that waits for
-		// anything is not.
-		deadline := time.Now().Add(500 * time.Millisecond)
-		for {
-			n, now := goroutines()
-			if n <= baseline {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("cycle %d: %d goroutines after run returned, %d before:\n%s", i+1, n, baseline, diffStacks(before, now))
-			}
-			time.Sleep(5 * time.Millisecond) // polling the count with a deadline
-		}
+		awaitGoroutines(t, baseline, before, fmt.Sprintf("cycle %d", i+1))
 	}
 	t.Logf("%d cycles in %v (%v a cycle)", cycles, time.Since(start).Round(time.Millisecond), (time.Since(start) / time.Duration(cycles)).Round(time.Millisecond))
 }
@@ -253,6 +240,15 @@ func TestNoGoroutineOutlivesAFailedStart(t *testing.T) {
 	start() // what the process starts once is not the bridge's
 	baseline, before := goroutines()
 	start()
+	awaitGoroutines(t, baseline, before, "a failed start")
+}
+
+// awaitGoroutines fails unless the goroutine count is back to baseline
+// soon after run returned: a goroutine may be a moment behind (the runtime
+// has yet to schedule its last instructions); one that waits for anything
+// is not.
+func awaitGoroutines(t *testing.T, baseline int, before map[string]int, after string) {
+	t.Helper()
 	deadline := time.Now().Add(500 * time.Millisecond)
 	for {
 		n, now := goroutines()
@@ -260,7 +256,7 @@ func TestNoGoroutineOutlivesAFailedStart(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines after a failed start returned, %d before:\n%s", n, baseline, diffStacks(before, now))
+			t.Fatalf("%s: %d goroutines after run returned, %d before:\n%s", after, n, baseline, diffStacks(before, now))
 		}
 		time.Sleep(5 * time.Millisecond) // polling the count with a deadline
 	}
