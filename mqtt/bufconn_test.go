@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -138,5 +139,177 @@ func TestBufConnRawTCP(t *testing.T) {
 	server.Close()
 	if _, err := packets.ReadPacket(bc); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the close: %v, want EOF", err)
+	}
+}
+
+// recordingTap takes every QoS 0 publish outside cmd/ and records it.
+type recordingTap struct{ taken []string }
+
+func (r *recordingTap) wants(topic string) bool { return !strings.HasPrefix(topic, "cmd/") }
+
+func (r *recordingTap) take(topic string, payload []byte, retained bool) {
+	r.taken = append(r.taken, fmt.Sprintf("%s %d %x %v", topic, len(payload), sum(payload), retained))
+}
+
+func sum(p []byte) (s byte) {
+	for _, b := range p {
+		s += b
+	}
+	return s
+}
+
+// tapStream is a broker's side of a session: each packet with what paho
+// must read of it, or the tap's record of it.
+func tapStream(t *testing.T) (stream []byte, forPaho, forTap []string) {
+	t.Helper()
+	var b bytes.Buffer
+	publish := func(topic string, qos byte, retain bool, payload []byte) {
+		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+		p.TopicName, p.Qos, p.Retain, p.Payload = topic, qos, retain, payload
+		if qos > 0 {
+			p.MessageID = 7
+		}
+		if err := p.Write(&b); err != nil {
+			t.Fatal(err)
+		}
+		if qos > 0 || strings.HasPrefix(topic, "cmd/") || len(topic) > readBuffer {
+			forPaho = append(forPaho, fmt.Sprintf("publish %.20s q%d", topic, qos))
+		} else {
+			forTap = append(forTap, fmt.Sprintf("%s %d %x %v", topic, len(payload), sum(payload), retain))
+		}
+	}
+	other := func(kind byte, name string) {
+		if err := packets.NewControlPacket(kind).Write(&b); err != nil {
+			t.Fatal(err)
+		}
+		forPaho = append(forPaho, name)
+	}
+	other(packets.Connack, "connack")
+	publish("lab/a", 0, false, []byte("21.5"))
+	publish("cmd/led/set", 0, false, []byte("on")) // the bridge's own topic
+	publish("lab/b", 1, false, []byte("qos 1"))    // acknowledged: paho's
+	publish("lab/c", 0, true, bytes.Repeat([]byte{'r'}, 300))
+	publish("lab/big", 0, false, pattern(3*readBuffer)) // more than the buffer
+	publish("lab/empty", 0, false, nil)
+	publish(strings.Repeat("t", readBuffer+1), 0, false, []byte("x")) // a topic longer than the buffer
+	other(packets.Pingresp, "pingresp")
+	publish("lab/d", 0, false, pattern(200000)) // a 3-byte remaining length
+	other(packets.Suback, "suback")
+	return b.Bytes(), forPaho, forTap
+}
+
+func pattern(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i % 251)
+	}
+	return p
+}
+
+// TestBufConnTap: paho and the tap together get every packet once, in
+// order, however the stream is cut: the tap the QoS 0 publishes it wants,
+// paho everything else (acknowledged publishes, the bridge's own topics,
+// other packets, a topic longer than the buffer).
+func TestBufConnTap(t *testing.T) {
+	stream, wantPaho, wantTap := tapStream(t)
+	for _, tc := range []struct {
+		name      string
+		chunk     func(i int) int
+		readAhead bool // paho's side reads in large chunks
+	}{
+		{"whole", func(int) int { return len(stream) }, false},
+		{"a byte at a time", func(int) int { return 1 }, false},
+		{"odd cuts", func(i int) int { return 1 + i*7919%13 }, false},
+		{"cuts near the buffer", func(i int) int { return readBuffer - 3 + i%7 }, false},
+		{"a reader that reads ahead", func(int) int { return len(stream) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			go func() {
+				defer server.Close()
+				for i, rest := 0, stream; len(rest) > 0; i++ {
+					n := min(tc.chunk(i), len(rest))
+					if _, err := server.Write(rest[:n]); err != nil {
+						return
+					}
+					rest = rest[n:]
+				}
+			}()
+			tap := &recordingTap{}
+			bc := newBufConn(client)
+			bc.tap = tap
+			var r io.Reader = bc
+			if tc.readAhead {
+				r = bufio.NewReaderSize(bc, 64<<10)
+			}
+			var gotPaho []string
+			for {
+				cp, err := packets.ReadPacket(r)
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %v: %v", gotPaho, err)
+				}
+				switch p := cp.(type) {
+				case *packets.PublishPacket:
+					gotPaho = append(gotPaho, fmt.Sprintf("publish %.20s q%d", p.TopicName, p.Qos))
+				case *packets.ConnackPacket:
+					gotPaho = append(gotPaho, "connack")
+				case *packets.PingrespPacket:
+					gotPaho = append(gotPaho, "pingresp")
+				case *packets.SubackPacket:
+					gotPaho = append(gotPaho, "suback")
+				default:
+					t.Fatalf("unexpected %v", cp)
+				}
+			}
+			if fmt.Sprint(gotPaho) != fmt.Sprint(wantPaho) {
+				t.Errorf("paho read\n%q\nwant\n%q", gotPaho, wantPaho)
+			}
+			if fmt.Sprint(tap.taken) != fmt.Sprint(wantTap) {
+				t.Errorf("the tap took\n%q\nwant\n%q", tap.taken, wantTap)
+			}
+		})
+	}
+}
+
+// TestBufConnTapMalformed: what the tap cannot read as a whole packet is
+// left to paho, which judges it; the tap never reads across a packet's end.
+func TestBufConnTapMalformed(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		taken  []string
+	}{
+		{"remaining length of five bytes", []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01}, nil},
+		// A valid packet follows, which the topic must not be read into.
+		{"topic longer than the packet", []byte{0x30, 0x04, 0x00, 0x09, 'l', 'a', 0x30, 0x07, 0x00, 0x03, 'l', 'a', 'b', 'x', 'y'}, nil},
+		{"cut inside the payload", []byte{0x30, 0x09, 0x00, 0x03, 'l', 'a', 'b', '1'}, nil},
+		{"cut inside the header", []byte{0x30, 0x80}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			go func() {
+				server.Write(tc.stream)
+				server.Close()
+			}()
+			tap := &recordingTap{}
+			bc := newBufConn(client)
+			bc.tap = tap
+			var err error
+			for range 3 {
+				if _, err = packets.ReadPacket(bc); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				t.Error("paho read three packets out of a malformed stream")
+			}
+			if fmt.Sprint(tap.taken) != fmt.Sprint(tc.taken) {
+				t.Errorf("the tap took %q, want %q", tap.taken, tc.taken)
+			}
+		})
 	}
 }

@@ -136,8 +136,11 @@ type Client struct {
 	acks       chan pendingAck // answers to commands, for ackLoop to publish
 	sweep      chan inbound    // discovery configs seen while collectRetained runs
 	sweeping   atomic.Bool
-	sweepLost  atomic.Bool // sweep was full: a config was not seen
-	gate       *gate       // open while connected and paho's resend is done
+	// sweepFilters are the retained topics read back on connecting (the
+	// previous run's meta, and with discovery its Home Assistant configs).
+	sweepFilters []string
+	sweepLost    atomic.Bool // sweep was full: a config was not seen
+	gate         *gate       // open while connected and paho's resend is done
 	// pubMu keeps publishes out of a Connect in progress: paho resends
 	// what is stored while it connects, and a publish racing with that
 	// goes out twice (see connectLoop).
@@ -234,6 +237,7 @@ func newClient(o Options, tm timing) (*Client, error) {
 		c.host = readHostInfo(o.Host)
 		c.haEntities = c.haItems()
 	}
+	c.sweepFilters = c.readBackFilters()
 	opts, err := c.pahoOptions()
 	if err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)

@@ -59,7 +59,7 @@ type pendingAck struct {
 // publish (paho #453): it copies the message into the inbox, or, when the
 // inbox is full, hands a busy refusal to the ack worker.
 func (c *Client) onMessage(_ paho.Client, m paho.Message) {
-	bridged := c.deliverBridge(m)
+	bridged := c.deliverBridge(m.Topic(), m.Payload(), m.Retained())
 	if c.sweeping.Load() && c.inSweep(m.Topic()) {
 		c.toSweep(m)
 		return

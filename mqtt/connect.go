@@ -199,7 +199,7 @@ func (c *Client) subscribe(ctx context.Context) {
 		filters[c.haStatus] = 0
 	}
 	// For collectRetained, which unsubscribes when done.
-	for _, f := range c.sweepFilters() {
+	for _, f := range c.sweepFilters {
 		filters[f] = 0
 	}
 	c.sweeping.Store(true)

@@ -101,6 +101,9 @@ func (c *Client) openConn(uri *url.URL, o paho.ClientOptions) (net.Conn, error) 
 		c.dials.remove(id)
 		return nil, err
 	}
+	if bc, ok := conn.(*bufConn); ok {
+		bc.tap = c
+	}
 	if !c.dials.set(id, func() { conn.Close() }) {
 		conn.Close()
 		return nil, errStopped

@@ -430,7 +430,7 @@ func (c *Client) uniquePrefix() string { return "pibridge_" + c.device.ID + "_" 
 // copy is what the previous run published and whose live copy marks the
 // end of the retained messages, and with discovery on every per-entity
 // config under this node id and the device config.
-func (c *Client) sweepFilters() []string {
+func (c *Client) readBackFilters() []string {
 	if c.haStatus == "" {
 		return []string{c.topics.meta}
 	}
@@ -438,7 +438,7 @@ func (c *Client) sweepFilters() []string {
 }
 
 func (c *Client) inSweep(topic string) bool {
-	for _, f := range c.sweepFilters() {
+	for _, f := range c.sweepFilters {
 		if pibridge.TopicMatches(f, topic) {
 			return true
 		}
@@ -475,7 +475,7 @@ func (c *Client) collectRetained(ctx context.Context) (old retainedConfigs, ok b
 	defer func() {
 		c.sweeping.Store(false)
 		var drop []string
-		for _, f := range c.sweepFilters() {
+		for _, f := range c.sweepFilters {
 			if !slices.Contains(c.bridgeFilters(), f) {
 				drop = append(drop, f)
 			}

@@ -132,16 +132,17 @@ func (c *Client) bridgeFilters() []string {
 	return out
 }
 
-// deliverBridge hands m to every browser whose filter matches; it reports
-// whether any did. It runs on paho's goroutine and never blocks.
-func (c *Client) deliverBridge(m paho.Message) bool {
+// deliverBridge hands a message to every browser whose filter matches; it
+// reports whether any did. It runs on the goroutine reading the broker's
+// connection (paho's or bufConn's) and never blocks; deliver does not keep
+// payload.
+func (c *Client) deliverBridge(topic string, payload []byte, retained bool) bool {
 	p := &c.bridge
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.filters) == 0 {
 		return false
 	}
-	topic, payload := m.Topic(), m.Payload()
 	matched := false
 	for filter, subs := range p.filters {
 		if !pibridge.TopicMatches(filter, topic) {
@@ -153,10 +154,27 @@ func (c *Client) deliverBridge(m paho.Message) bool {
 			continue
 		}
 		for _, deliver := range subs {
-			deliver(topic, payload, m.Retained())
+			deliver(topic, payload, retained)
 		}
 	}
 	return matched
+}
+
+// wants reports whether a QoS 0 message on topic is the browsers' alone,
+// so that bufConn may read it off the connection itself and pass it to
+// take: paho's dispatch (two goroutine hand-offs and several allocations
+// per message) then carries only what the bridge itself serves. A topic
+// always takes the same path (the filters are fixed at New, and every
+// subscription is at QoS 0), so the order per topic holds.
+func (c *Client) wants(topic string) bool {
+	return !c.forTheBridge(topic) && !c.inSweep(topic)
+}
+
+// take is what onMessage does with a message wants let through.
+func (c *Client) take(topic string, payload []byte, retained bool) {
+	if !c.deliverBridge(topic, payload, retained) {
+		c.log.Debug("message on a topic the bridge does not serve ignored", "topic", pibridge.Clip(topic))
+	}
 }
 
 // Publish sends a browser's message. It does not queue: without a broker
