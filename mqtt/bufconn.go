@@ -5,6 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
+	"syscall"
+	"time"
 
 	"pibridge/internal/rawio"
 )
@@ -24,6 +27,15 @@ type bufConn struct {
 	r   *bufio.Reader
 	raw bool // r is filled by raw reads
 
+	// On a plain TCP socket packets are written with raw write(2)s too,
+	// and the write deadline paho sets and clears around every packet
+	// (two runtime timer updates each) is kept as a bound instead: it is
+	// armed only when the socket is full.
+	rc        syscall.RawConn // nil: writes go through Conn
+	wmu       sync.Mutex      // paho writes from one goroutine; this is for any other
+	w         rawio.Writer
+	writeWait time.Duration
+
 	tap publishTap // nil: every packet is paho's
 	// pahoLeft is what paho has yet to read of its current packet: its
 	// reads never reach into the next one, which the tap may take.
@@ -40,11 +52,41 @@ type publishTap interface {
 
 var errMalformedLength = errors.New("mqtt: malformed packet: remaining length over 4 bytes")
 
+// defaultWriteWait bounds a raw write until paho sets its write timeout.
+const defaultWriteWait = 10 * time.Second
+
 func newBufConn(c net.Conn) *bufConn {
 	if r, err := rawio.NewReader(c); err == nil {
-		return &bufConn{Conn: c, r: bufio.NewReaderSize(r, readBuffer), raw: true}
+		rc, _ := rawio.RawConn(c)
+		return &bufConn{Conn: c, r: bufio.NewReaderSize(r, readBuffer), raw: true, rc: rc, writeWait: defaultWriteWait}
 	}
 	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBuffer)}
+}
+
+func (c *bufConn) Write(p []byte) (int, error) {
+	if c.rc == nil {
+		return c.Conn.Write(p)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.w.Write(c.rc, p, c.Conn, c.writeWait); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// SetWriteDeadline keeps what is left until t as the bound of the next
+// raw writes; a zero t (paho's "done") keeps the bound as it is.
+func (c *bufConn) SetWriteDeadline(t time.Time) error {
+	if c.rc == nil {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	if !t.IsZero() {
+		c.wmu.Lock()
+		c.writeWait = max(time.Until(t), time.Millisecond)
+		c.wmu.Unlock()
+	}
+	return nil
 }
 
 func (c *bufConn) Read(p []byte) (int, error) {

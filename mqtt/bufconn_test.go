@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -311,5 +312,39 @@ func TestBufConnTapMalformed(t *testing.T) {
 				t.Errorf("the tap took %q, want %q", tap.taken, tc.taken)
 			}
 		})
+	}
+}
+
+// TestBufConnRawWrites: on a plain TCP socket paho's packets go out whole
+// through raw writes; the deadline paho sets bounds a write to a broker
+// that stops reading (a timeout error, as from the Conn), and clearing it
+// keeps that bound for the next packets instead of arming a timer.
+func TestBufConnRawWrites(t *testing.T) {
+	client, server := tcpPair(t)
+	bc := newBufConn(client)
+	if runtime.GOOS == "linux" && bc.rc == nil {
+		t.Fatal("a TCP connection does not write through rawio")
+	}
+	p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	p.TopicName, p.Qos, p.MessageID, p.Payload = "lab/x", 1, 9, []byte("21.5")
+	if err := p.Write(bc); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := packets.ReadPacket(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := cp.(*packets.PublishPacket); !ok || got.TopicName != "lab/x" || string(got.Payload) != "21.5" || got.MessageID != 9 {
+		t.Fatalf("the broker read %v", cp)
+	}
+
+	client.(*net.TCPConn).SetWriteBuffer(4096)
+	bc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	bc.SetWriteDeadline(time.Time{}) // paho's "written": the bound stays
+	big := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	big.TopicName, big.Payload = "lab/big", make([]byte, 8<<20)
+	var ne net.Error
+	if err := big.Write(bc); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("writing 8 MiB to a broker that does not read: %v, want a timeout", err)
 	}
 }
