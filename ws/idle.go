@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pibridge/internal/rawio"
 )
 
 // An idle connection holds no goroutine. Its reader, at a message
@@ -45,7 +47,10 @@ const (
 // idleConn is a client's TCP socket as gorilla reads it.
 type idleConn struct {
 	*net.TCPConn
-	fr frameTracker // the frames handed up so far; the reader's alone
+	// raw reads the socket with raw read(2)s: an ordinary one wakes the
+	// runtime's monitor thread when the process was idle (see rawio).
+	raw *rawio.Reader
+	fr  frameTracker // the frames handed up so far; the reader's alone
 
 	c      *client // set once the reader may park; nil before
 	state  atomic.Int32
@@ -91,9 +96,16 @@ func (w *idleConn) Read(p []byte) (int, error) {
 			return n, err
 		}
 	}
-	n, err := w.TCPConn.Read(p)
+	n, err := w.readSocket(p)
 	w.fr.feed(p[:n])
 	return n, err
+}
+
+func (w *idleConn) readSocket(p []byte) (int, error) {
+	if w.raw != nil {
+		return w.raw.Read(p)
+	}
+	return w.TCPConn.Read(p)
 }
 
 // WriteTo reads through Read: net.TCPConn's own would bypass the frame
@@ -117,7 +129,7 @@ func (w *idleConn) linger(p []byte) (n int, err error, ok bool) {
 	w.TCPConn.SetReadDeadline(until)
 	w.mu.Unlock()
 
-	n, err = w.TCPConn.Read(p)
+	n, err = w.readSocket(p)
 
 	w.mu.Lock()
 	w.lingering = false
@@ -257,6 +269,7 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	if tc, ok := nc.(*net.TCPConn); ok && idlePolling {
 		h.ic = &idleConn{TCPConn: tc, slot: -1}
+		h.ic.raw, _ = rawio.NewReader(tc) // nil where raw calls are not built in
 		nc = h.ic
 	}
 	return nc, brw, nil
