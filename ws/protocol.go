@@ -26,7 +26,9 @@ func (c *client) handle(mt int, data []byte) {
 			c.replyError(m.id, errBridgeOff)
 			return
 		}
-		c.grewStack = true // through paho
+		// Through paho: a reader that never parks goes on on a fresh stack
+		// (see read); one that parks gives its whole stack back then.
+		c.grewStack = c.ic == nil
 		switch m.typ {
 		case msgSubscribe:
 			c.subscribe(&m)
