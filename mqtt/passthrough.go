@@ -34,7 +34,8 @@ type passthrough struct {
 var ErrNotConnected = errors.New("no MQTT broker connected")
 
 // Subscribe delivers the messages matching filter until cancel is called.
-// deliver runs on paho's goroutine and must not block.
+// deliver runs on the goroutine reading the broker connection: it must not
+// block, and payload is valid only during the call.
 func (c *Client) Subscribe(filter string, deliver func(topic string, payload []byte, retained bool)) (cancel func(), err error) {
 	if err := pibridge.CheckFilter(filter); err != nil {
 		return nil, err

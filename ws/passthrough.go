@@ -12,7 +12,7 @@ import (
 
 // Passthrough is the MQTT side of the browser's subscribe/publish.
 type Passthrough interface {
-	// Subscribe delivers messages matching filter until the returned cancel is called. deliver must not block.
+	// Subscribe delivers messages matching filter until the returned cancel is called. deliver must not block, and must not keep payload past the call.
 	Subscribe(filter string, deliver func(topic string, payload []byte, retained bool)) (cancel func(), err error)
 	Publish(ctx context.Context, topic string, payload []byte, retain bool) error
 }
