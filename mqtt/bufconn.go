@@ -32,7 +32,7 @@ type bufConn struct {
 	// (two runtime timer updates each) is kept as a bound instead: it is
 	// armed only when the socket is full.
 	rc        syscall.RawConn // nil: writes go through Conn
-	wmu       sync.Mutex      // paho writes from one goroutine; this is for any other
+	wmu       sync.Mutex      // paho writes from two goroutines (outgoing, keepalive); w is one call's
 	w         rawio.Writer
 	writeWait time.Duration
 

@@ -348,3 +348,55 @@ func TestBufConnRawWrites(t *testing.T) {
 		t.Fatalf("writing 8 MiB to a broker that does not read: %v, want a timeout", err)
 	}
 }
+
+// TestBufConnConcurrentWrites: paho writes from its outgoing goroutine
+// and its keepalive goroutine at once; every packet arrives whole.
+func TestBufConnConcurrentWrites(t *testing.T) {
+	client, server := tcpPair(t)
+	bc := newBufConn(client)
+	const each = 500
+	done := make(chan error, 2)
+	go func() {
+		for i := range each {
+			p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+			p.TopicName, p.Qos, p.MessageID, p.Payload = "lab/x", 1, uint16(i+1), bytes.Repeat([]byte{'p'}, 700)
+			if err := p.Write(bc); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() {
+		for range each {
+			if err := packets.NewControlPacket(packets.Pingreq).Write(bc); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	publishes, pings := 0, 0
+	for publishes+pings < 2*each {
+		cp, err := packets.ReadPacket(server)
+		if err != nil {
+			t.Fatalf("after %d publishes and %d pings: %v", publishes, pings, err)
+		}
+		switch p := cp.(type) {
+		case *packets.PublishPacket:
+			if p.TopicName != "lab/x" || len(p.Payload) != 700 {
+				t.Fatalf("a torn publish: %v", p)
+			}
+			publishes++
+		case *packets.PingreqPacket:
+			pings++
+		default:
+			t.Fatalf("unexpected %v", cp)
+		}
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
