@@ -24,14 +24,13 @@ const readBuffer = 4 << 10
 // the runtime's monitor thread.
 type bufConn struct {
 	net.Conn
-	r   *bufio.Reader
-	raw bool // r is filled by raw reads
+	r *bufio.Reader // on a plain TCP socket, filled by raw reads
 
 	// On a plain TCP socket packets are written with raw write(2)s too,
 	// and the write deadline paho sets and clears around every packet
 	// (two runtime timer updates each) is kept as a bound instead: it is
 	// armed only when the socket is full.
-	rc        syscall.RawConn // nil: writes go through Conn
+	rc        syscall.RawConn // nil: reads and writes go through Conn
 	wmu       sync.Mutex      // paho writes from two goroutines (outgoing, keepalive); w is one call's
 	w         rawio.Writer
 	writeWait time.Duration
@@ -58,7 +57,7 @@ const defaultWriteWait = 10 * time.Second
 func newBufConn(c net.Conn) *bufConn {
 	if r, err := rawio.NewReader(c); err == nil {
 		rc, _ := rawio.RawConn(c)
-		return &bufConn{Conn: c, r: bufio.NewReaderSize(r, readBuffer), raw: true, rc: rc, writeWait: defaultWriteWait}
+		return &bufConn{Conn: c, r: bufio.NewReaderSize(r, readBuffer), rc: rc, writeWait: defaultWriteWait}
 	}
 	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBuffer)}
 }

@@ -17,6 +17,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"pibridge/internal/testkit"
 )
 
 // countingConn counts the reads that reach the socket.
@@ -119,7 +121,7 @@ func TestOpenConnectionUnknownScheme(t *testing.T) {
 func TestBufConnRawTCP(t *testing.T) {
 	client, server := tcpPair(t)
 	bc := newBufConn(client)
-	if runtime.GOOS == "linux" && !bc.raw {
+	if runtime.GOOS == "linux" && bc.rc == nil {
 		t.Fatal("a TCP connection does not read through rawio")
 	}
 	for i := range 3 {
@@ -190,21 +192,13 @@ func tapStream(t *testing.T) (stream []byte, forPaho, forTap []string) {
 	publish("cmd/led/set", 0, false, []byte("on")) // the bridge's own topic
 	publish("lab/b", 1, false, []byte("qos 1"))    // acknowledged: paho's
 	publish("lab/c", 0, true, bytes.Repeat([]byte{'r'}, 300))
-	publish("lab/big", 0, false, pattern(3*readBuffer)) // more than the buffer
+	publish("lab/big", 0, false, testkit.Pattern(3*readBuffer)) // more than the buffer
 	publish("lab/empty", 0, false, nil)
 	publish(strings.Repeat("t", readBuffer+1), 0, false, []byte("x")) // a topic longer than the buffer
 	other(packets.Pingresp, "pingresp")
-	publish("lab/d", 0, false, pattern(200000)) // a 3-byte remaining length
+	publish("lab/d", 0, false, testkit.Pattern(200000)) // a 3-byte remaining length
 	other(packets.Suback, "suback")
 	return b.Bytes(), forPaho, forTap
-}
-
-func pattern(n int) []byte {
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(i % 251)
-	}
-	return p
 }
 
 // TestBufConnTap: paho and the tap together get every packet once, in
@@ -341,6 +335,9 @@ func TestBufConnRawWrites(t *testing.T) {
 	client.(*net.TCPConn).SetWriteBuffer(4096)
 	bc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	bc.SetWriteDeadline(time.Time{}) // paho's "written": the bound stays
+	if bc.writeWait <= 0 || bc.writeWait > 200*time.Millisecond {
+		t.Fatalf("after paho's clear the bound is %v, want what it set (at most 200ms)", bc.writeWait)
+	}
 	big := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
 	big.TopicName, big.Payload = "lab/big", make([]byte, 8<<20)
 	var ne net.Error

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"pibridge/internal/testkit"
 )
 
 func tcpPair(t *testing.T) (a, b *net.TCPConn) {
@@ -52,16 +54,6 @@ func smallSendBuffer(t *testing.T) (a, b *net.TCPConn, rc syscall.RawConn) {
 		t.Fatal(err)
 	}
 	return a, b, rc
-}
-
-// pattern is n bytes that do not repeat within 251, so a reordered or
-// repeated run shows.
-func pattern(n int) []byte {
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = byte(i % 251)
-	}
-	return p
 }
 
 // readInBackground reads exactly n bytes from c and hands them over.
@@ -110,7 +102,7 @@ func TestWrite(t *testing.T) {
 	if d.set != 0 || d.cleared != 0 {
 		t.Fatalf("a write taken at once set %d and cleared %d deadlines, want none", d.set, d.cleared)
 	}
-	big := pattern(1 << 20) // more than the sending socket's buffer
+	big := testkit.Pattern(1 << 20) // more than the sending socket's buffer
 	got := readInBackground(b, 5+len(big))
 	if err := w.Write(rc, big, d, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -131,7 +123,7 @@ func TestWriteDeadline(t *testing.T) {
 	skipUnsupported(t)
 	a, b, rc := smallSendBuffer(t)
 	var w Writer
-	big := pattern(4 << 20)
+	big := testkit.Pattern(4 << 20)
 	var ne net.Error
 	if err := w.Write(rc, big, a, 100*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Write to a peer that does not read: %v, want a timeout", err)

@@ -88,3 +88,13 @@ func Start(t testing.TB, within time.Duration, part func(context.Context) error)
 	t.Cleanup(stop)
 	return stop
 }
+
+// Pattern is n bytes that do not repeat within 251, so that a reordered,
+// repeated or torn run shows.
+func Pattern(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i % 251)
+	}
+	return p
+}
