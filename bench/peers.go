@@ -44,6 +44,7 @@ type peerOptions struct {
 	fanMax     int
 	fanWindow  time.Duration
 	fanRepeat  int
+	fanEach    bool // fanout: the publisher writes each message on its own
 	slowRate   int
 	slowWindow time.Duration
 	idleConns  []int
@@ -66,6 +67,7 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 	fs.StringVar(&clients, "fanout-clients", "1,10,100", "fanout: subscribed clients (BENCHMARKS.md's grid: 1,10,100,1000)")
 	fs.StringVar(&fanMax, "fanout-max", "1000000", "fanout: skip cells whose offered deliveries (rate × clients) exceed this per second; 0: none skipped")
 	fs.DurationVar(&o.fanWindow, "fanout-window", 3*time.Second, "fanout: publishing window per cell")
+	fs.BoolVar(&o.fanEach, "fanout-flush-each", false, "fanout: the publisher writes each message in its own write (one TCP segment each, as a sensor publishes) instead of one write per pacing batch")
 	fs.IntVar(&o.fanRepeat, "fanout-repeat", 1, "fanout: rounds over all subjects; each cell reports the round with the median CPU per frame")
 	fs.IntVar(&o.slowRate, "slow-rate", 300, "slow: messages per second into 100 clients")
 	fs.DurationVar(&o.slowWindow, "slow-window", 20*time.Second, "slow: window per run (without, then with the slow client)")

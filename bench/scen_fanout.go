@@ -96,6 +96,9 @@ func fanoutScenario(ctx context.Context, e peerEnv) ([]harness.Table, error) {
 	}
 	ours := order[0]
 	t := harness.Table{Title: fmt.Sprintf("fan-out: MQTT publisher → subject → N WebSocket subscribers of lab/#, %s per cell, GOMAXPROCS=%d", e.o.fanWindow, e.d.Procs)}
+	if e.o.fanEach {
+		t.Notes = append(t.Notes, "the publisher wrote each message in its own write(2) (-fanout-flush-each): one TCP segment per message into the subject, or into the bridge's broker")
+	}
 	if e.o.fanRepeat > 1 {
 		t.Notes = append(t.Notes, fmt.Sprintf("%d rounds, taking turns over the subjects; each row is the round with the median CPU per frame", e.o.fanRepeat))
 	}
@@ -254,7 +257,7 @@ func fanoutCell(ctx context.Context, e peerEnv, s *subject, c *fanCell) error {
 		return err
 	}
 	t0 := time.Now()
-	c.sent, err = pub.paced(ctx, "lab/fan", c.rate, e.o.fanWindow, 0, nil, false)
+	c.sent, err = pub.paced(ctx, "lab/fan", c.rate, e.o.fanWindow, 0, nil, e.o.fanEach)
 	if err != nil {
 		return fmt.Errorf("publishing: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -207,10 +208,13 @@ func (c *Client) PublishAsync(topic string, payload []byte, retain bool, done fu
 		done(ErrNotConnected)
 		return
 	}
-	// paho keeps the slice until the broker acknowledges it.
-	tok := c.publish(topic, 1, retain, append([]byte(nil), payload...))
+	// The waiter is started before the publish: where one core is all
+	// there is, the goroutine readied last runs first, and that must be
+	// paho's writer, so that the message is out before the waiter sets up.
 	// Owned like the other waits on paho, so that Run outlives it.
+	toks := make(chan paho.Token, 1)
 	waiting := c.spawn(func() {
+		tok := <-toks
 		t := time.NewTimer(c.tm.writeTimeout)
 		defer t.Stop()
 		select {
@@ -228,5 +232,12 @@ func (c *Client) PublishAsync(topic string, payload []byte, retain bool, done fu
 	})
 	if !waiting {
 		done(ErrNotConnected)
+		return
 	}
+	// paho keeps the slice until the broker acknowledges it.
+	toks <- c.publish(topic, 1, retain, append([]byte(nil), payload...))
+	// Let paho's writer put the message on the wire before the caller goes
+	// on with its own bookkeeping (deadlines, the next read): on one core
+	// it would otherwise wait for the caller to block.
+	runtime.Gosched()
 }
