@@ -29,6 +29,10 @@ const (
 	peerNodeRED   = "nodered"
 	peerMosquitto = "mosquitto"
 	peerMochi     = "mochi"
+	// peerMosquittoBridged is mosquitto's WebSocket listener behind a
+	// broker, fed over a mosquitto bridge connection: the topology the
+	// bridge's passthrough has (one broker hop more than mosquitto-ws).
+	peerMosquittoBridged = "mosquitto-bridged"
 	// nodeREDVersion is what `make bench` installs; the bench checks it.
 	nodeREDVersion = "4.1.8"
 )
@@ -59,7 +63,7 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 		o                                   peerOptions
 		peers, rates, clients, idle, fanMax string
 	)
-	fs.StringVar(&peers, "peers", "nodered,mosquitto,mochi", "peers measured beside the bridge in scenarios mqttws, fanout, idleconns (\"none\" for none)")
+	fs.StringVar(&peers, "peers", "nodered,mosquitto,mochi", "peers measured beside the bridge in scenarios mqttws, fanout, idleconns (\"none\" for none); mosquitto-bridged (mosquitto-ws fed through a second broker, the bridge's topology) on request")
 	fs.StringVar(&o.nodeRED, "nodered", "bin/bench-peers/node-red", "npm prefix holding node_modules/node-red (make bench installs it)")
 	fs.IntVar(&o.latSamples, "mqtt-samples", 100000, "mqttws: messages timed per path")
 	fs.IntVar(&o.latRate, "mqtt-rate", 5000, "mqttws: messages per second")
@@ -81,8 +85,8 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 		if peers != "none" && peers != "" {
 			for p := range strings.SplitSeq(peers, ",") {
 				p = strings.TrimSpace(p)
-				if !slices.Contains([]string{peerNodeRED, peerMosquitto, peerMochi}, p) {
-					return o, fmt.Errorf("-peers: %q: want nodered, mosquitto, mochi or none", p)
+				if !slices.Contains([]string{peerNodeRED, peerMosquitto, peerMochi, peerMosquittoBridged}, p) {
+					return o, fmt.Errorf("-peers: %q: want nodered, mosquitto, mochi, mosquitto-bridged or none", p)
 				}
 				o.peers = append(o.peers, p)
 			}
@@ -202,7 +206,7 @@ func subjectNames(o peerOptions, withMQTTPeers bool) []string {
 	if o.baseline != "" && withMQTTPeers {
 		names = append(names, subjectBaseline)
 	}
-	for _, p := range []string{peerNodeRED, peerMosquitto, peerMochi} {
+	for _, p := range []string{peerNodeRED, peerMosquitto, peerMosquittoBridged, peerMochi} {
 		if o.has(p) && (withMQTTPeers || p == peerNodeRED) {
 			names = append(names, p)
 		}
@@ -225,6 +229,8 @@ func (e peerEnv) start(ctx context.Context, name, tag string) (*subject, error) 
 		return e.startNodeRED(ctx, tag)
 	case peerMosquitto:
 		return e.startMosquittoWS(ctx, tag)
+	case peerMosquittoBridged:
+		return e.startMosquittoBridged(ctx, tag)
 	case peerMochi:
 		return e.startMochi(ctx, tag)
 	}
@@ -322,6 +328,57 @@ func (e peerEnv) startMosquittoWS(ctx context.Context, tag string) (*subject, er
 		return nil, err
 	}
 	s := &subject{name: "mosquitto " + mosquittoVersion() + " (websockets)", pid: m.PID, pubAddr: m.Addr, stops: []func(){m.Stop}}
+	if err := pinPID(e.d.Pin, e.d.Pin.Daemon, m.PID); err != nil {
+		s.stop()
+		return nil, err
+	}
+	if err := waitListen(ctx, m.WSAddr, 5*time.Second); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("mosquitto websockets listener: %w; log: %s", err, m.Stderr())
+	}
+	url := "ws://" + m.WSAddr + "/mqtt"
+	s.cmdURL = url
+	s.dial = func(ctx context.Context, id int) (receiver, error) {
+		return dialMQTTWS(ctx, url, "sub-"+strconv.Itoa(id), "lab/#")
+	}
+	s.dialIdle = func(ctx context.Context, id int) (io.Closer, error) {
+		return dialMQTTWS(ctx, url, "idle-"+strconv.Itoa(id), e.o.idleFilter)
+	}
+	return s, nil
+}
+
+// startMosquittoBridged runs mosquitto-ws as the subject behind a feeding
+// broker, like the bridge: publishers and the command scenario's
+// subscriber are on the feeding broker (on the load generator's core), the
+// subject subscribes lab/# there over a mosquitto bridge connection (QoS 0,
+// as the bridge does) and forwards lab/cmd to it at QoS 1 (as the bridge's
+// passthrough publishes).
+func (e peerEnv) startMosquittoBridged(ctx context.Context, tag string) (*subject, error) {
+	feedDir, err := os.MkdirTemp(e.scratch, tag+"-broker-")
+	if err != nil {
+		return nil, err
+	}
+	feed, err := e.broker(feedDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &subject{name: "bridged mosquitto " + mosquittoVersion() + " (websockets, fed through a broker)", pubAddr: feed.Addr, stops: []func(){feed.Stop}}
+	dir, err := os.MkdirTemp(e.scratch, tag+"-mosquitto-")
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	bridge := "max_queued_messages 1000\n" +
+		"connection feed\naddress " + feed.Addr + "\n" +
+		"topic lab/# in 0\ntopic " + cmdTopic + " out 1\n" +
+		"cleansession true\nnotifications false\nbridge_protocol_version mqttv311\n"
+	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{WebSockets: true, Extra: bridge})
+	if err != nil {
+		s.stop()
+		return nil, err
+	}
+	s.pid = m.PID
+	s.stops = append(s.stops, m.Stop) // stopped first: the stops run backwards
 	if err := pinPID(e.d.Pin, e.d.Pin.Daemon, m.PID); err != nil {
 		s.stop()
 		return nil, err

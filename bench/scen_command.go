@@ -64,7 +64,7 @@ func commandScenario(ctx context.Context, e peerEnv) (harness.Table, error) {
 	}
 	for _, r := range results {
 		target, verdict := "", ""
-		if mosq != nil && r.name != mosq.name && !strings.Contains(r.name, "hop alone") {
+		if mosq != nil && r.name != mosq.name && !strings.Contains(r.name, "hop alone") && !strings.HasPrefix(r.name, "bridged") {
 			target = "each ≤ mosquitto-ws"
 			verdict = harness.Verdict(r.lat.Q(.5) <= mosq.lat.Q(.5) && r.lat.Q(.99) <= mosq.lat.Q(.99) && r.lat.Q(.999) <= mosq.lat.Q(.999))
 		}
