@@ -33,6 +33,11 @@ const (
 	// broker, fed over a mosquitto bridge connection: the topology the
 	// bridge's passthrough has (one broker hop more than mosquitto-ws).
 	peerMosquittoBridged = "mosquitto-bridged"
+	// peerEmbedded is the bridge itself with its embedded broker: the
+	// publishers and the command scenario's subscriber connect to it, so
+	// that its path has the broker hops mosquitto-ws has (the bench gives it
+	// a free port, PIBRIDGE_MQTT_EMBEDDED_LISTEN).
+	peerEmbedded = "pibridge-embedded"
 	// nodeREDVersion is what `make bench` installs; the bench checks it.
 	nodeREDVersion = "4.1.8"
 )
@@ -63,7 +68,7 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 		o                                   peerOptions
 		peers, rates, clients, idle, fanMax string
 	)
-	fs.StringVar(&peers, "peers", "nodered,mosquitto,mochi", "peers measured beside the bridge in scenarios mqttws, fanout, idleconns (\"none\" for none); mosquitto-bridged (mosquitto-ws fed through a second broker, the bridge's topology) on request")
+	fs.StringVar(&peers, "peers", "nodered,mosquitto,mochi", "peers measured beside the bridge in scenarios mqttws, fanout, idleconns (\"none\" for none); mosquitto-bridged (mosquitto-ws fed through a second broker, the bridge's topology) and pibridge-embedded (the bridge as the broker, mosquitto-ws's topology) on request")
 	fs.StringVar(&o.nodeRED, "nodered", "bin/bench-peers/node-red", "npm prefix holding node_modules/node-red (make bench installs it)")
 	fs.IntVar(&o.latSamples, "mqtt-samples", 100000, "mqttws: messages timed per path")
 	fs.IntVar(&o.latRate, "mqtt-rate", 5000, "mqttws: messages per second")
@@ -85,8 +90,8 @@ func registerPeerFlags(fs *flag.FlagSet) func() (peerOptions, error) {
 		if peers != "none" && peers != "" {
 			for p := range strings.SplitSeq(peers, ",") {
 				p = strings.TrimSpace(p)
-				if !slices.Contains([]string{peerNodeRED, peerMosquitto, peerMochi, peerMosquittoBridged}, p) {
-					return o, fmt.Errorf("-peers: %q: want nodered, mosquitto, mochi, mosquitto-bridged or none", p)
+				if !slices.Contains([]string{peerNodeRED, peerMosquitto, peerMochi, peerMosquittoBridged, peerEmbedded}, p) {
+					return o, fmt.Errorf("-peers: %q: want nodered, mosquitto, mochi, mosquitto-bridged, pibridge-embedded or none", p)
 				}
 				o.peers = append(o.peers, p)
 			}
@@ -206,7 +211,7 @@ func subjectNames(o peerOptions, withMQTTPeers bool) []string {
 	if o.baseline != "" && withMQTTPeers {
 		names = append(names, subjectBaseline)
 	}
-	for _, p := range []string{peerNodeRED, peerMosquitto, peerMosquittoBridged, peerMochi} {
+	for _, p := range []string{peerEmbedded, peerNodeRED, peerMosquitto, peerMosquittoBridged, peerMochi} {
 		if o.has(p) && (withMQTTPeers || p == peerNodeRED) {
 			names = append(names, p)
 		}
@@ -231,6 +236,8 @@ func (e peerEnv) start(ctx context.Context, name, tag string) (*subject, error) 
 		return e.startMosquittoWS(ctx, tag)
 	case peerMosquittoBridged:
 		return e.startMosquittoBridged(ctx, tag)
+	case peerEmbedded:
+		return e.startBridgeEmbedded(ctx, tag, cmp.Or(e.maxClients, 256))
 	case peerMochi:
 		return e.startMochi(ctx, tag)
 	}
@@ -306,6 +313,41 @@ func (e peerEnv) startBridge(ctx context.Context, tag string, maxClients int) (*
 			return nil, err
 		}
 		return closerFunc(func() error { return closeNow(c.NetConn()) }), nil
+	}
+	return s, nil
+}
+
+const bridgeEmbeddedConfig = `device: {id: bench, name: "pibridge bench"}
+board: sim
+http: {listen: "127.0.0.1:0", max_clients: %d}
+mqtt:
+  broker: embedded
+  bridge_allow: ["lab/#"]
+  homeassistant: {discovery: false}
+outputs:
+  - {name: led, pin: GPIO22, initial: "off", safe: "off"}
+`
+
+// startBridgeEmbedded runs the bridge with its embedded broker, which the
+// publishers and subscribers connect to.
+func (e peerEnv) startBridgeEmbedded(ctx context.Context, tag string, maxClients int) (*subject, error) {
+	dm, err := e.d.Start(ctx, tag, fmt.Sprintf(bridgeEmbeddedConfig, maxClients))
+	if err != nil {
+		return nil, err
+	}
+	s := &subject{name: "pibridge (its embedded broker)", pid: dm.PID, pubAddr: dm.MQTTAddr, logPath: dm.LogPath, httpURL: dm.HTTPURL, wsURL: dm.WSURL,
+		stops: []func(){func() { _ = dm.Stop() }}}
+	if err := waitListen(ctx, dm.MQTTAddr, 5*time.Second); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("embedded broker: %w; log: %s", err, harness.Tail(dm.LogPath))
+	}
+	s.dial = func(ctx context.Context, _ int) (receiver, error) { return dialBridge(ctx, dm.WSURL, "lab/#") }
+	s.dialIdle = func(ctx context.Context, _ int) (io.Closer, error) {
+		r, err := dialBridge(ctx, dm.WSURL, cmp.Or(e.o.idleFilter, "lab/#"))
+		if err != nil {
+			return nil, err
+		}
+		return closerFunc(func() error { return closeNow(r.c.NetConn()) }), nil
 	}
 	return s, nil
 }
