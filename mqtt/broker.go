@@ -13,6 +13,8 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"pibridge/internal/rawio"
 )
 
 // closeTimeout bounds Broker.Close, which waits for every client's
@@ -210,6 +212,12 @@ type tcpListener struct {
 	once    sync.Once
 }
 
+// clientReadSlack is how late a client's keepalive deadline may pass:
+// mochi asks for 1.5 × keepalive (seconds to minutes) after every packet,
+// and moving the socket's deadline once a second instead of per packet is
+// what the slack buys.
+const clientReadSlack = time.Second
+
 func (l *tcpListener) ID() string       { return "tcp" }
 func (l *tcpListener) Protocol() string { return "tcp" }
 
@@ -247,7 +255,15 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		l.conns[conn] = true
 		l.mu.Unlock()
 		go func() {
-			if err := establish(l.ID(), conn); err != nil {
+			// mochi reads and writes through a net.Conn; raw calls spare
+			// the runtime's monitor thread a wake-up per packet, and mochi
+			// refreshing its keepalive deadline on every packet read a
+			// timer update each (see clientReadSlack).
+			c := conn
+			if rc, err := rawio.NewConn(conn, defaultWriteWait, clientReadSlack); err == nil {
+				c = rc
+			}
+			if err := establish(l.ID(), c); err != nil {
 				l.log.Debug("client connection ended", "remote", conn.RemoteAddr().String(), "err", err)
 			}
 			l.mu.Lock()

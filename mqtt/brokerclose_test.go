@@ -238,3 +238,50 @@ func TestBrokerCountsQueuedPublishes(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling with a deadline
 	}
 }
+
+// TestBrokerDropsSilentClient: the embedded broker drops a client silent
+// for one and a half keepalives [MQTT-3.1.2-24], counted from its last
+// packet (here a ping), never sooner: the socket's deadline is moved
+// coarsely, never early.
+func TestBrokerDropsSilentClient(t *testing.T) {
+	b, err := NewBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitLong))
+	connect := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 2, 0, 6, 's', 'i', 'l', 'e', 'n', 't'} // keepalive 2 s
+	if _, err := c.Write(append([]byte{0x10, byte(len(connect))}, connect...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("no CONNACK: %v", err)
+	}
+	var last time.Time // before the last ping: the broker reads it later
+	for range 2 { // each ping moves the deadline on
+		time.Sleep(1200 * time.Millisecond) // within the keepalive: what is tested
+		last = time.Now()
+		if _, err := c.Write([]byte{0xc0, 0}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+			t.Fatalf("no PINGRESP: the broker dropped a client that pinged within its keepalive: %v", err)
+		}
+	}
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the broker sent %d bytes to a silent client", n)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("the broker kept a client silent for %v", waitLong)
+	}
+	if silent := time.Since(last); silent < 3*time.Second {
+		t.Fatalf("the broker dropped the client after %v of silence, before 1.5 keepalives", silent)
+	}
+}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
-	"syscall"
 	"time"
 
 	"pibridge/internal/rawio"
@@ -19,21 +17,14 @@ const readBuffer = 4 << 10
 // bufConn reads through a buffer: paho's packets.ReadPacket reads the
 // fixed header byte, each remaining-length byte and then the rest, which
 // on a bare socket is one read(2) (and one netpoller wake-up) per field.
-// On a plain TCP socket the buffer is filled by raw read(2)s (see
-// rawio): a message arriving after a quiet spell then costs no wake-up of
-// the runtime's monitor thread.
+// On a plain TCP socket Conn is a rawio.Conn: the buffer is filled by raw
+// read(2)s, so that a message arriving after a quiet spell costs no
+// wake-up of the runtime's monitor thread, and packets go out in raw
+// write(2)s, the write deadline paho sets and clears around every packet
+// (two runtime timer updates each) kept as the bound a full socket arms.
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader // on a plain TCP socket, filled by raw reads
-
-	// On a plain TCP socket packets are written with raw write(2)s too,
-	// and the write deadline paho sets and clears around every packet
-	// (two runtime timer updates each) is kept as a bound instead: it is
-	// armed only when the socket is full.
-	rc        syscall.RawConn // nil: reads and writes go through Conn
-	wmu       sync.Mutex      // paho writes from two goroutines (outgoing, keepalive); w is one call's
-	w         rawio.Writer
-	writeWait time.Duration
+	r *bufio.Reader
 
 	tap publishTap // nil: every packet is paho's
 	// pahoLeft is what paho has yet to read of its current packet: its
@@ -55,37 +46,10 @@ var errMalformedLength = errors.New("mqtt: malformed packet: remaining length ov
 const defaultWriteWait = 10 * time.Second
 
 func newBufConn(c net.Conn) *bufConn {
-	if r, err := rawio.NewReader(c); err == nil {
-		rc, _ := rawio.RawConn(c)
-		return &bufConn{Conn: c, r: bufio.NewReaderSize(r, readBuffer), rc: rc, writeWait: defaultWriteWait}
+	if rc, err := rawio.NewConn(c, defaultWriteWait, 0); err == nil {
+		c = rc
 	}
 	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, readBuffer)}
-}
-
-func (c *bufConn) Write(p []byte) (int, error) {
-	if c.rc == nil {
-		return c.Conn.Write(p)
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.w.Write(c.rc, p, c.Conn, c.writeWait); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// SetWriteDeadline keeps what is left until t as the bound of the next
-// raw writes; a zero t (paho's "done") keeps the bound as it is.
-func (c *bufConn) SetWriteDeadline(t time.Time) error {
-	if c.rc == nil {
-		return c.Conn.SetWriteDeadline(t)
-	}
-	if !t.IsZero() {
-		c.wmu.Lock()
-		c.writeWait = max(time.Until(t), time.Millisecond)
-		c.wmu.Unlock()
-	}
-	return nil
 }
 
 func (c *bufConn) Read(p []byte) (int, error) {
