@@ -266,7 +266,7 @@ func TestBrokerDropsSilentClient(t *testing.T) {
 		t.Fatalf("no CONNACK: %v", err)
 	}
 	var last time.Time // before the last ping: the broker reads it later
-	for range 2 { // each ping moves the deadline on
+	for range 2 {      // each ping moves the deadline on
 		time.Sleep(1200 * time.Millisecond) // within the keepalive: what is tested
 		last = time.Now()
 		if _, err := c.Write([]byte{0xc0, 0}); err != nil {
