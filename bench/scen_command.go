@@ -108,7 +108,11 @@ func commandRun(ctx context.Context, e peerEnv, name string) ([]cmdResult, error
 	if err != nil || s.wsURL == "" {
 		return []cmdResult{r}, err
 	}
-	hop, err := commandMeasure(ctx, e, s, s.name+": its broker hop alone (MQTT publisher → mosquitto → subscriber)", "hopsub",
+	broker := "mosquitto"
+	if name == peerEmbedded {
+		broker = "its embedded broker"
+	}
+	hop, err := commandMeasure(ctx, e, s, s.name+": its broker hop alone (MQTT publisher → "+broker+" → subscriber)", "hopsub",
 		func() (cmdSender, error) { return dialTCPCommander(ctx, s.pubAddr, "hopcommander") })
 	return []cmdResult{r, hop}, err
 }
