@@ -361,32 +361,7 @@ func (f closerFunc) Close() error { return f() }
 // Its queue limit is its default (1000 per client): that, not unbounded
 // memory, is how it behaves in service.
 func (e peerEnv) startMosquittoWS(ctx context.Context, tag string) (*subject, error) {
-	dir, err := os.MkdirTemp(e.scratch, tag+"-mosquitto-")
-	if err != nil {
-		return nil, err
-	}
-	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{WebSockets: true, Extra: "max_queued_messages 1000\n"})
-	if err != nil {
-		return nil, err
-	}
-	s := &subject{name: "mosquitto " + mosquittoVersion() + " (websockets)", pid: m.PID, pubAddr: m.Addr, stops: []func(){m.Stop}}
-	if err := pinPID(e.d.Pin, e.d.Pin.Daemon, m.PID); err != nil {
-		s.stop()
-		return nil, err
-	}
-	if err := waitListen(ctx, m.WSAddr, 5*time.Second); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("mosquitto websockets listener: %w; log: %s", err, m.Stderr())
-	}
-	url := "ws://" + m.WSAddr + "/mqtt"
-	s.cmdURL = url
-	s.dial = func(ctx context.Context, id int) (receiver, error) {
-		return dialMQTTWS(ctx, url, "sub-"+strconv.Itoa(id), "lab/#")
-	}
-	s.dialIdle = func(ctx context.Context, id int) (io.Closer, error) {
-		return dialMQTTWS(ctx, url, "idle-"+strconv.Itoa(id), e.o.idleFilter)
-	}
-	return s, nil
+	return e.mosquittoWS(ctx, tag, &subject{name: "mosquitto " + mosquittoVersion() + " (websockets)"}, "")
 }
 
 // startMosquittoBridged runs mosquitto-ws as the subject behind a feeding
@@ -405,21 +380,29 @@ func (e peerEnv) startMosquittoBridged(ctx context.Context, tag string) (*subjec
 		return nil, err
 	}
 	s := &subject{name: "bridged mosquitto " + mosquittoVersion() + " (websockets, fed through a broker)", pubAddr: feed.Addr, stops: []func(){feed.Stop}}
+	return e.mosquittoWS(ctx, tag, s, "connection feed\naddress "+feed.Addr+"\n"+
+		"topic lab/# in 0\ntopic "+cmdTopic+" out 1\n"+
+		"cleansession true\nnotifications false\nbridge_protocol_version mqttv311\n")
+}
+
+// mosquittoWS starts mosquitto with a WebSocket listener as s, pinned like
+// the bridge, with extra configuration lines; publishers go to its TCP
+// listener unless s names another broker. A failed start stops s.
+func (e peerEnv) mosquittoWS(ctx context.Context, tag string, s *subject, extra string) (*subject, error) {
 	dir, err := os.MkdirTemp(e.scratch, tag+"-mosquitto-")
 	if err != nil {
 		s.stop()
 		return nil, err
 	}
-	bridge := "max_queued_messages 1000\n" +
-		"connection feed\naddress " + feed.Addr + "\n" +
-		"topic lab/# in 0\ntopic " + cmdTopic + " out 1\n" +
-		"cleansession true\nnotifications false\nbridge_protocol_version mqttv311\n"
-	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{WebSockets: true, Extra: bridge})
+	m, err := harness.StartMosquitto(dir, harness.MosquittoOptions{WebSockets: true, Extra: "max_queued_messages 1000\n" + extra})
 	if err != nil {
 		s.stop()
 		return nil, err
 	}
 	s.pid = m.PID
+	if s.pubAddr == "" {
+		s.pubAddr = m.Addr
+	}
 	s.stops = append(s.stops, m.Stop) // stopped first: the stops run backwards
 	if err := pinPID(e.d.Pin, e.d.Pin.Daemon, m.PID); err != nil {
 		s.stop()

@@ -153,14 +153,7 @@ func rawSubscriber(t *testing.T, addr, id, filter string) net.Conn {
 // is not "being handled", so Close does not wait on it (mochi reads the
 // CONNECT outside the handler that ends a packet).
 func TestBrokerIdleClientsAreNotBusy(t *testing.T) {
-	b, err := NewBroker("127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := startedBroker(t)
 	sub := rawSubscriber(t, b.Addr(), "idle-raw", "some/topic")
 	defer sub.Close()
 	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("idle-paho").
@@ -189,14 +182,7 @@ func TestBrokerIdleClientsAreNotBusy(t *testing.T) {
 // has publishes pending (retained on subscribe and routed alike), and once
 // it reads everything the count is back to zero, never below.
 func TestBrokerCountsQueuedPublishes(t *testing.T) {
-	b, err := NewBroker("127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := startedBroker(t)
 	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("count-pub").
 		SetAutoReconnect(false))
 	if tok := pub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
@@ -244,14 +230,7 @@ func TestBrokerCountsQueuedPublishes(t *testing.T) {
 // packet (here a ping), never sooner: the socket's deadline is moved
 // coarsely, never early.
 func TestBrokerDropsSilentClient(t *testing.T) {
-	b, err := NewBroker("127.0.0.1:0", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := startedBroker(t)
 	c, err := net.Dial("tcp", b.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -284,4 +263,19 @@ func TestBrokerDropsSilentClient(t *testing.T) {
 	if silent := time.Since(last); silent < 3*time.Second {
 		t.Fatalf("the broker dropped the client after %v of silence, before 1.5 keepalives", silent)
 	}
+}
+
+// startedBroker starts an open embedded broker on a free loopback port,
+// closed when the test ends.
+func startedBroker(t *testing.T) *Broker {
+	t.Helper()
+	b, err := NewBroker("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }
