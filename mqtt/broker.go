@@ -100,7 +100,7 @@ func newBroker(listen string, log *slog.Logger, a *BrokerAuth) (*Broker, error) 
 	if err := srv.AddHook(busy, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
-	queued := &queueHook{srv: srv, queued: make(map[*mochi.Client]int)}
+	queued := &queueHook{srv: srv, queued: make(map[*mochi.Client]int), routes: make(map[string][]route)}
 	if err := srv.AddHook(queued, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: %w", err)
 	}
@@ -343,19 +343,37 @@ func (l *tcpListener) drain(clients map[string]*mochi.Client) {
 // written (OnPacketSent) or dropped. The count errs only on the safe side
 // of a bounded wait, except for shared subscriptions (mochi picks their
 // client at random) and for $SYS topics, which mochi routes without a hook:
-// neither is counted.
+// neither is counted; nor is a subscriber whose subscription races the
+// publish (mochi routes to it before OnSubscribed says so).
+//
+// Routing a topic a second time costs as much as mochi's own routing (a
+// scan of the topic tree that builds maps), so the clients a topic routes
+// to are kept per topic until anyone's subscriptions may have changed.
 type queueHook struct {
 	mochi.HookBase
 	srv    *mochi.Server
 	mu     sync.Mutex
 	queued map[*mochi.Client]int
+	routes map[string][]route // topic → its subscribers; emptied on any (un)subscribe or session change
+	epoch  uint64             // counts the emptyings: routes found before one are not kept
 }
+
+// route is one client a topic's publishes are queued for.
+type route struct {
+	cl      *mochi.Client
+	noLocal bool // not for the client's own publishes
+}
+
+// maxRoutes bounds the topics whose routes are kept; past it they are
+// dropped and routed afresh.
+const maxRoutes = 1024
 
 func (h *queueHook) ID() string { return "pibridge-queued" }
 
 func (h *queueHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnPublished, mochi.OnRetainPublished, mochi.OnPacketSent, mochi.OnPublishDropped, mochi.OnDisconnect:
+	case mochi.OnPublished, mochi.OnRetainPublished, mochi.OnPacketSent, mochi.OnPublishDropped, mochi.OnDisconnect,
+		mochi.OnSubscribed, mochi.OnUnsubscribed, mochi.OnSessionEstablished:
 		return true
 	}
 	return false
@@ -366,18 +384,59 @@ func (h *queueHook) OnPublished(_ *mochi.Client, pk packets.Packet) {
 	if pk.Ignore {
 		return
 	}
-	subs := h.srv.Topics.Subscribers(pk.TopicName)
+	h.mu.Lock()
+	routes, known := h.routes[pk.TopicName]
+	epoch := h.epoch
+	h.mu.Unlock()
+	if !known {
+		routes = h.route(pk.TopicName)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for id, sub := range subs.Subscriptions {
-		if sub.NoLocal && pk.Origin == id {
-			continue
+	if !known && h.epoch == epoch {
+		if len(h.routes) >= maxRoutes {
+			clear(h.routes)
 		}
-		if cl, ok := h.srv.Clients.Get(id); ok && !cl.Closed() && !cl.Net.Inline {
-			h.queued[cl]++
+		h.routes[pk.TopicName] = routes
+	}
+	for _, r := range routes {
+		if (!r.noLocal || pk.Origin != r.cl.ID) && !r.cl.Closed() {
+			h.queued[r.cl]++
 		}
 	}
 }
+
+// route lists the clients mochi queues a publish on topic for.
+func (h *queueHook) route(topic string) []route {
+	subs := h.srv.Topics.Subscribers(topic)
+	routes := make([]route, 0, len(subs.Subscriptions))
+	for id, sub := range subs.Subscriptions {
+		if cl, ok := h.srv.Clients.Get(id); ok && !cl.Net.Inline {
+			routes = append(routes, route{cl: cl, noLocal: sub.NoLocal})
+		}
+	}
+	return routes
+}
+
+// forgetRoutes drops the kept routes: who subscribes to what may have
+// changed.
+func (h *queueHook) forgetRoutes() {
+	h.mu.Lock()
+	h.forgetRoutesLocked()
+	h.mu.Unlock()
+}
+
+func (h *queueHook) forgetRoutesLocked() {
+	clear(h.routes)
+	h.epoch++
+}
+
+func (h *queueHook) OnSubscribed(*mochi.Client, packets.Packet, []byte) { h.forgetRoutes() }
+func (h *queueHook) OnUnsubscribed(*mochi.Client, packets.Packet)       { h.forgetRoutes() }
+
+// OnSessionEstablished: a new client, or one taking over a session and
+// its subscriptions.
+func (h *queueHook) OnSessionEstablished(*mochi.Client, packets.Packet) { h.forgetRoutes() }
 
 func (h *queueHook) OnRetainPublished(cl *mochi.Client, _ packets.Packet) { h.add(cl, 1) }
 
@@ -393,6 +452,7 @@ func (h *queueHook) OnPublishDropped(cl *mochi.Client, _ packets.Packet) { h.add
 func (h *queueHook) OnDisconnect(cl *mochi.Client, _ error, _ bool) {
 	h.mu.Lock()
 	delete(h.queued, cl)
+	h.forgetRoutesLocked() // a clean session's subscriptions go with it
 	h.mu.Unlock()
 }
 

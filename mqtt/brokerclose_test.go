@@ -199,19 +199,7 @@ func TestBrokerCountsQueuedPublishes(t *testing.T) {
 		t.Fatal("the subscriber is not among mochi's clients")
 	}
 	const n = 200
-	payload := bytes.Repeat([]byte("x"), 64<<10) // 12.5 MiB: more than loopback buffers hold, so the queue stays non-empty
-	for i := range n {
-		if tok := pub.Publish("count/x", 1, false, payload); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
-			t.Fatalf("publish %d: %v", i, tok.Error())
-		}
-	}
-	waitIdle := func() {
-		deadline := time.Now().Add(waitLong)
-		for !b.tcp.busy.idle() && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond) // polling with a deadline
-		}
-	}
-	waitIdle()
+	publishUnread(t, b, pub, n)
 	if p := b.tcp.queued.pending(cl); p <= 0 || p > n+1 {
 		t.Fatalf("pending = %d for a subscriber that reads nothing, want 1..%d", p, n+1)
 	}
@@ -222,6 +210,71 @@ func TestBrokerCountsQueuedPublishes(t *testing.T) {
 			t.Fatalf("pending = %d after the subscriber read everything, want 0", b.tcp.queued.pending(cl))
 		}
 		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+}
+
+// publishUnread publishes n messages of 64 KiB to count/x (12.5 MiB for
+// 200: more than loopback buffers hold, so a subscriber that does not read
+// keeps a queue) and waits until mochi has handled them.
+func publishUnread(t *testing.T, b *Broker, pub paho.Client, n int) {
+	t.Helper()
+	payload := bytes.Repeat([]byte("x"), 64<<10)
+	for i := range n {
+		if tok := pub.Publish("count/x", 1, false, payload); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	deadline := time.Now().Add(waitLong)
+	for !b.tcp.busy.idle() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+}
+
+// TestBrokerCountsNewSubscribers: the subscribers a topic routes to are
+// kept between publishes; a client that subscribes afterwards is counted
+// for the next ones, and one that has gone is not.
+func TestBrokerCountsNewSubscribers(t *testing.T) {
+	b := startedBroker(t)
+	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("routes-pub").
+		SetAutoReconnect(false))
+	if tok := pub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("publisher connect: %v", tok.Error())
+	}
+	defer pub.Disconnect(0)
+	first := rawSubscriber(t, b.Addr(), "routes-first", "count/#")
+	// The second is connected before count/x is routed and subscribes
+	// after; its handler never returns, so paho stops reading its socket.
+	release := make(chan struct{})
+	second := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("routes-second").
+		SetAutoReconnect(false))
+	if tok := second.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("second subscriber connect: %v", tok.Error())
+	}
+	defer second.Disconnect(0)
+	defer close(release)        // first: paho's disconnect waits for its handler
+	publishUnread(t, b, pub, 1) // the route of count/x is known now: the first subscriber alone
+	if tok := second.Subscribe("count/x", 0, func(paho.Client, paho.Message) { <-release }); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	cl, ok := b.srv.Clients.Get("routes-second")
+	if !ok {
+		t.Fatal("the second subscriber is not among mochi's clients")
+	}
+	const n = 200
+	publishUnread(t, b, pub, n)
+	if p := b.tcp.queued.pending(cl); p <= 0 || p > n {
+		t.Fatalf("pending = %d for a subscriber that came after the topic was routed, want 1..%d", p, n)
+	}
+	gone, _ := b.srv.Clients.Get("routes-first")
+	first.Close()
+	deadline := time.Now().Add(waitLong)
+	for !gone.Closed() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+	before := b.tcp.queued.pending(gone)
+	publishUnread(t, b, pub, 1)
+	if p := b.tcp.queued.pending(gone); p > before {
+		t.Fatalf("pending of a subscriber that has gone rose from %d to %d", before, p)
 	}
 }
 
