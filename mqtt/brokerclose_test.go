@@ -183,12 +183,7 @@ func TestBrokerIdleClientsAreNotBusy(t *testing.T) {
 // it reads everything the count is back to zero, never below.
 func TestBrokerCountsQueuedPublishes(t *testing.T) {
 	b := startedBroker(t)
-	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("count-pub").
-		SetAutoReconnect(false))
-	if tok := pub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
-		t.Fatalf("publisher connect: %v", tok.Error())
-	}
-	defer pub.Disconnect(0)
+	pub := brokerClient(t, b, "count-pub")
 	if tok := pub.Publish("count/retained", 1, true, "r"); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
 		t.Fatalf("publish: %v", tok.Error())
 	}
@@ -235,23 +230,13 @@ func publishUnread(t *testing.T, b *Broker, pub paho.Client, n int) {
 // for the next ones, and one that has gone is not.
 func TestBrokerCountsNewSubscribers(t *testing.T) {
 	b := startedBroker(t)
-	pub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("routes-pub").
-		SetAutoReconnect(false))
-	if tok := pub.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
-		t.Fatalf("publisher connect: %v", tok.Error())
-	}
-	defer pub.Disconnect(0)
+	pub := brokerClient(t, b, "routes-pub")
 	first := rawSubscriber(t, b.Addr(), "routes-first", "count/#")
 	// The second is connected before count/x is routed and subscribes
 	// after; its handler never returns, so paho stops reading its socket.
 	release := make(chan struct{})
-	second := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID("routes-second").
-		SetAutoReconnect(false))
-	if tok := second.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
-		t.Fatalf("second subscriber connect: %v", tok.Error())
-	}
-	defer second.Disconnect(0)
-	defer close(release)        // first: paho's disconnect waits for its handler
+	second := brokerClient(t, b, "routes-second")
+	defer close(release)        // before the client's disconnect, which waits for its handler
 	publishUnread(t, b, pub, 1) // the route of count/x is known now: the first subscriber alone
 	if tok := second.Subscribe("count/x", 0, func(paho.Client, paho.Message) { <-release }); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
@@ -331,4 +316,16 @@ func startedBroker(t *testing.T) *Broker {
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// brokerClient connects a paho client to b, disconnected when the test
+// ends (after the test's own defers).
+func brokerClient(t *testing.T, b *Broker, id string) paho.Client {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(id).SetAutoReconnect(false))
+	if tok := c.Connect(); !tok.WaitTimeout(waitLong) || tok.Error() != nil {
+		t.Fatalf("%s: connect: %v", id, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c
 }
