@@ -38,13 +38,11 @@ type Conn struct {
 // on every packet costs a timer update a readSlack, and the deadline
 // passes at most readSlack late.
 func NewConn(c net.Conn, writeWait, readSlack time.Duration) (*Conn, error) {
-	rc, err := RawConn(c)
+	r, err := NewReader(c)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{rc: rc}
-	r.fn = r.read
-	return &Conn{Conn: c, rc: rc, r: r, writeWait: writeWait, readSlack: readSlack}, nil
+	return &Conn{Conn: c, rc: r.rc, r: r, writeWait: writeWait, readSlack: readSlack}, nil
 }
 
 func (c *Conn) Read(p []byte) (int, error) { return c.r.Read(p) }
