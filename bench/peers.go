@@ -244,6 +244,16 @@ func (e peerEnv) start(ctx context.Context, name, tag string) (*subject, error) 
 	return nil, fmt.Errorf("unknown subject %q", name)
 }
 
+// feedBroker starts, in a fresh directory named after tag, the mosquitto
+// that feeds a subject (see broker).
+func (e peerEnv) feedBroker(tag string) (*harness.Mosquitto, error) {
+	dir, err := os.MkdirTemp(e.scratch, tag+"-broker-")
+	if err != nil {
+		return nil, err
+	}
+	return e.broker(dir)
+}
+
 // broker starts the mosquitto that feeds the bridge or Node-RED, pinned
 // with the load generator: it is infrastructure, not the subject.
 func (e peerEnv) broker(dir string) (*harness.Mosquitto, error) {
@@ -283,11 +293,7 @@ outputs:
 // startBridge runs the bridge against a fresh mosquitto with bridge_allow
 // lab/#; maxClients bounds its WebSocket connections.
 func (e peerEnv) startBridge(ctx context.Context, tag string, maxClients int) (*subject, error) {
-	dir, err := os.MkdirTemp(e.scratch, tag+"-broker-")
-	if err != nil {
-		return nil, err
-	}
-	m, err := e.broker(dir)
+	m, err := e.feedBroker(tag)
 	if err != nil {
 		return nil, err
 	}
@@ -297,6 +303,13 @@ func (e peerEnv) startBridge(ctx context.Context, tag string, maxClients int) (*
 		s.stop()
 		return nil, err
 	}
+	e.bridgeSubject(s, dm)
+	return s, nil
+}
+
+// bridgeSubject makes the started bridge dm the subject s: its process,
+// URLs, stop and WebSocket dialers.
+func (e peerEnv) bridgeSubject(s *subject, dm *harness.Daemon) {
 	s.pid, s.logPath, s.httpURL, s.wsURL = dm.PID, dm.LogPath, dm.HTTPURL, dm.WSURL
 	s.stops = append(s.stops, func() { _ = dm.Stop() })
 	s.dial = func(ctx context.Context, _ int) (receiver, error) { return dialBridge(ctx, dm.WSURL, "lab/#") }
@@ -314,7 +327,6 @@ func (e peerEnv) startBridge(ctx context.Context, tag string, maxClients int) (*
 		}
 		return closerFunc(func() error { return closeNow(c.NetConn()) }), nil
 	}
-	return s, nil
 }
 
 const bridgeEmbeddedConfig = `device: {id: bench, name: "pibridge bench"}
@@ -335,19 +347,11 @@ func (e peerEnv) startBridgeEmbedded(ctx context.Context, tag string, maxClients
 	if err != nil {
 		return nil, err
 	}
-	s := &subject{name: "pibridge (its embedded broker)", pid: dm.PID, pubAddr: dm.MQTTAddr, logPath: dm.LogPath, httpURL: dm.HTTPURL, wsURL: dm.WSURL,
-		stops: []func(){func() { _ = dm.Stop() }}}
+	s := &subject{name: "pibridge (its embedded broker)", pubAddr: dm.MQTTAddr}
+	e.bridgeSubject(s, dm)
 	if err := waitListen(ctx, dm.MQTTAddr, 5*time.Second); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("embedded broker: %w; log: %s", err, harness.Tail(dm.LogPath))
-	}
-	s.dial = func(ctx context.Context, _ int) (receiver, error) { return dialBridge(ctx, dm.WSURL, "lab/#") }
-	s.dialIdle = func(ctx context.Context, _ int) (io.Closer, error) {
-		r, err := dialBridge(ctx, dm.WSURL, cmp.Or(e.o.idleFilter, "lab/#"))
-		if err != nil {
-			return nil, err
-		}
-		return closerFunc(func() error { return closeNow(r.c.NetConn()) }), nil
 	}
 	return s, nil
 }
@@ -371,11 +375,7 @@ func (e peerEnv) startMosquittoWS(ctx context.Context, tag string) (*subject, er
 // as the bridge does) and forwards lab/cmd to it at QoS 1 (as the bridge's
 // passthrough publishes).
 func (e peerEnv) startMosquittoBridged(ctx context.Context, tag string) (*subject, error) {
-	feedDir, err := os.MkdirTemp(e.scratch, tag+"-broker-")
-	if err != nil {
-		return nil, err
-	}
-	feed, err := e.broker(feedDir)
+	feed, err := e.feedBroker(tag)
 	if err != nil {
 		return nil, err
 	}
