@@ -385,19 +385,20 @@ func (h *queueHook) OnPublished(_ *mochi.Client, pk packets.Packet) {
 		return
 	}
 	h.mu.Lock()
-	routes, known := h.routes[pk.TopicName]
-	epoch := h.epoch
-	h.mu.Unlock()
-	if !known {
-		routes = h.route(pk.TopicName)
-	}
-	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !known && h.epoch == epoch {
-		if len(h.routes) >= maxRoutes {
-			clear(h.routes)
+	routes, known := h.routes[pk.TopicName]
+	if !known {
+		// Routed outside the lock, which every written packet takes.
+		epoch := h.epoch
+		h.mu.Unlock()
+		routes = h.route(pk.TopicName)
+		h.mu.Lock()
+		if h.epoch == epoch {
+			if len(h.routes) >= maxRoutes {
+				clear(h.routes)
+			}
+			h.routes[pk.TopicName] = routes
 		}
-		h.routes[pk.TopicName] = routes
 	}
 	for _, r := range routes {
 		if (!r.noLocal || pk.Origin != r.cl.ID) && !r.cl.Closed() {
